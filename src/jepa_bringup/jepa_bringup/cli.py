@@ -1,0 +1,41 @@
+"""`jepa <command> ...`: one entry point; each command lives in the package that owns it."""
+import importlib
+import sys
+
+# command -> (module, one-line help). Each module has main(argv: list[str]) -> int.
+COMMANDS = {
+    'launch': ('jepa_bringup.launcher', 'start a graph (sim, arm) from config/graph.yaml without ros2 launch'),
+    'record': ('jepa_rosbag.record', 'record topics into a rosbag2 bag (mcap or sqlite3)'),
+    'replay': ('jepa_rosbag.replay', 'publish a bag with its recorded timing and /clock'),
+    'collect': ('jepa_world_model.collect', 'drive the simulated arm with motor babbling and record play data'),
+    'train': ('jepa_world_model.train', 'train the JEPA world model from bags'),
+    'eval-model': ('jepa_world_model.evaluate', 'latent prediction error vs horizon against baselines'),
+    'surprise': ('jepa_world_model.surprise', 'plot predicted vs actual latent error over an episode'),
+    'train-critic': ('jepa_planner.train_critic', 'fit the critic from recorded episodes'),
+    'eval': ('jepa_planner.evaluate', 'run seeded reach/push episodes through the full graph'),
+    'calibrate': ('jepa_bringup.calibrate', 'record camera pose and goal images from a real scene'),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ['usage: jepa <command> [args...]', '', 'commands:']
+    lines += [f'  {name:<{width}}  {help_}' for name, (_, help_) in COMMANDS.items()]
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ('-h', '--help', 'help'):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f'jepa: unknown command {command!r}\n\n{usage()}', file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

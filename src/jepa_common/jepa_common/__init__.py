@@ -1,0 +1,1 @@
+"""Shared pieces of the JEPA agent stack: message conversions, arm kinematics, node entry helper."""
