@@ -33,6 +33,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 VPY=$VENV/bin/python
+# Serialize concurrent runs (e.g. two terminals running make): pip and colcon must not race.
+exec 9>"$VENV/.setup.lock"
+flock 9
 
 h=$(hash_of requirements.txt)
 if step_needed requirements "$h"; then
