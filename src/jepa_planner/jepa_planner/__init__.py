@@ -1,0 +1,1 @@
+"""The agent of the modular architecture: cost (intrinsic + critic), short-term memory, actor, configurator."""

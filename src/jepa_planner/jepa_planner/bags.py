@@ -1,0 +1,142 @@
+"""Short-term memory episodes <-> rosbag2 bags on the agent's own topics (/jepa/latent, /jepa/action,
+/jepa/cost, /jepa/prediction, /jepa/goal_latent), so a memory dump and a `jepa record` bag read the same.
+
+Messages are serialized by rclpy (real CDR) and stored with rosbags; the jepa_interfaces definitions are
+registered from the installed .msg files so the bags are self-describing.
+"""
+import importlib
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from rclpy.serialization import deserialize_message, serialize_message
+
+from jepa_common.conversions import latent_to_msg, msg_to_latent, sec_to_stamp, stamp_to_sec
+from jepa_planner.memory import COST_FIELDS, TOPICS, ShortTermMemory, TransitionAssembler
+
+MSG_TYPES = {TOPICS['latent']: 'jepa_interfaces/msg/LatentState', TOPICS['action']: 'jepa_interfaces/msg/ActionStamped',
+             TOPICS['cost']: 'jepa_interfaces/msg/CostTerms', TOPICS['prediction']: 'jepa_interfaces/msg/LatentState',
+             TOPICS['goal']: 'jepa_interfaces/msg/LatentState'}
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be read or written (names the bag and the problem)."""
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from jepa_common.paths import package_share
+    store = get_typestore(Stores.ROS2_JAZZY)
+    msg_dir = Path(package_share('jepa_interfaces')) / 'msg'
+    types = {}
+    for path in sorted(msg_dir.glob('*.msg')):
+        types.update(get_types_from_msg(path.read_text(), f'jepa_interfaces/msg/{path.stem}'))
+    store.register(types)
+    return store
+
+
+def _msg_class(msgtype: str):
+    package, _, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{package}.msg'), name)
+
+
+def write_messages(path: str | Path, messages: Iterable[tuple[str, object, int]]) -> int:
+    """Write (topic, rclpy message, log time ns) to a new mcap bag at path; returns the count."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    path = Path(path)
+    if path.exists():
+        raise BagError(f'bag {path} already exists')
+    store = _typestore()
+    count = 0
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {}
+        for topic, msg, log_time in messages:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, MSG_TYPES[topic], typestore=store)
+            writer.write(connections[topic], int(log_time), serialize_message(msg))
+            count += 1
+    return count
+
+
+def read_messages(path: str | Path, topics: Iterable[str]) -> Iterator[tuple[str, object, int]]:
+    """(topic, rclpy message, log time ns) of the given topics in log-time order."""
+    from rosbags.rosbag2 import Reader
+    try:
+        with Reader(Path(path)) as reader:
+            connections = [c for c in reader.connections if c.topic in set(topics)]
+            classes = {c.id: _msg_class(c.msgtype) for c in connections}
+            for connection, log_time, raw in reader.messages(connections=connections):
+                yield connection.topic, deserialize_message(raw, classes[connection.id]), log_time
+    except BagError:
+        raise
+    except Exception as exc:  # rosbags raises several types for missing/corrupt bags
+        raise BagError(f'cannot read bag {path}: {exc}') from exc
+
+
+def memory_messages(memory: ShortTermMemory, model_id: str = '') -> list[tuple[str, object, int]]:
+    """The messages that, replayed through a TransitionAssembler, give back the memory's episodes."""
+    from jepa_interfaces.msg import ActionStamped, CostTerms
+    out = []
+    ns = lambda seconds, offset=0: int(round(seconds * 1e9)) + offset  # noqa: E731
+    for episode in memory.episodes():
+        first = episode['stamps'][0]
+        if np.all(np.isfinite(episode['goals'][0])):
+            # Just before the first state, so a reader starts the episode with its goal.
+            out.append((TOPICS['goal'], latent_to_msg(episode['goals'][0], sec_to_stamp(first), model_id), ns(first, -1)))
+        for i, stamp in enumerate(episode['stamps']):
+            header_stamp = sec_to_stamp(stamp)
+            out.append((TOPICS['latent'], latent_to_msg(episode['states'][i], header_stamp, model_id), ns(stamp)))
+            terms = episode['cost_terms'][i]
+            if np.all(np.isfinite(terms)):
+                cost = CostTerms(total=float(terms.sum()), **{f: float(v) for f, v in zip(COST_FIELDS, terms)})
+                cost.header.stamp = header_stamp
+                out.append((TOPICS['cost'], cost, ns(stamp, 1)))
+            if np.all(np.isfinite(episode['actions'][i])):
+                action = ActionStamped(space='ee_delta', data=episode['actions'][i].astype(np.float32).tolist())
+                action.header.stamp = header_stamp
+                out.append((TOPICS['action'], action, ns(stamp, 2)))
+            if np.all(np.isfinite(episode['predicted'][i])):
+                out.append((TOPICS['prediction'], latent_to_msg(
+                    episode['predicted'][i], sec_to_stamp(episode['next_stamps'][i]), model_id), ns(stamp, 3)))
+        last = episode['next_stamps'][-1]
+        out.append((TOPICS['latent'], latent_to_msg(episode['next_states'][-1], sec_to_stamp(last), model_id), ns(last)))
+    return out
+
+
+def write_memory(path: str | Path, memory: ShortTermMemory, model_id: str = '') -> int:
+    """Write the memory's episodes to a new bag; returns the number of transitions written."""
+    write_messages(path, memory_messages(memory, model_id))
+    return len(memory)
+
+
+def cost_terms_of(msg) -> np.ndarray:
+    return np.array([getattr(msg, f) for f in COST_FIELDS], dtype=np.float32)
+
+
+def read_memory(paths: Iterable[str | Path], capacity: int = 1_000_000, max_gap: float = 1.0,
+                log=print) -> ShortTermMemory:
+    """Rebuild transitions from bags (written by write_memory or `jepa record`); bad messages are logged
+    and skipped. Each bag starts new episodes."""
+    memory = ShortTermMemory(capacity)
+    assembler = TransitionAssembler(max_gap=max_gap)
+    for path in paths:
+        assembler.new_episode()
+        for topic, msg, _ in read_messages(path, TOPICS.values()):
+            try:
+                if topic == TOPICS['latent']:
+                    transition = assembler.latent(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1),
+                                                  msg.model_id)
+                    if transition is not None:
+                        memory.add(transition)
+                elif topic == TOPICS['goal']:
+                    assembler.goal(msg_to_latent(msg).reshape(-1))
+                elif topic == TOPICS['prediction']:
+                    assembler.prediction(msg_to_latent(msg).reshape(-1))
+                elif topic == TOPICS['action']:
+                    assembler.action(np.asarray(msg.data, dtype=np.float32))
+                elif topic == TOPICS['cost']:
+                    assembler.cost(stamp_to_sec(msg.header.stamp), cost_terms_of(msg))
+            except ValueError as exc:
+                log(f'{path}: skipping a bad {topic} message: {exc}')
+    return memory

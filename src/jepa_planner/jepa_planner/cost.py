@@ -1,0 +1,258 @@
+"""Cost module: the hard-wired intrinsic cost and the trainable critic (learned cost-to-go).
+
+Everything is torch and vectorized over (batch of candidate plans, horizon) so the actor scores thousands of
+candidates in one call and differentiates through them for gradient refinement.
+
+Convention for jepa_interfaces/CostTerms: every term field holds the *weighted* term, so
+`total = energy + effort + joint_limits + workspace + critic` and the intrinsic cost is `total - critic`.
+"""
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+TERMS = ('energy', 'effort', 'joint_limits', 'workspace')
+CRITIC_FORMAT_VERSION = 1
+
+
+class CriticError(RuntimeError):
+    """A critic checkpoint that cannot be used (missing, corrupt, other latent space)."""
+
+
+@dataclass
+class CostWeights:
+    energy: float = 1.0
+    effort: float = 0.05
+    joint_limits: float = 1.0
+    workspace: float = 1.0
+    critic: float = 0.0
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ArmContext:
+    """What the geometric terms need about the arm right now, linearized about the current configuration:
+    end effector position, joint positions and the map from an end-effector step to a joint step.
+    The linearization makes the terms batched and differentiable without IK per candidate."""
+    ee: torch.Tensor          # (3,)
+    q: torch.Tensor           # (n,)
+    dq_dx: torch.Tensor       # (n, 3): damped pseudo-inverse of the position Jacobian
+    lower: torch.Tensor       # (n,)
+    upper: torch.Tensor       # (n,)
+    workspace: torch.Tensor   # (3, 2)
+
+    @classmethod
+    def from_kinematics(cls, kinematics, q_arm, eps: float = 1e-4, damping: float = 1e-4) -> 'ArmContext':
+        """Build from a jepa_common.kinematics.ArmKinematics (finite-difference Jacobian: 8 FK calls)."""
+        q_arm = np.asarray(q_arm, dtype=float)
+        ee = kinematics.fk(q_arm)
+        jac = np.stack([(kinematics.fk(q_arm + eps * e) - ee) / eps for e in np.eye(len(q_arm))], axis=1)
+        pinv = jac.T @ np.linalg.inv(jac @ jac.T + damping * np.eye(3))
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        return cls(t(ee), t(q_arm), t(pinv), t(kinematics.lower), t(kinematics.upper), t(kinematics.workspace))
+
+    def ee_path(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, T, A) actions -> (B, T, 3) end-effector positions after each step."""
+        return self.ee + torch.cumsum(actions[..., :3], dim=-2)
+
+
+class IntrinsicCost(nn.Module):
+    """Hard-wired cost per plan step, shape (B, T) for each term.
+
+    energy: mean squared distance between predicted latent and goal latent (the JEPA energy);
+    effort: squared step size relative to max_step; joint_limits: squared intrusion into a margin near each
+    joint limit (fraction of the range); workspace: squared excursion outside the workspace box, in max_steps.
+    """
+
+    def __init__(self, weights: CostWeights | None = None, max_step: float = 0.03,
+                 joint_margin: float = 0.05):
+        super().__init__()
+        self.weights = weights or CostWeights()
+        self.max_step = max_step
+        self.joint_margin = joint_margin
+
+    def terms(self, latents: torch.Tensor, goal: torch.Tensor, actions: torch.Tensor,
+              arm: ArmContext | None = None) -> dict[str, torch.Tensor]:
+        """latents (B, T, D), goal (D,) or (B, D), actions (B, T, A) -> unweighted terms, each (B, T)."""
+        if goal.dim() == 1:
+            goal = goal[None]
+        energy = (latents - goal[:, None, :]).pow(2).mean(-1)
+        effort = (actions[..., :3] / self.max_step).pow(2).mean(-1)
+        zero = torch.zeros_like(energy)
+        if arm is None:
+            return {'energy': energy, 'effort': effort, 'joint_limits': zero, 'workspace': zero}
+        steps = torch.cumsum(actions[..., :3], dim=-2)
+        q = arm.q + steps @ arm.dq_dx.T
+        fraction = (q - arm.lower) / (arm.upper - arm.lower)
+        m = self.joint_margin
+        joint_limits = ((torch.relu(m - fraction) + torch.relu(fraction - 1 + m)) / m).pow(2).sum(-1)
+        ee = arm.ee + steps
+        outside = torch.relu(arm.workspace[:, 0] - ee) + torch.relu(ee - arm.workspace[:, 1])
+        workspace = (outside / self.max_step).pow(2).sum(-1)
+        return {'energy': energy, 'effort': effort, 'joint_limits': joint_limits, 'workspace': workspace}
+
+    def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(getattr(self.weights, name) * terms[name] for name in TERMS)
+
+    def forward(self, latents, goal, actions, arm=None) -> torch.Tensor:
+        return self.weighted(self.terms(latents, goal, actions, arm))
+
+
+class Critic(nn.Module):
+    """Learned cost-to-go V(z, goal) >= 0 in one latent space (the world model's `model_id`)."""
+
+    def __init__(self, latent_dim: int, hidden: int = 128, model_id: str = '', discount: float = 0.9):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.model_id = model_id
+        self.discount = discount
+        self.net = nn.Sequential(nn.Linear(2 * latent_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
+                                 nn.Linear(hidden, 1), nn.Softplus())
+        # Latent statistics of the training data: standardizing inputs makes one learning rate fit any encoder.
+        self.register_buffer('mean', torch.zeros(latent_dim))
+        self.register_buffer('std', torch.ones(latent_dim))
+
+    def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """z (..., D), goal (D,) or (..., D) -> (...) cost-to-go."""
+        goal = goal.expand_as(z)
+        x = torch.cat([(z - self.mean) / self.std, (goal - self.mean) / self.std], dim=-1)
+        return self.net(x).squeeze(-1)
+
+    def save(self, path: str | Path, provenance: dict | None = None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({'format_version': CRITIC_FORMAT_VERSION, 'kind': 'jepa_critic',
+                    'config': {'latent_dim': self.latent_dim, 'hidden': self.hidden, 'model_id': self.model_id,
+                               'discount': self.discount},
+                    'state_dict': self.state_dict(), 'provenance': provenance or {}}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, latent_dim: int | None = None, model_id: str | None = None) -> 'Critic':
+        """Load a critic; raises CriticError naming the problem (file, format, latent size, model)."""
+        try:
+            blob = torch.load(str(path), map_location='cpu', weights_only=False)
+        except Exception as exc:  # torch raises many types for a bad file
+            raise CriticError(f'cannot read critic {path}: {exc}') from exc
+        if not isinstance(blob, dict) or blob.get('kind') != 'jepa_critic':
+            raise CriticError(f'{path} is not a critic checkpoint')
+        if blob.get('format_version') != CRITIC_FORMAT_VERSION:
+            raise CriticError(f'critic {path} has format {blob.get("format_version")}, '
+                              f'expected {CRITIC_FORMAT_VERSION}')
+        config = blob['config']
+        if latent_dim is not None and config['latent_dim'] != latent_dim:
+            raise CriticError(f'critic {path} is for latent_dim {config["latent_dim"]}, the model has {latent_dim}')
+        if model_id and config['model_id'] and config['model_id'] != model_id:
+            raise CriticError(f'critic {path} was trained on latents of {config["model_id"]!r}, not {model_id!r}')
+        critic = cls(**config)
+        critic.load_state_dict(blob['state_dict'])
+        return critic.eval()
+
+
+@dataclass
+class CriticReport:
+    transitions: int
+    episodes: int
+    method: str
+    loss: float
+    epochs: int
+
+
+def train_critic(episodes: list[dict], latent_dim: int | None = None, critic: Critic | None = None,
+                 method: str = 'td', discount: float = 0.9, epochs: int = 200, lr: float = 3e-3,
+                 batch_size: int = 256, model_id: str = '', seed: int = 0) -> tuple[Critic, CriticReport]:
+    """Fit V(z, goal) from episodes.
+
+    Each episode is a dict of arrays: `states` (N, D), `next_states` (N, D), `costs` (N,) (intrinsic cost of
+    each state), `goals` (N, D). method 'td': TD(0) fitted value iteration, target c_t + discount * V'(z_{t+1})
+    with V' the previous epoch's critic (the last transition of an episode bootstraps too: short-term
+    memory cuts episodes, it does not end them); 'mc': discounted sum of the episode's remaining costs.
+    """
+    if method not in ('td', 'mc'):
+        raise ValueError(f'unknown critic training method {method!r} (td or mc)')
+    episodes = [e for e in episodes if len(e['costs'])]
+    if not episodes:
+        raise ValueError('no transitions to train the critic on')
+    generator = torch.Generator().manual_seed(seed)
+    cat = lambda key: torch.as_tensor(np.concatenate([e[key] for e in episodes]), dtype=torch.float32)  # noqa: E731
+    states, next_states, costs, goals = cat('states'), cat('next_states'), cat('costs'), cat('goals')
+    latent_dim = latent_dim or states.shape[1]
+    if states.shape[1] != latent_dim:
+        raise ValueError(f'episodes have latent_dim {states.shape[1]}, expected {latent_dim}')
+    if critic is None:
+        torch.manual_seed(seed)
+        critic = Critic(latent_dim, model_id=model_id, discount=discount)
+        critic.mean.copy_(states.mean(0))
+        critic.std.copy_(states.std(0).clamp_min(1e-3) if len(states) > 1 else torch.ones(latent_dim))
+    critic.discount = discount
+    if method == 'mc':
+        returns = []
+        for e in episodes:
+            g, out = 0.0, np.empty(len(e['costs']))
+            for t in range(len(e['costs']) - 1, -1, -1):
+                g = e['costs'][t] + discount * g
+                out[t] = g
+            returns.append(out)
+        fixed_targets = torch.as_tensor(np.concatenate(returns), dtype=torch.float32)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=lr)
+    critic.train()
+    n = len(states)
+    loss_value = float('nan')
+    for _ in range(epochs):
+        if method == 'td':
+            with torch.no_grad():
+                targets = costs + discount * critic(next_states, goals)
+        else:
+            targets = fixed_targets
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            loss = nn.functional.mse_loss(critic(states[idx], goals[idx]), targets[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_value = float(loss.detach())
+    critic.eval()
+    return critic, CriticReport(n, len(episodes), method, loss_value, epochs)
+
+
+class PlanObjective:
+    """Total cost of candidate action sequences from one state: world-model rollout, intrinsic cost per step,
+    critic as terminal cost. Callable on (B, T, A) -> (B,); differentiable w.r.t. the actions."""
+
+    def __init__(self, model, intrinsic: IntrinsicCost, z0: torch.Tensor, goal: torch.Tensor,
+                 arm: ArmContext | None = None, critic: Critic | None = None, discount: float = 1.0):
+        self.model = model
+        self.intrinsic = intrinsic
+        self.z0 = z0.detach().reshape(1, -1)
+        self.goal = goal.detach().reshape(-1)
+        self.arm = arm
+        self.critic = critic if critic is not None and intrinsic.weights.critic > 0 else None
+        self.discount = discount
+
+    def rollout(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.model.rollout(self.z0.expand(actions.shape[0], -1), actions)
+
+    def evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """-> (total (B,), latents (B, T, D), per-term sums (B,) weighted as in the total)."""
+        latents = self.rollout(actions)
+        terms = self.intrinsic.terms(latents, self.goal, actions, self.arm)
+        horizon = actions.shape[1]
+        w = self.discount ** torch.arange(horizon, dtype=actions.dtype)
+        summed = {name: getattr(self.intrinsic.weights, name) * (terms[name] * w).sum(-1) for name in TERMS}
+        total = sum(summed.values())
+        if self.critic is not None:
+            summed['critic'] = self.intrinsic.weights.critic * self.discount ** horizon * self.critic(
+                latents[:, -1], self.goal)
+            total = total + summed['critic']
+        return total, latents, summed
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.evaluate(actions)[0]

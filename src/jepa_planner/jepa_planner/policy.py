@@ -1,0 +1,120 @@
+"""Mode-1: a reactive policy (latent, goal latent) -> action, distilled from Mode-2's plans.
+
+DAgger-style: the labels are Mode-2's first actions on the states the actor itself visits, so the policy
+learns on its own state distribution. It proposes candidates to Mode-2 and drives the arm alone when the
+configurator selects mode1.
+"""
+from collections import deque
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+POLICY_FORMAT_VERSION = 1
+
+
+class PolicyError(RuntimeError):
+    """A policy checkpoint that cannot be used."""
+
+
+class ReactivePolicy(nn.Module):
+    def __init__(self, latent_dim: int, low: Sequence[float], high: Sequence[float], hidden: int = 128,
+                 model_id: str = ''):
+        super().__init__()
+        self.latent_dim, self.hidden, self.model_id = latent_dim, hidden, model_id
+        self.register_buffer('low', torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer('high', torch.as_tensor(high, dtype=torch.float32))
+        self.net = nn.Sequential(nn.Linear(2 * latent_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
+                                 nn.Linear(hidden, len(low)), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """z (..., D), goal (D,) or (..., D) -> actions (..., A) within [low, high]."""
+        x = torch.cat([z, goal.expand_as(z)], dim=-1)
+        return self.low + (self.net(x) + 1) / 2 * (self.high - self.low)
+
+    def propose(self, model, z0: torch.Tensor, goal: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the policy closed-loop inside the world model: -> actions (T, A), latents (T, D)."""
+        z = z0.reshape(1, -1)
+        actions, latents = [], []
+        for _ in range(horizon):
+            a = self(z, goal)
+            z = model.predict(z, a)
+            actions.append(a[0])
+            latents.append(z[0])
+        return torch.stack(actions), torch.stack(latents)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({'format_version': POLICY_FORMAT_VERSION, 'kind': 'jepa_policy',
+                    'config': {'latent_dim': self.latent_dim, 'hidden': self.hidden, 'model_id': self.model_id,
+                               'low': self.low.tolist(), 'high': self.high.tolist()},
+                    'state_dict': self.state_dict()}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, latent_dim: int | None = None, model_id: str | None = None) -> 'ReactivePolicy':
+        try:
+            blob = torch.load(str(path), map_location='cpu', weights_only=False)
+        except Exception as exc:  # torch raises many types for a bad file
+            raise PolicyError(f'cannot read policy {path}: {exc}') from exc
+        if not isinstance(blob, dict) or blob.get('kind') != 'jepa_policy' \
+                or blob.get('format_version') != POLICY_FORMAT_VERSION:
+            raise PolicyError(f'{path} is not a policy checkpoint of format {POLICY_FORMAT_VERSION}')
+        config = blob['config']
+        if latent_dim is not None and config['latent_dim'] != latent_dim:
+            raise PolicyError(f'policy {path} is for latent_dim {config["latent_dim"]}, the model has {latent_dim}')
+        if model_id and config['model_id'] and config['model_id'] != model_id:
+            raise PolicyError(f'policy {path} was trained on latents of {config["model_id"]!r}, not {model_id!r}')
+        policy = cls(**config)
+        policy.load_state_dict(blob['state_dict'])
+        return policy.eval()
+
+
+class PolicyDistiller:
+    """Bounded aggregate of (state, goal, Mode-2 action) labels and the regression that fits the policy."""
+
+    def __init__(self, policy: ReactivePolicy, capacity: int = 5000, lr: float = 1e-3, batch_size: int = 128,
+                 seed: int = 0):
+        self.policy = policy
+        self.examples: deque = deque(maxlen=capacity)
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.updates = 0
+
+    def add(self, z, goal, action) -> None:
+        as_np = lambda t: np.asarray(t.detach() if isinstance(t, torch.Tensor) else t, dtype=np.float32)  # noqa: E731
+        self.examples.append((as_np(z).reshape(-1), as_np(goal).reshape(-1), as_np(action).reshape(-1)))
+
+    def batch(self, size: int | None = None) -> tuple[torch.Tensor, ...]:
+        idx = self.rng.integers(0, len(self.examples), size or self.batch_size)
+        z, g, a = (torch.as_tensor(np.stack(x)) for x in zip(*(self.examples[i] for i in idx)))
+        return z, g, a
+
+    def imitation_error(self) -> float:
+        """Mean squared action error (in units of the action half-range) over all examples."""
+        if not self.examples:
+            return float('nan')
+        z, g, a = (torch.as_tensor(np.stack(x)) for x in zip(*self.examples))
+        with torch.no_grad():
+            return float(self._loss(z, g, a))
+
+    def _loss(self, z, g, a) -> torch.Tensor:
+        scale = (self.policy.high - self.policy.low) / 2
+        return ((self.policy(z, g) - a) / scale).pow(2).mean()
+
+    def fit(self, steps: int) -> float:
+        """A few regression steps on random batches; returns the last batch loss (nan with no data)."""
+        if not self.examples:
+            return float('nan')
+        self.policy.train()
+        loss = torch.zeros(())
+        for _ in range(steps):
+            loss = self._loss(*self.batch())
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        self.policy.eval()
+        self.updates += steps
+        return float(loss)

@@ -1,0 +1,212 @@
+"""ROS-free cores of the agent: planners, intrinsic cost, critic, short-term memory, Mode-1 distillation."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jepa_planner.actor import Actor, ActorConfig
+from jepa_planner.cost import ArmContext, Critic, CostWeights, IntrinsicCost, PlanObjective, train_critic
+from jepa_planner.memory import COST_FIELDS, ShortTermMemory, TransitionAssembler
+from jepa_planner.planner import CEMPlanner, MPPIPlanner
+from jepa_planner.policy import PolicyDistiller, ReactivePolicy
+
+LOW, HIGH = [-0.03, -0.03, -0.03, -1.0], [0.03, 0.03, 0.03, 1.0]
+
+
+class LinearModel(nn.Module):
+    """z' = z + B a: the latent moves linearly with the action (a toy world model with the real API)."""
+
+    def __init__(self, latent_dim=6, action_dim=4, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.B = nn.Parameter(torch.randn(latent_dim, action_dim, generator=g) * torch.tensor([20., 20., 20., 0.5]))
+        self.latent_dim, self.action_dim, self.model_id = latent_dim, action_dim, 'toy-linear'
+
+    def predict(self, z, action, latent_var=None):
+        return z + action @ self.B.T
+
+    def rollout(self, z0, actions):
+        return z0[:, None, :] + torch.cumsum(actions @ self.B.T, dim=1)
+
+
+def quadratic(target):
+    return lambda actions: (actions - target).pow(2).sum((-1, -2))
+
+
+@pytest.mark.parametrize('planner_cls', [MPPIPlanner, CEMPlanner])
+def test_sampling_planners_find_the_optimum_of_a_quadratic(planner_cls):
+    target = torch.tensor([0.01, -0.02, 0.015, 0.5]).expand(5, -1) * torch.linspace(0.2, 1, 5)[:, None]
+    scale = torch.tensor([0.03, 0.03, 0.03, 1.0])
+    objective = lambda a: ((a - target) / scale).pow(2).sum((-1, -2))  # noqa: E731
+    planner = planner_cls(LOW, HIGH, horizon=5, samples=512, iterations=8, grad_steps=0, seed=1)
+    result = planner.plan(objective)
+    start_cost = float(objective(torch.zeros(1, 5, 4)))
+    assert result.cost < 0.02 * start_cost
+    assert torch.allclose(result.actions, target, atol=0.15 * scale.max())
+
+
+def test_actions_stay_in_bounds_even_when_the_optimum_is_outside():
+    planner = MPPIPlanner(LOW, HIGH, horizon=4, samples=128, iterations=3, grad_steps=20, seed=0)
+    scale = torch.tensor(HIGH)
+    result = planner.plan(lambda a: (a / scale - torch.tensor([2.0, -2.0, 2.0, 5.0])).pow(2).sum((-1, -2)))
+    assert torch.all(result.actions <= torch.tensor(HIGH) + 1e-6) and torch.all(result.actions >= torch.tensor(LOW) - 1e-6)
+    # The constrained optimum is the corner of the box.
+    assert torch.allclose(result.actions, torch.tensor([0.03, -0.03, 0.03, 1.0]).expand(4, -1), atol=0.01)
+
+
+def test_gradient_refinement_improves_on_sampling_through_a_world_model():
+    model = LinearModel()
+    goal = model.rollout(torch.zeros(1, 6), torch.tensor([[[0.02, -0.01, 0.015, 0.3]] * 6]))[0, -1]
+    intrinsic = IntrinsicCost(CostWeights(effort=0.0))
+    objective = PlanObjective(model, intrinsic, torch.zeros(6), goal)
+    sampled = MPPIPlanner(LOW, HIGH, horizon=6, samples=64, iterations=2, grad_steps=0, seed=3).plan(objective)
+    refined = MPPIPlanner(LOW, HIGH, horizon=6, samples=64, iterations=2, grad_steps=20, seed=3).plan(objective)
+    assert refined.sampled_cost == pytest.approx(sampled.cost)
+    assert refined.cost < 0.5 * sampled.cost
+
+
+def test_warm_start_shifts_the_previous_plan():
+    planner = CEMPlanner(LOW, HIGH, horizon=3, samples=16, iterations=1, grad_steps=0)
+    planner.previous = torch.tensor([[0.01, 0, 0, 0], [0.02, 0, 0, 0], [0.03, 0, 0, 0]])
+    assert planner.warm_start()[:, 0].tolist() == pytest.approx([0.02, 0.03, 0.03])
+    planner.reset()
+    assert torch.all(planner.warm_start() == 0)
+
+
+def test_proposals_are_used_when_they_are_best():
+    target = torch.tensor([0.03, 0.03, -0.03, 1.0]).expand(4, -1)
+    planner = CEMPlanner(LOW, HIGH, horizon=4, samples=8, iterations=1, grad_steps=0, init_std=0.01, seed=0)
+    result = planner.plan(quadratic(target), proposals=target[None])
+    assert result.cost == pytest.approx(0.0, abs=1e-9)
+
+
+def test_intrinsic_terms_penalize_what_they_name():
+    cost = IntrinsicCost()
+    goal = torch.zeros(3)
+    latents = torch.tensor([[[0.0, 0, 0]], [[1.0, 1, 1]]])
+    actions = torch.zeros(2, 1, 4)
+    arm = ArmContext(ee=torch.tensor([0.5, 0.0, 0.3]), q=torch.tensor([0.0, 0.95]), dq_dx=torch.tensor([[10.0, 0, 0], [0, 0, 0]]),
+                     lower=torch.tensor([-1.0, -1.0]), upper=torch.tensor([1.0, 1.0]),
+                     workspace=torch.tensor([[0.25, 0.75], [-0.35, 0.35], [0.02, 0.6]]))
+    terms = cost.terms(latents, goal, actions, arm)
+    assert terms['energy'][:, 0].tolist() == [0.0, 1.0]
+    assert float(terms['effort'].abs().sum()) == 0.0
+    assert float(terms['joint_limits'][0, 0]) > 0  # joint 2 sits at 97.5 % of its range
+    assert float(terms['workspace'].sum()) == 0.0
+    moving = torch.tensor([[[0.03, 0.0, 0.0, 0.0]] * 10])  # 0.3 m in x: out of the box, joint 1 to its limit
+    terms = cost.terms(torch.zeros(1, 10, 3), goal, moving, arm)
+    assert float(terms['effort'][0, 0]) == pytest.approx(1 / 3)
+    assert float(terms['workspace'][0, -1]) > float(terms['workspace'][0, 0]) == 0.0
+    assert float(terms['joint_limits'][0, -1]) > float(terms['joint_limits'][0, 0])
+
+
+def chain_episodes(n_states=8, episodes=40, discount=0.9, seed=0):
+    """A chain s_0 -> ... -> s_{n-1} (goal, absorbing) with cost 1 per step off the goal."""
+    rng = np.random.default_rng(seed)
+    embed = rng.normal(size=(n_states, 5)).astype(np.float32)
+    goal = embed[-1]
+    out = []
+    for _ in range(episodes):
+        start = rng.integers(0, n_states - 1)
+        s = np.arange(start, n_states + 3).clip(max=n_states - 1)
+        costs = (s[:-1] != n_states - 1).astype(np.float32)
+        out.append({'states': embed[s[:-1]], 'next_states': embed[s[1:]], 'costs': costs,
+                    'goals': np.repeat(goal[None], len(costs), 0)})
+    true_value = np.array([(1 - discount ** (n_states - 1 - i)) / (1 - discount) for i in range(n_states)])
+    return out, embed, goal, true_value
+
+
+@pytest.mark.parametrize('method', ['td', 'mc'])
+def test_critic_learns_the_cost_to_go_of_a_chain(method):
+    episodes, embed, goal, true_value = chain_episodes()
+    critic, report = train_critic(episodes, method=method, discount=0.9, epochs=300, seed=0)
+    assert report.transitions == sum(len(e['costs']) for e in episodes)
+    with torch.no_grad():
+        predicted = critic(torch.as_tensor(embed), torch.as_tensor(goal)).numpy()
+    # MC returns of episodes cut at the chain end are exact; TD bootstraps to the same fixed point.
+    assert np.abs(predicted - true_value).max() < 0.1 * true_value.max()
+
+
+def test_critic_checkpoint_round_trip_and_mismatch(tmp_path):
+    critic = Critic(5, model_id='m1')
+    critic.save(tmp_path / 'c.pt')
+    z = torch.randn(3, 5)
+    loaded = Critic.load(tmp_path / 'c.pt', latent_dim=5, model_id='m1')
+    assert torch.allclose(loaded(z, z[0]), critic(z, z[0]))
+    from jepa_planner.cost import CriticError
+    with pytest.raises(CriticError, match='latent_dim'):
+        Critic.load(tmp_path / 'c.pt', latent_dim=6)
+    with pytest.raises(CriticError, match='m2'):
+        Critic.load(tmp_path / 'c.pt', model_id='m2')
+    (tmp_path / 'bad.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(CriticError, match='bad.pt'):
+        Critic.load(tmp_path / 'bad.pt')
+
+
+def feed(assembler, memory, n, start=0.0, dt=0.1, dim=3):
+    for i in range(n):
+        stamp = start + i * dt
+        t = assembler.latent(stamp, np.full(dim, i, np.float32))
+        if t is not None:
+            memory.add(t)
+        assembler.cost(stamp, np.arange(len(COST_FIELDS), dtype=np.float32))
+        assembler.action(np.array([i, 0, 0, 1], np.float32))
+        assembler.prediction(np.full(dim, i + 1, np.float32))
+
+
+def test_memory_is_bounded_and_pairs_streams_into_transitions():
+    memory, assembler = ShortTermMemory(capacity=50), TransitionAssembler()
+    feed(assembler, memory, 30)
+    assert len(memory) == 29
+    t = memory.transitions[5]
+    assert t.state[0] == 5 and t.next_state[0] == 6 and t.action[0] == 5 and t.predicted_next[0] == 6
+    assert t.intrinsic_cost == 0 + 1 + 2 + 3
+    feed(assembler, memory, 100, start=100.0)  # a gap: new episode
+    assert len(memory) == 50 and memory.dropped == 29 + 99 - 50
+    episodes = memory.episodes()
+    assert len(episodes) == 1 and episodes[0]['states'][-1][0] == 98
+    restored = ShortTermMemory.from_arrays(memory.to_arrays(), capacity=50)
+    assert np.array_equal(restored.episodes()[0]['next_states'], episodes[0]['next_states'])
+
+
+def test_goal_change_starts_a_new_episode():
+    memory, assembler = ShortTermMemory(), TransitionAssembler()
+    assembler.goal(np.zeros(3, np.float32))
+    feed(assembler, memory, 5)
+    assembler.goal(np.ones(3, np.float32))
+    feed(assembler, memory, 5, start=0.5)
+    episodes = memory.episodes()
+    assert [len(e['costs']) for e in episodes] == [4, 4]
+    assert episodes[1]['goals'][0].tolist() == [1, 1, 1]
+
+
+def test_policy_distillation_reduces_imitation_error():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    policy = ReactivePolicy(6, LOW, HIGH, hidden=64)
+    distiller = PolicyDistiller(policy, lr=3e-3)
+    teacher = lambda z, g: np.clip(np.r_[0.05 * (g - z)[:3], np.sign(g[3] - z[3])], LOW, HIGH)  # noqa: E731
+    for _ in range(400):
+        z, g = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+        distiller.add(z, g, teacher(z, g))
+    before = distiller.imitation_error()
+    distiller.fit(400)
+    assert distiller.imitation_error() < 0.3 * before
+
+
+def test_actor_mode2_reaches_toward_the_goal_and_mode1_follows_distilled_plans():
+    torch.manual_seed(0)
+    model = LinearModel()
+    actor = Actor(model, ActorConfig(horizon=5, samples=128, iterations=2, grad_steps=2, distill_every=5,
+                                     distill_steps=30))
+    goal = model.rollout(torch.zeros(1, 6), torch.tensor([[[0.03, 0.03, -0.02, 1.0]] * 8]))[0, -1].numpy()
+    z = np.zeros(6, np.float32)
+    start = float(((z - goal) ** 2).mean())
+    for _ in range(8):
+        decision = actor.act(z, goal)
+        assert decision.actions.shape == (5, 4) and decision.latents.shape == (5, 6)
+        z = model.predict(torch.as_tensor(z)[None], torch.as_tensor(decision.action)[None])[0].numpy()
+    assert float(((z - goal) ** 2).mean()) < 0.1 * start
+    assert actor.distiller.updates > 0
+    decision = actor.act(np.zeros(6, np.float32), goal, mode='mode1')
+    assert decision.mode == 'mode1' and np.all(np.abs(decision.action) <= np.array(HIGH) + 1e-6)
