@@ -1,0 +1,317 @@
+"""The graph description (config/graph.yaml) resolved into the node processes to start. ROS-free.
+
+`GraphFile(path).resolve('sim', {'gui': 'true'})` returns one `NodeSpec` per node to run: executable, node name,
+params files, parameter overrides, remaps and restart policy. `launch/*.launch.py` and `jepa launch` both build
+their processes from these specs, so the two launchers cannot drift apart. The file format is documented at the
+top of config/graph.yaml.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+GRAPH_FILE_NAME = 'graph.yaml'
+PRESET_ARGUMENT = 'arm'
+PRESET_DIR = 'arms'
+TRUE_WORDS = ('true', '1', 'yes', 'on')
+FALSE_WORDS = ('false', '0', 'no', 'off')
+_SUBSTITUTION = re.compile(r'\$\((\w+)\s+([^()\s]+)\s*\)')
+_GRAPH_KEYS = {'description', 'arguments', 'defaults', 'include', 'remap', 'parameters', 'nodes'}
+_NODE_KEYS = {'name', 'package', 'executable', 'params', 'parameters', 'remap', 'if', 'unless', 'respawn',
+              'respawn_delay', 'required'}
+
+
+class GraphError(ValueError):
+    """The graph file or the launch arguments given to it are wrong; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass
+class NodeSpec:
+    """One node process of a resolved graph."""
+    name: str
+    package: str
+    executable: str
+    params_files: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remaps: list[tuple[str, str]] = field(default_factory=list)
+    respawn: bool = False
+    respawn_delay: float = 1.0
+    required: bool = False
+
+
+def default_graph_file() -> str:
+    """config/graph.yaml as installed (colcon share dir, or the venv's share dir in the pip install)."""
+    from jepa_common.paths import package_share
+    return os.path.join(package_share('jepa_bringup'), 'config', GRAPH_FILE_NAME)
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """['gui:=true', 'mode:=policy'] -> {'gui': 'true', 'mode': 'policy'} (the `ros2 launch` syntax)."""
+    values = {}
+    for item in items:
+        name, sep, value = item.partition(':=')
+        if not sep or not name or not re.fullmatch(r'\w+', name):
+            raise GraphError(f'expected a launch argument as name:=value, got {item!r}')
+        values[name] = value
+    return values
+
+
+def as_bool(name: str, value: str) -> bool:
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise GraphError(f'launch argument {name} must be true or false, got {value!r}')
+
+
+class GraphFile:
+    """A parsed graph file. Params files and arm presets are looked up next to it (config/, config/arms/)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path or default_graph_file()).resolve()
+        try:
+            data = yaml.safe_load(self.path.read_text())
+        except OSError as error:
+            raise GraphError(f'cannot read graph file {self.path}: {error}') from error
+        except yaml.YAMLError as error:
+            raise GraphError(f'graph file {self.path} is not valid YAML: {error}') from error
+        if not isinstance(data, dict) or not isinstance(data.get('graphs'), dict) or not data['graphs']:
+            raise GraphError(f'graph file {self.path} needs a `graphs:` mapping with at least one graph')
+        self.config_dir = self.path.parent
+        self._arguments = self._parse_arguments(data.get('arguments') or {})
+        self._graphs = data['graphs']
+        for name in self._graphs:
+            self._check_graph(name, ())
+
+    @property
+    def graph_names(self) -> list[str]:
+        return list(self._graphs)
+
+    def description(self, graph: str) -> str:
+        return str(self._graph(graph).get('description', ''))
+
+    def arguments(self, graph: str) -> dict[str, Argument]:
+        """The launch arguments of a graph (its own and those of the graphs it includes), defaults applied."""
+        names: list[str] = []
+        defaults: dict[str, str] = {}
+        for part in self._parts(graph):
+            names += [n for n in part.get('arguments') or [] if n not in names]
+        for part in reversed(self._parts(graph)):  # the including graph's defaults win
+            defaults.update({k: str(v) for k, v in (part.get('defaults') or {}).items()})
+        return {n: Argument(n, defaults.get(n, self._arguments[n].default), self._arguments[n].description,
+                            self._arguments[n].choices) for n in names}
+
+    def argument_values(self, graph: str, given: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every argument of the graph with its value: given, else the default (preset references filled in)."""
+        arguments = self.arguments(graph)
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(arguments))
+        if unknown:
+            raise GraphError(f'unknown launch argument(s) {", ".join(unknown)} for graph {graph!r}; '
+                             f'its arguments are: {", ".join(arguments)}')
+        values = {n: str(given.get(n, a.default)) for n, a in arguments.items()}
+        preset = self._load_preset(graph, values) if PRESET_ARGUMENT in values else None
+        for name, value in values.items():
+            if '$(var ' in value:
+                raise GraphError(f'launch argument {name}: $(var ...) is not allowed in argument values')
+            values[name] = str(self._substitute(value, {}, preset, f'launch argument {name}'))
+        for name, arg in arguments.items():
+            if arg.choices and values[name] not in arg.choices:
+                raise GraphError(f'launch argument {name} must be one of {", ".join(arg.choices)}, '
+                                 f'got {values[name]!r}')
+        return values
+
+    def resolve(self, graph: str, given: Mapping[str, str] | None = None) -> list[NodeSpec]:
+        """The nodes to start for `graph` with the given launch argument values (strings, as on a command line)."""
+        values = self.argument_values(graph, given)
+        preset = self._load_preset(graph, values) if PRESET_ARGUMENT in values else None
+        specs: list[NodeSpec] = []
+        for chain in self._chains(graph):
+            part = chain[-1]
+            for node in part.get('nodes') or []:
+                where = f'graph {graph!r}, node {node.get("name")!r}'
+                if not self._condition_holds(node, values, where):
+                    continue
+                spec = NodeSpec(
+                    name=node['name'], package=node['package'], executable=node['executable'],
+                    params_files=[self._params_file(self._substitute(f, values, preset, where), where)
+                                  for f in node.get('params') or []],
+                    respawn=bool(node.get('respawn', False)),
+                    respawn_delay=float(node.get('respawn_delay', 1.0)),
+                    required=bool(node.get('required', False)))
+                # Graph-level parameters and remaps apply to every node of that graph and of the graphs it
+                # includes (like launch_ros SetParameter/SetRemap); the nearest scope wins, the node's own last.
+                for scope in (*chain, node):
+                    for key, value in (scope.get('parameters') or {}).items():
+                        spec.parameters[key] = self._substitute(value, values, preset, where)
+                    for src, dst in (scope.get('remap') or {}).items():
+                        pair = (str(self._substitute(str(src), values, preset, where)),
+                                str(self._substitute(str(dst), values, preset, where)))
+                        spec.remaps = [r for r in spec.remaps if r[0] != pair[0]] + [pair]
+                if spec.name in {s.name for s in specs}:
+                    raise GraphError(f'{where}: two nodes named {spec.name!r} in the resolved graph')
+                specs.append(spec)
+        return specs
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _parse_arguments(self, raw) -> dict[str, Argument]:
+        if not isinstance(raw, dict):
+            raise GraphError(f'{self.path}: `arguments:` must map argument names to their settings')
+        arguments = {}
+        for name, settings in raw.items():
+            if not isinstance(settings, dict) or 'default' not in settings or 'description' not in settings:
+                raise GraphError(f'{self.path}: argument {name!r} needs a default and a description')
+            choices = settings.get('choices')
+            arguments[name] = Argument(str(name), str(settings['default']), str(settings['description']),
+                                       tuple(str(c) for c in choices) if choices else None)
+        return arguments
+
+    def _graph(self, name: str) -> dict:
+        if name not in self._graphs:
+            raise GraphError(f'unknown graph {name!r} in {self.path}; graphs: {", ".join(self._graphs)}')
+        return self._graphs[name] or {}
+
+    def _chains(self, graph: str) -> list[tuple[dict, ...]]:
+        """Each graph reached from `graph` (itself first, then its includes, depth first, each once) as the
+        chain of graphs from `graph` down to it."""
+        chains, seen = [], set()
+
+        def visit(name, chain):
+            if name in seen:
+                return
+            seen.add(name)
+            chain = chain + (self._graph(name),)
+            chains.append(chain)
+            for included in chain[-1].get('include') or []:
+                visit(included, chain)
+        visit(graph, ())
+        return chains
+
+    def _parts(self, graph: str) -> list[dict]:
+        return [chain[-1] for chain in self._chains(graph)]
+
+    def _check_graph(self, name: str, stack: tuple[str, ...]) -> None:
+        if name in stack:
+            raise GraphError(f'{self.path}: graphs include each other in a cycle: {" -> ".join(stack + (name,))}')
+        part = self._graph(name)
+        if not isinstance(part, dict):
+            raise GraphError(f'{self.path}: graph {name!r} must be a mapping')
+        unknown = set(part) - _GRAPH_KEYS
+        if unknown:
+            raise GraphError(f'{self.path}: graph {name!r} has unknown keys {sorted(unknown)}')
+        for arg in part.get('arguments') or []:
+            if arg not in self._arguments:
+                raise GraphError(f'{self.path}: graph {name!r} uses argument {arg!r}, not declared under arguments:')
+        for arg in part.get('defaults') or {}:
+            if arg not in self._arguments:
+                raise GraphError(f'{self.path}: graph {name!r} sets a default for undeclared argument {arg!r}')
+        for node in part.get('nodes') or []:
+            if not isinstance(node, dict) or not all(k in node for k in ('name', 'package', 'executable')):
+                raise GraphError(f'{self.path}: every node of graph {name!r} needs name, package and executable '
+                                 f'(got {node!r})')
+            unknown = set(node) - _NODE_KEYS
+            if unknown:
+                raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r} has unknown keys '
+                                 f'{sorted(unknown)}')
+            if node.get('respawn') and node.get('required'):
+                raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r} is both required and '
+                                 f'respawned; a required node stops the graph when it exits')
+        for included in part.get('include') or []:
+            self._check_graph(included, stack + (name,))
+
+    def _condition_holds(self, node: dict, values: dict[str, str], where: str) -> bool:
+        for key, expected in (('if', True), ('unless', False)):
+            if key in node:
+                arg = node[key]
+                if arg not in values:
+                    raise GraphError(f'{where}: condition `{key}: {arg}` names an argument the graph does not have')
+                if as_bool(arg, values[arg]) != expected:
+                    return False
+        return True
+
+    def _params_file(self, name: str, where: str) -> str:
+        path = Path(name) if os.path.isabs(name) else self.config_dir / name
+        if not path.is_file():
+            raise GraphError(f'{where}: params file {path} does not exist')
+        return str(path)
+
+    def _load_preset(self, graph: str, values: dict[str, str]) -> dict:
+        name = values[PRESET_ARGUMENT]
+        path = self.config_dir / PRESET_DIR / f'{name}.yaml'
+        if not re.fullmatch(r'[\w-]+', name) or not path.is_file():
+            available = sorted(p.stem for p in (self.config_dir / PRESET_DIR).glob('*.yaml'))
+            raise GraphError(f'unknown arm preset {name!r} for graph {graph!r}; presets in '
+                             f'{self.config_dir / PRESET_DIR}: {", ".join(available) or "none"}')
+        try:
+            preset = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise GraphError(f'arm preset {path} is not valid YAML: {error}') from error
+        if not isinstance(preset, dict):
+            raise GraphError(f'arm preset {path} must be a mapping')
+        preset['_path'] = str(path)
+        return preset
+
+    def _substitute(self, value, values: Mapping[str, str], preset: dict | None, where: str):
+        """Fill in $(var NAME) and $(preset KEY). A string that is exactly one substitution takes the type of
+        what it refers to (YAML-typed argument value, or the preset entry as is); otherwise text is spliced."""
+        if isinstance(value, list):
+            return [self._substitute(v, values, preset, where) for v in value]
+        if not isinstance(value, str) or '$(' not in value:
+            return value
+
+        def lookup(kind: str, key: str):
+            if kind == 'var':
+                if key not in values:
+                    raise GraphError(f'{where}: $(var {key}) names an argument the graph does not declare')
+                return values[key]
+            if kind == 'preset':
+                if preset is None:
+                    raise GraphError(f'{where}: $(preset {key}) needs an `{PRESET_ARGUMENT}` argument in the graph')
+                entry: Any = preset
+                for part in key.split('.'):
+                    if not isinstance(entry, dict) or part not in entry:
+                        raise GraphError(f'{where}: arm preset {preset["_path"]} has no entry {key!r}')
+                    entry = entry[part]
+                # Presets name files relative to the user's home (~/.jepa/arms/...): expand here, once.
+                return os.path.expanduser(entry) if isinstance(entry, str) and entry.startswith('~') else entry
+            raise GraphError(f'{where}: unknown substitution $({kind} {key}); use $(var NAME) or $(preset KEY)')
+
+        whole = _SUBSTITUTION.fullmatch(value.strip())
+        if whole:
+            kind, key = whole.groups()
+            result = lookup(kind, key)
+            return _typed(result) if kind == 'var' else result
+        if re.search(r'\$\((?!\w+\s+[^()\s]+\s*\))', value):
+            raise GraphError(f'{where}: malformed substitution in {value!r}; use $(var NAME) or $(preset KEY)')
+
+        def splice(match):
+            result = lookup(*match.groups())
+            if isinstance(result, (dict, list)):
+                raise GraphError(f'{where}: $({match.group(1)} {match.group(2)}) is a {type(result).__name__} '
+                                 f'and cannot be part of the text {value!r}')
+            return str(result)
+        return _SUBSTITUTION.sub(splice, value)
+
+
+def _typed(text: str):
+    """A launch argument value as a parameter value, typed the way `-p name:=value` would type it."""
+    if text == '':
+        return ''
+    try:
+        typed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return typed if isinstance(typed, (bool, int, float, str, list)) else text

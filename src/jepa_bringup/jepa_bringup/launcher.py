@@ -1,0 +1,291 @@
+"""`jepa launch sim|arm [name:=value ...]`: start a graph of config/graph.yaml without `ros2 launch`.
+
+For the pip install, which has no launch/launch_ros. Each node runs as its own process with the ROS arguments
+`ros2 launch` would give it (`--ros-args -r __node:=NAME --params-file F -p k:=v -r from:=to`); its output is
+printed with a `[name]` prefix. Ctrl-C (or SIGTERM) sends SIGINT to every node, waits, then escalates to SIGTERM
+and SIGKILL. A node that exits on its own is reported with its exit code and last lines of output; it is
+restarted if the graph allows it (`respawn`, with a doubling back-off), and if it is `required` (the safety gate,
+the simulator, the arm stand-in) the whole graph is stopped: nothing may command the arm without the gate.
+The exit status is 0 only if no node crashed, no required node exited and every node stopped when asked.
+"""
+import argparse
+import collections
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from jepa_bringup.graph import GraphError, GraphFile, NodeSpec, parse_assignments
+
+MAX_RESPAWN_DELAY = 30.0
+# A node that ran this long before crashing starts again from the first back-off step.
+STABLE_RUN_TIME = 30.0
+TAIL_LINES = 20
+CLEAN_STOP_CODES = (0, -signal.SIGINT, 128 + signal.SIGINT)
+_PR_SET_PDEATHSIG = 1
+
+
+def ros_arguments(spec: NodeSpec) -> list[str]:
+    """The command-line ROS arguments that give a node its name, params files, overrides and remaps."""
+    args = ['--ros-args', '-r', f'__node:={spec.name}']
+    for params_file in spec.params_files:
+        args += ['--params-file', params_file]
+    for key, value in spec.parameters.items():
+        args += ['-p', f'{key}:={parameter_text(value)}']
+    for src, dst in spec.remaps:
+        args += ['-r', f'{src}:={dst}']
+    return args
+
+
+def parameter_text(value) -> str:
+    """A parameter value as `-p` parses it (YAML): strings that would read as another type are quoted."""
+    if isinstance(value, list) and not value:
+        raise GraphError('a ROS parameter cannot be an empty list')
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+    return text[:-len('...')].strip() if text.endswith('...') else text
+
+
+def find_executable(spec: NodeSpec) -> str:
+    """`lib/<package>/<executable>` under the package's install prefix (colcon, and the venv via
+    scripts/setup_venv.sh), else the venv's bin/, else PATH."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    candidates = []
+    try:
+        candidates.append(Path(get_package_prefix(spec.package)) / 'lib' / spec.package / spec.executable)
+    except PackageNotFoundError:
+        pass
+    candidates.append(Path(sys.prefix) / 'bin' / spec.executable)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(spec.executable)
+    if found:
+        return found
+    raise GraphError(f'executable {spec.executable!r} of package {spec.package!r} (node {spec.name!r}) not found; '
+                     f'is {spec.package} installed (make setup / colcon build)?')
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f'killed by {signal.Signals(-code).name}'
+        except ValueError:
+            return f'killed by signal {-code}'
+    return f'exit code {code}'
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if the launcher itself is killed, get SIGTERM (run_node stops cleanly on it)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class NodeProcess:
+    """One node of the graph: its process (restarted as the graph allows) and the tail of its output."""
+
+    def __init__(self, spec: NodeSpec, command: list[str], printer: 'Printer'):
+        self.spec = spec
+        self.command = command
+        self.printer = printer
+        self.proc: subprocess.Popen | None = None
+        self.reader: threading.Thread | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.started_at = 0.0
+        self.crashes_in_a_row = 0
+        self.restart_at: float | None = None
+        self.starts = 0
+
+    def start(self, env: dict) -> None:
+        self.proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, process_group=0, preexec_fn=_die_with_parent)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        self.starts += 1
+        self.reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream) -> None:
+        for raw in iter(stream.readline, b''):
+            line = raw.decode(errors='replace').rstrip('\n')
+            self.tail.append(line)
+            self.printer.line(self.spec.name, line)
+        stream.close()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.running():
+            try:
+                self.proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    def finish_output(self) -> None:
+        if self.reader is not None:
+            self.reader.join(timeout=2.0)
+
+
+class Printer:
+    """Serializes output lines of all nodes onto our stdout, each prefixed with its node name."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.lock = threading.Lock()
+
+    def line(self, name: str, text: str) -> None:
+        with self.lock:
+            self.stream.write(f'[{name}] {text}\n')
+            self.stream.flush()
+
+    def launcher(self, text: str) -> None:
+        self.line('jepa launch', text)
+
+
+class Launcher:
+    def __init__(self, specs: list[NodeSpec], sigint_timeout: float = 10.0, sigterm_timeout: float = 5.0,
+                 printer: Printer | None = None):
+        self.printer = printer or Printer()
+        self.nodes = [NodeProcess(s, [find_executable(s), *ros_arguments(s)], self.printer) for s in specs]
+        self.sigint_timeout = sigint_timeout
+        self.sigterm_timeout = sigterm_timeout
+        self.stop_requests = 0
+        self.failed = False
+        self.env = dict(os.environ, PYTHONUNBUFFERED='1')
+        # Pip installs have no setup.bash; nodes find package data through the venv prefix.
+        self.env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+
+    def request_stop(self, signum=None, frame=None) -> None:
+        self.stop_requests += 1
+
+    def run(self) -> int:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.request_stop)
+        for node in self.nodes:
+            node.start(self.env)
+            self.printer.launcher(f'started {node.spec.name} (pid {node.proc.pid}): {" ".join(node.command)}')
+        try:
+            while not self.stop_requests and self._supervise():
+                time.sleep(0.1)
+        finally:
+            self._stop_all()
+        return 1 if self.failed else 0
+
+    def _supervise(self) -> bool:
+        """One pass over the nodes: report exits, restart what may be restarted. False: stop the graph."""
+        now = time.monotonic()
+        for node in self.nodes:
+            if node.proc is None or node.restart_at is not None or node.proc.poll() is None:
+                continue
+            node.finish_output()
+            code = node.proc.returncode
+            ran = now - node.started_at
+            tail = '\n'.join(f'    {line}' for line in node.tail) or '    (no output)'
+            self.printer.launcher(f'{node.spec.name} exited ({describe_exit(code)}) after {ran:.1f} s; '
+                                  f'its last output:\n{tail}')
+            if code != 0:
+                self.failed = True
+            if node.spec.required:
+                self.failed = True
+                self.printer.launcher(f'{node.spec.name} is required: stopping the whole graph')
+                return False
+            if node.spec.respawn:
+                node.crashes_in_a_row = 1 if ran >= STABLE_RUN_TIME else node.crashes_in_a_row + 1
+                delay = min(node.spec.respawn_delay * 2 ** (node.crashes_in_a_row - 1), MAX_RESPAWN_DELAY)
+                node.restart_at = now + delay
+                self.printer.launcher(f'restarting {node.spec.name} in {delay:.1f} s')
+            else:
+                node.proc = None
+        for node in self.nodes:
+            if node.restart_at is not None and now >= node.restart_at:
+                node.tail.clear()
+                node.start(self.env)
+                self.printer.launcher(f'restarted {node.spec.name} (pid {node.proc.pid}, start #{node.starts})')
+        if not any(node.proc is not None for node in self.nodes):
+            self.printer.launcher('no node is left running')
+            return False
+        return True
+
+    def _stop_all(self) -> None:
+        """SIGINT to every node, then SIGTERM, then SIGKILL to those still running after each grace period.
+        Another Ctrl-C during the wait skips to the next step."""
+        steps = ((signal.SIGINT, self.sigint_timeout), (signal.SIGTERM, self.sigterm_timeout),
+                 (signal.SIGKILL, 5.0))
+        for signum, grace in steps:
+            running = [n for n in self.nodes if n.running()]
+            if not running:
+                break
+            if signum != signal.SIGINT:
+                self.failed = True
+                self.printer.launcher(f'{", ".join(n.spec.name for n in running)} still running: '
+                                      f'sending {signum.name}')
+            for node in running:
+                node.signal(signum)
+            requests = self.stop_requests
+            end = time.monotonic() + grace
+            while time.monotonic() < end and any(n.running() for n in running) and self.stop_requests == requests:
+                time.sleep(0.05)
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            node.proc.wait()
+            node.finish_output()
+            code = node.proc.returncode
+            if node.restart_at is None and code not in CLEAN_STOP_CODES:
+                self.failed = True
+                self.printer.launcher(f'{node.spec.name} did not stop cleanly ({describe_exit(code)})')
+        self.printer.launcher('all nodes stopped' + (' (with failures, see above)' if self.failed else ''))
+
+
+def _print_arguments(graph_file: GraphFile, graph: str) -> None:
+    print(f'{graph}: {graph_file.description(graph)}\nArguments (name:=value):')
+    for arg in graph_file.arguments(graph).values():
+        choices = f' [{", ".join(arg.choices)}]' if arg.choices else ''
+        print(f'  {arg.name}{choices}  default: {arg.default!r}\n      {arg.description}')
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='jepa launch', description='Start a graph of config/graph.yaml (sim, arm), one process per node. '
+        'Ctrl-C stops every node.')
+    parser.add_argument('graph', help='graph name (sim, arm, ...)')
+    parser.add_argument('arguments', nargs='*', metavar='name:=value', help='launch arguments')
+    parser.add_argument('--graph-file', help='graph description (default: the installed config/graph.yaml)')
+    parser.add_argument('--show-args', action='store_true', help='list the graph\'s launch arguments and exit')
+    parser.add_argument('--print', dest='print_only', action='store_true',
+                        help='print the node command lines and exit without starting anything')
+    parser.add_argument('--sigint-timeout', type=float, default=10.0,
+                        help='seconds a node gets to stop after SIGINT before SIGTERM (default 10)')
+    parser.add_argument('--sigterm-timeout', type=float, default=5.0,
+                        help='seconds after SIGTERM before SIGKILL (default 5)')
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        graph_file = GraphFile(args.graph_file)
+        if args.show_args:
+            _print_arguments(graph_file, args.graph)
+            return 0
+        specs = graph_file.resolve(args.graph, parse_assignments(args.arguments))
+        if not specs:
+            raise GraphError(f'graph {args.graph!r} has no node to start with these arguments')
+        if args.print_only:
+            for spec in specs:
+                print(' '.join([find_executable(spec), *ros_arguments(spec)]))
+            return 0
+        launcher = Launcher(specs, args.sigint_timeout, args.sigterm_timeout)
+    except GraphError as error:
+        print(f'jepa launch: {error}', file=sys.stderr)
+        return 2
+    return launcher.run()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

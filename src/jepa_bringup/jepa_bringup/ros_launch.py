@@ -1,0 +1,36 @@
+"""The `ros2 launch` side of config/graph.yaml: launch arguments and launch_ros Node actions for one graph.
+
+Needs the launch and launch_ros packages (a system ROS 2 install or the Docker image); the pip install starts
+graphs with `jepa launch` instead. Both resolve the graph with jepa_bringup.graph, so they start the same nodes
+with the same parameters. The nodes are built once the argument values are known (OpaqueFunction) because
+conditions, arm presets and typed parameter values are resolved by the graph loader, not by launch
+substitutions. Restarts: `respawn` nodes come back after a constant `respawn_delay` (launch has no back-off);
+a `required` node's exit shuts the whole launch down.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from jepa_bringup.graph import GraphFile
+
+
+def graph_launch_description(graph: str, graph_file: str | None = None) -> LaunchDescription:
+    description = GraphFile(graph_file)
+    arguments = description.arguments(graph)
+    declared = [DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description,
+                                      choices=list(arg.choices) if arg.choices else None)
+                for arg in arguments.values()]
+
+    def nodes(context):
+        values = {name: LaunchConfiguration(name).perform(context) for name in arguments}
+        return [node_action(spec) for spec in description.resolve(graph, values)]
+
+    return LaunchDescription([*declared, OpaqueFunction(function=nodes)])
+
+
+def node_action(spec) -> Node:
+    on_exit = [Shutdown(reason=f'{spec.name} is required and exited')] if spec.required else None
+    return Node(package=spec.package, executable=spec.executable, name=spec.name, output='screen',
+                parameters=[*spec.params_files, spec.parameters], remappings=spec.remaps,
+                respawn=spec.respawn, respawn_delay=spec.respawn_delay, on_exit=on_exit)

@@ -1,0 +1,183 @@
+"""`jepa launch` as processes over real DDS: nodes start with their names, params files, overrides and remaps;
+Ctrl-C stops them all; a crashed respawnable node is restarted and reported; a required node's exit stops the
+graph. The nodes are a small real rclpy node installed like a colcon package into a temporary prefix."""
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from std_msgs.msg import String
+
+from jepa_bringup.launcher import ros_arguments
+from jepa_bringup.graph import NodeSpec
+
+PROBE_NODE = '''#!{python}
+"""Publishes who it is and what it was configured with on `chatter`; exits with code 3 after crash_after s."""
+import json, os, sys
+from rclpy.node import Node
+from std_msgs.msg import String
+from jepa_common.node import run_node
+
+
+class Probe(Node):
+    def __init__(self):
+        super().__init__('probe')
+        self.greeting = self.declare_parameter('greeting', 'unset').value
+        self.number = self.declare_parameter('number', 0).value
+        crash_after = self.declare_parameter('crash_after', 0.0).value
+        self.pub = self.create_publisher(String, 'chatter', 10)
+        self.create_timer(0.2, self.tick)
+        if crash_after > 0:
+            self.create_timer(crash_after, self.crash)
+
+    def tick(self):
+        self.pub.publish(String(data=json.dumps({{
+            'name': self.get_fully_qualified_name(), 'pid': os.getpid(),
+            'greeting': self.greeting, 'number': self.number}})))
+
+    def crash(self):
+        print('probe: crashing on purpose', flush=True)
+        os._exit(3)
+
+
+sys.exit(run_node(Probe))
+'''
+
+GRAPH = '''
+arguments:
+  greeting: {default: hello, description: what talker_a says}
+  with_b: {default: 'true', description: start talker_b}
+graphs:
+  small:
+    arguments: [greeting, with_b]
+    nodes:
+      - name: talker_a
+        package: jepa_launch_testpkg
+        executable: probe_node
+        params: [probe.yaml]
+        parameters: {greeting: $(var greeting)}
+        remap: {chatter: chatter_a}
+      - name: talker_b
+        package: jepa_launch_testpkg
+        executable: probe_node
+        params: [probe.yaml]
+        remap: {chatter: chatter_b}
+        if: with_b
+  crashy:
+    arguments: []
+    nodes:
+      - name: flaky
+        package: jepa_launch_testpkg
+        executable: probe_node
+        parameters: {crash_after: 2.0}
+        remap: {chatter: chatter_flaky}
+        respawn: true
+        respawn_delay: 0.5
+      - name: gate
+        package: jepa_launch_testpkg
+        executable: probe_node
+        parameters: {crash_after: 9.0}
+        remap: {chatter: chatter_gate}
+        required: true
+'''
+
+PARAMS = '''
+talker_a:
+  ros__parameters:
+    number: 7
+    greeting: from_file
+talker_b:
+  ros__parameters:
+    number: 8
+'''
+
+
+@pytest.fixture
+def test_install(tmp_path):
+    """A prefix laid out like a colcon install of one package, and a graph file using it."""
+    prefix = tmp_path / 'install'
+    (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages').mkdir(parents=True)
+    (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'jepa_launch_testpkg').touch()
+    exe = prefix / 'lib' / 'jepa_launch_testpkg' / 'probe_node'
+    exe.parent.mkdir(parents=True)
+    exe.write_text(PROBE_NODE.format(python=sys.executable))
+    exe.chmod(0o755)
+    config = tmp_path / 'config'
+    config.mkdir()
+    (config / 'graph.yaml').write_text(GRAPH)
+    (config / 'probe.yaml').write_text(PARAMS)
+    env = {'AMENT_PREFIX_PATH': f'{prefix}{os.pathsep}{sys.prefix}'}
+    return config / 'graph.yaml', env
+
+
+def heard(messages) -> list[dict]:
+    return [json.loads(m.data) for m in messages]
+
+
+def pids_started(output: str) -> set[int]:
+    return {int(p) for p in re.findall(r'\(pid (\d+)\)', output)}
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        stat = Path(f'/proc/{pid}/stat').read_text()
+    except FileNotFoundError:
+        return True
+    return stat.split(')')[-1].split()[0] == 'Z'
+
+
+def test_ros_arguments_carry_name_params_overrides_and_remaps():
+    spec = NodeSpec(name='actor', package='p', executable='e', params_files=['/c/agent.yaml'],
+                    parameters={'mode': 'mpc', 'use_sim_time': True, 'flag': 'true', 'ws': [0.1, 0.2]},
+                    remaps=[('/camera/image_raw', '/cam/color')])
+    assert ros_arguments(spec) == [
+        '--ros-args', '-r', '__node:=actor', '--params-file', '/c/agent.yaml',
+        '-p', 'mode:=mpc', '-p', 'use_sim_time:=true', '-p', "flag:='true'", '-p', 'ws:=[0.1, 0.2]',
+        '-r', '/camera/image_raw:=/cam/color']
+
+
+@pytest.mark.integration
+def test_launch_starts_named_configured_nodes_and_ctrl_c_stops_them_all(ros_graph, test_install):
+    graph_file, env = test_install
+    chatter_a, chatter_b = ros_graph.collect(String, 'chatter_a'), ros_graph.collect(String, 'chatter_b')
+    launcher = ros_graph.run(['jepa', 'launch', 'small', '--graph-file', str(graph_file), 'greeting:=hi'],
+                             'launcher', extra_env=env)
+    ros_graph.spin_until(lambda: chatter_a and chatter_b, 30, 'both talkers')
+    a, b = heard(chatter_a)[-1], heard(chatter_b)[-1]
+    # Node name from the graph, the file's parameters, then the launch argument's override on top.
+    assert (a['name'], a['number'], a['greeting']) == ('/talker_a', 7, 'hi')
+    assert (b['name'], b['number'], b['greeting']) == ('/talker_b', 8, 'unset')
+    output = launcher.output()
+    assert re.search(r'^\[talker_a\] ', output, re.M) or 'starting talker_a' in output
+    pids = pids_started(output)
+    assert {a['pid'], b['pid']} <= pids
+
+    assert launcher.stop(timeout=30) == 0, launcher.output()
+    assert all(process_gone(pid) for pid in pids), launcher.output()
+    assert 'all nodes stopped' in launcher.output()
+
+
+@pytest.mark.integration
+def test_crashed_node_is_respawned_and_a_required_node_exit_stops_the_graph(ros_graph, test_install):
+    graph_file, env = test_install
+    flaky = ros_graph.collect(String, 'chatter_flaky')
+    launcher = ros_graph.run(['jepa', 'launch', 'crashy', '--graph-file', str(graph_file)], 'launcher',
+                             extra_env=env)
+    # flaky crashes every 2 s and comes back with a new pid.
+    ros_graph.spin_until(lambda: len({m['pid'] for m in heard(flaky)}) >= 2, 40, 'a respawned flaky node')
+    output = launcher.output()
+    assert 'flaky exited (exit code 3)' in output
+    assert 'probe: crashing on purpose' in output  # the crash report carries the node's last lines
+    assert 'restarted flaky' in output
+    # The required gate exits after 9 s: everything stops and the launcher reports failure.
+    deadline = time.monotonic() + 40
+    while launcher.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not launcher.alive(), launcher.output()
+    assert launcher.proc.returncode == 1
+    output = launcher.output()
+    assert 'gate is required: stopping the whole graph' in output
+    assert all(process_gone(pid) for pid in pids_started(output)), output
