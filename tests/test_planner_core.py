@@ -149,32 +149,50 @@ def feed(assembler, memory, n, start=0.0, dt=0.1, dim=3):
         t = assembler.latent(stamp, np.full(dim, i, np.float32))
         if t is not None:
             memory.add(t)
+        # Cost, prediction and action of a state may arrive in any order, stamped after that state.
+        assembler.prediction(stamp, np.full(dim, i + 1, np.float32))
+        assembler.action(stamp + 0.01, np.array([i, 0, 0, 1], np.float32))
         assembler.cost(stamp, np.arange(len(COST_FIELDS), dtype=np.float32))
-        assembler.action(np.array([i, 0, 0, 1], np.float32))
-        assembler.prediction(np.full(dim, i + 1, np.float32))
 
 
 def test_memory_is_bounded_and_pairs_streams_into_transitions():
     memory, assembler = ShortTermMemory(capacity=50), TransitionAssembler()
     feed(assembler, memory, 30)
+    memory.add(assembler.flush())
     assert len(memory) == 29
     t = memory.transitions[5]
     assert t.state[0] == 5 and t.next_state[0] == 6 and t.action[0] == 5 and t.predicted_next[0] == 6
     assert t.intrinsic_cost == 0 + 1 + 2 + 3
     feed(assembler, memory, 100, start=100.0)  # a gap: new episode
-    assert len(memory) == 50 and memory.dropped == 29 + 99 - 50
+    assert len(memory) == 50 and memory.dropped == 29 + 98 - 50
     episodes = memory.episodes()
-    assert len(episodes) == 1 and episodes[0]['states'][-1][0] == 98
+    assert len(episodes) == 1 and episodes[0]['next_states'][-1][0] == 98
     restored = ShortTermMemory.from_arrays(memory.to_arrays(), capacity=50)
     assert np.array_equal(restored.episodes()[0]['next_states'], episodes[0]['next_states'])
+
+
+def test_late_messages_still_join_their_transition():
+    memory, assembler = ShortTermMemory(), TransitionAssembler()
+    assembler.latent(0.0, np.zeros(3))
+    assembler.latent(0.1, np.ones(3))
+    assembler.cost(0.0, np.ones(len(COST_FIELDS)))       # after the next latent already came
+    assembler.prediction(0.0, np.full(3, 0.9))
+    assembler.action(0.05, np.array([0.01, 0, 0, 1]))
+    t = assembler.latent(0.2, np.full(3, 2.0))
+    assert t.cost_terms.tolist() == [1] * len(COST_FIELDS) and t.predicted_next[0] == pytest.approx(0.9)
+    assert t.action[0] == pytest.approx(0.01)
+    assert assembler.latent(0.2, np.full(3, 2.0)) is None  # a duplicate changes nothing
+    t = assembler.flush()
+    assert np.isnan(t.action).all() and np.isnan(t.cost_terms).all()
 
 
 def test_goal_change_starts_a_new_episode():
     memory, assembler = ShortTermMemory(), TransitionAssembler()
     assembler.goal(np.zeros(3, np.float32))
     feed(assembler, memory, 5)
-    assembler.goal(np.ones(3, np.float32))
+    memory.add(assembler.goal(np.ones(3, np.float32)))
     feed(assembler, memory, 5, start=0.5)
+    memory.add(assembler.flush())
     episodes = memory.episodes()
     assert [len(e['costs']) for e in episodes] == [4, 4]
     assert episodes[1]['goals'][0].tolist() == [1, 1, 1]

@@ -78,7 +78,7 @@ def memory_messages(memory: ShortTermMemory, model_id: str = '') -> list[tuple[s
     """The messages that, replayed through a TransitionAssembler, give back the memory's episodes."""
     from jepa_interfaces.msg import ActionStamped, CostTerms
     out = []
-    ns = lambda seconds, offset=0: int(round(seconds * 1e9)) + offset  # noqa: E731
+    ns = lambda seconds, offset=0: max(0, int(round(seconds * 1e9)) + offset)  # noqa: E731
     for episode in memory.episodes():
         first = episode['stamps'][0]
         if np.all(np.isfinite(episode['goals'][0])):
@@ -97,11 +97,12 @@ def memory_messages(memory: ShortTermMemory, model_id: str = '') -> list[tuple[s
                 action.header.stamp = header_stamp
                 out.append((TOPICS['action'], action, ns(stamp, 2)))
             if np.all(np.isfinite(episode['predicted'][i])):
-                out.append((TOPICS['prediction'], latent_to_msg(
-                    episode['predicted'][i], sec_to_stamp(episode['next_stamps'][i]), model_id), ns(stamp, 3)))
+                # Stamped like the world model's: with the stamp of the state predicted from.
+                out.append((TOPICS['prediction'], latent_to_msg(episode['predicted'][i], header_stamp, model_id),
+                            ns(stamp, 3)))
         last = episode['next_stamps'][-1]
         out.append((TOPICS['latent'], latent_to_msg(episode['next_states'][-1], sec_to_stamp(last), model_id), ns(last)))
-    return out
+    return sorted(out, key=lambda m: m[2])  # stable: ties keep the order above
 
 
 def write_memory(path: str | Path, memory: ShortTermMemory, model_id: str = '') -> int:
@@ -120,23 +121,23 @@ def read_memory(paths: Iterable[str | Path], capacity: int = 1_000_000, max_gap:
     and skipped. Each bag starts new episodes."""
     memory = ShortTermMemory(capacity)
     assembler = TransitionAssembler(max_gap=max_gap)
+
     for path in paths:
-        assembler.new_episode()
+        memory.add(assembler.new_episode())
         for topic, msg, _ in read_messages(path, TOPICS.values()):
             try:
                 if topic == TOPICS['latent']:
-                    transition = assembler.latent(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1),
-                                                  msg.model_id)
-                    if transition is not None:
-                        memory.add(transition)
+                    memory.add(assembler.latent(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1),
+                                          msg.model_id))
                 elif topic == TOPICS['goal']:
-                    assembler.goal(msg_to_latent(msg).reshape(-1))
+                    memory.add(assembler.goal(msg_to_latent(msg).reshape(-1)))
                 elif topic == TOPICS['prediction']:
-                    assembler.prediction(msg_to_latent(msg).reshape(-1))
+                    assembler.prediction(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1))
                 elif topic == TOPICS['action']:
-                    assembler.action(np.asarray(msg.data, dtype=np.float32))
+                    assembler.action(stamp_to_sec(msg.header.stamp), np.asarray(msg.data, dtype=np.float32))
                 elif topic == TOPICS['cost']:
                     assembler.cost(stamp_to_sec(msg.header.stamp), cost_terms_of(msg))
             except ValueError as exc:
                 log(f'{path}: skipping a bad {topic} message: {exc}')
+    memory.add(assembler.flush())
     return memory

@@ -6,7 +6,7 @@ transitions; the short_term_memory node feeds it live and `jepa train-critic` fe
 see identical episodes. Episodes go to and come back from rosbag2 bags on the agent's own topics.
 """
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,10 @@ class ShortTermMemory:
     def __len__(self) -> int:
         return len(self.transitions)
 
-    def add(self, transition: Transition) -> None:
+    def add(self, transition: Transition | None) -> None:
+        """Store a transition (None, what the assembler returns while a transition is incomplete, is ignored)."""
+        if transition is None:
+            return
         if len(self.transitions) == self.capacity:
             self.dropped += 1
         self.transitions.append(transition)
@@ -100,61 +103,87 @@ def stack_transitions(ts: list[Transition]) -> dict:
             'goals': np.stack([t.goal for t in ts]).astype(np.float32)}
 
 
-@dataclass
 class TransitionAssembler:
-    """Turns the interleaved streams into transitions. A new episode starts when the goal changes, the
-    latent model changes, time goes backwards (reset, replay) or the gap between latents exceeds max_gap."""
-    max_gap: float = 1.0
-    action_dim: int = 4
-    episode: int = 0
-    _previous: tuple | None = None            # (stamp, z, model_id)
-    _action: np.ndarray | None = None
-    _prediction: np.ndarray | None = None
-    _goal: np.ndarray | None = None
-    _costs: dict = field(default_factory=dict)  # latent stamp -> cost terms
+    """Turns the interleaved streams into transitions. Everything is matched by stamp, not arrival order:
+    the cost and the world model's prediction carry the stamp of the latent they are about, and the action
+    taken from the latent at t is stamped in [t, next latent). A transition is completed one latent late,
+    so that messages of the interval that arrive after the next latent still find it.
+    A new episode starts when the goal changes, the latent model changes, time goes backwards (reset,
+    replay) or the gap between latents exceeds max_gap."""
 
-    def new_episode(self) -> None:
+    def __init__(self, max_gap: float = 1.0, action_dim: int = 4):
+        self.max_gap = max_gap
+        self.action_dim = action_dim
+        self.episode = 0
+        self._goal: np.ndarray | None = None
+        self._previous: tuple | None = None  # (stamp, z, model_id)
+        self._pending: tuple | None = None   # (episode, stamp, z, next_stamp, next_z, goal)
+        self._actions: deque = deque(maxlen=64)  # (stamp_ns, action)
+        self._costs: dict = {}
+        self._predictions: dict = {}
+
+    def new_episode(self) -> Transition | None:
+        """Cut here; returns the transition that was waiting to be completed, if any."""
+        done = self.flush()
         self.episode += 1
-        self._previous, self._action, self._prediction = None, None, None
-        self._costs.clear()
+        self._previous = None
+        return done
 
-    def goal(self, z_goal: np.ndarray) -> None:
+    def goal(self, z_goal: np.ndarray) -> Transition | None:
+        z_goal = np.asarray(z_goal, dtype=np.float32).reshape(-1)
         if self._goal is None or z_goal.shape != self._goal.shape or not np.array_equal(z_goal, self._goal):
-            self._goal = np.asarray(z_goal, dtype=np.float32)
-            self.new_episode()
+            self._goal = z_goal
+            return self.new_episode()
+        return None
 
-    def action(self, action: np.ndarray) -> None:
-        self._action = np.asarray(action, dtype=np.float32)
+    def action(self, stamp: float, action: np.ndarray) -> None:
+        self._actions.append((_ns(stamp), np.asarray(action, dtype=np.float32).reshape(-1)))
 
-    def prediction(self, z_pred: np.ndarray) -> None:
-        self._prediction = np.asarray(z_pred, dtype=np.float32)
+    def prediction(self, source_stamp: float, z_pred: np.ndarray) -> None:
+        _remember(self._predictions, _ns(source_stamp), np.asarray(z_pred, dtype=np.float32).reshape(-1))
 
     def cost(self, stamp: float, terms: np.ndarray) -> None:
-        self._costs[round(stamp, 6)] = np.asarray(terms, dtype=np.float32)
-        while len(self._costs) > 16:  # costs of latents long gone
-            self._costs.pop(next(iter(self._costs)))
+        _remember(self._costs, _ns(stamp), np.asarray(terms, dtype=np.float32))
 
     def latent(self, stamp: float, z: np.ndarray, model_id: str = '') -> Transition | None:
-        """A new state arrived: returns the transition that ends in it (None at an episode start)."""
+        """A new state arrived: returns the transition completed now (None while one is still waiting)."""
         z = np.asarray(z, dtype=np.float32).reshape(-1)
-        transition = None
         prev = self._previous
-        if prev is not None and (model_id != prev[2] or z.shape != prev[1].shape or not
-                                 (0 < stamp - prev[0] <= self.max_gap)):
-            if stamp != prev[0]:  # a duplicate latent is ignored, anything else cuts the episode
-                self.new_episode()
-            else:
-                return None
+        if prev is not None and stamp == prev[0] and model_id == prev[2]:
+            return None  # the same latent twice
+        done = self.flush()
+        if prev is not None and (model_id != prev[2] or z.shape != prev[1].shape
+                                 or not 0 < stamp - prev[0] <= self.max_gap):
+            self.episode += 1
             prev = None
         if prev is not None:
-            nan = lambda n: np.full(n, np.nan, dtype=np.float32)  # noqa: E731
-            transition = Transition(
-                self.episode, prev[0], stamp, prev[1], z,
-                self._action if self._action is not None else nan(self.action_dim),
-                self._costs.get(round(prev[0], 6), nan(len(COST_FIELDS))),
-                self._prediction if self._prediction is not None and self._prediction.shape == z.shape
-                else nan(z.size),
-                self._goal if self._goal is not None and self._goal.shape == z.shape else nan(z.size))
+            goal = self._goal if self._goal is not None and self._goal.shape == z.shape else None
+            self._pending = (self.episode, prev[0], prev[1], stamp, z, goal)
         self._previous = (stamp, z, model_id)
-        self._action, self._prediction = None, None
-        return transition
+        return done
+
+    def flush(self) -> Transition | None:
+        """Complete the waiting transition with whatever has arrived for it."""
+        if self._pending is None:
+            return None
+        episode, stamp, z, next_stamp, next_z, goal = self._pending
+        self._pending = None
+        start, end = _ns(stamp), _ns(next_stamp)
+        action = next((a for s, a in reversed(self._actions) if start <= s < end and a.size == self.action_dim), None)
+        prediction = self._predictions.get(start)
+        nan = lambda n: np.full(n, np.nan, dtype=np.float32)  # noqa: E731
+        return Transition(episode, stamp, next_stamp, z, next_z,
+                          action if action is not None else nan(self.action_dim),
+                          self._costs.get(start, nan(len(COST_FIELDS))),
+                          prediction if prediction is not None and prediction.shape == z.shape else nan(z.size),
+                          goal if goal is not None else nan(z.size))
+
+
+def _ns(seconds: float) -> int:
+    return int(round(seconds * 1e9))
+
+
+def _remember(table: dict, key: int, value, keep: int = 32) -> None:
+    table[key] = value
+    while len(table) > keep:  # entries about latents long gone
+        table.pop(next(iter(table)))

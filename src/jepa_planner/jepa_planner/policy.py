@@ -117,4 +117,4 @@ class PolicyDistiller:
             self.optimizer.step()
         self.policy.eval()
         self.updates += steps
-        return float(loss)
+        return float(loss.detach())
