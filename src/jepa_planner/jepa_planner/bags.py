@@ -1,77 +1,42 @@
 """Short-term memory episodes <-> rosbag2 bags on the agent's own topics (/jepa/latent, /jepa/action,
 /jepa/cost, /jepa/prediction, /jepa/goal_latent), so a memory dump and a `jepa record` bag read the same.
 
-Messages are serialized by rclpy (real CDR) and stored with rosbags; the jepa_interfaces definitions are
-registered from the installed .msg files so the bags are self-describing.
+Writing and reading go through jepa_rosbag (the stack's recorder and reader); messages are serialized by
+rclpy, so the bags hold real CDR with the jepa_interfaces definitions embedded.
 """
-import importlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
-from rclpy.serialization import deserialize_message, serialize_message
+from jepa_rosbag.reader import BagError, BagReader
+from jepa_rosbag.recorder import BagRecorder, RecorderError
+from rclpy.serialization import serialize_message
 
 from jepa_common.conversions import latent_to_msg, msg_to_latent, sec_to_stamp, stamp_to_sec
 from jepa_planner.memory import COST_FIELDS, TOPICS, ShortTermMemory, TransitionAssembler
+
+__all__ = ['BagError', 'read_memory', 'write_memory']
 
 MSG_TYPES = {TOPICS['latent']: 'jepa_interfaces/msg/LatentState', TOPICS['action']: 'jepa_interfaces/msg/ActionStamped',
              TOPICS['cost']: 'jepa_interfaces/msg/CostTerms', TOPICS['prediction']: 'jepa_interfaces/msg/LatentState',
              TOPICS['goal']: 'jepa_interfaces/msg/LatentState'}
 
 
-class BagError(RuntimeError):
-    """A bag that cannot be read or written (names the bag and the problem)."""
-
-
-def _typestore():
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    from jepa_common.paths import package_share
-    store = get_typestore(Stores.ROS2_JAZZY)
-    msg_dir = Path(package_share('jepa_interfaces')) / 'msg'
-    types = {}
-    for path in sorted(msg_dir.glob('*.msg')):
-        types.update(get_types_from_msg(path.read_text(), f'jepa_interfaces/msg/{path.stem}'))
-    store.register(types)
-    return store
-
-
-def _msg_class(msgtype: str):
-    package, _, name = msgtype.split('/')
-    return getattr(importlib.import_module(f'{package}.msg'), name)
-
-
 def write_messages(path: str | Path, messages: Iterable[tuple[str, object, int]]) -> int:
     """Write (topic, rclpy message, log time ns) to a new mcap bag at path; returns the count."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    path = Path(path)
-    if path.exists():
-        raise BagError(f'bag {path} already exists')
-    store = _typestore()
-    count = 0
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        connections = {}
-        for topic, msg, log_time in messages:
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, MSG_TYPES[topic], typestore=store)
-            writer.write(connections[topic], int(log_time), serialize_message(msg))
-            count += 1
-    return count
-
-
-def read_messages(path: str | Path, topics: Iterable[str]) -> Iterator[tuple[str, object, int]]:
-    """(topic, rclpy message, log time ns) of the given topics in log-time order."""
-    from rosbags.rosbag2 import Reader
     try:
-        with Reader(Path(path)) as reader:
-            connections = [c for c in reader.connections if c.topic in set(topics)]
-            classes = {c.id: _msg_class(c.msgtype) for c in connections}
-            for connection, log_time, raw in reader.messages(connections=connections):
-                yield connection.topic, deserialize_message(raw, classes[connection.id]), log_time
-    except BagError:
-        raise
-    except Exception as exc:  # rosbags raises several types for missing/corrupt bags
-        raise BagError(f'cannot read bag {path}: {exc}') from exc
+        recorder = BagRecorder(path)
+        count = 0
+        try:
+            for topic, msg, log_time in messages:
+                recorder.add_topic(topic, MSG_TYPES[topic])
+                recorder.write(topic, int(log_time), serialize_message(msg))
+                count += 1
+        finally:
+            recorder.close()
+    except RecorderError as exc:
+        raise BagError(str(exc)) from exc
+    return count
 
 
 def memory_messages(memory: ShortTermMemory, model_id: str = '') -> list[tuple[str, object, int]]:
@@ -124,7 +89,10 @@ def read_memory(paths: Iterable[str | Path], capacity: int = 1_000_000, max_gap:
 
     for path in paths:
         memory.add(assembler.new_episode())
-        for topic, msg, _ in read_messages(path, TOPICS.values()):
+        with BagReader(path) as bag:
+            topics = [t for t in TOPICS.values() if t in bag.topics]
+            messages = [(m.topic, m.message) for m in bag.messages(topics)]
+        for topic, msg in messages:
             try:
                 if topic == TOPICS['latent']:
                     memory.add(assembler.latent(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1),
