@@ -1,0 +1,454 @@
+"""ROS-free safety gate: decides, for every command to the arm, whether to forward a checked version or hold.
+
+The gate never makes a command faster or bigger, only smaller or slower: positions are clamped to the joint
+limits and to the end-effector workspace box, and time_from_start is stretched until no joint exceeds its
+velocity limit. Anything it cannot verify (unknown joints, NaN, bad shapes, time going backwards, no or stale
+joint state, a latched e-stop) is refused with a reason, and the arm is told to hold.
+
+All times are seconds on one monotonic clock supplied by the caller (the node uses the steady clock, so a
+paused simulation clock cannot freeze the watchdogs).
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+# Distance (m) by which the end effector may leave the workspace box before a point counts as outside;
+# covers FK round-off, not a real tolerance.
+_BOX_EPS = 1e-6
+# Joint-space resolution (rad) at which the exit point of a segment from the box is bisected.
+_BISECT_RESOLUTION = 1e-4
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """Position and velocity limits of the joints the gate commands, in the order of names."""
+    names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.names)
+        for label in ('lower', 'upper', 'velocity'):
+            values = np.asarray(getattr(self, label), dtype=np.float64)
+            if values.shape != (n,):
+                raise ValueError(f'{label} limits have shape {values.shape}, expected ({n},) for joints {list(self.names)}')
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f'{label} limits contain NaN or inf: {values.tolist()}')
+            object.__setattr__(self, label, values)
+        if n == 0:
+            raise ValueError('no joints given')
+        if len(set(self.names)) != n:
+            raise ValueError(f'duplicate joint names in {list(self.names)}')
+        bad = [name for name, lo, hi in zip(self.names, self.lower, self.upper) if lo > hi]
+        if bad:
+            raise ValueError(f'lower limit above upper limit for joints {bad}')
+        bad = [name for name, v in zip(self.names, self.velocity) if v <= 0]
+        if bad:
+            raise ValueError(f'velocity limit must be positive for joints {bad}')
+
+
+@dataclass(frozen=True)
+class WorkspaceBox:
+    """Axis-aligned box (metres, arm base frame) the end effector must stay in."""
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def __post_init__(self):
+        for label in ('lower', 'upper'):
+            values = np.asarray(getattr(self, label), dtype=np.float64)
+            if values.shape != (3,) or not np.all(np.isfinite(values)):
+                raise ValueError(f'workspace {label} corner must be 3 finite numbers, got {values.tolist()}')
+            object.__setattr__(self, label, values)
+        if np.any(self.lower >= self.upper):
+            raise ValueError(f'workspace box is empty: lower {self.lower.tolist()} upper {self.upper.tolist()}')
+
+    def excess(self, xyz: np.ndarray) -> float:
+        """How far (m) xyz lies outside the box; 0 inside."""
+        return float(np.linalg.norm(np.maximum(0.0, np.maximum(self.lower - xyz, xyz - self.upper))))
+
+    def margin(self, xyz: np.ndarray) -> float:
+        """Distance (m) from xyz to the nearest face when inside; <= 0 outside."""
+        return float(min(np.min(xyz - self.lower), np.min(self.upper - xyz)))
+
+
+@dataclass
+class TrajectoryPoint:
+    """One point as a commander sent it: nothing is trusted yet (any lengths, any values)."""
+    time_from_start: float
+    positions: Sequence[float]
+    velocities: Sequence[float] = ()
+    accelerations: Sequence[float] = ()
+
+
+@dataclass
+class Trajectory:
+    joint_names: Sequence[str]
+    points: Sequence[TrajectoryPoint]
+
+
+@dataclass
+class Decision:
+    """forward (trajectory set: the checked command) or hold (trajectory None), and why; rejected marks a
+    command refused as unverifiable (reasons[0] says why)."""
+    trajectory: Trajectory | None
+    reasons: list[str] = field(default_factory=list)
+    rejected: bool = False
+
+    @property
+    def hold(self) -> bool:
+        return self.trajectory is None
+
+
+class Rejected(ValueError):
+    """A command the gate cannot verify; the message names what was wrong."""
+
+
+COUNTERS = ('commands', 'forwarded', 'rejected', 'clamped_limits', 'clamped_workspace', 'retimed', 'holds',
+            'estops', 'stale_events', 'command_timeouts', 'bad_joint_states')
+
+
+class SafetyGate:
+    """Checks commands against joint limits, a workspace box, velocity limits, e-stop and two watchdogs.
+
+    fk maps the positions of fk_joints (in that order) to the end-effector xyz; it is needed only with a
+    workspace box. max_reach (m) bounds how far the end effector moves per radian of joint motion (the
+    longest lever arm of the arm); it lets the workspace check take long provably-safe steps far from the
+    walls, and fine_step (rad) sampling near them.
+    """
+
+    def __init__(self, limits: JointLimits, workspace: WorkspaceBox | None = None,
+                 fk: Callable[[np.ndarray], np.ndarray] | None = None, fk_joints: Sequence[str] = (),
+                 stale_timeout: float = 0.2, command_timeout: float = 0.5, max_points: int = 1000,
+                 max_reach: float = 1.3, fine_step: float = 0.01):
+        if workspace is not None and (fk is None or not fk_joints):
+            raise ValueError('a workspace box needs fk and fk_joints')
+        unknown = [j for j in fk_joints if j not in limits.names]
+        if unknown:
+            raise ValueError(f'fk_joints {unknown} are not among the gate joints {list(limits.names)}')
+        if stale_timeout <= 0 or max_points < 1 or max_reach <= 0 or fine_step <= 0:
+            raise ValueError('stale_timeout, max_points, max_reach and fine_step must be positive')
+        self.limits = limits
+        self.workspace = workspace
+        self._fk = fk
+        self._fk_index = np.array([limits.names.index(j) for j in fk_joints], dtype=int)
+        self._index = {name: i for i, name in enumerate(limits.names)}
+        self.stale_timeout = float(stale_timeout)
+        # <= 0 disables the silent-commander watchdog.
+        self.command_timeout = float(command_timeout)
+        self.max_points = int(max_points)
+        self.max_reach = float(max_reach)
+        self.fine_step = float(fine_step)
+
+        n = len(limits.names)
+        self._measured = np.full(n, np.nan)
+        self._measured_at = np.full(n, -np.inf)
+        self._estop_input = False
+        self._estop_latched = False
+        self._stale_hold_sent = False
+        # Time of the last forwarded command while it is still in force; None when holding.
+        self._active_since: float | None = None
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.last_error = ''
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.limits.names
+
+    # ---- inputs ------------------------------------------------------------------------------------
+
+    def on_joint_state(self, names: Sequence[str], positions: Sequence[float], now: float) -> str | None:
+        """Record measured positions of the gate's joints (others are ignored). Returns an error or None."""
+        error = None
+        if len(names) != len(positions):
+            error = f'joint state has {len(names)} names but {len(positions)} positions'
+        else:
+            updates = {}
+            for name, value in zip(names, positions):
+                if name in self._index:
+                    try:
+                        updates[self._index[name]] = float(value)
+                    except (TypeError, ValueError):
+                        error = f'joint state position of {name} is not a number: {value!r}'
+                        break
+            if error is None:
+                bad = [self.limits.names[i] for i, v in updates.items() if not np.isfinite(v)]
+                if bad:
+                    error = f'joint state has NaN or inf positions for {bad}'
+        if error is not None:
+            self.counters['bad_joint_states'] += 1
+            self.last_error = error
+            return error
+        for i, value in updates.items():
+            self._measured[i] = value
+            self._measured_at[i] = now
+        return None
+
+    def on_estop(self, active: bool, now: float) -> Decision | None:
+        """True latches the e-stop and holds at once; false only records the input (release is explicit)."""
+        self._estop_input = bool(active)
+        if not active:
+            return None
+        if not self._estop_latched:
+            self.counters['estops'] += 1
+            self._estop_latched = True
+        return self._hold('e-stop')
+
+    def release_estop(self, now: float) -> tuple[bool, str]:
+        if not self._estop_latched:
+            return True, 'e-stop was not latched'
+        if self._estop_input:
+            return False, 'e-stop input is still true; clear it before releasing'
+        self._estop_latched = False
+        return True, 'e-stop released; commands are accepted again'
+
+    def on_trajectory(self, trajectory: Trajectory, now: float) -> Decision:
+        self.counters['commands'] += 1
+        try:
+            names, times, positions, velocities = self._parse(trajectory)
+            self._require_ready(now)
+        except Rejected as error:
+            self.counters['rejected'] += 1
+            self.last_error = str(error)
+            decision = self._hold(f'rejected: {error}')
+            decision.rejected = True
+            return decision
+        if not len(times):
+            return self._hold('commander requested hold')
+        decision = self._check(names, times, positions, velocities)
+        self.counters['forwarded'] += 1
+        self._active_since = now
+        return decision
+
+    def tick(self, now: float) -> Decision | None:
+        """Watchdogs: hold once when joint states go stale, and when the commander falls silent."""
+        if self._estop_latched or not self._has_state():
+            return None
+        age = self._state_age(now)
+        if age > self.stale_timeout:
+            if self._stale_hold_sent:
+                return None
+            self._stale_hold_sent = True
+            self.counters['stale_events'] += 1
+            self.last_error = f'joint states stale ({age:.3f} s old, timeout {self.stale_timeout} s)'
+            return self._hold(self.last_error)
+        self._stale_hold_sent = False
+        if (self._active_since is not None and self.command_timeout > 0
+                and now - self._active_since > self.command_timeout):
+            self.counters['command_timeouts'] += 1
+            return self._hold(f'no command for {now - self._active_since:.3f} s (timeout {self.command_timeout} s)')
+        return None
+
+    # ---- diagnostics -------------------------------------------------------------------------------
+
+    def state(self, now: float) -> str:
+        if self._estop_latched:
+            return 'estop'
+        if not self._has_state():
+            return 'no_state'
+        if self._state_age(now) > self.stale_timeout:
+            return 'stale'
+        return 'forwarding' if self._active_since is not None else 'holding'
+
+    def missing_joints(self) -> list[str]:
+        return [n for n, t in zip(self.limits.names, self._measured_at) if not np.isfinite(t)]
+
+    # ---- internals ---------------------------------------------------------------------------------
+
+    def _hold(self, reason: str) -> Decision:
+        self.counters['holds'] += 1
+        self._active_since = None
+        return Decision(None, [reason])
+
+    def _has_state(self) -> bool:
+        return bool(np.all(np.isfinite(self._measured_at)))
+
+    def _state_age(self, now: float) -> float:
+        return float(now - np.min(self._measured_at))
+
+    def _require_ready(self, now: float) -> None:
+        if self._estop_latched:
+            raise Rejected('e-stop is latched (call the release service once the e-stop input is false)')
+        if not self._has_state():
+            raise Rejected(f'no joint state received yet for {self.missing_joints()}')
+        age = self._state_age(now)
+        if age > self.stale_timeout:
+            raise Rejected(f'joint states stale ({age:.3f} s old, timeout {self.stale_timeout} s)')
+
+    def _parse(self, trajectory: Trajectory):
+        names = list(trajectory.joint_names)
+        if not names:
+            raise Rejected('trajectory has no joint names')
+        unknown = [n for n in names if n not in self._index]
+        if unknown:
+            raise Rejected(f'unknown joint names {unknown} (known: {list(self.limits.names)})')
+        if len(set(names)) != len(names):
+            raise Rejected(f'duplicate joint names in {names}')
+        points = list(trajectory.points)
+        if len(points) > self.max_points:
+            raise Rejected(f'trajectory has {len(points)} points, more than max_points={self.max_points}')
+        n = len(names)
+        times = np.empty(len(points))
+        positions = np.empty((len(points), n))
+        velocities = np.empty((len(points), n))
+        with_velocities = [len(p.velocities) > 0 for p in points]
+        if any(with_velocities) and not all(with_velocities):
+            raise Rejected('velocities are given for some points but not for all')
+        for i, point in enumerate(points):
+            times[i] = _finite_array(f'point {i} time_from_start', [point.time_from_start], 1)[0]
+            if times[i] < 0:
+                raise Rejected(f'point {i} time_from_start {times[i]} is negative')
+            if i and times[i] <= times[i - 1]:
+                raise Rejected(f'points out of time order: point {i} at {times[i]} s is not after point {i - 1} '
+                               f'at {times[i - 1]} s')
+            positions[i] = _finite_array(f'point {i} positions', point.positions, n)
+            if with_velocities[i]:
+                velocities[i] = _finite_array(f'point {i} velocities', point.velocities, n)
+            if len(point.accelerations):
+                # Not forwarded (see _check) but a malformed field still marks a command we cannot trust.
+                _finite_array(f'point {i} accelerations', point.accelerations, n)
+        return names, times, positions, (velocities if any(with_velocities) else None)
+
+    def _check(self, names, times, positions, velocities) -> Decision:
+        idx = np.array([self._index[n] for n in names], dtype=int)
+        lower, upper, vmax = self.limits.lower[idx], self.limits.upper[idx], self.limits.velocity[idx]
+        reasons = []
+        checked = np.clip(positions, lower, upper)
+        changed = np.any(checked != positions, axis=1)
+        if changed.any():
+            self.counters['clamped_limits'] += 1
+            over = sorted({names[j] for j in np.nonzero(np.any(checked != positions, axis=0))[0]})
+            reasons.append(f'clamped to joint limits: {over}')
+
+        if self.workspace is not None and np.any(np.isin(self._fk_index, idx)):
+            previous = self._measured.copy()
+            clamped_points = []
+            for i in range(len(checked)):
+                target = previous.copy()
+                target[idx] = checked[i]
+                start_arm, target_arm = previous[self._fk_index], target[self._fk_index]
+                fraction = self._workspace_fraction(start_arm, target_arm)
+                if fraction < 1.0:
+                    target[self._fk_index] = start_arm + fraction * (target_arm - start_arm)
+                    checked[i] = target[idx]
+                    clamped_points.append(i)
+                previous = target
+            if clamped_points:
+                changed[clamped_points] = True
+                self.counters['clamped_workspace'] += 1
+                reasons.append(f'clamped to the workspace box at points {clamped_points}')
+
+        # Stretch each segment (the first starts at the measured position, at rest, at time 0) until no
+        # joint moves faster than its limit anywhere along the segment, as the controller interpolates it.
+        if velocities is not None:
+            velocities = np.where(changed[:, None], 0.0, np.clip(velocities, -vmax, vmax))
+        previous, previous_velocity = self._measured[idx], np.zeros(len(names))
+        previous_time, new_time = 0.0, 0.0
+        new_times = np.empty_like(times)
+        new_velocities = np.zeros_like(checked)
+        for i in range(len(checked)):
+            duration = times[i] - previous_time
+            delta = checked[i] - previous
+            if velocities is None:
+                duration = max(duration, float(np.max(np.abs(delta) / vmax)))
+            else:
+                duration, new_velocities[i] = _hermite_retime(delta, duration, previous_velocity, velocities[i], vmax)
+            new_time += duration
+            new_times[i] = new_time
+            previous, previous_velocity, previous_time = checked[i], new_velocities[i], times[i]
+        if new_times[-1] > times[-1] * (1 + 1e-9):
+            self.counters['retimed'] += 1
+            reasons.append(f'slowed down to the velocity limits: {times[-1]:.3f} s -> {new_times[-1]:.3f} s')
+
+        points = [TrajectoryPoint(float(new_times[i]), checked[i].copy(),
+                                  new_velocities[i].copy() if velocities is not None else ())
+                  for i in range(len(checked))]
+        return Decision(Trajectory(list(names), points), reasons)
+
+    def _workspace_fraction(self, start: np.ndarray, target: np.ndarray) -> float:
+        """Largest f in [0, 1] such that the end effector, moving in joint space from start towards
+        start + f * (target - start), never gets farther outside the box than it was at start."""
+        box, fk = self.workspace, self._fk
+        delta = target - start
+        span_max = float(np.max(np.abs(delta)))
+        if span_max == 0.0:
+            return 1.0
+        span_l1 = float(np.sum(np.abs(delta)))
+        allowed_excess = box.excess(fk(start)) + _BOX_EPS
+        fine = self.fine_step / span_max
+        t = 0.0
+        xyz = fk(start)
+        while t < 1.0:
+            # Inside the box the end effector moves at most max_reach * |dq|_1, so a step that covers
+            # less than the margin cannot leave it; near the walls (or outside) sample finely.
+            margin = box.margin(xyz)
+            step = max(fine, margin / (self.max_reach * span_l1)) if margin > 0 else fine
+            t_next = min(1.0, t + step)
+            xyz_next = fk(start + t_next * delta)
+            if box.excess(xyz_next) > allowed_excess:
+                return self._bisect_exit(start, delta, t, t_next, allowed_excess, span_max)
+            t, xyz = t_next, xyz_next
+        return 1.0
+
+    def _bisect_exit(self, start, delta, t_ok, t_out, allowed_excess, span_max) -> float:
+        while (t_out - t_ok) * span_max > _BISECT_RESOLUTION:
+            t_mid = 0.5 * (t_ok + t_out)
+            if self.workspace.excess(self._fk(start + t_mid * delta)) > allowed_excess:
+                t_out = t_mid
+            else:
+                t_ok = t_mid
+        return t_ok
+
+
+def hermite_peak_speed(delta: np.ndarray, duration: float, v_start: np.ndarray, v_end: np.ndarray) -> np.ndarray:
+    """Per joint, the largest |velocity| of the cubic Hermite segment from (0, v_start) to (delta, v_end) in
+    duration: the interpolation a JointTrajectoryController (and jepa_sim's follower) uses when points carry
+    velocities. The velocity is quadratic in s = t / duration, so its peak is at an end or at the vertex."""
+    d = delta / duration
+    alpha, beta = 3 * v_start + 3 * v_end - 6 * d, 6 * d - 4 * v_start - 2 * v_end
+    peak = np.maximum(np.abs(v_start), np.abs(v_end))
+    with np.errstate(divide='ignore', invalid='ignore'):
+        vertex = np.where(alpha != 0, -beta / (2 * alpha), -1.0)
+    inside = (vertex > 0) & (vertex < 1)
+    at_vertex = np.abs(alpha * vertex**2 + beta * vertex + v_start)
+    return np.where(inside, np.maximum(peak, at_vertex), peak)
+
+
+def _hermite_retime(delta, duration, v_start, v_end, vmax, iterations: int = 40):
+    """Shortest duration >= the commanded one (and the end velocity, scaled down with it) for which the
+    Hermite segment stays within vmax. v_start is fixed (the previous segment already ended with it);
+    v_end shrinks as the segment stretches, keeping the commanded velocity profile's shape."""
+    if duration <= 0:
+        # Only a first point at time 0 (the arm starts at rest) gets here: it cannot keep a velocity, and
+        # the shortest duration it could take is the linear one.
+        v_end = np.zeros_like(v_end)
+        duration = float(np.max(np.abs(delta) / vmax))
+    if not np.any(delta) and not np.any(v_start) and not np.any(v_end):
+        return duration, v_end
+
+    def fits(u):  # u = commanded / stretched duration, in (0, 1]
+        return bool(np.all(hermite_peak_speed(delta, duration / u, v_start, v_end * u) <= vmax))
+
+    if fits(1.0):
+        return duration, v_end
+    # The set of feasible u is an interval reaching down to 0 (|velocity| is convex in u and the
+    # shape terms of v_start alone never exceed |v_start| <= vmax), so bisect for its upper end.
+    low, high = 0.0, 1.0
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    u = max(low, 1e-12)
+    return duration / u, v_end * u
+
+
+def _finite_array(label: str, values, length: int) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Rejected(f'{label} are not numbers') from None
+    if array.shape != (length,):
+        raise Rejected(f'{label}: {array.size} values for {length} joint names')
+    if not np.all(np.isfinite(array)):
+        raise Rejected(f'{label} contain NaN or inf')
+    return array
