@@ -1,13 +1,22 @@
-"""QoS between rclpy and rosbag2 metadata: what publishers offered is recorded; recorder and replay adapt to it.
+"""Endpoints of the recorder and replay: message classes by type name, and QoS between rclpy and rosbag2.
 
-Only reliability and durability decide whether endpoints match, so those are what the adaptation is about
-(the same rule `ros2 bag` follows).
+What publishers offered is recorded in the bag; the recorder's subscriptions and the replay's publishers
+adapt to it. Only reliability and durability decide whether endpoints match, so those are what the
+adaptation is about (the same rule `ros2 bag` follows).
 """
+import importlib
+
 from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
 _NS = 1_000_000_000
+
+
+def message_class(msgtype: str):
+    """'pkg/msg/Name' -> the installed rclpy message class (ImportError / AttributeError when not installed)."""
+    package, _, name = msgtype.rpartition('/')
+    return getattr(importlib.import_module(package.replace('/', '.')), name)
 
 
 def _time(duration: Duration) -> QosTime:

@@ -1,0 +1,150 @@
+"""recorder_node (node `recorder`): record the configured topics into a rosbag2 bag.
+
+Subscriptions are raw (serialized CDR, never deserialized in Python); each topic is subscribed once it
+appears in the graph, with its type from the graph and a QoS that matches every offering publisher. A
+writer thread does the disk work. Ctrl-C closes the bag properly and prints per-topic counts and loss.
+"""
+import functools
+import sys
+import time
+
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from jepa_common.node import run_node
+
+from .endpoints import message_class, qos_from_rclpy, subscription_qos
+from .recorder import BagRecorder, RecorderError, RecordingQueue, RecordingSummary, SequenceGaps
+
+DEFAULT_TOPICS = [
+    '/camera/image_raw', '/camera/camera_info', '/joint_states',
+    '/jepa/joint_trajectory', '/arm_controller/joint_trajectory', '/jepa/action',
+    '/jepa/latent', '/jepa/goal_latent', '/jepa/prediction', '/jepa/plan', '/jepa/cost', '/jepa/surprise',
+    '/sim/ee_pose', '/sim/cube_pose',
+]
+DEFAULTS = {
+    'output': 'bags/recording_%Y%m%d_%H%M%S',  # time.strftime pattern; the bag directory must not exist
+    'topics': DEFAULT_TOPICS,
+    'storage': 'mcap',
+    'compression': '',
+    'max_bag_size': 0,  # bytes per split, 0 = no size splitting
+    'max_bag_duration': 0.0,  # seconds per split, 0 = no duration splitting
+    'duration': 0.0,  # stop after this many seconds, 0 = until Ctrl-C
+    'queue_depth': 1000,  # DDS history of each subscription
+    'max_backlog_mb': 512,  # messages waiting for the writer thread before they are dropped (and counted)
+    'discovery_period': 0.5,  # seconds between looks at the graph for topics not yet subscribed
+}
+
+
+class RecorderNode(Node):
+
+    def __init__(self, parameter_overrides: list[Parameter] | None = None):
+        super().__init__('recorder', parameter_overrides=parameter_overrides or [])
+        for name, value in DEFAULTS.items():
+            self.declare_parameter(name, value)
+        p = {name: self.get_parameter(name).value for name in DEFAULTS}
+        self.wanted = [t if t.startswith('/') else '/' + t for t in p['topics']]
+        self.queue_depth = int(p['queue_depth'])
+        self.recorder = BagRecorder(time.strftime(p['output']), storage=p['storage'], compression=p['compression'],
+                                    max_split_bytes=int(p['max_bag_size']),
+                                    max_split_duration_s=float(p['max_bag_duration']))
+        self.queue = RecordingQueue(self.recorder, int(p['max_backlog_mb']) << 20, self._on_writer_error)
+        self.gaps = SequenceGaps()
+        self.multi_publisher: set[str] = set()
+        self.skipped: dict[str, str] = {}  # topic -> why it is not recorded
+        self._recorded_subscriptions = {}
+        self._summary: RecordingSummary | None = None
+        self.get_logger().info(f'recording into {self.recorder.path} ({p["storage"]}): {", ".join(self.wanted)}')
+        self._discover()
+        self.create_timer(float(p['discovery_period']), self._discover)
+        if p['duration'] > 0:
+            self.create_timer(float(p['duration']), self._stop)
+
+    def _discover(self) -> None:
+        types = dict(self.get_topic_names_and_types())
+        for topic in self.wanted:
+            if topic in self.skipped:
+                continue
+            if topic in self._recorded_subscriptions:
+                if self.count_publishers(topic) > 1:
+                    self.multi_publisher.add(topic)
+                continue
+            if topic not in types:
+                continue
+            publishers = self.get_publishers_info_by_topic(topic)
+            if not publishers:
+                continue  # only subscribers so far: wait for a publisher to learn its QoS
+            self._subscribe(topic, types[topic], [qos_from_rclpy(p.qos_profile) for p in publishers])
+
+    def _subscribe(self, topic: str, msgtypes: list[str], offered) -> None:
+        if len(msgtypes) != 1:
+            self._skip(topic, f'it is published with several types ({", ".join(msgtypes)})')
+            return
+        try:
+            cls = message_class(msgtypes[0])
+        except (ImportError, AttributeError, ValueError):
+            self._skip(topic, f'its message type {msgtypes[0]} is not installed here')
+            return
+        try:
+            self.recorder.add_topic(topic, msgtypes[0], offered)
+        except RecorderError as err:
+            self._skip(topic, str(err))
+            return
+        self._recorded_subscriptions[topic] = self.create_subscription(
+            cls, topic, functools.partial(self._on_message, topic),
+            subscription_qos(offered, self.queue_depth), raw=True)
+        self.get_logger().info(f'recording {topic} ({msgtypes[0]})')
+
+    def _skip(self, topic: str, reason: str) -> None:
+        self.skipped[topic] = reason
+        self.get_logger().error(f'not recording {topic}: {reason}')
+
+    def _on_message(self, topic: str, data: bytes, info: dict) -> None:
+        self.gaps.observe(topic, info.get('publication_sequence_number'))
+        self.queue.put(topic, self.get_clock().now().nanoseconds, data)
+
+    def _on_writer_error(self, message: str) -> None:
+        self.get_logger().error(f'recording stopped: {message}')
+
+    def _stop(self) -> None:
+        self.get_logger().info('recording duration reached')
+        self.context.try_shutdown()
+
+    def report(self, summary: RecordingSummary) -> str:
+        lines = [f'bag {summary.path}: {sum(summary.counts.values())} messages, '
+                 f'{summary.bytes_written / 1e6:.1f} MB in {len(summary.splits)} file(s)']
+        width = max([len(t) for t in self.wanted] + [5])
+        for topic in self.wanted:
+            if topic in self.skipped:
+                lines.append(f'  {topic:<{width}}  not recorded: {self.skipped[topic]}')
+            elif topic not in summary.counts:
+                lines.append(f'  {topic:<{width}}  never published')
+            else:
+                if topic in self.multi_publisher:
+                    lost = 'unknown (several publishers)'
+                else:
+                    lost = str(self.gaps.gaps[topic])
+                dropped = self.queue.dropped[topic]
+                lines.append(f'  {topic:<{width}}  {summary.counts[topic]:>7} recorded, lost before the recorder: '
+                             f'{lost}' + (f', dropped by the recorder: {dropped}' if dropped else ''))
+        if self.recorder.error:
+            lines.append(f'  ERROR: {self.recorder.error}')
+        return '\n'.join(lines)
+
+    def close(self) -> RecordingSummary:
+        """Write what is queued, close the bag, print counts and loss. Called once spinning stops."""
+        if self._summary is None:
+            for subscription in self._recorded_subscriptions.values():
+                self.destroy_subscription(subscription)
+            self._summary = self.queue.close()
+            # print, not the logger: the rclpy context may already be shut down by Ctrl-C.
+            print(self.report(self._summary), flush=True)
+        return self._summary
+
+
+def main(args=None) -> int:
+    try:
+        return run_node(RecorderNode, args)
+    except RecorderError as err:
+        print(f'recorder: {err}', file=sys.stderr)
+        return 1

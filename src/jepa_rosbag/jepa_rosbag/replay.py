@@ -1,0 +1,186 @@
+"""`jepa replay BAG`: publish a bag's messages into the graph with their recorded timing, and /clock.
+
+    jepa replay bags/run1 [--rate 2] [--loop] [--start-offset 5] [--topics /joint_states ...]
+                [--remap /camera/image_raw:=/camera2/image_raw] [--wait-for-subscribers 5] [--ros-args ...]
+
+Messages are published as the recorded serialized bytes (never deserialized). /clock carries bag time,
+so nodes with use_sim_time run in bag time; a loop starts bag time over (nodes see time jump back).
+"""
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from rosbags.interfaces import QosDurability
+from rosgraph_msgs.msg import Clock
+
+from .endpoints import message_class, publisher_qos
+from .reader import BagError, BagReader
+
+CLOCK_TOPIC = '/clock'
+VOLATILE_DEPTH = 100  # publisher history for ordinary topics
+LATCHED_DEPTH = 1  # a latched (transient local) topic hands late joiners its last value, as its publisher did
+
+
+class BagPlayer:
+    """ROS-free playback loop: when to publish which recorded message, and what bag time it is.
+
+    publish(recorded_topic, data) and publish_clock(bag_time_ns) are supplied by the caller (a ROS node, or a
+    test); the caller publishes each recorded topic under output_topic(recorded_topic)."""
+
+    def __init__(self, bag: BagReader, topics: list[str] | None = None, rate: float = 1.0,
+                 start_offset_s: float = 0.0, loop: bool = False, remaps: dict[str, str] | None = None,
+                 clock_hz: float = 100.0):
+        if not rate > 0:
+            raise ValueError(f'rate must be > 0, got {rate}')
+        if start_offset_s < 0:
+            raise ValueError(f'start offset must be >= 0, got {start_offset_s}')
+        self.bag = bag
+        available = bag.topics
+        if topics:
+            missing = [t for t in topics if t not in available]
+            if missing:
+                raise BagError(f'bag {bag.path} has no topic {", ".join(missing)} '
+                               f'(it has: {", ".join(sorted(available))})')
+        # Replay publishes its own /clock in bag time; a recorded one would contradict it.
+        self.topics = [t for t in (topics or sorted(available)) if t != CLOCK_TOPIC]
+        self.rate = rate
+        self.start_ns = bag.start_ns + int(start_offset_s * 1e9)
+        self.loop = loop
+        self.remaps = dict(remaps or {})
+        self.clock_period_s = 1.0 / clock_hz if clock_hz > 0 else float('inf')
+        self.published = 0
+
+    def output_topic(self, topic: str) -> str:
+        return self.remaps.get(topic, topic)
+
+    def play(self, publish: Callable[[str, bytes], None], publish_clock: Callable[[int], None],
+             should_stop: Callable[[], bool] = lambda: False, now: Callable[[], float] = time.monotonic,
+             sleep: Callable[[float], None] = time.sleep) -> int:
+        """Play once (or until stopped when looping); returns the number of messages published."""
+        while True:
+            wall_start = now()
+            last_clock = -float('inf')
+            for message in self.bag.messages(self.topics, start_ns=self.start_ns, raw=True):
+                due = wall_start + (message.timestamp_ns - self.start_ns) / 1e9 / self.rate
+                while (remaining := due - now()) > 0:
+                    if should_stop():
+                        return self.published
+                    if now() - last_clock >= self.clock_period_s:
+                        publish_clock(self.start_ns + int((now() - wall_start) * self.rate * 1e9))
+                        last_clock = now()
+                    sleep(min(remaining, self.clock_period_s, 0.1))
+                if should_stop():
+                    return self.published
+                if now() - last_clock >= self.clock_period_s:
+                    publish_clock(message.timestamp_ns)
+                    last_clock = now()
+                publish(message.topic, message.message)
+                self.published += 1
+            if not self.loop or should_stop():
+                return self.published
+
+
+def parse_remaps(items: list[str]) -> dict[str, str]:
+    remaps = {}
+    for item in items:
+        source, sep, target = item.partition(':=')
+        if not sep or not source or not target:
+            raise argparse.ArgumentTypeError(f'a remap is FROM:=TO, got {item!r}')
+        remaps[source] = target
+    return remaps
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='jepa replay', description=__doc__.split('\n')[0])
+    p.add_argument('bag', help='bag directory (or a single .mcap/.db3 file)')
+    p.add_argument('--rate', '-r', type=float, default=1.0, help='playback speed factor (default 1)')
+    p.add_argument('--loop', '-l', action='store_true', help='start over at the end, until Ctrl-C')
+    p.add_argument('--start-offset', type=float, default=0.0, metavar='S', help='skip the first S seconds')
+    p.add_argument('--topics', nargs='+', metavar='T', help='play only these topics (default: all)')
+    p.add_argument('--remap', nargs='+', action='extend', default=[], metavar='A:=B', help='publish topic A as B')
+    p.add_argument('--clock-hz', type=float, default=100.0, help='/clock publishing rate (0: only with messages)')
+    p.add_argument('--wait-for-subscribers', type=float, default=0.0, metavar='S',
+                   help='before playing, wait up to S seconds until every topic has a subscriber')
+    return p
+
+
+def _make_publishers(node: Node, bag: BagReader, player: BagPlayer) -> dict:
+    publishers = {}
+    topics = bag.topics
+    for topic in player.topics:
+        info = topics[topic]
+        try:
+            cls = message_class(info.msgtype)
+        except (ImportError, AttributeError, ValueError):
+            node.get_logger().error(f'not replaying {topic}: its message type {info.msgtype!r} is not installed here')
+            continue
+        latched = bool(info.offered_qos) and all(q.durability == QosDurability.TRANSIENT_LOCAL
+                                                 for q in info.offered_qos)
+        qos = publisher_qos(info.offered_qos, LATCHED_DEPTH if latched else VOLATILE_DEPTH)
+        publishers[topic] = node.create_publisher(cls, player.output_topic(topic), qos)
+    return publishers
+
+
+def _wait_for_subscribers(publishers: dict, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(p.get_subscription_count() == 0 for p in publishers.values()):
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ros_args = argv[argv.index('--ros-args'):] if '--ros-args' in argv else []
+    p = parser()
+    args = p.parse_args(argv[:len(argv) - len(ros_args)])
+    try:
+        remaps = parse_remaps(args.remap)
+        bag = BagReader(args.bag)
+        player = BagPlayer(bag, args.topics, args.rate, args.start_offset, args.loop, remaps, args.clock_hz)
+    except (BagError, ValueError, argparse.ArgumentTypeError) as err:
+        print(f'jepa replay: {err}', file=sys.stderr)
+        return 1
+    rclpy.init(args=['jepa-replay', *ros_args])
+    node = Node('replay')
+    try:
+        publishers = _make_publishers(node, bag, player)
+        if not publishers:
+            print(f'jepa replay: nothing to play from {args.bag}', file=sys.stderr)
+            return 1
+        clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10))
+        _wait_for_subscribers(publishers, args.wait_for_subscribers)
+        node.get_logger().info(f'replaying {bag.path} ({bag.duration_ns / 1e9:.1f} s, x{args.rate}): '
+                               f'{", ".join(publishers)}')
+
+        def publish(topic: str, data: bytes) -> None:
+            target = publishers.get(topic)
+            if target is not None:
+                target.publish(data)
+
+        def publish_clock(bag_time_ns: int) -> None:
+            clock = Clock()
+            clock.clock.sec, clock.clock.nanosec = divmod(bag_time_ns, 1_000_000_000)
+            clock_pub.publish(clock)
+
+        player.topics = [t for t in player.topics if t in publishers]
+        count = player.play(publish, publish_clock, should_stop=lambda: not node.context.ok())
+        print(f'replayed {count} messages from {bag.path}', flush=True)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        print(f'replay stopped after {player.published} messages', flush=True)
+        return 0
+    except BagError as err:
+        print(f'jepa replay: {err}', file=sys.stderr)
+        return 1
+    finally:
+        bag.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
