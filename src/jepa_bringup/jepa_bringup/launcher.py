@@ -196,6 +196,7 @@ class Launcher:
                 self.failed = True
             if node.spec.required:
                 self.failed = True
+                node.proc = None
                 self.printer.launcher(f'{node.spec.name} is required: stopping the whole graph')
                 return False
             if node.spec.respawn:
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='seconds a node gets to stop after SIGINT before SIGTERM (default 10)')
     parser.add_argument('--sigterm-timeout', type=float, default=5.0,
                         help='seconds after SIGTERM before SIGKILL (default 5)')
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
         graph_file = GraphFile(args.graph_file)
         if args.show_args:

@@ -1,0 +1,130 @@
+"""config/graph.yaml through the graph loader: the nodes each graph starts, argument resolution, arm presets and
+the errors for wrong input. ROS-free."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jepa_bringup.graph import GraphError, GraphFile, parse_assignments
+
+CONFIG = Path(__file__).resolve().parents[1] / 'config'
+AGENT_NODES = {'perception', 'world_model', 'cost', 'short_term_memory', 'actor', 'configurator'}
+PRESETS = ('franka_fr3', 'panda', 'ur5e', 'kinova_gen3')
+
+
+@pytest.fixture(scope='module')
+def graph():
+    return GraphFile(CONFIG / 'graph.yaml')
+
+
+def by_name(specs):
+    return {s.name: s for s in specs}
+
+
+def test_sim_graph_starts_simulator_gate_and_agent_and_recorder_only_when_recording(graph):
+    nodes = by_name(graph.resolve('sim'))
+    assert set(nodes) == {'sim', 'safety'} | AGENT_NODES
+    assert (nodes['sim'].package, nodes['sim'].executable) == ('jepa_sim', 'sim_node')
+    assert (nodes['actor'].package, nodes['actor'].executable) == ('jepa_planner', 'actor_node')
+    recorded = by_name(graph.resolve('sim', {'record': 'true'}))
+    assert set(recorded) == set(nodes) | {'recorder'}
+    assert recorded['recorder'].executable == 'recorder_node'
+
+
+def test_arm_graph_replaces_the_simulator_by_the_driver_or_fake_arm(graph):
+    nodes = by_name(graph.resolve('arm'))
+    assert set(nodes) == {'safety'} | AGENT_NODES
+    with_fake = by_name(graph.resolve('arm', {'fake_arm': 'true'}))
+    assert set(with_fake) == {'safety', 'fake_arm'} | AGENT_NODES
+    assert with_fake['fake_arm'].executable == 'fake_arm_node'
+
+
+def test_gate_and_arm_are_required_never_respawned_and_learned_nodes_respawn(graph):
+    for graph_name, args in (('sim', {}), ('arm', {'fake_arm': 'true'})):
+        nodes = by_name(graph.resolve(graph_name, args))
+        arm = 'sim' if graph_name == 'sim' else 'fake_arm'
+        for name in ('safety', arm):
+            assert nodes[name].required and not nodes[name].respawn, (graph_name, name)
+        for name in AGENT_NODES:
+            assert nodes[name].respawn and not nodes[name].required, (graph_name, name)
+
+
+def test_argument_values_reach_parameters_typed(graph):
+    nodes = by_name(graph.resolve('sim', {'mode': 'policy', 'device': 'cuda:0', 'gui': 'true', 'task': 'push'}))
+    assert nodes['actor'].parameters['mode'] == 'policy'
+    assert nodes['actor'].parameters['device'] == 'cuda:0'
+    assert nodes['perception'].parameters['device'] == 'cuda:0'
+    assert nodes['configurator'].parameters['task'] == 'push'
+    assert nodes['sim'].parameters['gui'] is True
+    assert nodes['actor'].parameters['use_sim_time'] is True
+    assert all(Path(f).is_file() and Path(f).parent == CONFIG for s in nodes.values() for f in s.params_files)
+    assert nodes['actor'].params_files == [str(CONFIG / 'agent.yaml')]
+
+
+def test_arm_graph_defaults_to_wall_clock_and_takes_topics_and_kinematics_from_the_preset(graph):
+    preset = yaml.safe_load((CONFIG / 'arms' / 'ur5e.yaml').read_text())
+    nodes = by_name(graph.resolve('arm', {'arm': 'ur5e'}))
+    actor, safety = nodes['actor'], nodes['safety']
+    assert actor.parameters['use_sim_time'] is False
+    assert dict(actor.remaps)['/camera/image_raw'] == preset['camera']['image_topic']
+    assert dict(safety.remaps)['/arm_controller/joint_trajectory'] == \
+        '/scaled_joint_trajectory_controller/joint_trajectory'
+    assert safety.parameters['arm_joints'] == preset['joints']['arm']
+    assert safety.parameters['gripper_joints'] == preset['joints']['gripper']
+    assert actor.parameters['workspace_min'] == preset['workspace']['min']
+    assert not safety.parameters['urdf_path'].startswith('~')  # expanded for the nodes
+    # An explicit argument beats the preset's default.
+    nodes = by_name(graph.resolve('arm', {'arm': 'ur5e', 'camera_topic': '/scene_cam/image_raw'}))
+    assert dict(nodes['perception'].remaps)['/camera/image_raw'] == '/scene_cam/image_raw'
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_every_preset_resolves_and_is_consistent(graph, preset):
+    data = yaml.safe_load((CONFIG / 'arms' / f'{preset}.yaml').read_text())
+    assert len(data['kinematics']['home']) == len(data['joints']['arm'])
+    assert data['controller']['topic'].endswith('/joint_trajectory')
+    assert all(lo < hi for lo, hi in zip(data['workspace']['min'], data['workspace']['max']))
+    nodes = by_name(graph.resolve('arm', {'arm': preset, 'fake_arm': 'true'}))
+    assert dict(nodes['safety'].remaps)['/arm_controller/joint_trajectory'] == data['controller']['topic']
+
+
+def test_unknown_argument_is_an_error_naming_it_and_the_known_ones(graph):
+    with pytest.raises(GraphError, match=r"unknown launch argument\(s\) colour for graph 'sim'.*gui"):
+        graph.resolve('sim', {'colour': 'red'})
+    with pytest.raises(GraphError, match=r"unknown launch argument\(s\) gui for graph 'arm'"):
+        graph.resolve('arm', {'gui': 'true'})
+
+
+def test_bad_values_graphs_and_presets_are_clear_errors(graph):
+    with pytest.raises(GraphError, match="unknown graph 'simulation'.*sim, arm"):
+        graph.resolve('simulation')
+    with pytest.raises(GraphError, match='mode must be one of mpc, policy'):
+        graph.resolve('sim', {'mode': 'greedy'})
+    with pytest.raises(GraphError, match="unknown arm preset 'ur10'.*ur5e"):
+        graph.resolve('arm', {'arm': 'ur10'})
+    with pytest.raises(GraphError, match='name:=value'):
+        parse_assignments(['gui=true'])
+    assert parse_assignments(['gui:=true', 'checkpoint:=']) == {'gui': 'true', 'checkpoint': ''}
+
+
+def test_malformed_graph_files_are_rejected_with_the_reason(tmp_path):
+    def load(text):
+        path = tmp_path / 'graph.yaml'
+        path.write_text(text)
+        return GraphFile(path)
+    with pytest.raises(GraphError, match='not valid YAML'):
+        load('graphs: [')
+    with pytest.raises(GraphError, match="uses argument 'gui', not declared"):
+        load('graphs:\n  g:\n    arguments: [gui]\n')
+    with pytest.raises(GraphError, match='cycle'):
+        load('graphs:\n  a: {include: [b]}\n  b: {include: [a]}\n')
+    with pytest.raises(GraphError, match='both required and respawned'):
+        load('graphs:\n  g:\n    nodes: [{name: n, package: p, executable: e, required: true, respawn: true}]\n')
+    missing = load('graphs:\n  g:\n    nodes: [{name: n, package: p, executable: e, params: [nope.yaml]}]\n')
+    with pytest.raises(GraphError, match='params file .*nope.yaml does not exist'):
+        missing.resolve('g')
+    bad_ref = load('arguments: {a: {default: x, description: d}}\n'
+                   'graphs:\n  g:\n    arguments: [a]\n'
+                   '    nodes: [{name: n, package: p, executable: e, parameters: {k: $(var b)}}]\n')
+    with pytest.raises(GraphError, match=r"node 'n'.*\$\(var b\) names an argument the graph does not declare"):
+        bad_ref.resolve('g')

@@ -1,0 +1,100 @@
+"""launch/*.launch.py: they compile, declare exactly the arguments config/graph.yaml gives their graph, and
+build one launch_ros Node per resolved node with the graph's name, parameters, remaps and restart policy.
+
+launch and launch_ros cannot be installed in the pip environment, so this runs the launch files against
+minimal stand-ins of the few classes they use, recording what they are given; the real `ros2 launch` runs in
+the Docker image.
+"""
+import py_compile
+import runpy
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jepa_bringup.graph import GraphFile
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_FILES = {'sim': REPO / 'launch' / 'sim.launch.py', 'arm': REPO / 'launch' / 'arm.launch.py'}
+
+
+class Recorded:
+    """Stands in for a launch class: keeps its constructor arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class LaunchConfiguration(Recorded):
+    def perform(self, context):
+        return context.launch_configurations[self.args[0]]
+
+
+@pytest.fixture
+def launch_stand_ins(monkeypatch):
+    classes = {'LaunchDescription': type('LaunchDescription', (Recorded,), {}),
+               'DeclareLaunchArgument': type('DeclareLaunchArgument', (Recorded,), {}),
+               'OpaqueFunction': type('OpaqueFunction', (Recorded,), {}),
+               'Shutdown': type('Shutdown', (Recorded,), {}),
+               'Node': type('Node', (Recorded,), {})}
+    modules = {'launch': {'LaunchDescription': classes['LaunchDescription']},
+               'launch.actions': {k: classes[k] for k in ('DeclareLaunchArgument', 'OpaqueFunction', 'Shutdown')},
+               'launch.substitutions': {'LaunchConfiguration': LaunchConfiguration},
+               'launch_ros': {}, 'launch_ros.actions': {'Node': classes['Node']}}
+    for name, attrs in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, 'jepa_bringup.ros_launch', raising=False)
+    return classes
+
+
+def yaml_arguments(graph: str) -> set[str]:
+    """The graph's arguments read straight from the YAML (its own and its included graphs')."""
+    graphs = yaml.safe_load((REPO / 'config' / 'graph.yaml').read_text())['graphs']
+    names, todo = set(), [graph]
+    while todo:
+        part = graphs[todo.pop()]
+        names |= set(part.get('arguments') or [])
+        todo += part.get('include') or []
+    return names
+
+
+@pytest.mark.parametrize('graph', sorted(LAUNCH_FILES))
+def test_launch_file_compiles(graph, tmp_path):
+    py_compile.compile(str(LAUNCH_FILES[graph]), cfile=str(tmp_path / 'out.pyc'), doraise=True)
+    py_compile.compile(str(REPO / 'src/jepa_bringup/jepa_bringup/ros_launch.py'), cfile=str(tmp_path / 'r.pyc'),
+                       doraise=True)
+
+
+@pytest.mark.parametrize('graph', sorted(LAUNCH_FILES))
+def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, launch_stand_ins):
+    description = runpy.run_path(str(LAUNCH_FILES[graph]))['generate_launch_description']()
+    entities = description.args[0]
+    declared = {e.args[0]: e.kwargs for e in entities if isinstance(e, launch_stand_ins['DeclareLaunchArgument'])}
+    assert set(declared) == yaml_arguments(graph) and declared
+    graph_file = GraphFile(REPO / 'config' / 'graph.yaml')
+    for name, arg in graph_file.arguments(graph).items():
+        assert declared[name]['default_value'] == arg.default
+        assert declared[name]['description'] == arg.description
+
+    # ros2 launch fills the configurations from defaults and command line, then runs the OpaqueFunction.
+    values = {name: kwargs['default_value'] for name, kwargs in declared.items()}
+    values.update({'sim': {'record': 'true'}, 'arm': {'fake_arm': 'true', 'arm': 'ur5e'}}[graph])
+    context = types.SimpleNamespace(launch_configurations=values)
+    opaque = [e for e in entities if isinstance(e, launch_stand_ins['OpaqueFunction'])]
+    assert len(opaque) == 1
+    nodes = {n.kwargs['name']: n.kwargs for n in opaque[0].kwargs['function'](context)}
+    specs = {s.name: s for s in graph_file.resolve(graph, values)}
+    assert set(nodes) == set(specs)
+    for name, spec in specs.items():
+        node = nodes[name]
+        assert (node['package'], node['executable']) == (spec.package, spec.executable)
+        assert node['parameters'] == [*spec.params_files, spec.parameters]
+        assert node['remappings'] == spec.remaps
+        assert node['respawn'] == spec.respawn
+        assert bool(node['on_exit']) == spec.required  # a required node's exit shuts the launch down
+    gate = nodes['safety']
+    assert not gate['respawn'] and isinstance(gate['on_exit'][0], launch_stand_ins['Shutdown'])
