@@ -57,8 +57,9 @@ class PandaSim:
         about a million triangles and make even a 64x64 software render ~20 ms instead of ~3 ms."""
         self.kinematics = kinematics or ArmKinematics()
         self.camera = camera or CameraConfig()
-        self.dt = 1.0 / physics_hz
-        self.time = 0.0
+        self.physics_hz = float(physics_hz)
+        self.dt = 1.0 / self.physics_hz
+        self.steps = 0
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
@@ -175,7 +176,12 @@ class PandaSim:
     def step(self, n: int = 1) -> None:
         for _ in range(n):
             p.stepSimulation(physicsClientId=self.client)
-        self.time += n * self.dt
+        self.steps += n
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since start (counted in steps, so it never drifts)."""
+        return self.steps / self.physics_hz
 
     def joint_states(self) -> JointStates:
         states = p.getJointStates(self.robot, self._joint_ids, physicsClientId=self.client)
