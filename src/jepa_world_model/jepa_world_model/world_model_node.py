@@ -278,11 +278,16 @@ class WorldModelNode(Node):
         if self.predictor is None:
             self.get_logger().error('no checkpoint loaded: ignoring latents', throttle_duration_sec=5.0)
             return
+        if msg.model_id != self.loaded.model_id:
+            # Expected for a moment after a reload, until perception follows: throttled.
+            self.get_logger().error(f'ignoring latent from model {msg.model_id!r}, expected {self.loaded.model_id!r}',
+                                    throttle_duration_sec=5.0)
+            return
         try:
-            latent = msg_to_latent(msg, expected_model_id=self.loaded.model_id)
+            latent = msg_to_latent(msg)
             predictions, surprise = self.predictor.observe_latent(latent, stamp_ns(msg.header.stamp))
         except ValueError as e:
-            self.get_logger().error(f'bad latent: {e}', throttle_duration_sec=2.0)
+            self.get_logger().error(f'bad latent: {e}')
             return
         for prediction in predictions:
             self._publish_prediction(prediction)
@@ -302,7 +307,7 @@ class WorldModelNode(Node):
             prediction = self.predictor.observe_action(np.asarray(msg.data, dtype=np.float32),
                                                        stamp_ns(msg.header.stamp))
         except ValueError as e:
-            self.get_logger().error(f'bad action: {e}', throttle_duration_sec=2.0)
+            self.get_logger().error(f'bad action: {e}')
             return
         if prediction is not None:
             self._publish_prediction(prediction)

@@ -1,0 +1,115 @@
+"""perception_node over real DDS: latents carry the image's stamp and model id, the goal latent is latched,
+replayed images give identical latents, bad images are reported without killing the node, and a new
+checkpoint announced on /world_model/model_version is picked up."""
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from jepa_interfaces.msg import LatentState
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from jepa_common.conversions import msg_to_latent, rgb_to_image
+from jepa_world_model.model import read_checkpoint
+from test_world_model_node_core import make_checkpoint
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _images(count: int, size: int = 32, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def _start_perception(ros_graph, checkpoint):
+    return ros_graph.start('perception_node', 'perception', params={
+        'checkpoint': checkpoint, 'device': 'cpu', 'image_queue_depth': 20, 'diagnostics_period': 1.0})
+
+
+def _wait_for_subscriber(ros_graph, publisher):
+    ros_graph.spin_until(lambda: publisher.get_subscription_count() > 0, 20, f'a subscriber on {publisher.topic_name}')
+
+
+@pytest.mark.integration
+def test_latents_goal_latent_determinism_and_bad_images(ros_graph, tmp_path):
+    checkpoint = make_checkpoint(tmp_path / 'model.pt')
+    _, model_id = read_checkpoint(checkpoint)
+    perception = _start_perception(ros_graph, checkpoint)
+    latents = ros_graph.collect(LatentState, '/jepa/latent', 50)
+    diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
+    image_pub = ros_graph.node.create_publisher(Image, '/camera/image_raw', 10)
+    goal_pub = ros_graph.node.create_publisher(Image, '/jepa/goal_image', LATCHED)
+    _wait_for_subscriber(ros_graph, image_pub)
+
+    # The same three images twice, with distinct stamps.
+    frames = _images(3)
+    stamps = [Time(sec=100 + i, nanosec=1000 * i + 7) for i in range(6)]
+    for i, stamp in enumerate(stamps):
+        image_pub.publish(rgb_to_image(frames[i % 3], stamp, 'camera'))
+        ros_graph.spin_for(0.05)
+    ros_graph.spin_until(lambda: len(latents) >= 6, 30, '6 latents')
+    assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in latents] == \
+        [(s.sec, s.nanosec) for s in stamps]
+    assert all(m.model_id == model_id and list(m.shape) == [16] for m in latents)
+    values = [msg_to_latent(m) for m in latents]
+    for i in range(3):
+        np.testing.assert_array_equal(values[i], values[i + 3])
+    assert not np.allclose(values[0], values[1])
+
+    # Malformed: data shorter than step*height, and an unsupported encoding. No latent, node alive.
+    broken = rgb_to_image(frames[0], Time(sec=200), 'camera')
+    broken.data = bytes(broken.data)[:100]
+    image_pub.publish(broken)
+    weird = rgb_to_image(frames[0], Time(sec=201), 'camera')
+    weird.encoding = '32FC1'
+    image_pub.publish(weird)
+    # A larger image is resized (with a warning), not rejected.
+    big = np.repeat(np.repeat(frames[1], 2, axis=0), 2, axis=1)
+    image_pub.publish(rgb_to_image(big, Time(sec=202), 'camera'))
+    ros_graph.spin_until(lambda: len(latents) >= 7, 20, 'the latent of the resized image')
+    assert latents[6].header.stamp.sec == 202
+    np.testing.assert_allclose(msg_to_latent(latents[6]), values[1], atol=1e-4)
+    output = perception.output()
+    assert 'bad camera image' in output and 'expected step*height' in output
+    assert "unsupported image encoding '32FC1'" in output
+    assert 'resizing' in output
+    assert perception.alive()
+
+    # Goal image -> latched goal latent, heard by a subscriber that joins afterwards.
+    goal_pub.publish(rgb_to_image(frames[2], Time(sec=300), 'camera'))
+    ros_graph.spin_for(1.5)
+    goals = ros_graph.collect(LatentState, '/jepa/goal_latent', LATCHED)
+    ros_graph.spin_until(lambda: len(goals) >= 1, 20, 'the latched goal latent')
+    assert goals[0].header.stamp.sec == 300 and goals[0].model_id == model_id
+    np.testing.assert_array_equal(msg_to_latent(goals[0]), values[2])
+
+    ros_graph.spin_until(lambda: any(s.name == 'perception: encoder' and int(dict(
+        (v.key, v.value) for v in s.values)['frames']) >= 7 for d in diagnostics for s in d.status),
+        20, 'latency diagnostics')
+    status = next(s for d in diagnostics for s in d.status if s.name == 'perception: encoder')
+    keys = {v.key: v.value for v in status.values}
+    assert float(keys['latency_p95_ms']) >= float(keys['latency_p50_ms']) > 0
+    assert perception.stop() == 0
+
+
+@pytest.mark.integration
+def test_model_version_announcement_reloads_and_reencodes_the_goal(ros_graph, tmp_path):
+    first = make_checkpoint(tmp_path / 'first.pt', seed=0)
+    second = make_checkpoint(tmp_path / 'second.pt', seed=1)
+    _, second_id = read_checkpoint(second)
+    perception = _start_perception(ros_graph, first)
+    goals = ros_graph.collect(LatentState, '/jepa/goal_latent', LATCHED)
+    goal_pub = ros_graph.node.create_publisher(Image, '/jepa/goal_image', LATCHED)
+    version_pub = ros_graph.node.create_publisher(String, '/world_model/model_version', LATCHED)
+    goal_pub.publish(rgb_to_image(_images(1)[0], Time(sec=5), 'camera'))
+    ros_graph.spin_until(lambda: len(goals) >= 1, 30, 'the first goal latent')
+
+    version_pub.publish(String(data=str(tmp_path / 'does_not_exist.pt')))
+    ros_graph.spin_for(1.0)
+    assert 'keeping the current model' in perception.output() and perception.alive()
+    version_pub.publish(String(data=second))
+    ros_graph.spin_until(lambda: len(goals) >= 2, 30, 'the goal latent of the new model')
+    assert goals[0].model_id != second_id and goals[1].model_id == second_id
+    assert not np.allclose(msg_to_latent(goals[0]), msg_to_latent(goals[1]))
+    assert perception.stop() == 0
