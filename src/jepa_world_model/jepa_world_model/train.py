@@ -1,0 +1,463 @@
+"""Training of the JEPA world model from bags, without labels, pixel reconstruction or contrastive pairs.
+
+Objective on windows of H+1 control ticks (images o_0..o_H, actions a_0..a_{H-1}):
+
+- prediction: open-loop latent rollout s^_{k+1} = predict(s^_k, a_k, z_k) from s^_0 = enc(o_0), compared
+  with the stop-gradient (detached) embeddings sg(enc(o_{k+1})), discounted over k;
+- variance-covariance regularization (VICReg) of the embeddings against collapse: every latent dimension
+  keeps a standard deviation >= 1 over the batch, and dimensions are decorrelated;
+- inverse dynamics: a head predicts a_k from (s_k, s_{k+1}), which forces the embedding to carry what the
+  actions change (the arm), not only what is easy to keep still;
+- latent variable z_k ~ q(z | s_k, s_{k+1}) with a KL penalty (bounded information); z is zeroed for a
+  share of the samples so that the predictor is also good with z = 0, as it is used for planning.
+
+`jepa train --bag BAG [--bag BAG ...] --out CKPT [--minutes T] [--device auto] [--resume CKPT]`
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from jepa_world_model.dataset import BagError, Ticks, load_bags
+from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
+                                    model_from_checkpoint, read_checkpoint, save_checkpoint)
+
+REPORT_HORIZONS = (1, 2, 3, 5, 10)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    horizon: int = 5              # rollout steps in the prediction loss
+    discount: float = 0.9         # weight of rollout step k is discount**k
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    var_weight: float = 1.0
+    cov_weight: float = 0.04
+    idm_weight: float = 1.0
+    kl_weight: float = 0.02
+    z_drop: float = 0.5           # share of samples trained with z = 0
+    val_fraction: float = 0.1
+    val_every_s: float = 60.0
+    val_windows: int = 512
+    eval_horizon: int = 10
+
+    @classmethod
+    def from_dict(cls, values: dict) -> 'TrainConfig':
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f'unknown training config keys {unknown}')
+        return cls(**values)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    seconds: float = 0.0
+    samples: int = 0
+    history: dict = field(default_factory=dict)    # name -> list of values, aligned with history['step']
+    validations: list = field(default_factory=list)
+
+    def log(self, **values) -> None:
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(float(value))
+
+
+def select_device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f'device {name!r} requested but CUDA is not available')
+    return torch.device(name)
+
+
+def use_all_cores() -> None:
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+class WindowSampler:
+    """Random windows of consecutive ticks, gathered straight from tensors on the training device."""
+
+    def __init__(self, ticks: Ticks, starts: np.ndarray, length: int, device: torch.device):
+        if len(starts) == 0:
+            raise ValueError(f'no window of {length} consecutive ticks in the data ({len(ticks)} ticks)')
+        self.images = torch.from_numpy(ticks.images).to(device)
+        self.actions = torch.from_numpy(ticks.actions).to(device)
+        self.starts = torch.from_numpy(starts).to(device)
+        self.length = length
+        self.offsets = torch.arange(length, device=device)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, S, S, 3) uint8 images and (B, L-1, A) actions of the windows starting at `starts`."""
+        idx = starts[:, None] + self.offsets
+        return self.images[idx], self.actions[idx[:, :-1]]
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.starts), (batch,), generator=generator).to(self.starts.device)
+        return self.gather(self.starts[pick])
+
+    def fixed(self, count: int) -> list[torch.Tensor]:
+        """Up to `count` evenly spread window starts, in batches (for validation)."""
+        idx = torch.linspace(0, len(self.starts) - 1, min(count, len(self.starts))).round().long()
+        return list(self.starts[idx.to(self.starts.device)].split(256))
+
+
+def variance_covariance(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg terms of (N, D) embeddings: hinge on per-dimension std below 1, and the mean squared
+    off-diagonal covariance (summed over pairs, divided by D)."""
+    centered = embeddings - embeddings.mean(dim=0)
+    std = torch.sqrt(centered.var(dim=0) + 1e-4)
+    variance = torch.relu(1.0 - std).mean()
+    n, d = centered.shape
+    cov = centered.T @ centered / max(n - 1, 1)
+    covariance = (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+    return variance, covariance
+
+
+def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """The training objective on a batch of windows: images (B, L, S, S, 3) uint8, actions (B, L-1, A)."""
+    batch, length = images.shape[:2]
+    states = model.encode(images.flatten(0, 1)).view(batch, length, -1)
+    targets = states.detach()
+    state = states[:, 0]
+    weights, pred_terms, kl_terms = [], [], []
+    for k in range(length - 1):
+        mean, logvar = model.infer_latent_var(targets[:, k], targets[:, k + 1])
+        noise = torch.randn(mean.shape, generator=generator, device='cpu').to(mean.device)
+        used = (torch.rand(batch, 1, generator=generator, device='cpu') >= cfg.z_drop).to(mean)
+        latent_var = (mean + noise * (0.5 * logvar).exp()) * used
+        kl_terms.append((kl_to_standard_normal(mean, logvar) * used[:, 0]).mean())
+        state = model.predict(state, actions[:, k], latent_var)
+        pred_terms.append((state - targets[:, k + 1]).pow(2).mean())
+        weights.append(cfg.discount ** k)
+    prediction = sum(w * p for w, p in zip(weights, pred_terms)) / sum(weights)
+    kl = torch.stack(kl_terms).mean()
+    variance, covariance = variance_covariance(states.flatten(0, 1))
+    inferred = model.inverse(torch.cat([states[:, :-1], states[:, 1:]], dim=2).flatten(0, 1))
+    inverse = (inferred - (actions / model.action_scale).flatten(0, 1)).pow(2).mean()
+    loss = (prediction + cfg.var_weight * variance + cfg.cov_weight * covariance + cfg.idm_weight * inverse
+            + cfg.kl_weight * kl)
+    terms = {'loss': loss, 'prediction': prediction, 'variance': variance, 'covariance': covariance,
+             'inverse': inverse, 'kl': kl}
+    return loss, {k: float(v.detach()) for k, v in terms.items()}
+
+
+@torch.no_grad()
+def rollout_errors(model: WorldModel, sampler: WindowSampler, starts: list[torch.Tensor]) -> dict:
+    """Open-loop prediction error (z = 0) at every horizon 1..L-1 over the given windows, next to the
+    copy-last-state baseline, both divided by the mean per-dimension variance of the target embeddings."""
+    sq_model, sq_copy, targets_all, inverse_err = [], [], [], []
+    for batch in starts:
+        images, actions = sampler.gather(batch)
+        b, length = images.shape[:2]
+        states = model.encode(images.flatten(0, 1)).view(b, length, -1)
+        predicted = model.rollout(states[:, 0], actions)
+        sq_model.append((predicted - states[:, 1:]).pow(2).mean(dim=2))
+        sq_copy.append((states[:, :1] - states[:, 1:]).pow(2).mean(dim=2))
+        targets_all.append(states.flatten(0, 1))
+        inferred = model.inverse_dynamics(states[:, 0], states[:, 1])
+        inverse_err.append((inferred[:, :3] - actions[:, 0, :3]).norm(dim=1))
+    embeddings = torch.cat(targets_all)
+    spread = embeddings.var(dim=0).mean().clamp_min(1e-12)
+    std = embeddings.std(dim=0)
+    corr = torch.corrcoef(embeddings.T) if embeddings.shape[0] > 1 else torch.eye(embeddings.shape[1])
+    return {
+        'normalized_error': (torch.cat(sq_model).mean(dim=0) / spread).tolist(),
+        'copy_last': (torch.cat(sq_copy).mean(dim=0) / spread).tolist(),
+        'embedding_std': std.tolist(),
+        'embedding_corr': torch.nan_to_num(corr).tolist(),
+        'inverse_error_cm': float(torch.cat(inverse_err).mean() * 100.0),
+        'windows': int(sum(len(batch) for batch in starts)),
+    }
+
+
+@torch.no_grad()
+def update_latent_stats(model: WorldModel, ticks: Ticks, device: torch.device, count: int = 2048) -> None:
+    """Store mean / variance of the embeddings of (up to `count`) training frames in the model."""
+    idx = np.linspace(0, len(ticks) - 1, min(count, len(ticks))).round().astype(int)
+    embeddings = torch.cat([model.encode(torch.from_numpy(ticks.images[chunk]).to(device))
+                            for chunk in np.array_split(idx, max(1, len(idx) // 256))])
+    model.latent_mean.copy_(embeddings.mean(dim=0))
+    model.latent_var.copy_(embeddings.var(dim=0).clamp_min(1e-8))
+
+
+def plot_training(state: TrainState, path: Path, title: str) -> None:
+    """Losses, embedding spread / correlation (the collapse detector) and error vs horizon, one PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    steps = state.history.get('step', [])
+    ax = axes[0, 0]
+    for name in ('loss', 'prediction', 'variance', 'covariance', 'inverse', 'kl'):
+        if name in state.history:
+            ax.plot(steps, np.maximum(state.history[name], 1e-6), label=name, lw=0.8)
+    val_steps = [v['step'] for v in state.validations]
+    if val_steps:
+        ax.plot(val_steps, [max(v['normalized_error'][0], 1e-6) for v in state.validations], 'k.-',
+                label='val h=1 normalized error')
+    ax.set_yscale('log')
+    ax.set_xlabel('step')
+    ax.set_title('training losses')
+    ax.legend(fontsize=7)
+    if state.validations:
+        last = state.validations[-1]
+        ax = axes[0, 1]
+        std = np.sort(np.asarray(last['embedding_std']))[::-1]
+        ax.bar(np.arange(len(std)), std)
+        ax.axhline(1.0, color='r', lw=0.8, label='VICReg std target')
+        ax.set_title(f'embedding std per dimension (val, step {last["step"]}); collapse = bars near 0')
+        ax.legend(fontsize=7)
+        ax = axes[1, 0]
+        image = ax.imshow(np.asarray(last['embedding_corr']), vmin=-1, vmax=1, cmap='RdBu_r')
+        fig.colorbar(image, ax=ax)
+        ax.set_title('embedding correlation matrix (val); off-diagonal = redundancy')
+        ax = axes[1, 1]
+        horizons = np.arange(1, len(last['normalized_error']) + 1)
+        ax.plot(horizons, last['normalized_error'], 'o-', label='JEPA rollout (z = 0)')
+        ax.plot(horizons, last['copy_last'], 's--', label='copy last state')
+        ax.set_xlabel('horizon (control periods)')
+        ax.set_ylabel('error / embedding variance')
+        ax.set_title('prediction error vs rollout horizon (val)')
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or 'unknown'
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown'
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def make_optimizer(parameters, lr: float, weight_decay: float, state: dict | None = None) -> torch.optim.Optimizer:
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if state:
+        optimizer.load_state_dict(state)
+    return optimizer
+
+
+def optimize(optimizer: torch.optim.Optimizer, loss_fn, budget_s: float, max_steps: int | None, grad_clip: float,
+             start_step: int = 0, desc: str = 'train', on_step=None, progress: bool = True) -> int:
+    """The optimization loop shared by the world model and the baselines: gradient clipping, a wall-clock
+    budget and/or a step limit, a tqdm bar. loss_fn(step) -> (loss, terms); on_step(step, terms) is called
+    after every step. Returns the step count reached."""
+    parameters = [p for group in optimizer.param_groups for p in group['params']]
+    started = time.monotonic()
+    bar = tqdm(total=max_steps, desc=desc, unit='step', disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    step = start_step
+    try:
+        while (max_steps is None or step - start_step < max_steps) and time.monotonic() - started < budget_s:
+            loss, terms = loss_fn(step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f'loss became {float(loss)} at step {step} (terms {terms})')
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix({k: f'{v:.3g}' for k, v in terms.items() if k in ('loss', 'prediction', 'inverse')},
+                            refresh=False)
+            if on_step is not None:
+                on_step(step, terms)
+    finally:
+        bar.close()
+    return step
+
+
+def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device: torch.device, budget_s: float,
+                      max_steps: int | None = None, state: TrainState | None = None,
+                      optimizer_state: dict | None = None, seed: int = 0, checkpoint=None,
+                      progress: bool = True) -> tuple[TrainState, dict]:
+    """Train in place for budget_s seconds (or max_steps). Validates every cfg.val_every_s seconds on the
+    held-out tail of each segment and calls checkpoint(state, optimizer) after each validation.
+    Returns the training state and the optimizer's state dict."""
+    state = state or TrainState()
+    held = ticks.holdout_mask(cfg.val_fraction)
+    train_sampler = WindowSampler(ticks, ticks.windows(cfg.horizon + 1, ~held), cfg.horizon + 1, device)
+    val_starts = ticks.windows(cfg.eval_horizon + 1, held)
+    if len(val_starts) == 0:    # short data: validate on the longest horizon the held-out tail allows
+        val_starts = ticks.windows(2, held)
+        val_sampler = WindowSampler(ticks, val_starts, 2, device) if len(val_starts) else None
+    else:
+        val_sampler = WindowSampler(ticks, val_starts, cfg.eval_horizon + 1, device)
+    generator = torch.Generator().manual_seed(seed + state.step)
+    model.to(device).train()
+    optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, optimizer_state)
+    clock = {'last': time.monotonic()}
+    first_step = state.step
+
+    def validate(step: int) -> None:
+        state.seconds += time.monotonic() - clock['last']
+        model.eval()
+        if val_sampler is not None:
+            metrics = rollout_errors(model, val_sampler, val_sampler.fixed(cfg.val_windows))
+            metrics['step'] = step
+            state.validations.append(metrics)
+            h = min(5, len(metrics['normalized_error']))
+            tqdm.write(f'[val step {step}] normalized error h=1 {metrics["normalized_error"][0]:.3f} '
+                       f'(copy-last {metrics["copy_last"][0]:.3f}), h={h} {metrics["normalized_error"][h - 1]:.3f} '
+                       f'(copy-last {metrics["copy_last"][h - 1]:.3f}), min embedding std '
+                       f'{min(metrics["embedding_std"]):.3f}, inverse dynamics error '
+                       f'{metrics["inverse_error_cm"]:.2f} cm', file=sys.stderr)
+        update_latent_stats(model, ticks, device)
+        if checkpoint is not None:
+            checkpoint(state, optimizer.state_dict())
+        model.train()
+        clock['last'] = time.monotonic()
+
+    def loss_fn(step):
+        images, actions = train_sampler.sample(cfg.batch_size, generator)
+        return jepa_loss(model, images, actions, cfg, generator)
+
+    def on_step(step, terms):
+        state.step = step
+        state.samples += cfg.batch_size
+        if step % 10 == 0 or step == first_step + 1:
+            state.log(step=step, **terms)
+        if time.monotonic() - clock['last'] >= cfg.val_every_s:
+            validate(step)
+
+    optimize(optimizer, loss_fn, budget_s, max_steps, cfg.grad_clip, state.step, 'jepa train', on_step, progress)
+    validate(state.step)
+    model.eval()
+    return state, optimizer.state_dict()
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`key=value` strings -> dict, values parsed as YAML scalars/lists (so 64, 1e-3, [16, 32] work)."""
+    import yaml
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition('=')
+        if not sep:
+            raise ValueError(f'--set expects key=value, got {pair!r}')
+        values[key.strip()] = yaml.safe_load(value)
+    return values
+
+
+def split_overrides(values: dict) -> tuple[dict, dict]:
+    model_keys = {f.name for f in fields(WorldModelConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - model_keys - train_keys)
+    if unknown:
+        raise ValueError(f'unknown --set keys {unknown}; model keys: {sorted(model_keys)}; '
+                         f'training keys: {sorted(train_keys)}')
+    return ({k: v for k, v in values.items() if k in model_keys},
+            {k: v for k, v in values.items() if k in train_keys})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='jepa train', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--bag', action='append', required=True, help='rosbag2 bag directory (repeatable)')
+    parser.add_argument('--out', required=True, help='checkpoint to write (a PNG of the training curves and a '
+                        'JSON summary are written next to it)')
+    parser.add_argument('--minutes', type=float, default=15.0, help='wall-clock training budget')
+    parser.add_argument('--steps', type=int, default=None, help='stop after this many steps (default: budget only)')
+    parser.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:N')
+    parser.add_argument('--resume', default=None, help='checkpoint to continue from (model, optimizer, history)')
+    parser.add_argument('--cache', default=None, help='directory for decoded-bag caches (default: user cache)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                        help='model or training config value, e.g. --set latent_dim=32 --set lr=3e-4')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--no-progress', action='store_true', help='no tqdm bars (logs only)')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = ' '.join(['jepa', 'train', *(sys.argv[1:] if argv is None else argv)])
+    try:
+        model_values, train_values = split_overrides(parse_overrides(args.overrides))
+        device = select_device(args.device)
+        if args.resume:
+            checkpoint, model_id = read_checkpoint(args.resume)
+            model = model_from_checkpoint(checkpoint, args.resume, model_id)
+            requested = WorldModelConfig.from_dict({**model.config.to_dict(), **model_values}).to_dict()
+            changed = sorted(k for k, v in requested.items() if v != model.config.to_dict()[k])
+            if changed:
+                raise ValueError(f'--resume keeps the model config of {args.resume}; cannot change {changed}')
+            resumed = checkpoint.get('train_state') or {}
+            cfg = TrainConfig.from_dict({**resumed.get('config', {}), **train_values})
+            state = TrainState(**{k: resumed[k] for k in ('step', 'seconds', 'samples', 'history', 'validations')
+                                  if k in resumed})
+            optimizer_state = resumed.get('optimizer')
+            provenance = dict(checkpoint['provenance'])
+            provenance['commands'] = list(provenance.get('commands', [])) + [command]
+        else:
+            model = WorldModel(WorldModelConfig.from_dict(model_values))
+            cfg = TrainConfig.from_dict(train_values)
+            state, optimizer_state = TrainState(), None
+            provenance = {'commands': [command], 'created': now_iso()}
+        torch.manual_seed(args.seed + state.step)
+        ticks = load_bags(args.bag, args.cache, model.image_size)
+    except (BagError, CheckpointError, ValueError) as exc:
+        print(f'jepa train: {exc}', file=sys.stderr)
+        return 2
+    use_all_cores()
+    known = {b['path']: b for b in provenance.get('bags', [])}
+    known.update({source['path']: source for source in ticks.sources})
+    provenance.update({'bags': list(known.values()), 'git_commit': git_commit(), 'updated': now_iso(),
+                       'host': platform.node(), 'torch': str(torch.__version__), 'device': str(device)})
+    out = Path(args.out)
+    print(f'jepa train: {len(ticks)} ticks from {len(args.bag)} bag(s), {model_parameter_count(model)} parameters, '
+          f'device {device}, {torch.get_num_threads()} threads, budget {args.minutes} min', file=sys.stderr)
+
+    def write(state: TrainState, optimizer_state: dict | None) -> None:
+        last = state.validations[-1] if state.validations else {}
+        metrics = {'steps': state.step, 'train_seconds': state.seconds, 'samples': state.samples,
+                   'validation': {k: v for k, v in last.items() if k != 'embedding_corr'}}
+        train_state = {'config': asdict(cfg), **asdict(state)}
+        if optimizer_state is not None:
+            train_state['optimizer'] = optimizer_state
+        save_checkpoint(model, out, provenance, metrics, extra={'train_state': train_state})
+        plot_training(state, out.with_suffix('.png'), f'{out.name}: step {state.step}, {state.seconds / 60:.1f} min')
+
+    try:
+        state, optimizer_state = train_world_model(model, ticks, cfg, device, args.minutes * 60.0, args.steps, state,
+                                                   optimizer_state, args.seed, write, not args.no_progress)
+    except KeyboardInterrupt:
+        print('jepa train: interrupted; the last validated checkpoint is kept', file=sys.stderr)
+        return 130
+    except (ValueError, FloatingPointError) as exc:
+        print(f'jepa train: {exc}', file=sys.stderr)
+        return 1
+    print(f'jepa train: wrote {out} ({model.model_id}) after {state.step} steps, {state.seconds / 60:.1f} min',
+          file=sys.stderr)
+    return 0
+
+
+def model_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+if __name__ == '__main__':
+    sys.exit(main())

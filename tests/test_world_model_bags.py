@@ -1,0 +1,269 @@
+"""World model data path on real rosbag2 files written here with rosbags: datasets (with and without
+/jepa/action, mcap and sqlite3), errors on bad bags, a few training steps, eval JSON, surprise plot."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS, ArmKinematics
+from jepa_rosbag.typestore import jepa_typestore
+from jepa_world_model import dataset, evaluate, surprise, train
+from jepa_world_model.dataset import BagError
+from jepa_world_model.model import load_checkpoint
+
+DT = 0.1
+CAMERA = 80           # not the model's 64: the dataset has to resize
+
+
+def render(ee, cube, size=CAMERA, encoding='rgb8'):
+    """A toy top-down camera: a red disk at the end effector (bigger when higher), a green cube."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    image = np.full((size, size, 3), 60, dtype=np.uint8)
+    image[..., 2] = 90 + (rows * 100 // size).astype(np.uint8)
+    for (x, y), radius, colour in (((cube[0], cube[1]), 5, (40, 200, 40)),
+                                   ((ee[0], ee[1]), 4 + 10 * ee[2], (230, 40, 40))):
+        r, c = (x - 0.25) / 0.5 * size, (y + 0.35) / 0.7 * size
+        image[(rows - r) ** 2 + (cols - c) ** 2 <= radius ** 2] = colour
+    return image[..., ::-1].copy() if encoding == 'bgr8' else image
+
+
+def make_episode(n_ticks, seed, start=(0.5, 0.0, 0.25)):
+    """Joint trajectory driven through the real kinematics by smooth random ee_delta actions."""
+    kinematics = ArmKinematics()
+    rng = np.random.default_rng(seed)
+    q = kinematics.ik(kinematics.home, np.array(start))
+    fingers = kinematics.gripper_to_fingers(1.0)
+    cube = np.array([0.5 + rng.uniform(-0.1, 0.1), rng.uniform(-0.15, 0.15), 0.02])
+    action = np.zeros(4)
+    steps = []
+    for _ in range(n_ticks):
+        action[:3] = np.clip(0.7 * action[:3] + rng.normal(0, 0.012, 3), -0.03, 0.03)
+        action[3] = 1.0 if rng.random() > 0.1 else -1.0
+        ee = kinematics.fk(q)
+        steps.append((q.copy(), fingers.copy(), ee, cube.copy(), action.copy()))
+        q, fingers = kinematics.action_to_joint_target(q, action)
+    return steps
+
+
+def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP, encoding='rgb8', poses=True,
+              image_topic='/camera/image_raw', t0=100.0, steps=None):
+    store = jepa_typestore()
+    T = store.types
+    writer = Writer(path, version=9, storage_plugin=storage)
+    writer.open()
+
+    def header(t):
+        sec = int(t)
+        return T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=sec, nanosec=int(round((t - sec) * 1e9))),
+                                        frame_id='world')
+
+    conns = {'image': writer.add_connection(image_topic, 'sensor_msgs/msg/Image', typestore=store),
+             'joints': writer.add_connection('/joint_states', 'sensor_msgs/msg/JointState', typestore=store)}
+    if actions:
+        conns['action'] = writer.add_connection('/jepa/action', 'jepa_interfaces/msg/ActionStamped', typestore=store)
+    if poses:
+        conns['ee'] = writer.add_connection('/sim/ee_pose', 'geometry_msgs/msg/PoseStamped', typestore=store)
+        conns['cube'] = writer.add_connection('/sim/cube_pose', 'geometry_msgs/msg/PoseStamped', typestore=store)
+
+    def put(name, t, msg, msgtype):
+        writer.write(conns[name], int(t * 1e9), store.serialize_cdr(msg, msgtype))
+
+    def pose(t, xyz):
+        return T['geometry_msgs/msg/PoseStamped'](header=header(t), pose=T['geometry_msgs/msg/Pose'](
+            position=T['geometry_msgs/msg/Point'](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
+            orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0)))
+
+    names = [*PANDA_FINGER_JOINTS, *PANDA_ARM_JOINTS]      # another order than ours on purpose
+    for k, (q, fingers, ee, cube, action) in enumerate(steps or make_episode(n_ticks, seed)):
+        t = t0 + k * DT
+        pixels = render(ee, cube, encoding=encoding)
+        put('image', t, T['sensor_msgs/msg/Image'](header=header(t), height=CAMERA, width=CAMERA, encoding=encoding,
+                                                   is_bigendian=0, step=CAMERA * 3, data=pixels.reshape(-1)),
+            'sensor_msgs/msg/Image')
+        put('joints', t, T['sensor_msgs/msg/JointState'](header=header(t), name=names,
+                                                         position=np.r_[fingers, q].astype(np.float64),
+                                                         velocity=np.zeros(0), effort=np.zeros(0)),
+            'sensor_msgs/msg/JointState')
+        if poses:
+            put('ee', t, pose(t, ee), 'geometry_msgs/msg/PoseStamped')
+            put('cube', t, pose(t, cube), 'geometry_msgs/msg/PoseStamped')
+        if actions:
+            put('action', t + 0.002, T['jepa_interfaces/msg/ActionStamped'](
+                header=header(t + 0.002), space='ee_delta', data=action.astype(np.float32)),
+                'jepa_interfaces/msg/ActionStamped')
+    writer.close()
+    return Path(path)
+
+
+@pytest.fixture(scope='module')
+def bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp('wm_bags')
+    return {
+        'train': write_bag(root / 'train', n_ticks=120, seed=1),
+        'heldout': write_bag(root / 'heldout', n_ticks=60, seed=2),
+        'derived': write_bag(root / 'derived', n_ticks=40, seed=3, actions=False, poses=False,
+                             storage=StoragePlugin.SQLITE3, encoding='bgr8'),
+        'root': root,
+    }
+
+
+def test_dataset_with_recorded_actions(bags, tmp_path):
+    ticks = dataset.load_bag(bags['train'], cache_dir=tmp_path)
+    assert len(ticks) == 120
+    assert ticks.images.shape == (120, 64, 64, 3) and ticks.images.dtype == np.uint8
+    episode = make_episode(120, 1)
+    np.testing.assert_allclose(ticks.actions, np.array([s[4] for s in episode]), atol=1e-6)
+    np.testing.assert_allclose(ticks.ee, np.array([s[2] for s in episode]), atol=1e-5)
+    np.testing.assert_allclose(ticks.cube[:, :2], np.array([s[3][:2] for s in episode]), atol=1e-5)
+    assert len(np.unique(ticks.segment)) == 1
+    assert ticks.sources[0]['actions'] == 'recorded'
+    assert len(ticks.windows(6)) == 115
+    # The cache gives back the same arrays without decoding the bag.
+    assert len(list(tmp_path.glob('*.npz'))) == 1
+    again = dataset.load_bag(bags['train'], cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.images, ticks.images)
+    assert again.sources == ticks.sources
+
+
+def test_dataset_derives_actions_from_joint_motion(bags, tmp_path):
+    ticks = dataset.load_bag(bags['derived'], cache_dir=tmp_path)
+    episode = make_episode(40, 3)
+    assert len(ticks) == 40 and ticks.sources[0]['actions'] == 'derived_from_joint_motion'
+    commanded = np.array([s[4] for s in episode])[:-1]
+    # The arm reaches each commanded ee step (IK residual of a few mm at most).
+    np.testing.assert_allclose(ticks.actions[:-1, :3], commanded[:, :3], atol=4e-3)
+    assert np.all(np.abs(ticks.actions[:, :3]) <= 0.03 + 1e-6)
+    assert np.all(np.isnan(ticks.cube))        # no /sim/cube_pose: unknown, not made up
+    np.testing.assert_allclose(ticks.ee, np.array([s[2] for s in episode]), atol=1e-5)   # FK fallback
+    # bgr8 camera frames come out as RGB: the red end-effector disk is red.
+    frame = ticks.images[0].reshape(-1, 3).astype(int)
+    assert (frame[:, 0] - frame[:, 2] > 100).any()
+
+
+def test_holdout_windows_share_no_tick(bags, tmp_path):
+    ticks = dataset.load_bag(bags['train'], cache_dir=tmp_path)
+    held = ticks.holdout_mask(0.2)
+    train_starts, val_starts = ticks.windows(6, ~held), ticks.windows(6, held)
+    train_ticks = set((train_starts[:, None] + np.arange(6)).ravel())
+    val_ticks = set((val_starts[:, None] + np.arange(6)).ravel())
+    assert train_ticks and val_ticks and not train_ticks & val_ticks
+
+
+def test_reset_jump_cuts_segments(tmp_path):
+    # Two episodes back to back on one clock, the second starting elsewhere (a reset between them).
+    steps = make_episode(30, 4) + make_episode(30, 5, start=(0.4, 0.2, 0.4))
+    ticks = dataset.decode_bag(write_bag(tmp_path / 'jump', steps=steps))
+    assert len(ticks) == 60
+    np.testing.assert_array_equal(ticks.segment, np.repeat([0, 1], 30))
+    assert len(ticks.windows(6)) == 2 * 25
+
+
+@pytest.mark.parametrize('problem', ['missing_topic', 'corrupt', 'encoding', 'not_a_bag'])
+def test_bad_bags_give_clear_errors(tmp_path, problem):
+    if problem == 'missing_topic':
+        bag = write_bag(tmp_path / 'bag', n_ticks=5, image_topic='/camera/other')
+        expected = ['/camera/image_raw', 'missing']
+    elif problem == 'corrupt':
+        bag = write_bag(tmp_path / 'bag', n_ticks=20)
+        storage = next(bag.glob('*.mcap'))
+        storage.write_bytes(storage.read_bytes()[:len(storage.read_bytes()) // 2])
+        expected = ['truncated or corrupt']
+    elif problem == 'encoding':
+        bag = write_bag(tmp_path / 'bag', n_ticks=5, encoding='bgr8')
+        # Rewrite the bag with a 16-bit depth encoding on the camera topic.
+        shutil.rmtree(bag)
+        store = jepa_typestore()
+        T = store.types
+        writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
+        writer.open()
+        conn = writer.add_connection('/camera/image_raw', 'sensor_msgs/msg/Image', typestore=store)
+        joints = writer.add_connection('/joint_states', 'sensor_msgs/msg/JointState', typestore=store)
+        for k in range(3):
+            h = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=k, nanosec=0), frame_id='')
+            writer.write(conn, k, store.serialize_cdr(T['sensor_msgs/msg/Image'](
+                header=h, height=4, width=4, encoding='16UC1', is_bigendian=0, step=8,
+                data=np.zeros(32, np.uint8)), 'sensor_msgs/msg/Image'))
+            writer.write(joints, k, store.serialize_cdr(T['sensor_msgs/msg/JointState'](
+                header=h, name=[], position=np.zeros(0), velocity=np.zeros(0), effort=np.zeros(0)),
+                'sensor_msgs/msg/JointState'))
+        writer.close()
+        expected = ['/camera/image_raw', '16UC1']
+    else:
+        bag = tmp_path / 'bag'
+        bag.mkdir()
+        (bag / 'notes.txt').write_text('hello')
+        expected = ['not a rosbag2 bag']
+    with pytest.raises(BagError) as err:
+        dataset.load_bag(bag, cache_dir=tmp_path / 'cache')
+    message = str(err.value)
+    assert str(bag) in message
+    for part in expected:
+        assert part in message
+
+
+def test_train_reduces_loss_checkpoints_and_resumes(bags, tmp_path, capsys):
+    out = tmp_path / 'wm.pt'
+    cache = tmp_path / 'cache'
+    common = ['--bag', str(bags['train']), '--cache', str(cache), '--device', 'cpu', '--no-progress',
+              '--set', 'latent_dim=16', '--set', 'encoder_channels=[8, 8, 16, 16]', '--set', 'predictor_hidden=64',
+              '--set', 'batch_size=8', '--set', 'horizon=3', '--set', 'val_fraction=0.2']
+    torch.manual_seed(0)
+    ticks = dataset.load_bag(bags['train'], cache_dir=cache)
+    assert train.main([*common, '--out', str(out), '--steps', '40']) == 0
+    checkpoint = torch.load(out, weights_only=True)
+    history = checkpoint['train_state']['history']
+    assert history['step'][0] == 1
+    assert np.mean(history['loss'][-2:]) < 0.8 * history['loss'][0]
+    assert checkpoint['metrics']['steps'] == 40
+    provenance = checkpoint['provenance']
+    assert provenance['bags'][0]['path'] == str(bags['train'].resolve())
+    assert 'metadata.yaml' in provenance['bags'][0]['sha256']
+    assert provenance['commands'][0].startswith('jepa train --bag')
+    assert out.with_suffix('.png').stat().st_size > 1000 and out.with_suffix('.json').is_file()
+    model = load_checkpoint(out)
+    assert model.latent_dim == 16 and model.model_id.startswith('wm.pt@')
+    assert torch.all(model.latent_var > 0)
+    with torch.no_grad():
+        z = model.encode(ticks.images[:4])
+    assert z.shape == (4, 16) and torch.isfinite(z).all()
+
+    assert train.main([*common, '--out', str(out), '--steps', '5', '--resume', str(out)]) == 0
+    resumed = torch.load(out, weights_only=True)
+    assert resumed['metrics']['steps'] == 45 and len(resumed['provenance']['commands']) == 2
+
+    assert train.main([*common, '--out', str(out), '--steps', '5', '--resume', str(out),
+                       '--set', 'latent_dim=32']) == 2
+    assert 'latent_dim' in capsys.readouterr().err
+
+
+def test_eval_json_and_surprise_plot(bags, tmp_path):
+    out = tmp_path / 'wm.pt'
+    cache = tmp_path / 'cache'
+    small = ['--set', 'latent_dim=16', '--set', 'encoder_channels=[8, 8, 16, 16]', '--set', 'predictor_hidden=64',
+             '--set', 'batch_size=8', '--set', 'horizon=3']
+    assert train.main(['--bag', str(bags['train']), '--cache', str(cache), '--out', str(out), '--steps', '10',
+                       '--device', 'cpu', '--no-progress', *small]) == 0
+    report = tmp_path / 'eval.json'
+    assert evaluate.main(['--ckpt', str(out), '--bag', str(bags['heldout']), '--json', str(report),
+                          '--cache', str(cache), '--baseline-steps', '10', '--no-progress']) == 0
+    result = json.loads(report.read_text())
+    horizons = result['horizons']
+    assert horizons[:4] == [1, 2, 5, 10]
+    for name in ('jepa', 'copy_last', 'generative'):
+        values = result['normalized_error'][name]
+        assert len(values) == len(horizons) and all(np.isfinite(values))
+    assert result['normalized_error']['copy_last'][0] < result['normalized_error']['copy_last'][-1]
+    probe = result['linear_probe_error_cm']
+    assert np.isfinite(probe['ee']) and np.isfinite(probe['cube'])
+    assert 'generative' in result['comparison']
+
+    png = tmp_path / 'surprise.png'
+    assert surprise.main(['--ckpt', str(out), '--bag', str(bags['heldout']), '--out', str(png),
+                          '--cache', str(cache)]) == 0
+    assert png.stat().st_size > 1000
+    assert evaluate.main(['--ckpt', str(tmp_path / 'missing.pt'), '--bag', str(bags['heldout']),
+                          '--json', str(report)]) == 2
