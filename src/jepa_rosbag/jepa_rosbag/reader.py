@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import zstandard
 from mcap.exceptions import McapError
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 from rosbags.highlevel import AnyReader, AnyReaderError
-from rosbags.interfaces import Qos
+from rosbags.interfaces import MessageDefinitionFormat, Qos
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.metadata import parse_qos
 from rosbags.rosbag2.storage_mcap import McapReader
@@ -33,13 +34,20 @@ from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typest
 from .bagmeta import SplitFile, TopicEntry, write_metadata
 from .typestore import jepa_typestore
 
+try:
+    from compression.zstd import ZstdError
+except ImportError:  # Python < 3.14, as rosbags does
+    from backports.zstd import ZstdError
+
 _log = logging.getLogger(__name__)
 
 STORAGE_SUFFIXES = {'.mcap': 'mcap', '.db3': 'sqlite3'}
 TRUNCATED_SUFFIX = '.truncated'
-# What a damaged storage file can raise from rosbags or the mcap library while being read.
+# What a damaged storage file can raise from rosbags or the mcap library while being read (lz4 raises
+# RuntimeError; rosbags decompresses zstd with backports.zstd, the mcap library with zstandard).
 _READ_ERRORS = (ReaderError, AnyReaderError, McapError, SerdeError, TypesysError, OSError, EOFError,
-                struct.error, ValueError, KeyError, IndexError, AssertionError)
+                struct.error, ValueError, KeyError, IndexError, AssertionError, RuntimeError,
+                ZstdError, zstandard.ZstdError)
 
 
 class BagError(Exception):
@@ -246,8 +254,8 @@ def _index_storage_file(path: Path, bag: Path) -> _FileIndex:
     reader.open()
     try:
         meta = reader.metadata
-        topics = [TopicEntry(c.topic, c.msgtype, c.digest, list(c.ext.offered_qos_profiles), c.msgcount)
-                  for c in reader.connections]
+        topics = [TopicEntry(c.topic, c.msgtype, c.digest or _definition_hash(c), list(c.ext.offered_qos_profiles),
+                             c.msgcount) for c in reader.connections]
         count = sum(t.message_count for t in topics)
         end = meta.end_time - 1 if count else 0
         split = SplitFile(str(path.relative_to(bag)), meta.start_time if count else 0, end, count)
@@ -264,6 +272,13 @@ def _type_hash(msgtype: str, msgdef: str) -> str:
     store = get_typestore(Stores.EMPTY)
     store.register(get_types_from_msg(msgdef, msgtype))
     return store.hash_rihs01(msgtype)
+
+
+def _definition_hash(connection) -> str:
+    """The type hash from the definition a storage file embeds (mcap channels do not carry the hash)."""
+    if connection.msgdef.format != MessageDefinitionFormat.MSG:
+        return ''
+    return _type_hash(connection.msgtype, connection.msgdef.data)
 
 
 def _recover_mcap(src: Path, dst: Path) -> int:
