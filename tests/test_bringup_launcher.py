@@ -195,3 +195,20 @@ def test_launch_refuses_unknown_arguments_and_graphs_before_starting_anything(ca
     assert "unknown graph 'simulation'" in capsys.readouterr().err
     assert main(['sim', '--show-args']) == 0
     assert 'use_sim_time' in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_launch_runs_the_real_simulated_arm_behind_its_gate(ros_graph):
+    """The installed graph file: sim_node and safety_node as `jepa launch sim_arm` starts them."""
+    from sensor_msgs.msg import JointState
+    from diagnostic_msgs.msg import DiagnosticArray
+    joint_states = ros_graph.collect(JointState, '/joint_states')
+    diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
+    launcher = ros_graph.run(JEPA + ['launch', 'sim_arm'], 'launcher')
+    ros_graph.spin_until(lambda: joint_states and diagnostics, 60, 'joint states from sim and diagnostics from safety')
+    assert 'panda_joint1' in joint_states[-1].name
+    names = set(ros_graph.node.get_node_names())
+    assert {'sim', 'safety'} <= names, names
+    assert launcher.stop(timeout=30) == 0, launcher.log_path.read_text()
+    output = launcher.log_path.read_text()
+    assert all(process_gone(pid) for pid in pids_started(output)), output
