@@ -43,7 +43,7 @@ class ArmKinematics:
                  tool_rotation: np.ndarray = TOOL_DOWN, max_step: float = MAX_STEP,
                  workspace=DEFAULT_WORKSPACE, ik_iterations: int = 4, damping: float = 1e-3,
                  orientation_weight: float = 0.5, posture_gain: float = 0.05):
-        self.urdf_path = urdf_path or panda_urdf_path()
+        self.urdf_path = os.path.expanduser(urdf_path) if urdf_path else panda_urdf_path()
         if not os.path.isfile(self.urdf_path):
             raise FileNotFoundError(f'URDF not found: {self.urdf_path}')
         full = pin.buildModelFromUrdf(self.urdf_path)

@@ -10,6 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
+# Clamping by less than this is not reported: measured positions overshoot limits by that much.
+CLAMP_REPORT_TOLERANCE = 1e-3
+
 
 @dataclass
 class TrajectoryPoint:
@@ -47,7 +50,7 @@ class TrajectoryFollower:
     def set_trajectory(self, joint_names: Sequence[str], points: Sequence[TrajectoryPoint], start_time: float,
                        current_positions: Sequence[float]) -> list[str]:
         """Replace the current trajectory. Returns the names of joints whose targets had to be clamped to
-        their limits. Raises ValueError naming the problem (the current trajectory is then kept)."""
+        their limits (by more than CLAMP_REPORT_TOLERANCE). Raises ValueError naming the problem (the current trajectory is then kept)."""
         current = self._check_full(current_positions, 'current positions')
         columns = self._validate(joint_names, points)
         if not points:
@@ -68,7 +71,8 @@ class TrajectoryFollower:
             if cubic:
                 velocities[k, columns] = point.velocities
         clamped = self._clamp(positions)
-        clamped_names = [self.joint_names[j] for j in np.flatnonzero(np.any(clamped != positions, axis=0))]
+        beyond = np.any(np.abs(clamped - positions) > CLAMP_REPORT_TOLERANCE, axis=0)
+        clamped_names = [self.joint_names[j] for j in np.flatnonzero(beyond)]
         # A first point at time 0 is a step; keep a strictly increasing time axis for the interpolation.
         if times[1] == 0.0:
             times, clamped, velocities = times[1:], clamped[1:], velocities[1:]
