@@ -70,7 +70,7 @@ def test_arm_graph_defaults_to_wall_clock_and_takes_topics_and_kinematics_from_t
     assert dict(safety.remaps)['/arm_controller/joint_trajectory'] == \
         '/scaled_joint_trajectory_controller/joint_trajectory'
     assert safety.parameters['arm_joints'] == preset['joints']['arm']
-    assert safety.parameters['gripper_joints'] == preset['joints']['gripper']
+    assert safety.parameters['gripper_joints'] == actor.parameters['finger_joints'] == preset['joints']['gripper']
     assert actor.parameters['workspace_min'] == preset['workspace']['min']
     assert not safety.parameters['urdf_path'].startswith('~')  # expanded for the nodes
     # An explicit argument beats the preset's default.
@@ -100,7 +100,7 @@ def test_bad_values_graphs_and_presets_are_clear_errors(graph):
         graph.resolve('simulation')
     with pytest.raises(GraphError, match='mode must be one of mpc, policy'):
         graph.resolve('sim', {'mode': 'greedy'})
-    with pytest.raises(GraphError, match="unknown arm preset 'ur10'.*ur5e"):
+    with pytest.raises(GraphError, match="graph 'arm': unknown arm preset 'ur10'.*ur5e"):
         graph.resolve('arm', {'arm': 'ur10'})
     with pytest.raises(GraphError, match='name:=value'):
         parse_assignments(['gui=true'])

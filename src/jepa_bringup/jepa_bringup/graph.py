@@ -146,8 +146,7 @@ class GraphFile:
                     continue
                 spec = NodeSpec(
                     name=node['name'], package=node['package'], executable=node['executable'],
-                    params_files=[self._params_file(self._substitute(f, values, preset, where), where)
-                                  for f in node.get('params') or []],
+                    params_files=self._params_files(node.get('params') or [], values, preset, where),
                     respawn=bool(node.get('respawn', False)),
                     respawn_delay=float(node.get('respawn_delay', 1.0)),
                     required=bool(node.get('required', False)))
@@ -242,27 +241,29 @@ class GraphFile:
                     return False
         return True
 
-    def _params_file(self, name: str, where: str) -> str:
-        path = Path(name) if os.path.isabs(name) else self.config_dir / name
-        if not path.is_file():
-            raise GraphError(f'{where}: params file {path} does not exist')
-        return str(path)
+    def _params_files(self, entries: list[str], values: Mapping[str, str], preset: dict | None,
+                      where: str) -> list[str]:
+        """Names in the graph file are relative to its folder; a file named by a launch argument is relative
+        to the working directory, and an empty one is left out (optional params files)."""
+        files = []
+        for entry in entries:
+            name = str(self._substitute(entry, values, preset, where))
+            if '$(var ' in entry and not name:
+                continue
+            if os.path.isabs(name):
+                path = Path(name)
+            else:
+                path = Path(name).resolve() if '$(var ' in entry else self.config_dir / name
+            if not path.is_file():
+                raise GraphError(f'{where}: params file {path} does not exist')
+            files.append(str(path))
+        return files
 
     def _load_preset(self, graph: str, values: dict[str, str]) -> dict:
-        name = values[PRESET_ARGUMENT]
-        path = self.config_dir / PRESET_DIR / f'{name}.yaml'
-        if not re.fullmatch(r'[\w-]+', name) or not path.is_file():
-            available = sorted(p.stem for p in (self.config_dir / PRESET_DIR).glob('*.yaml'))
-            raise GraphError(f'unknown arm preset {name!r} for graph {graph!r}; presets in '
-                             f'{self.config_dir / PRESET_DIR}: {", ".join(available) or "none"}')
         try:
-            preset = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise GraphError(f'arm preset {path} is not valid YAML: {error}') from error
-        if not isinstance(preset, dict):
-            raise GraphError(f'arm preset {path} must be a mapping')
-        preset['_path'] = str(path)
-        return preset
+            return load_preset(values[PRESET_ARGUMENT], self.config_dir)
+        except GraphError as error:
+            raise GraphError(f'graph {graph!r}: {error}') from error
 
     def _substitute(self, value, values: Mapping[str, str], preset: dict | None, where: str):
         """Fill in $(var NAME) and $(preset KEY). A string that is exactly one substitution takes the type of
@@ -304,6 +305,24 @@ class GraphFile:
                                  f'and cannot be part of the text {value!r}')
             return str(result)
         return _SUBSTITUTION.sub(splice, value)
+
+
+def load_preset(name: str, config_dir: str | os.PathLike | None = None) -> dict:
+    """The arm preset config/arms/<name>.yaml as a dict (its file path under '_path')."""
+    config_dir = Path(config_dir) if config_dir else Path(default_graph_file()).resolve().parent
+    path = config_dir / PRESET_DIR / f'{name}.yaml'
+    if not re.fullmatch(r'[\w-]+', name) or not path.is_file():
+        available = sorted(p.stem for p in (config_dir / PRESET_DIR).glob('*.yaml'))
+        raise GraphError(f'unknown arm preset {name!r}; presets in {config_dir / PRESET_DIR}: '
+                         f'{", ".join(available) or "none"}')
+    try:
+        preset = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise GraphError(f'arm preset {path} is not valid YAML: {error}') from error
+    if not isinstance(preset, dict):
+        raise GraphError(f'arm preset {path} must be a mapping')
+    preset['_path'] = str(path)
+    return preset
 
 
 def _typed(text: str):
