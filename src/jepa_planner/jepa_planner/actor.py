@@ -56,16 +56,19 @@ class Actor:
                  kinematics=None, critic: Critic | None = None, policy: ReactivePolicy | None = None):
         self.config = config or ActorConfig()
         self.model = model.eval()
+        self.device = next(model.parameters()).device if any(True for _ in model.parameters()) \
+            else torch.device('cpu')
         for p in self.model.parameters():
             p.requires_grad_(False)  # gradients flow to the actions only
         self.kinematics = kinematics
         self.intrinsic = IntrinsicCost(weights or CostWeights(), max_step=self.config.max_step)
-        self.critic = critic
+        self.critic = critic.to(self.device) if critic is not None else None
         m = self.config.max_step
         self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]
         if model.action_dim != len(self.low):
             raise ValueError(f'the world model takes {model.action_dim}-d actions; the actor emits ee_delta (4-d)')
-        self.policy = policy or ReactivePolicy(model.latent_dim, self.low, self.high, model_id=model.model_id)
+        self.policy = (policy or ReactivePolicy(model.latent_dim, self.low, self.high,
+                                                model_id=model.model_id)).to(self.device)
         self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
         self.plans = 0
         self.planner = self._make_planner()
@@ -73,7 +76,7 @@ class Actor:
     def _make_planner(self):
         c = self.config
         return make_planner(c.planner, self.low, self.high, c.horizon, samples=c.samples, iterations=c.iterations,
-                            grad_steps=c.grad_steps, grad_lr=c.grad_lr, seed=c.seed)
+                            grad_steps=c.grad_steps, grad_lr=c.grad_lr, seed=c.seed, device=self.device)
 
     def reconfigure(self, **changes) -> None:
         """Change ActorConfig fields (e.g. from ROS parameters); rebuilds the planner, losing its warm start."""
@@ -94,13 +97,13 @@ class Actor:
     def arm_context(self, q_arm) -> ArmContext | None:
         if self.kinematics is None or q_arm is None:
             return None
-        return ArmContext.from_kinematics(self.kinematics, q_arm)
+        return ArmContext.from_kinematics(self.kinematics, q_arm, device=self.device)
 
     def act(self, z: np.ndarray, goal: np.ndarray, q_arm: np.ndarray | None = None, mode: str = 'mode2') -> Decision:
         if mode not in ('mode2', 'mode1'):
             raise ValueError(f'actor mode {mode!r} does not act (acting modes: mode2, mode1)')
-        z_t = torch.as_tensor(np.asarray(z, dtype=np.float32).reshape(-1))
-        goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float32).reshape(-1))
+        z_t = torch.as_tensor(np.asarray(z, dtype=np.float32).reshape(-1), device=self.device)
+        goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float32).reshape(-1), device=self.device)
         if z_t.shape != goal_t.shape or z_t.shape[0] != self.model.latent_dim:
             raise ValueError(f'latent {tuple(z_t.shape)} and goal {tuple(goal_t.shape)} must both have the '
                              f'model\'s latent_dim {self.model.latent_dim}')
@@ -124,7 +127,8 @@ class Actor:
             total, latents, terms = objective.evaluate(actions[None])
         ee_path = None
         if arm is not None:
-            ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).numpy().astype(np.float64)
+            ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).cpu().numpy().astype(np.float64)
+        actions, latents = actions.cpu(), latents.cpu()
         return Decision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
                         float(total[0]), {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
 

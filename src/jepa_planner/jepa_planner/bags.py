@@ -83,9 +83,11 @@ def cost_terms_of(msg) -> np.ndarray:
 def read_memory(paths: Iterable[str | Path], capacity: int = 1_000_000, max_gap: float = 1.0,
                 log=print) -> ShortTermMemory:
     """Rebuild transitions from bags (written by write_memory or `jepa record`); bad messages are logged
-    and skipped. Each bag starts new episodes."""
+    and skipped. Each bag starts new episodes. The returned memory's `model_ids` names the models whose
+    latents the bags hold."""
     memory = ShortTermMemory(capacity)
     assembler = TransitionAssembler(max_gap=max_gap)
+    model_ids = set()
 
     for path in paths:
         memory.add(assembler.new_episode())
@@ -95,6 +97,7 @@ def read_memory(paths: Iterable[str | Path], capacity: int = 1_000_000, max_gap:
         for topic, msg in messages:
             try:
                 if topic == TOPICS['latent']:
+                    model_ids.add(msg.model_id)
                     memory.add(assembler.latent(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1),
                                           msg.model_id))
                 elif topic == TOPICS['goal']:
@@ -108,4 +111,5 @@ def read_memory(paths: Iterable[str | Path], capacity: int = 1_000_000, max_gap:
             except ValueError as exc:
                 log(f'{path}: skipping a bad {topic} message: {exc}')
     memory.add(assembler.flush())
+    memory.model_ids = model_ids
     return memory

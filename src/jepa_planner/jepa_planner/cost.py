@@ -50,13 +50,14 @@ class ArmContext:
     workspace: torch.Tensor   # (3, 2)
 
     @classmethod
-    def from_kinematics(cls, kinematics, q_arm, eps: float = 1e-4, damping: float = 1e-4) -> 'ArmContext':
+    def from_kinematics(cls, kinematics, q_arm, eps: float = 1e-4, damping: float = 1e-4,
+                        device: str | torch.device = 'cpu') -> 'ArmContext':
         """Build from a jepa_common.kinematics.ArmKinematics (finite-difference Jacobian: 8 FK calls)."""
         q_arm = np.asarray(q_arm, dtype=float)
         ee = kinematics.fk(q_arm)
         jac = np.stack([(kinematics.fk(q_arm + eps * e) - ee) / eps for e in np.eye(len(q_arm))], axis=1)
         pinv = jac.T @ np.linalg.inv(jac @ jac.T + damping * np.eye(3))
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
         return cls(t(ee), t(q_arm), t(pinv), t(kinematics.lower), t(kinematics.upper), t(kinematics.workspace))
 
     def ee_path(self, actions: torch.Tensor) -> torch.Tensor:
@@ -98,6 +99,16 @@ class IntrinsicCost(nn.Module):
         outside = torch.relu(arm.workspace[:, 0] - ee) + torch.relu(ee - arm.workspace[:, 1])
         workspace = (outside / self.max_step).pow(2).sum(-1)
         return {'energy': energy, 'effort': effort, 'joint_limits': joint_limits, 'workspace': workspace}
+
+    def state_terms(self, z: torch.Tensor, goal: torch.Tensor, last_action: torch.Tensor | None = None,
+                    arm: ArmContext | None = None) -> dict[str, float]:
+        """Unweighted terms of one observed state: energy to the goal, effort of the action that led here,
+        joint-limit and workspace terms of the arm as it is now."""
+        still = torch.zeros(1, 1, 4, device=z.device)
+        terms = self.terms(z.reshape(1, 1, -1), goal, still, arm)
+        if last_action is not None:
+            terms['effort'] = self.terms(z.reshape(1, 1, -1), goal, last_action.reshape(1, 1, -1))['effort']
+        return {name: float(value.reshape(-1)[0]) for name, value in terms.items()}
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(getattr(self.weights, name) * terms[name] for name in TERMS)
@@ -245,7 +256,7 @@ class PlanObjective:
         latents = self.rollout(actions)
         terms = self.intrinsic.terms(latents, self.goal, actions, self.arm)
         horizon = actions.shape[1]
-        w = self.discount ** torch.arange(horizon, dtype=actions.dtype)
+        w = self.discount ** torch.arange(horizon, dtype=actions.dtype, device=actions.device)
         summed = {name: getattr(self.intrinsic.weights, name) * (terms[name] * w).sum(-1) for name in TERMS}
         total = sum(summed.values())
         if self.critic is not None:

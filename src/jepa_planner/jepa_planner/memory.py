@@ -45,6 +45,7 @@ class ShortTermMemory:
         self.capacity = capacity
         self.transitions: deque[Transition] = deque(maxlen=capacity)
         self.dropped = 0
+        self.model_ids: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.transitions)

@@ -30,9 +30,10 @@ class SamplingPlanner:
 
     def __init__(self, low: Sequence[float], high: Sequence[float], horizon: int, samples: int = 256,
                  iterations: int = 3, grad_steps: int = 3, grad_lr: float = 0.1, init_std: float = 0.5,
-                 min_std: float = 0.05, seed: int | None = None):
-        self.low = torch.as_tensor(low, dtype=torch.float32)
-        self.high = torch.as_tensor(high, dtype=torch.float32)
+                 min_std: float = 0.05, seed: int | None = None, device: str | torch.device = 'cpu'):
+        self.device = torch.device(device)
+        self.low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
+        self.high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
         if self.low.shape != self.high.shape or not torch.all(self.low < self.high):
             raise ValueError(f'action bounds must have equal shapes and low < high, got {low} / {high}')
         if horizon < 1 or samples < 1 or iterations < 1 or grad_steps < 0:
@@ -76,7 +77,8 @@ class SamplingPlanner:
         std = self.init_std * self.half_range.expand(self.horizon, -1).clone()
         best, best_cost, evaluations = mean, float('inf'), 0
         for iteration in range(self.iterations):
-            noise = torch.randn(self.samples, self.horizon, self.action_dim, generator=self.generator)
+            # Drawn on the CPU generator: seeded runs give the same plans on any device.
+            noise = torch.randn(self.samples, self.horizon, self.action_dim, generator=self.generator).to(self.device)
             candidates = self.clamp(mean + std * noise)
             if iteration == 0:
                 extra = [mean[None]]

@@ -84,19 +84,20 @@ class PolicyDistiller:
         self.updates = 0
 
     def add(self, z, goal, action) -> None:
-        as_np = lambda t: np.asarray(t.detach() if isinstance(t, torch.Tensor) else t, dtype=np.float32)  # noqa: E731
+        as_np = lambda t: np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float32)  # noqa: E731
         self.examples.append((as_np(z).reshape(-1), as_np(goal).reshape(-1), as_np(action).reshape(-1)))
 
     def batch(self, size: int | None = None) -> tuple[torch.Tensor, ...]:
         idx = self.rng.integers(0, len(self.examples), size or self.batch_size)
-        z, g, a = (torch.as_tensor(np.stack(x)) for x in zip(*(self.examples[i] for i in idx)))
-        return z, g, a
+        device = self.policy.low.device
+        return tuple(torch.as_tensor(np.stack(x), device=device) for x in zip(*(self.examples[i] for i in idx)))
 
     def imitation_error(self) -> float:
         """Mean squared action error (in units of the action half-range) over all examples."""
         if not self.examples:
             return float('nan')
-        z, g, a = (torch.as_tensor(np.stack(x)) for x in zip(*self.examples))
+        device = self.policy.low.device
+        z, g, a = (torch.as_tensor(np.stack(x), device=device) for x in zip(*self.examples))
         with torch.no_grad():
             return float(self._loss(z, g, a))
 

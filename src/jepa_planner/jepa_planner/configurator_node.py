@@ -1,0 +1,256 @@
+"""`configurator_node` (node `configurator`): gives the agent its task and adjusts it when it is surprised.
+
+- /configurator/set_task (SetTask): the goal image (or a named goal rendered by /sim/render_state, or read
+  from an image file) goes out on /jepa/goal_image (latched; perception turns it into /jepa/goal_latent);
+  the task's cost weights and the mode go to the `cost` and `actor` nodes through their parameter services.
+- /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold`, the short-term
+  memory is saved to a bag; then the critic is retrained on it (in a worker thread) and loaded by cost and
+  actor through their `critic_path`, and/or a world-model adjustment request is announced on
+  /configurator/adjustment (std_msgs/String, JSON) for whoever fine-tunes the model. Every step is logged
+  and counted on /diagnostics.
+"""
+import concurrent.futures
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Pose
+from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.srv import SetParameters
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from jepa_common.conversions import image_to_rgb, rgb_to_image
+from jepa_common.kinematics import PANDA_ARM_JOINTS
+from jepa_common.node import run_node
+from jepa_interfaces.msg import Surprise
+from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
+from jepa_planner.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, task_weights
+from jepa_planner.cost import CostWeights
+from jepa_planner.ros_common import LATCHED, normalize_mode
+from jepa_planner.train_critic import critic_from_bags
+
+ANY = ParameterDescriptor(dynamic_typing=True)
+
+
+class ConfiguratorNode(Node):
+    def __init__(self):
+        super().__init__('configurator')
+        self.task = self.declare_parameter('task', 'reach').value
+        self.mode = normalize_mode(self.declare_parameter('mode', 'mode2').value)
+        self.initial_goal = self.declare_parameter('goal_name', '').value
+        self.arm_joints = list(self.declare_parameter('arm_joints', list(PANDA_ARM_JOINTS)).value)
+        self.targets = list(self.declare_parameter('configure_nodes', ['cost', 'actor']).value)
+        self.profiles = {task: {w: float(self.declare_parameter(f'tasks.{task}.{w}', getattr(CostWeights(), w)).value)
+                                for w in CostWeights.names()} for task in TASKS}
+        self.goals = {}
+        for name in self.declare_parameter('goal_names', [''], ANY).value or []:
+            if name:
+                self.goals[name] = {key: self.declare_parameter(f'goals.{name}.{key}', None, ANY).value
+                                    for key in ('joint_positions', 'cube_position', 'image')}
+        self.monitor = SurpriseMonitor(self.declare_parameter('surprise.threshold', 1.0).value,
+                                       self.declare_parameter('surprise.patience', 5).value,
+                                       self.declare_parameter('surprise.cooldown', 30.0).value)
+        self.adjust = [a for a in self.declare_parameter('adjust', list(ADJUSTMENTS)).value if a]
+        unknown = set(self.adjust) - set(ADJUSTMENTS)
+        if unknown:
+            raise ValueError(f'adjust has unknown entries {sorted(unknown)} (known: {ADJUSTMENTS})')
+        self.work_dir = Path(os.path.expanduser(self.declare_parameter('work_dir', '~/.jepa/agent').value))
+        self.critic_epochs = self.declare_parameter('critic_epochs', 100).value
+        self.critic_path = self.declare_parameter('critic_path', '').value
+        self.service_timeout = self.declare_parameter('service_timeout', 10.0).value
+
+        self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0,
+                       'world_model_requests': 0, 'adjustment_failures': 0}
+        self.last_event = ''
+        self._training: concurrent.futures.Future | None = None
+        self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+        self.goal_image_pub = self.create_publisher(Image, '/jepa/goal_image', LATCHED)
+        self.adjustment_pub = self.create_publisher(String, '/configurator/adjustment', 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.param_clients = {name: self.create_client(SetParameters, f'/{name}/set_parameters')
+                              for name in self.targets}
+        self.render_client = self.create_client(RenderState, '/sim/render_state')
+        self.save_client = self.create_client(SaveEpisodes, '/short_term_memory/save')
+        self.create_service(SetTask, '/configurator/set_task', self.on_set_task)
+        self.create_subscription(Surprise, '/jepa/surprise', self.on_surprise, 10)
+        self.create_timer(0.5, self.check_training)
+        self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
+        if self.initial_goal:
+            self._startup = self.create_timer(1.0, self.start_initial_task)
+        self.get_logger().info(f'task {self.task}, mode {self.mode}, named goals {sorted(self.goals)}, '
+                               f'adjusts {self.adjust} after {self.monitor.patience} surprising steps')
+
+    # ----- tasks
+    async def start_initial_task(self) -> None:
+        self._startup.cancel()
+        ok, message = await self.apply_task(self.task, None, self.initial_goal, '')
+        self.get_logger().info(f'initial task {self.task} / {self.initial_goal}: {message}')
+
+    async def on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
+        image = request.goal_image if request.goal_image.data else None
+        response.success, response.message = await self.apply_task(request.task or self.task, image,
+                                                                    request.goal_name, request.mode)
+        self.counts['tasks' if response.success else 'task_failures'] += 1
+        (self.get_logger().info if response.success else self.get_logger().error)(f'set_task: {response.message}')
+        return response
+
+    async def apply_task(self, task: str, image: Image | None, goal_name: str, mode: str) -> tuple[bool, str]:
+        try:
+            weights = task_weights(task, self.profiles)
+            mode = 'idle' if task == 'idle' else normalize_mode(mode) if mode else \
+                (self.mode if self.mode != 'idle' else 'mode2')
+            if image is not None:
+                image_to_rgb(image)  # validates encoding and size
+            elif goal_name:
+                image = await self.named_goal_image(goal_name)
+            elif task != 'idle':
+                raise ValueError(f'task {task!r} needs a goal: a goal_image or a goal_name '
+                                 f'(known: {", ".join(sorted(self.goals)) or "none"})')
+        except (ValueError, OSError) as exc:
+            return False, str(exc)
+        if image is not None:
+            image.header.stamp = self.get_clock().now().to_msg()
+            self.goal_image_pub.publish(image)
+        problems = []
+        for name in self.targets:
+            values = {f'weights.{w}': float(v) for w, v in weights.as_dict().items()}
+            if name == 'actor':
+                values['mode'] = mode
+            problem = await self.set_parameters(name, values)
+            if problem:
+                problems.append(problem)
+        self.task, self.mode = task, mode
+        goal = 'a goal image' if image is not None and not goal_name else goal_name or 'no goal'
+        if problems:
+            return False, f'task {task} with {goal}, but: ' + '; '.join(problems)
+        return True, f'task {task} with {goal}, mode {mode}, weights {weights.as_dict()}'
+
+    async def named_goal_image(self, name: str) -> Image:
+        if name not in self.goals:
+            raise ValueError(f'unknown goal name {name!r} (known: {", ".join(sorted(self.goals)) or "none"})')
+        goal = self.goals[name]
+        if goal.get('image'):
+            bgr = cv2.imread(os.path.expanduser(goal['image']), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f'goal {name!r}: cannot read image file {goal["image"]}')
+            return rgb_to_image(bgr[:, :, ::-1].copy())
+        positions = goal.get('joint_positions')
+        if not positions or len(positions) != len(self.arm_joints):
+            raise ValueError(f'goal {name!r} needs joint_positions for {len(self.arm_joints)} joints or an image file')
+        request = RenderState.Request(joint_names=self.arm_joints, joint_positions=[float(v) for v in positions])
+        cube = goal.get('cube_position')
+        if cube:
+            request.set_cube = True
+            request.cube_pose = Pose()
+            request.cube_pose.position.x, request.cube_pose.position.y, request.cube_pose.position.z = map(float, cube)
+            request.cube_pose.orientation.w = 1.0
+        response = await self.call(self.render_client, request, '/sim/render_state')
+        if not response.success:
+            raise ValueError(f'rendering goal {name!r} failed: {response.message}')
+        return response.image
+
+    async def call(self, client, request, name: str):
+        """Await a service call; ValueError when the server is not up (no waiting inside the executor)."""
+        if not client.service_is_ready():
+            deadline = time.monotonic() + min(self.service_timeout, 3.0)
+            while not client.service_is_ready() and time.monotonic() < deadline:
+                client.wait_for_service(0.05)
+            if not client.service_is_ready():
+                raise ValueError(f'{name} is not available')
+        return await client.call_async(request)
+
+    async def set_parameters(self, node_name: str, values: dict) -> str:
+        """Set parameters on another node; '' when all were accepted, else what went wrong."""
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        try:
+            result = await self.call(self.param_clients[node_name], request, f'/{node_name}/set_parameters')
+        except ValueError as exc:
+            return str(exc)
+        rejected = [f'{p.name}: {r.reason}' for p, r in zip(request.parameters, result.results) if not r.successful]
+        return f'/{node_name} rejected {rejected}' if rejected else ''
+
+    # ----- surprise -> adjustment
+    def on_surprise(self, msg: Surprise) -> None:
+        if self.monitor.observe(float(msg.normalized_error), time.monotonic()):
+            self.counts['surprise_triggers'] += 1
+            reason = (f'{self.monitor.patience} consecutive steps with normalized surprise above '
+                      f'{self.monitor.threshold} (last {msg.normalized_error:.3f}, model {msg.model_id})')
+            self.get_logger().warn(f'plans keep missing their predicted outcome: {reason}')
+            self.executor.create_task(self.adjust_after_surprise(reason))
+
+    async def adjust_after_surprise(self, reason: str) -> None:
+        bag = self.work_dir / 'memory' / time.strftime(f'surprise-%Y%m%d-%H%M%S-{self.monitor.fired}')
+        bag.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            saved = await self.call(self.save_client, SaveEpisodes.Request(path=str(bag)), '/short_term_memory/save')
+        except ValueError as exc:
+            return self.adjustment_failed(f'cannot save the short-term memory: {exc}')
+        if not saved.success:
+            return self.adjustment_failed(f'saving the short-term memory failed: {saved.message}')
+        if 'world_model' in self.adjust:
+            self.counts['world_model_requests'] += 1
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'bag': str(bag),
+                                                                'reason': reason})))
+            self.event(f'requested a world-model adjustment on {bag}')
+        if 'critic' in self.adjust:
+            if self._training is not None and not self._training.done():
+                self.event('critic update already running; this trigger only saved the memory')
+                return
+            out = self.work_dir / 'critic' / f'critic-{self.monitor.fired}.pt'
+            self._training = self._trainer.submit(critic_from_bags, [str(bag)], str(out), epochs=self.critic_epochs,
+                                                  init=self.critic_path or None, log=self.get_logger().warn)
+            self.event(f'training the critic on {saved.transitions} transitions from {bag}')
+
+    def check_training(self) -> None:
+        if self._training is None or not self._training.done():
+            return
+        future, self._training = self._training, None
+        try:
+            summary = future.result()
+        except Exception as exc:  # any failure of the worker is reported, the node carries on
+            return self.adjustment_failed(f'critic training failed: {exc}')
+        self.executor.create_task(self.install_critic(summary))
+
+    async def install_critic(self, summary: dict) -> None:
+        problems = [p for p in [await self.set_parameters(name, {'critic_path': summary['out']})
+                                for name in self.targets] if p]
+        if problems:
+            return self.adjustment_failed(f'new critic {summary["out"]} not installed: {"; ".join(problems)}')
+        self.critic_path = summary['out']
+        self.counts['critic_updates'] += 1
+        self.adjustment_pub.publish(String(data=json.dumps({'kind': 'critic', **summary})))
+        self.event(f'critic updated: {summary}')
+
+    def adjustment_failed(self, text: str) -> None:
+        self.counts['adjustment_failures'] += 1
+        self.last_event = text
+        self.get_logger().error(text)
+
+    def event(self, text: str) -> None:
+        self.last_event = text
+        self.get_logger().info(text)
+
+    def publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name='configurator', hardware_id='agent', level=DiagnosticStatus.OK,
+                                  message=self.last_event or f'task {self.task}')
+        values = {'task': self.task, 'mode': self.mode, 'surprise_streak': self.monitor.streak,
+                  'surprising_steps': self.monitor.surprising, 'surprise_observed': self.monitor.observed,
+                  'critic_path': self.critic_path, **self.counts}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(msg)
+
+    def close(self) -> None:
+        self._trainer.shutdown(wait=False, cancel_futures=True)
+
+
+def main(args=None) -> int:
+    return run_node(ConfiguratorNode, args)

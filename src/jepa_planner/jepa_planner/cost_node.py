@@ -1,0 +1,119 @@
+"""`cost_node` (node `cost`): evaluates every state the agent perceives.
+
+/jepa/latent (+ /jepa/goal_latent, /joint_states, /jepa/action) -> /jepa/cost (CostTerms, stamped with the
+latent's stamp, each field the weighted term; total = their sum). Weights are the `weights.*` parameters
+(set by the configurator); setting `critic_path` (re)loads the critic, '' removes it.
+"""
+import numpy as np
+import torch
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+
+from jepa_common.conversions import msg_to_latent
+from jepa_common.node import run_node
+from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
+from jepa_planner.cost import ArmContext, Critic, CriticError, IntrinsicCost, TERMS
+from jepa_planner.ros_common import LATCHED, JointStateCache, declare_kinematics, declare_weights, weight_changes
+
+
+class CostNode(Node):
+    def __init__(self):
+        super().__init__('cost')
+        self.kinematics = declare_kinematics(self)
+        self.intrinsic = IntrinsicCost(declare_weights(self), max_step=self.kinematics.max_step)
+        self.joint_state_timeout = self.declare_parameter('joint_state_timeout', 0.5).value
+        self.critic: Critic | None = None
+        self.critic_path = self.declare_parameter('critic_path', '').value
+        self.goal: np.ndarray | None = None
+        self.last_action: np.ndarray | None = None
+        self.joints = JointStateCache(self, self.kinematics.arm_joints)
+        torch.set_num_threads(1)
+        self.publisher = self.create_publisher(CostTerms, '/jepa/cost', 10)
+        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, 10)
+        self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED)
+        self.create_subscription(ActionStamped, '/jepa/action', self.on_action, 10)
+        self.create_subscription(JointState, '/joint_states', self.joints.on_joint_state, qos_profile_sensor_data)
+        self.add_on_set_parameters_callback(self.on_parameters)
+        if self.critic_path:
+            self.load_critic(self.critic_path)
+
+    def load_critic(self, path: str) -> tuple[bool, str]:
+        if not path:
+            self.critic = None
+            return True, 'critic removed'
+        try:
+            self.critic = Critic.load(path)
+        except CriticError as exc:
+            self.get_logger().error(f'{exc}; keeping the previous critic')
+            return False, str(exc)
+        self.get_logger().info(f'loaded critic {path} (latents of {self.critic.model_id or "any model"})')
+        return True, ''
+
+    def on_parameters(self, parameters) -> SetParametersResult:
+        try:
+            changes = weight_changes(parameters)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        for p in parameters:
+            if p.name == 'critic_path':
+                ok, reason = self.load_critic(p.value)
+                if not ok:
+                    return SetParametersResult(successful=False, reason=reason)
+        for name, value in changes.items():
+            setattr(self.intrinsic.weights, name, value)
+        if changes:
+            self.get_logger().info(f'cost weights now {self.intrinsic.weights.as_dict()}')
+        return SetParametersResult(successful=True)
+
+    def on_goal(self, msg: LatentState) -> None:
+        try:
+            self.goal = msg_to_latent(msg).reshape(-1)
+        except ValueError as exc:
+            self.get_logger().error(f'ignored goal latent: {exc}')
+
+    def on_action(self, msg: ActionStamped) -> None:
+        data = np.asarray(msg.data, dtype=np.float32)
+        if data.shape != (4,) or not np.all(np.isfinite(data)):
+            self.get_logger().error(f'ignored action: expected 4 finite ee_delta values, got {data.tolist()}',
+                                    throttle_duration_sec=2.0)
+            return
+        self.last_action = data
+
+    def on_latent(self, msg: LatentState) -> None:
+        try:
+            z = msg_to_latent(msg).reshape(-1)
+        except ValueError as exc:
+            self.get_logger().error(f'ignored latent: {exc}', throttle_duration_sec=2.0)
+            return
+        if self.goal is None:
+            self.get_logger().warn('no goal latent yet: no cost to publish', throttle_duration_sec=5.0)
+            return
+        if self.goal.shape != z.shape:
+            self.get_logger().error(f'latent has {z.size} values but the goal {self.goal.size}: they come from '
+                                    'different models; waiting for a matching goal', throttle_duration_sec=2.0)
+            return
+        q = self.joints.fresh(self.joint_state_timeout)
+        arm = ArmContext.from_kinematics(self.kinematics, q) if q is not None else None
+        z_t, goal_t = torch.from_numpy(z), torch.from_numpy(self.goal)
+        action = torch.from_numpy(self.last_action) if self.last_action is not None else None
+        with torch.no_grad():
+            terms = self.intrinsic.state_terms(z_t, goal_t, action, arm)
+            critic = 0.0
+            if self.critic is not None and self.intrinsic.weights.critic > 0:
+                if self.critic.latent_dim != z.size or (self.critic.model_id and self.critic.model_id != msg.model_id):
+                    self.get_logger().error(f'critic is for latents of {self.critic.model_id!r} '
+                                            f'(dim {self.critic.latent_dim}), this latent is from {msg.model_id!r}; '
+                                            'critic term left out', throttle_duration_sec=5.0)
+                else:
+                    critic = float(self.critic(z_t, goal_t))
+        w = self.intrinsic.weights
+        out = CostTerms(**{name: getattr(w, name) * terms[name] for name in TERMS}, critic=w.critic * critic)
+        out.total = sum(getattr(out, name) for name in TERMS) + out.critic
+        out.header = msg.header
+        self.publisher.publish(out)
+
+
+def main(args=None) -> int:
+    return run_node(CostNode, args)
