@@ -358,9 +358,13 @@ def reindex(bag: str | Path) -> ReindexReport:
         original = bag / f'{file.name}{TRUNCATED_SUFFIX}'
         file = file.replace(original)
         try:
-            _recover_mcap(original, bag / original.stem)
+            recovered_count = _recover_mcap(original, bag / original.stem)
         except (WriterError, *_READ_ERRORS) as err:
             unreadable.append(f'{original.relative_to(bag)} ({type(err).__name__}: {err})')
+            continue
+        if not recovered_count:
+            (bag / original.stem).unlink()
+            unreadable.append(f'{original.relative_to(bag)} (no complete message reached the disk)')
             continue
         recovered.append(original.stem)
         indexed.append(_index_storage_file(bag / original.stem, bag))
