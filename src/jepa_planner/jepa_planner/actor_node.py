@@ -69,6 +69,7 @@ class ActorNode(Node):
         self.e2e_ms = collections.deque(maxlen=300)
         self.counts = collections.Counter()
         self.last_problem = ''
+        self._logged: dict[str, float] = {}
 
         self.trajectory_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
         self.action_pub = self.create_publisher(ActionStamped, '/jepa/action', 10)
@@ -162,10 +163,18 @@ class ActorNode(Node):
         return SetParametersResult(successful=True)
 
     # ----- acting
-    def problem(self, text: str, error: bool = False) -> None:
+    def problem(self, text: str, error: bool = False, kind: str = '') -> None:
+        """Log why the actor did not act, at most every 2 s per kind (one kind must not hide another)."""
         self.last_problem = text
-        log = self.get_logger().error if error else self.get_logger().warn
-        log(text, throttle_duration_sec=2.0)
+        now = time.monotonic()
+        kind = kind or text
+        if now - self._logged.get(kind, -np.inf) >= 2.0:
+            self._logged[kind] = now
+            # One call site per severity: rclpy refuses a call site whose severity changes.
+            if error:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warn(text)
 
     def on_goal(self, msg: LatentState) -> None:
         try:
@@ -183,23 +192,25 @@ class ActorNode(Node):
             return
         if self.actor is None:
             self.counts['no_model'] += 1
-            return self.problem('no world model loaded: not acting')
+            return self.problem('no world model loaded: not acting', kind='no_model')
         model_id = self.actor.model.model_id
         age = (received.nanoseconds * 1e-9) - stamp_to_sec(msg.header.stamp)
         if abs(age) > self.max_latent_age:
             self.counts['stale'] += 1
-            return self.problem(f'latent is {age:.3f} s old (max_latent_age {self.max_latent_age} s): not acting')
+            return self.problem(f'latent is {age:.3f} s old (max_latent_age {self.max_latent_age} s): not acting',
+                                kind='stale')
         if msg.model_id != model_id:
             self.counts['wrong_model'] += 1
-            return self.problem(f'latent from model {msg.model_id!r}, planning with {model_id!r}: not acting')
+            return self.problem(f'latent from model {msg.model_id!r}, planning with {model_id!r}: not acting',
+                                kind='wrong_model')
         if self.goal is None or self.goal_model_id != model_id:
             self.counts['no_goal'] += 1
-            return self.problem('no goal latent from the current model: not acting')
+            return self.problem('no goal latent from the current model: not acting', kind='no_goal')
         q = self.joints.fresh(self.joint_state_timeout)
         if q is None:
             self.counts['no_joint_state'] += 1
             return self.problem(f'no joint state of {list(self.kinematics.arm_joints)} within '
-                                f'{self.joint_state_timeout} s: not acting')
+                                f'{self.joint_state_timeout} s: not acting', kind='no_joint_state')
         try:
             z = msg_to_latent(msg).reshape(-1)
             decision = self.actor.act(z, self.goal, q, self.mode)
@@ -208,7 +219,7 @@ class ActorNode(Node):
             q_target, fingers = self.kinematics.action_to_joint_target(q, decision.action)
         except (ValueError, RuntimeError) as exc:
             self.counts['errors'] += 1
-            return self.problem(f'no command for this state: {exc}', error=True)
+            return self.problem(f'no command for this state: {exc}', error=True, kind='error')
         self.publish_command(q_target, fingers)
         e2e_ms = (self.get_clock().now().nanoseconds * 1e-9 - stamp_to_sec(msg.header.stamp)) * 1e3
         self.plan_ms.append(decision.plan_time_ms)

@@ -98,7 +98,10 @@ class ConfiguratorNode(Node):
         response.success, response.message = await self.apply_task(request.task or self.task, image,
                                                                     request.goal_name, request.mode)
         self.counts['tasks' if response.success else 'task_failures'] += 1
-        (self.get_logger().info if response.success else self.get_logger().error)(f'set_task: {response.message}')
+        if response.success:
+            self.get_logger().info(f'set_task: {response.message}')
+        else:
+            self.get_logger().error(f'set_task: {response.message}')
         return response
 
     async def apply_task(self, task: str, image: Image | None, goal_name: str, mode: str) -> tuple[bool, str]:

@@ -1,0 +1,226 @@
+"""The agent's nodes as real processes over real DDS: actor, cost, short-term memory, configurator."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from jepa_common.conversions import latent_to_msg, rgb_to_image, sec_to_stamp
+from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS, PANDA_HOME, ArmKinematics
+from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState, Plan, Surprise
+from jepa_interfaces.srv import SaveEpisodes, SetTask
+from jepa_planner.bags import read_memory
+from jepa_planner.ros_common import LATCHED
+from jepa_world_model.model import WorldModel, WorldModelConfig, save_checkpoint
+
+LATENT_DIM = 16
+PARAMS = 'config/agent.yaml'
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """A tiny random world model with the real checkpoint format (stands in for the trained one)."""
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(latent_dim=LATENT_DIM, encoder_channels=(4, 4, 4, 4), predictor_hidden=32,
+                                        z_hidden=16, inverse_hidden=16))
+    path = tmp_path_factory.mktemp('wm') / 'tiny.pt'
+    save_checkpoint(model, path)
+    return str(path), model.model_id
+
+
+class Feeder:
+    """The test's stand-in for perception and the arm: latents, a goal latent and joint states."""
+
+    def __init__(self, graph, model_id):
+        node = graph.node
+        self.graph, self.model_id = graph, model_id
+        self.latent_pub = node.create_publisher(LatentState, '/jepa/latent', 10)
+        self.goal_pub = node.create_publisher(LatentState, '/jepa/goal_latent', LATCHED)
+        self.joint_pub = node.create_publisher(JointState, '/joint_states', 10)
+        self.rng = np.random.default_rng(0)
+        self.sent = []
+
+    def goal(self, value=1.0):
+        self.goal_pub.publish(latent_to_msg(np.full(LATENT_DIM, value, np.float32), model_id=self.model_id))
+
+    def joints(self):
+        self.joint_pub.publish(JointState(name=[*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS],
+                                          position=[*PANDA_HOME, 0.02, 0.02]))
+
+    def latent(self, stamp=None, data=None, model_id=None):
+        stamp = stamp or self.graph.node.get_clock().now().to_msg()
+        z = self.rng.normal(size=LATENT_DIM).astype(np.float32) if data is None else data
+        msg = latent_to_msg(z, stamp, self.model_id if model_id is None else model_id)
+        self.latent_pub.publish(msg)
+        self.sent.append(msg)
+        return msg
+
+    def run(self, seconds, period=0.1, **latent_kwargs):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.joints()
+            self.latent(**latent_kwargs)
+            self.graph.spin_for(period)
+
+
+def actor_params(checkpoint_path):
+    return {'checkpoint': checkpoint_path, 'samples': 64, 'horizon': 5, 'iterations': 2, 'grad_steps': 2}
+
+
+@pytest.mark.integration
+def test_actor_plans_and_commands_within_the_gate_contract(ros_graph, checkpoint):
+    path, model_id = checkpoint
+    trajectories = ros_graph.collect(JointTrajectory, '/jepa/joint_trajectory')
+    plans = ros_graph.collect(Plan, '/jepa/plan')
+    actions = ros_graph.collect(ActionStamped, '/jepa/action')
+    markers = ros_graph.collect(MarkerArray, '/jepa/planned_path')
+    diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
+    actor = ros_graph.start('actor_node', 'actor', params_file=PARAMS, params=actor_params(path))
+    feeder = Feeder(ros_graph, model_id)
+
+    # No goal yet: the actor stays silent (the gate holds).
+    feeder.run(1.5)
+    assert trajectories == []
+    feeder.goal()
+    end = time.monotonic() + 30
+    while len(plans) < 5 and time.monotonic() < end:
+        feeder.run(0.2)
+    assert len(plans) >= 5, actor.output()[-3000:]
+
+    kin = ArmKinematics()
+    names = [*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS]
+    for trajectory in trajectories:
+        assert list(trajectory.joint_names) == names and len(trajectory.points) == 1
+        point = trajectory.points[0]
+        positions = np.array(point.positions)
+        assert np.all(np.isfinite(positions)) and positions.shape == (9,)
+        assert np.all(positions[:7] >= kin.lower - 1e-9) and np.all(positions[:7] <= kin.upper + 1e-9)
+        assert point.time_from_start.sec == 0 and point.time_from_start.nanosec == 100_000_000
+        # One control period of ee_delta moves the tool at most max_step.
+        assert np.linalg.norm(kin.fk(positions[:7]) - kin.fk(np.array(PANDA_HOME))) <= 0.03 * np.sqrt(3) + 1e-3
+    plan = plans[-1]
+    assert plan.mode == 'mode2' and plan.horizon == 5 and plan.action_dim == 4 and plan.model_id == model_id
+    assert list(plan.predicted_latents.shape) == [5, LATENT_DIM] and len(plan.predicted_ee_path) == 6
+    assert np.all(np.abs(np.array(plan.actions).reshape(5, 4)) <= [0.03 + 1e-6] * 3 + [1 + 1e-6])
+    assert np.isfinite(plan.expected_cost) and plan.plan_time_ms > 0
+    sent = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in feeder.sent}
+    assert all((a.header.stamp.sec, a.header.stamp.nanosec) in sent for a in actions)
+    assert markers and markers[-1].markers[0].points
+    ros_graph.spin_until(lambda: any(s.name == 'actor' and any(v.key == 'plan_ms_p95' for v in s.values)
+                                     for d in diagnostics for s in d.status), 5, 'actor diagnostics')
+
+    # Bad input never produces a command and never kills the node.
+    before = len(trajectories)
+    old = ros_graph.node.get_clock().now().nanoseconds * 1e-9 - 5.0
+    for bad in ({'data': np.full(LATENT_DIM, np.nan, np.float32)}, {'model_id': 'other-model@123'},
+                {'stamp': sec_to_stamp(old)}):
+        feeder.joints()
+        feeder.latent(**bad)
+        ros_graph.spin_for(0.4)  # the actor keeps only the newest latent: one at a time
+    assert len(trajectories) == before
+    assert actor.alive()
+    log = actor.output()
+    assert 'other-model@123' in log and 'old' in log
+
+    # Mode switch through the parameter service the configurator uses.
+    result = ros_graph.call(SetParameters, '/actor/set_parameters', SetParameters.Request(
+        parameters=[Parameter('mode', value='mode1').to_parameter_msg()]))
+    assert result.results[0].successful
+    result = ros_graph.call(SetParameters, '/actor/set_parameters', SetParameters.Request(
+        parameters=[Parameter('mode', value='warp').to_parameter_msg()]))
+    assert not result.results[0].successful and 'warp' in result.results[0].reason
+    count = len(plans)
+    end = time.monotonic() + 15
+    while not any(p.mode == 'mode1' for p in plans[count:]) and time.monotonic() < end:
+        feeder.run(0.2)
+    assert any(p.mode == 'mode1' for p in plans[count:])
+    assert actor.stop() == 0
+
+
+@pytest.mark.integration
+def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_path):
+    _, model_id = checkpoint
+    costs = ros_graph.collect(CostTerms, '/jepa/cost')
+    goal_images = ros_graph.collect(Image, '/jepa/goal_image', LATCHED)
+    adjustments = ros_graph.collect(String, '/configurator/adjustment')
+    cost = ros_graph.start('cost_node', 'cost', params_file=PARAMS)
+    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS)
+    configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
+        'configure_nodes': ['cost'], 'work_dir': str(tmp_path / 'agent'), 'surprise.patience': 3,
+        'surprise.cooldown': 0.0, 'critic_epochs': 20})
+    feeder = Feeder(ros_graph, model_id)
+    action_pub = ros_graph.node.create_publisher(ActionStamped, '/jepa/action', 10)
+    prediction_pub = ros_graph.node.create_publisher(LatentState, '/jepa/prediction', 10)
+    surprise_pub = ros_graph.node.create_publisher(Surprise, '/jepa/surprise', 10)
+
+    def step():
+        feeder.joints()
+        latent = feeder.latent()
+        action = ActionStamped(space='ee_delta', data=[0.01, 0.0, -0.01, 1.0])
+        action.header.stamp = latent.header.stamp
+        action_pub.publish(action)
+        prediction_pub.publish(latent_to_msg(np.zeros(LATENT_DIM, np.float32), latent.header.stamp, model_id))
+        ros_graph.spin_for(0.1)
+
+    feeder.goal(0.0)
+    end = time.monotonic() + 30
+    while len(costs) < 10 and time.monotonic() < end:
+        step()
+    assert len(costs) >= 10, cost.output()[-3000:]
+    c = costs[-1]
+    sent = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in feeder.sent}
+    source = sent[(c.header.stamp.sec, c.header.stamp.nanosec)]
+    z = np.frombuffer(source.data, np.float32)
+    assert c.energy == pytest.approx(float(np.mean(z ** 2)), rel=1e-4)  # weight 1, goal 0
+    assert c.effort == pytest.approx(0.05 * (1 + 0 + 1) / 3, rel=1e-4)
+    assert c.joint_limits >= 0 and c.workspace == 0.0 and c.critic == 0.0
+    assert c.total == pytest.approx(c.energy + c.effort + c.joint_limits + c.workspace, rel=1e-5)
+
+    # A task with a goal image: the image goes to perception, the task's weights to the cost node.
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='idle', goal_image=rgb_to_image(rgb)))
+    assert response.success, response.message
+    ros_graph.spin_until(lambda: goal_images, 5, 'goal image')
+    count = len(costs)
+    for _ in range(5):
+        step()
+    assert costs[count:] and costs[-1].energy == 0.0 and costs[-1].effort > 0
+    response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='reach', goal_name='nowhere'))
+    assert not response.success and 'nowhere' in response.message
+    response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='dance', goal_image=rgb_to_image(rgb)))
+    assert not response.success and 'dance' in response.message
+
+    # The memory writes its transitions to a bag that reads back.
+    saved = ros_graph.call(SaveEpisodes, '/short_term_memory/save', SaveEpisodes.Request(path=str(tmp_path / 'mem')))
+    assert saved.success and saved.transitions >= 10, saved.message
+    restored = read_memory([tmp_path / 'mem'])
+    assert len(restored) == saved.transitions and restored.model_ids == {model_id}
+    episode = restored.episodes()[-1]
+    assert np.isfinite(episode['costs']).sum() >= 5 and np.isfinite(episode['actions']).all()
+    assert np.isfinite(episode['predicted']).sum() >= 5
+
+    # Reach again (critic weight 0.5), then repeated surprise: memory saved, critic retrained and loaded.
+    response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='reach', goal_image=rgb_to_image(rgb)))
+    assert response.success, response.message
+    for _ in range(3):
+        surprise_pub.publish(Surprise(model_id=model_id, error=1.0, normalized_error=5.0))
+        step()
+    end = time.monotonic() + 40
+    while not any(json.loads(a.data)['kind'] == 'critic' for a in adjustments) and time.monotonic() < end:
+        step()
+    kinds = [json.loads(a.data)['kind'] for a in adjustments]
+    assert 'world_model' in kinds and 'critic' in kinds, configurator.output()[-3000:]
+    count = len(costs)
+    for _ in range(5):
+        step()
+    assert costs[-1].critic > 0, cost.output()[-2000:]
+    for process in (cost, memory, configurator):
+        assert process.stop() == 0
