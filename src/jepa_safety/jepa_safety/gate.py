@@ -33,7 +33,8 @@ class JointLimits:
         for label in ('lower', 'upper', 'velocity'):
             values = np.asarray(getattr(self, label), dtype=np.float64)
             if values.shape != (n,):
-                raise ValueError(f'{label} limits have shape {values.shape}, expected ({n},) for joints {list(self.names)}')
+                raise ValueError(f'{label} limits have shape {values.shape}, expected ({n},) for joints '
+                                 f'{list(self.names)}')
             if not np.all(np.isfinite(values)):
                 raise ValueError(f'{label} limits contain NaN or inf: {values.tolist()}')
             object.__setattr__(self, label, values)

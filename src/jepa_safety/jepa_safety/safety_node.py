@@ -5,6 +5,7 @@
 /safety/release_estop unlatches; /diagnostics reports state and counters periodically and on every event.
 """
 import array
+import os
 import time
 
 import numpy as np
@@ -42,8 +43,8 @@ def build_gate(node: Node) -> SafetyGate:
     workspace_min = node.declare_parameter('workspace_min', [lo for lo, _ in DEFAULT_WORKSPACE]).value
     workspace_max = node.declare_parameter('workspace_max', [hi for _, hi in DEFAULT_WORKSPACE]).value
 
-    kinematics = ArmKinematics(urdf_path or None, arm_joints=arm_joints, finger_joints=gripper_joints,
-                               ee_frame=ee_frame or PANDA_EE_FRAME)
+    kinematics = ArmKinematics(os.path.expanduser(urdf_path) or None, arm_joints=arm_joints,
+                               finger_joints=gripper_joints, ee_frame=ee_frame or PANDA_EE_FRAME)
     names = tuple(arm_joints + gripper_joints)
     table = {'lower': [], 'upper': [], 'velocity': []}
     for name in names:
@@ -89,6 +90,10 @@ class SafetyNode(Node):
     def __init__(self):
         super().__init__('safety')
         self.gate = build_gate(self)
+        # A hold names the arm joints only: every arm controller owns them, while grippers often have a
+        # controller of their own that would reject the whole message (a hold stops all the arm
+        # controller's joints whichever it names).
+        self.hold_names = list(self.get_parameter('arm_joints').value)
         output_topic = self.declare_parameter('output_topic', '/arm_controller/joint_trajectory').value
         check_period = self.declare_parameter('check_period', 0.02).value
         diagnostics_period = self.declare_parameter('diagnostics_period', 1.0).value
@@ -106,9 +111,9 @@ class SafetyNode(Node):
         self.create_timer(check_period, self.on_check, clock=steady)
         self.create_timer(diagnostics_period, self.publish_diagnostics, clock=steady)
         self.last_reason = ''
-        self.get_logger().info(
-            f'gating {list(self.gate.joint_names)} -> {self.output.topic_name}; workspace '
-            f'{"off" if self.gate.workspace is None else [self.gate.workspace.lower.tolist(), self.gate.workspace.upper.tolist()]}')
+        box = self.gate.workspace
+        self.get_logger().info(f'gating {list(self.gate.joint_names)} -> {self.output.topic_name}; workspace '
+                               f'{"off" if box is None else [box.lower.tolist(), box.upper.tolist()]}')
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
         decision = self.gate.on_trajectory(trajectory_from_msg(msg), time.monotonic())
@@ -144,7 +149,7 @@ class SafetyNode(Node):
 
     def apply(self, decision: Decision, event: bool) -> None:
         if decision.hold:
-            self.output.publish(JointTrajectory(joint_names=list(self.gate.joint_names)))
+            self.output.publish(JointTrajectory(joint_names=self.hold_names))
         else:
             self.output.publish(trajectory_to_msg(decision.trajectory))
         if event:
@@ -168,7 +173,7 @@ class SafetyNode(Node):
     def close(self) -> None:
         """Last word to the arm: hold (when the context is still up; after Ctrl-C it usually is not)."""
         try:
-            self.output.publish(JointTrajectory(joint_names=list(self.gate.joint_names)))
+            self.output.publish(JointTrajectory(joint_names=self.hold_names))
         except Exception:  # noqa: BLE001 - a shut-down context cannot publish, and that is fine here
             pass
 
