@@ -1,0 +1,129 @@
+"""ROS-free parts of the task evaluation: seeded goals, success criteria, and the two baselines' policies.
+
+Actions are in the agent's own action space (ee_delta, docs/architecture.md), so the baselines and the agent
+drive the arm through the same kinematics and the same safety gate.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jepa_common.kinematics import ArmKinematics
+
+# Episode lengths in control steps (dt = 0.1 s) and success radii (metres).
+STEPS = {'reach': 60, 'push': 120}
+SUCCESS_RADIUS = {'reach': 0.05, 'push': 0.05}
+# Reach goals: where the end effector can go without touching the table or leaving the camera's view.
+REACH_REGION = ((0.35, 0.65), (-0.22, 0.22), (0.12, 0.38))
+PUSH_DISTANCE = (0.08, 0.12)
+CUBE_HALF = 0.025
+# The fingertips' height while pushing (end-effector z): low enough to hit the cube, above the table.
+PUSH_HEIGHT = 0.035
+
+
+@dataclass
+class Goal:
+    task: str
+    # What must end up at `target`: the end effector (reach) or the cube centre (push).
+    target: np.ndarray
+    # The state rendered as the goal image.
+    arm_q: np.ndarray
+    cube_position: np.ndarray
+    push_direction: np.ndarray = field(default_factory=lambda: np.zeros(2))
+
+
+def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray, cube_now: np.ndarray) -> Goal:
+    """A seeded goal for an episode that starts at (q_now, cube_now)."""
+    rng = np.random.default_rng([seed, 7])
+    if task == 'reach':
+        target = np.array([rng.uniform(lo, hi) for lo, hi in REACH_REGION])
+        arm_q = kinematics.ik(q_now, target)
+        return Goal(task, kinematics.fk(arm_q), arm_q, np.asarray(cube_now, float))
+    if task == 'push':
+        angle = rng.uniform(-np.pi, np.pi)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        goal_xy = np.asarray(cube_now[:2], float) + direction * rng.uniform(*PUSH_DISTANCE)
+        (x_lo, x_hi), (y_lo, y_hi) = ((0.35, 0.7), (-0.28, 0.28))
+        goal_xy = np.clip(goal_xy, [x_lo, y_lo], [x_hi, y_hi])
+        direction = goal_xy - cube_now[:2]
+        direction /= max(np.linalg.norm(direction), 1e-9)
+        cube_goal = np.array([goal_xy[0], goal_xy[1], cube_now[2]])
+        # The goal image shows the gripper where a push would leave it: just behind the cube.
+        behind = goal_xy - direction * (CUBE_HALF + 0.03)
+        arm_q = kinematics.ik(q_now, np.array([behind[0], behind[1], PUSH_HEIGHT + 0.05]))
+        return Goal(task, cube_goal, arm_q, cube_goal, direction)
+    raise ValueError(f'unknown task {task!r} (reach, push)')
+
+
+def final_distance(goal: Goal, ee: np.ndarray, cube: np.ndarray) -> float:
+    """Reach: end effector to target (3-D). Push: cube to target on the table (x, y)."""
+    if goal.task == 'reach':
+        return float(np.linalg.norm(np.asarray(ee) - goal.target))
+    return float(np.linalg.norm(np.asarray(cube)[:2] - goal.target[:2]))
+
+
+def toward(ee: np.ndarray, point: np.ndarray, max_step: float, gripper: float = -1.0) -> np.ndarray:
+    delta = np.clip(np.asarray(point, float) - ee, -max_step, max_step)
+    return np.r_[delta, gripper]
+
+
+class OraclePolicy:
+    """Scripted controller with privileged sim state (end-effector and cube positions): the upper reference."""
+
+    def __init__(self, goal: Goal, max_step: float):
+        self.goal = goal
+        self.max_step = max_step
+        self.phase = 'approach'
+
+    def act(self, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
+        if self.goal.task == 'reach':
+            return toward(ee, self.goal.target, self.max_step)
+        direction = self.goal.target[:2] - cube[:2]
+        remaining = np.linalg.norm(direction)
+        direction = direction / max(remaining, 1e-9)
+        behind = cube[:2] - direction * (CUBE_HALF + 0.035)
+        if self.phase == 'approach':
+            # Come from above so the approach does not knock the cube.
+            above = np.r_[behind, PUSH_HEIGHT + 0.08]
+            if np.linalg.norm(ee[:2] - behind) < 0.015:
+                self.phase = 'descend'
+            return toward(ee, above, self.max_step)
+        if self.phase == 'descend':
+            if ee[2] < PUSH_HEIGHT + 0.01:
+                self.phase = 'push'
+            return toward(ee, np.r_[behind, PUSH_HEIGHT], self.max_step)
+        # Push along the line through the cube; fall back to approach if the cube slipped sideways.
+        lateral = np.abs(np.cross(np.r_[direction, 0], np.r_[ee[:2] - cube[:2], 0])[2])
+        if lateral > 0.03:
+            self.phase = 'approach'
+        target_xy = cube[:2] + direction * min(remaining, 0.03)
+        return toward(ee, np.r_[target_xy, PUSH_HEIGHT], self.max_step * 0.6)
+
+
+class RandomPolicy:
+    """Uniformly random actions in the action space: the lower reference."""
+
+    def __init__(self, seed: int, max_step: float):
+        self.rng = np.random.default_rng([seed, 11])
+        self.max_step = max_step
+
+    def act(self, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
+        return np.r_[self.rng.uniform(-self.max_step, self.max_step, 3), self.rng.uniform(-1, 1)]
+
+
+def percentiles(values) -> dict:
+    if not len(values):
+        return {'p50': None, 'p95': None}
+    return {'p50': float(np.percentile(values, 50)), 'p95': float(np.percentile(values, 95))}
+
+
+def summarize(results: list[dict], plan_ms: list[float], e2e_ms: list[float]) -> dict:
+    """The per-condition record of the eval JSON."""
+    return {
+        'episodes': len(results),
+        'success_rate': float(np.mean([r['success'] for r in results])) if results else None,
+        'final_distance_m': {'mean': float(np.mean([r['final_distance_m'] for r in results])) if results else None,
+                             'per_episode': [r['final_distance_m'] for r in results]},
+        'plan_latency_ms': percentiles(plan_ms),
+        'e2e_latency_ms': percentiles(e2e_ms),
+        'per_episode': results,
+    }
