@@ -110,3 +110,12 @@ def test_joint_order_other_than_the_tree(kin):
     q = np.array(PANDA_HOME) + 0.1
     assert np.allclose(reversed_kin.fk(q[::-1]), kin.fk(q))
     assert np.allclose(reversed_kin.lower, kin.lower[::-1])
+
+
+@pytest.mark.parametrize('arm_joints', [PANDA_ARM_JOINTS, PANDA_ARM_JOINTS[::-1]])
+def test_position_jacobian_matches_finite_differences(arm_joints):
+    kin = ArmKinematics(arm_joints=arm_joints)
+    q = np.array(PANDA_HOME)[[PANDA_ARM_JOINTS.index(n) for n in arm_joints]] + 0.05
+    eps = 1e-6
+    numeric = np.stack([(kin.fk(q + eps * e) - kin.fk(q - eps * e)) / (2 * eps) for e in np.eye(7)], axis=1)
+    assert kin.position_jacobian(q) == pytest.approx(numeric, abs=1e-6)

@@ -128,6 +128,14 @@ class ArmKinematics:
             out[i] = pin.updateFramePlacement(self.model, self.data, self.ee_frame_id).translation
         return out.reshape(*q_arm.shape[:-1], 3)
 
+    def position_jacobian(self, q_arm) -> np.ndarray:
+        """d(ee xyz)/d(q_arm): (3, n_arm), columns in the order of arm_joints (analytic, base frame)."""
+        q = self._to_pin(self._check_q(q_arm))
+        pin.computeJointJacobians(self.model, self.data, q)
+        pin.updateFramePlacement(self.model, self.data, self.ee_frame_id)
+        jac = pin.getFrameJacobian(self.model, self.data, self.ee_frame_id, pin.LOCAL_WORLD_ALIGNED)[:3]
+        return jac if self._perm is None else jac[:, self._perm]
+
     def clip_action(self, action) -> np.ndarray:
         """Clip (..., 4) actions to the action space: steps to +-max_step, gripper to [-1, 1]. NaN -> 0."""
         action = np.nan_to_num(np.asarray(action, dtype=float), nan=0.0, posinf=np.inf, neginf=-np.inf)
