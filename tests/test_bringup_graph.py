@@ -96,7 +96,7 @@ def test_unknown_argument_is_an_error_naming_it_and_the_known_ones(graph):
 
 
 def test_bad_values_graphs_and_presets_are_clear_errors(graph):
-    with pytest.raises(GraphError, match="unknown graph 'simulation'.*sim, arm"):
+    with pytest.raises(GraphError, match="unknown graph 'simulation' in .*graphs: .*sim_arm"):
         graph.resolve('simulation')
     with pytest.raises(GraphError, match='mode must be one of mpc, policy'):
         graph.resolve('sim', {'mode': 'greedy'})
@@ -128,3 +128,12 @@ def test_malformed_graph_files_are_rejected_with_the_reason(tmp_path):
                    '    nodes: [{name: n, package: p, executable: e, parameters: {k: $(var b)}}]\n')
     with pytest.raises(GraphError, match=r"node 'n'.*\$\(var b\) names an argument the graph does not declare"):
         bad_ref.resolve('g')
+
+
+def test_docker_split_runs_every_node_of_sim_exactly_once(graph):
+    """The CPU service runs sim_host, the GPU service runs inference: together they are the sim graph."""
+    host = set(by_name(graph.resolve('sim_host', {'record': 'true'})))
+    inference = set(by_name(graph.resolve('inference')))
+    assert not host & inference
+    assert host | inference == set(by_name(graph.resolve('sim', {'record': 'true'})))
+    assert {'perception', 'world_model', 'actor'} <= inference
