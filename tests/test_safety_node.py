@@ -206,3 +206,52 @@ def test_an_out_of_limit_command_through_the_gate_leaves_the_simulated_arm_insid
     xyz = kinematics.fk(positions)
     assert np.all(xyz[:, 2] <= 0.6 + tolerance) and np.all(xyz[:, 0] >= 0.25 - tolerance), xyz[-1]
     assert positions[-1][3] < -0.3, 'joint 4 stopped well short of its limit, at the workspace wall'
+
+
+@pytest.mark.integration
+def test_with_a_physical_arm_preset_the_fake_arm_never_exceeds_the_scaled_velocities_box_or_overridden_limits(
+        ros_graph):
+    """The `arm` graph's configuration (config/arms/panda.yaml: a quarter of the URDF velocities, a smaller
+    box) in front of jepa_sim's fake_arm_node, which moves at up to the full URDF velocities by itself."""
+    kinematics = ArmKinematics()
+    scale, box_min, box_max = 0.25, [0.3, -0.3, 0.05], [0.7, 0.3, 0.5]
+    ros_graph.start('fake_arm_node', 'fake_arm', params_file=str(REPO / 'config' / 'fake_arm.yaml'))
+    ros_graph.start('safety_node', 'safety', params_file=PARAMS, params={
+        'max_joint_velocity_scale': scale, 'workspace_min': box_min, 'workspace_max': box_max,
+        'limits.panda_joint1.lower': -0.1, 'command_timeout': 0.0})
+    states = ros_graph.collect(JointState, '/joint_states')
+    gate_outputs = ros_graph.collect(JointTrajectory, OUTPUT, RELIABLE)
+    command = ros_graph.node.create_publisher(JointTrajectory, '/jepa/joint_trajectory', RELIABLE)
+    ros_graph.spin_until(lambda: states and command.get_subscription_count() > 0
+                         and ros_graph.node.count_publishers(OUTPUT) > 0, 30, 'fake arm and gate')
+
+    def forward(offset) -> None:
+        msg = JointTrajectory(joint_names=ARM, points=[JointTrajectoryPoint(
+            positions=(np.array(PANDA_HOME) + offset).tolist(), time_from_start=Duration(nanosec=100_000_000))])
+
+        def forwarded() -> bool:  # refused until the gate has heard the arm
+            before = len(gate_outputs)
+            command.publish(msg)
+            ros_graph.spin_until(lambda: len(gate_outputs) > before, 10, 'gate output')
+            return len(gate_outputs[-1].points) > 0
+        ros_graph.spin_until(forwarded, 20, 'the gate forwarding the command')
+        ros_graph.spin_for(1.5)
+
+    start = len(states)
+    forward([-1.0, 0, 0, 0, 0, 0, 0])           # joint 1 beyond its overridden lower limit
+    forward([-0.1, 0.6, 0, 0.6, 0, 0, 0])       # up through the box's ceiling, 10x too fast
+    arm = [list(states[-1].name).index(n) for n in ARM]
+    positions = np.array([[s.position[i] for i in arm] for s in states[start:]])
+    stamps = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states[start:]])
+    assert positions[:, 0].min() == pytest.approx(-0.1, abs=2e-3)
+    # Speeds over 50 ms windows: the fake arm's discrete tracking lag jitters with its timer, a window
+    # averages that out (ungated, the arm would move at 4x the scaled limit).
+    window = 5
+    speeds = np.abs(positions[window:] - positions[:-window]) / (stamps[window:] - stamps[:-window])[:, None]
+    fastest = np.max(speeds / (kinematics.velocity * scale))
+    assert 0.5 < fastest < 1.05, fastest
+    print(f'fastest joint at {fastest:.2f} of its scaled velocity limit')
+    assert positions[-1, 1] - PANDA_HOME[1] > 0.05, 'the arm did move up'
+    xyz = kinematics.fk(positions)
+    assert np.all(xyz >= np.array(box_min) - 2e-3) and np.all(xyz <= np.array(box_max) + 2e-3)
+    assert xyz[-1, 2] == pytest.approx(box_max[2], abs=0.01), 'stopped at the ceiling'
