@@ -114,3 +114,24 @@ def test_render_state_leaves_sim_unchanged(sim):
     assert np.allclose(sim.joint_positions()[:7], before_q[:7], atol=0.01)
     with pytest.raises(ValueError, match='cube pose'):
         sim.render_state(None, [0.1, 0.2])
+
+
+def test_ee_delta_steps_through_the_follower_are_tracked(sim):
+    """10 Hz ee_delta actions -> IK -> one-point trajectories: the arm ends each 0.1 s step near its target."""
+    from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
+
+    sim.reset(0, randomize_arm=False, randomize_cube=False)
+    kin = sim.kinematics
+    follower = TrajectoryFollower(sim.joint_names, sim.lower, sim.upper, sim.joint_positions())
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(40):
+        q_arm = sim.joint_positions()[:7]
+        q_target, fingers = kin.action_to_joint_target(q_arm, rng.uniform(-1, 1, 4) * [0.03, 0.03, 0.03, 1])
+        follower.set_trajectory(sim.joint_names, [TrajectoryPoint(0.1, np.r_[q_target, fingers])], sim.time,
+                                sim.joint_positions())
+        for _ in range(24):
+            sim.send_joint_targets(*follower.sample(sim.time))
+            sim.step()
+        errors.append(np.linalg.norm(kin.fk(sim.joint_positions()[:7]) - kin.fk(q_target)))
+    assert np.mean(errors) < 0.002 and np.max(errors) < 0.005

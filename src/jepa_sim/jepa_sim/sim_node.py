@@ -159,7 +159,7 @@ class SimNode(Node):
 
     def _step(self, steps: int) -> None:
         for _ in range(steps):
-            self.sim.send_joint_targets(self.follower.sample(self.sim.time)[0])
+            self.sim.send_joint_targets(*self.follower.sample(self.sim.time))
             self.sim.step()
             if self.sim.steps % self.joint_state_every == 0:
                 self._publish_state(camera=self.sim.steps % self.camera_every == 0)
