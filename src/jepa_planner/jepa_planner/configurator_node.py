@@ -19,7 +19,8 @@ import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
 from rcl_interfaces.msg import ParameterDescriptor
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import SetParametersAtomically
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -74,10 +75,12 @@ class ConfiguratorNode(Node):
         self.goal_image_pub = self.create_publisher(Image, '/jepa/goal_image', LATCHED)
         self.adjustment_pub = self.create_publisher(String, '/configurator/adjustment', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.param_clients = {name: self.create_client(SetParameters, f'/{name}/set_parameters')
-                              for name in self.targets}
-        self.render_client = self.create_client(RenderState, '/sim/render_state')
-        self.save_client = self.create_client(SaveEpisodes, '/short_term_memory/save')
+        # Responses must be handled while a service callback awaits them: a group of their own, reentrant.
+        responses = ReentrantCallbackGroup()
+        self.param_clients = {name: self.create_client(SetParametersAtomically, f'/{name}/set_parameters_atomically',
+                                                       callback_group=responses) for name in self.targets}
+        self.render_client = self.create_client(RenderState, '/sim/render_state', callback_group=responses)
+        self.save_client = self.create_client(SaveEpisodes, '/short_term_memory/save', callback_group=responses)
         self.create_service(SetTask, '/configurator/set_task', self.on_set_task)
         self.create_subscription(Surprise, '/jepa/surprise', self.on_surprise, 10)
         self.create_timer(0.5, self.check_training)
@@ -171,13 +174,13 @@ class ConfiguratorNode(Node):
 
     async def set_parameters(self, node_name: str, values: dict) -> str:
         """Set parameters on another node; '' when all were accepted, else what went wrong."""
-        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        request = SetParametersAtomically.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         try:
-            result = await self.call(self.param_clients[node_name], request, f'/{node_name}/set_parameters')
+            response = await self.call(self.param_clients[node_name], request, f'/{node_name}/set_parameters_atomically')
         except ValueError as exc:
             return str(exc)
-        rejected = [f'{p.name}: {r.reason}' for p, r in zip(request.parameters, result.results) if not r.successful]
-        return f'/{node_name} rejected {rejected}' if rejected else ''
+        return '' if response.result.successful else f'/{node_name} rejected {sorted(values)}: {response.result.reason}'
 
     # ----- surprise -> adjustment
     def on_surprise(self, msg: Surprise) -> None:
