@@ -9,9 +9,31 @@ pushes through the cube, so that the world model sees the cube move in a good fr
 """
 from __future__ import annotations
 
+import argparse
+import array
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from jepa_common.conversions import joint_positions
+from jepa_common.kinematics import ArmKinematics
+from jepa_interfaces.msg import ActionStamped
+from jepa_interfaces.srv import ResetSim
 
 
 @dataclass
@@ -162,3 +184,398 @@ class BabblingPolicy:
         action = np.array([*translation, np.clip(gripper, -1.0, 1.0)])
         self._last = action
         return action.astype(np.float32)
+
+
+def episode_seeds(seed: int, episode: int) -> tuple[int, int]:
+    """(sim reset seed, policy seed) of one episode: independent streams, reproducible from the run seed."""
+    reset_seed, policy_seed = np.random.SeedSequence([seed, episode]).generate_state(2)
+    return int(reset_seed), int(policy_seed)
+
+
+def episode_length(seed: int, episode: int, low: float, high: float) -> float:
+    """Sim seconds of play of one episode before the next reset."""
+    return float(np.random.default_rng([seed, episode, 1]).uniform(low, high))
+
+
+# ---------------------------------------------------------------- ROS: the collector node
+
+RECORDED_TOPICS = ['/camera/image_raw', '/camera/camera_info', '/joint_states', '/jepa/action',
+                   '/jepa/joint_trajectory', '/arm_controller/joint_trajectory', '/sim/ee_pose', '/sim/cube_pose']
+NS = 1_000_000_000
+# Measured on 2 shared, busy cores: up to 4x the collector keeps up with every control tick and the arm's
+# motion between frames follows the action of that tick; at 5x and at 0 (as fast as possible) ticks are
+# missed and motion lags by a tick (the world model would learn from misattributed actions).
+DEFAULT_REAL_TIME_FACTOR = 4.0
+
+
+@dataclass
+class CollectStats:
+    ticks: int = 0
+    episodes: int = 0
+    played_ns: int = 0
+    cube_moving_ticks: int = 0
+    pushes: int = 0
+    missed_ticks: int = 0
+    gate_holds: int = 0
+    command_latency_s: list = field(default_factory=list)
+
+
+class PlayCollector(Node):
+    """Drives the arm through the safety gate on sim time: one babbling action per control tick.
+
+    The control loop runs in the /joint_states callback: a tick is due when a state stamped on the control
+    grid (dt) arrives, which is also when the camera frame of that instant is published, so each action
+    carries the stamp of the image it was chosen from. Episodes end with a seeded /sim/reset: commands stop,
+    in-flight trajectories drain, the reset happens, and play resumes once the arm is seen at its new pose.
+    """
+
+    def __init__(self, seed: int, play_seconds: float, episode_seconds: tuple[float, float], dt: float = 0.1,
+                 policy_config: BabblingConfig | None = None):
+        super().__init__('collector')
+        self.kinematics = ArmKinematics()
+        self.policy = BabblingPolicy(policy_config or BabblingConfig(max_step=self.kinematics.max_step))
+        self.seed = seed
+        self.play_ns = int(play_seconds * NS)
+        self.episode_seconds = episode_seconds
+        self.dt_ns = int(round(dt * NS))
+        self.stats = CollectStats()
+        self.state = 'waiting'
+        self.error: str | None = None
+        self.joint_names = [*self.kinematics.arm_joints, *self.kinematics.finger_joints]
+        self._cube: np.ndarray | None = None
+        self._cube_at_last_tick: np.ndarray | None = None
+        self._next_tick_ns = 0
+        self._episode_start_ns = self._episode_end_ns = self._last_tick_ns = 0
+        self._last_action_ns = None
+        self._latest_state_ns = 0
+        self._drain_until = (0, 0.0)
+        self._reset_q: np.ndarray | None = None
+
+        self.trajectory_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
+        self.action_pub = self.create_publisher(ActionStamped, '/jepa/action', 10)
+        self.reset_client = self.create_client(ResetSim, '/sim/reset')
+        # Only the newest state matters: a backlog would make every action late.
+        self.create_subscription(JointState, '/joint_states', self.on_joint_state,
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.create_subscription(PoseStamped, '/sim/cube_pose', self.on_cube_pose, 10)
+        self.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', self.on_gate_output, 10)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 10)
+        self.gate_state = 'unknown'
+
+    @property
+    def played_seconds(self) -> float:
+        """Sim seconds of play so far, the current episode included."""
+        current = max(0, self._latest_state_ns - self._episode_start_ns) if self.state == 'playing' else 0
+        return (self.stats.played_ns + current) / NS
+
+    @property
+    def done(self) -> bool:
+        return self.state in ('done', 'failed')
+
+    def fail(self, message: str) -> None:
+        self.error, self.state = message, 'failed'
+
+    def ready(self) -> bool:
+        """The simulator's reset service is up and the gate listens to our commands and has seen the arm's state
+        (before that it would reject every command)."""
+        return (self.reset_client.service_is_ready() and self.trajectory_pub.get_subscription_count() > 0
+                and self.gate_state in ('holding', 'forwarding'))
+
+    def start(self) -> None:
+        self._begin_reset(0)
+
+    # ----- inputs
+    def on_cube_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self._cube = np.array([p.x, p.y, p.z])
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(': gate'):
+                self.gate_state = next((v.value for v in status.values if v.key == 'state'), self.gate_state)
+
+    def on_gate_output(self, msg: JointTrajectory) -> None:
+        if self.state != 'playing':
+            return
+        if not msg.points:
+            self.stats.gate_holds += 1
+        elif self._last_action_ns is not None:
+            # Sim time from the state an action was computed from to its command reaching the arm (as far as
+            # the newest state seen here tells): actions take effect this much late.
+            self.stats.command_latency_s.append((self._latest_state_ns - self._last_action_ns) / NS)
+
+    def on_joint_state(self, msg: JointState) -> None:
+        now_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
+        self._latest_state_ns = now_ns
+        try:
+            q = joint_positions(msg, self.joint_names)
+        except ValueError as e:
+            self.get_logger().error(f'ignoring joint state: {e}', throttle_duration_sec=2.0)
+            return
+        if self.state == 'draining':
+            sim_due, wall_due = self._drain_until
+            if now_ns >= sim_due and time.monotonic() >= wall_due:
+                self._request_reset()
+        elif self.state == 'settling':
+            if np.max(np.abs(q[:7] - self._reset_q[:7])) < 0.02:
+                self._start_episode(now_ns)
+        elif self.state == 'playing':
+            if now_ns >= self._episode_end_ns:
+                self._end_episode()
+            elif now_ns >= self._next_tick_ns - NS // 1000:
+                self._tick(now_ns, msg.header.stamp, q)
+
+    # ----- episodes
+    def _begin_reset(self, episode: int) -> None:
+        # Stop commanding and let trajectories already on their way reach the arm before it is teleported:
+        # a late one would drive the new pose towards a target computed from the old.
+        self.state = 'draining'
+        self._episode = episode
+        self._drain_until = (self._last_tick_ns + 2 * self.dt_ns, time.monotonic() + 0.2)
+
+    def _request_reset(self) -> None:
+        self.state = 'resetting'
+        reset_seed, _ = episode_seeds(self.seed, self._episode)
+        future = self.reset_client.call_async(ResetSim.Request(seed=reset_seed, randomize_arm=True, randomize_cube=True))
+        future.add_done_callback(self._on_reset_done)
+
+    def _on_reset_done(self, future) -> None:
+        response = future.result()
+        if response is None or not response.success:
+            self.fail(f'/sim/reset failed: {getattr(response, "message", "no response")}')
+            return
+        self._reset_q = np.asarray(response.joint_positions)
+        _, policy_seed = episode_seeds(self.seed, self._episode)
+        self.stats.pushes += self.policy.pushes_started
+        self.policy.reset(policy_seed)
+        self._cube = self._cube_at_last_tick = None
+        self.state = 'settling'
+
+    def _start_episode(self, now_ns: int) -> None:
+        length = episode_length(self.seed, self._episode, *self.episode_seconds)
+        remaining = self.play_ns - self.stats.played_ns
+        self._episode_start_ns = now_ns
+        self._episode_end_ns = now_ns + min(int(length * NS), remaining)
+        self._next_tick_ns = -(-now_ns // self.dt_ns) * self.dt_ns  # the next instant on the camera grid
+        self.state = 'playing'
+
+    def _end_episode(self) -> None:
+        self.stats.episodes += 1
+        self.stats.played_ns += self._episode_end_ns - self._episode_start_ns
+        if self.stats.played_ns >= self.play_ns - self.dt_ns:
+            self.stats.pushes += self.policy.pushes_started
+            self.state = 'done'
+        else:
+            self._begin_reset(self._episode + 1)
+
+    # ----- control
+    def _tick(self, now_ns: int, stamp, q: np.ndarray) -> None:
+        q_arm = q[:len(self.kinematics.arm_joints)]
+        cube = self._cube
+        action = self.policy.act(self.kinematics.fk(q_arm), cube)
+        try:
+            q_target, finger_target = self.kinematics.action_to_joint_target(q_arm, action)
+        except ValueError as e:
+            self.get_logger().error(f'no joint target for action {action}: {e}; skipping this tick')
+            return
+        point = JointTrajectoryPoint(positions=array.array('d', [*q_target, *finger_target]),
+                                     time_from_start=Duration(nanosec=self.dt_ns))
+        self.trajectory_pub.publish(JointTrajectory(joint_names=self.joint_names, points=[point]))
+        out = ActionStamped(space='ee_delta', data=array.array('f', action.astype(np.float32).tobytes()))
+        out.header.stamp = stamp
+        self.action_pub.publish(out)
+
+        if cube is not None and self._cube_at_last_tick is not None \
+                and np.linalg.norm(cube[:2] - self._cube_at_last_tick[:2]) > 0.002:
+            self.stats.cube_moving_ticks += 1
+        self._cube_at_last_tick = cube
+        self._last_action_ns = now_ns
+        if self._last_tick_ns >= self._episode_start_ns:
+            self.stats.missed_ticks += max(0, round((now_ns - self._last_tick_ns) / self.dt_ns) - 1)
+        self._last_tick_ns = now_ns
+        self._next_tick_ns = ((now_ns + NS // 1000) // self.dt_ns + 1) * self.dt_ns
+        self.stats.ticks += 1
+
+
+# ---------------------------------------------------------------- the command
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='jepa collect', description='Drive the simulated Panda with motor babbling '
+                                '(random reaching and cube pushes) through the safety gate and record play data.')
+    p.add_argument('--minutes', type=float, required=True, help='sim minutes of play to record')
+    p.add_argument('--out', required=True, help='bag directory to create (mcap); must not exist')
+    p.add_argument('--seed', type=int, default=0, help='seeds every reset pose and the babbling (default 0)')
+    p.add_argument('--real-time-factor', type=float, default=DEFAULT_REAL_TIME_FACTOR,
+                   help='sim speed: 0 = as fast as possible, 1 = real time (default '
+                        f'{DEFAULT_REAL_TIME_FACTOR:g}: faster makes commands reach the arm late in sim time)')
+    p.add_argument('--episode-seconds', type=float, nargs=2, default=(20.0, 30.0), metavar=('MIN', 'MAX'),
+                   help='sim seconds between resets, drawn per episode (default 20 30)')
+    p.add_argument('--push-fraction', type=float, default=BabblingConfig.push_fraction,
+                   help=f'share of motions that push the cube (default {BabblingConfig.push_fraction})')
+    p.add_argument('--compression', choices=['zstd', 'none'], default='zstd', help='mcap chunk compression')
+    p.add_argument('--domain-id', type=int, default=None,
+                   help='ROS_DOMAIN_ID of the collection graph (default: a random one of 100..199, so that a '
+                        'running agent is not disturbed)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return p
+
+
+class _Children:
+    """sim_node and safety_node (graph `sim_arm` of config/graph.yaml) and recorder_node, each its own process
+    (so the recorder's disk work and the simulator never hold up the control loop), output to one log."""
+
+    def __init__(self, real_time_factor: float, seed: int, bag: Path, compression: str, log_path: Path):
+        from jepa_bringup.graph import GraphFile, NodeSpec
+        from jepa_bringup.launcher import NodeProcess, Printer, find_executable, ros_arguments
+        from jepa_common.paths import package_share
+        specs = GraphFile().resolve('sim_arm', {'gui': 'false', 'use_sim_time': 'true'})
+        for spec in specs:
+            if spec.name == 'sim':
+                spec.parameters.update(real_time_factor=float(real_time_factor), seed=int(seed))
+        # Bag timestamps in sim time, like the message stamps, so that a replay's /clock matches them.
+        self.recorder = NodeSpec('recorder', 'jepa_rosbag', 'recorder_node',
+                                 params_files=[os.path.join(package_share('jepa_bringup'), 'config', 'recorder.yaml')],
+                                 parameters={'output': str(bag), 'topics': RECORDED_TOPICS, 'storage': 'mcap',
+                                             'compression': '' if compression == 'none' else compression,
+                                             'use_sim_time': True})
+        self.log = open(log_path, 'w')
+        printer = Printer(self.log)
+        self.nodes = [NodeProcess(s, [find_executable(s), *ros_arguments(s)], printer)
+                      for s in [*specs, self.recorder]]
+        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        # Each child interpreter bootstraps the ROS wheels' library path itself.
+        env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
+        env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+        for node in self.nodes:
+            node.start(env)
+
+    def dead(self) -> str | None:
+        """Description of a child that exited, with its last output, or None."""
+        from jepa_bringup.launcher import describe_exit
+        for node in self.nodes:
+            if not node.running():
+                node.finish_output()
+                tail = '\n'.join(f'    {line}' for line in node.tail)
+                return f'{node.spec.name} exited ({describe_exit(node.proc.returncode)}):\n{tail}'
+        return None
+
+    def stop(self, timeout: float = 20.0) -> list[str]:
+        """Stop the recorder first (it closes the bag), then the arm; SIGINT each (clean DDS shutdown), SIGKILL
+        what still runs after timeout. Returns the recorder's last output lines (its per-topic report)."""
+        recorder = self.nodes[-1]
+        for group in (self.nodes[-1:], self.nodes[:-1]):
+            for node in group:
+                node.signal(signal.SIGINT)
+            end = time.monotonic() + timeout
+            for node in group:
+                if node.proc.poll() is None:
+                    try:
+                        node.proc.wait(max(0.1, end - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        self.log.write(f'{node.spec.name} did not stop within {timeout} s: killing it\n')
+                        node.signal(signal.SIGKILL)
+                        node.proc.wait()
+                node.finish_output()
+        self.log.close()
+        return list(recorder.tail)
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
+
+
+def _recorder_ready(node: Node) -> list[str]:
+    """Topics the recorder does not subscribe yet (it subscribes each once its publisher appears)."""
+    return [t for t in RECORDED_TOPICS
+            if not any(i.node_name == 'recorder' for i in node.get_subscriptions_info_by_topic(t))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
+    if out.exists():
+        print(f'jepa collect: {out} already exists; bags are never overwritten, choose another --out', file=sys.stderr)
+        return 2
+    if args.minutes <= 0 or not 0 < args.episode_seconds[0] <= args.episode_seconds[1]:
+        print('jepa collect: --minutes must be > 0 and --episode-seconds MIN MAX with 0 < MIN <= MAX', file=sys.stderr)
+        return 2
+    domain_id = args.domain_id if args.domain_id is not None else 100 + int.from_bytes(os.urandom(1), 'big') % 100
+    os.environ['ROS_DOMAIN_ID'] = str(domain_id)
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.parent / f'{out.name}.nodes.log'
+
+    from tqdm import tqdm
+
+    print(f'jepa collect: {args.minutes:g} sim minutes into {out} (seed {args.seed}, real_time_factor '
+          f'{args.real_time_factor:g}, ROS_DOMAIN_ID {domain_id}; node output in {log_path})', flush=True)
+    children = _Children(args.real_time_factor, args.seed, out, args.compression, log_path)
+    rclpy.init(domain_id=domain_id)
+    progress = tqdm(total=round(args.minutes, 3), unit='sim min', disable=args.no_progress, dynamic_ncols=True,
+                    bar_format='{l_bar}{bar}| {n:.2f}/{total:.2f} sim min [{elapsed}<{remaining}{postfix}]')
+    wall_start = time.monotonic()
+    play_start = None
+    collector = None
+    error = None
+    try:
+        config = BabblingConfig(push_fraction=args.push_fraction)
+        collector = PlayCollector(args.seed, args.minutes * 60.0, tuple(args.episode_seconds), policy_config=config)
+        executor = SingleThreadedExecutor()
+        executor.add_node(collector)
+        last_played, last_progress = -1.0, time.monotonic()
+        while not collector.done:
+            executor.spin_once(timeout_sec=0.1)
+            now = time.monotonic()
+            dead = children.dead()
+            if dead:
+                collector.fail(dead)
+            elif collector.state == 'waiting':
+                missing = _recorder_ready(collector)
+                if collector.ready() and not missing:
+                    collector.start()
+                    play_start = now
+                elif now - wall_start > 120:
+                    collector.fail(f'the simulator, safety gate and recorder did not come up within 120 s '
+                                   f'(reset service ready: {collector.reset_client.service_is_ready()}, '
+                                   f'gate state: {collector.gate_state}, topics not recorded yet: {missing})')
+            played = collector.played_seconds / 60.0
+            if played != last_played:
+                progress.update(played - progress.n)
+                if collector.stats.ticks % 50 == 0 and play_start is not None and now > play_start:
+                    progress.set_postfix_str(f'sim/wall {played * 60 / (now - play_start):.2f}x', refresh=False)
+                last_played, last_progress = played, now
+            elif collector.state != 'waiting' and now - last_progress > 60:
+                collector.fail(f'no progress for 60 s (state {collector.state})')
+        error = collector.error
+    except KeyboardInterrupt:
+        error = 'interrupted (Ctrl-C): the bag keeps what was recorded so far'
+    finally:
+        progress.close()
+        wall = time.monotonic() - wall_start
+        play_wall = time.monotonic() - play_start if play_start is not None else 0.0
+        if collector is not None:
+            collector.destroy_node()
+        rclpy.try_shutdown()
+        recorder_report = children.stop()
+    stats = collector.stats if collector is not None else CollectStats()
+    played = collector.played_seconds if collector is not None else 0.0
+    print('\n'.join(line.split('] ', 1)[-1] for line in recorder_report if 'recorded' in line or 'bag ' in line))
+    print(f'played {played / 60:.2f} sim minutes ({stats.episodes} episodes, {stats.ticks} actions) in '
+          f'{wall / 60:.2f} wall minutes ({play_wall / 60:.2f} after start-up): sim/wall ratio '
+          f'{played / max(wall, 1e-9):.2f}x overall, {played / max(play_wall, 1e-9):.2f}x while playing')
+    if stats.ticks:
+        latency = np.percentile(stats.command_latency_s, [50, 95]) * 1e3 if stats.command_latency_s else [np.nan] * 2
+        print(f'cube moving in {100 * stats.cube_moving_ticks / stats.ticks:.1f}% of the ticks ({stats.pushes} '
+              f'pushes started); control ticks missed (late states): {stats.missed_ticks}; gate holds while '
+              f'playing: {stats.gate_holds}; command seen at the arm after p50 {latency[0]:.0f} ms / p95 '
+              f'{latency[1]:.0f} ms of sim time')
+    if out.exists():
+        print(f'bag {out}: {_du(out) / 1e6:.1f} MB')
+    if error:
+        print(f'jepa collect: {error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

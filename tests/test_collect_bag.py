@@ -1,0 +1,67 @@
+"""`jepa collect`: a short real collection (sim_node + safety_node + recorder_node as processes, real DDS,
+real PyBullet) writes a valid rosbag2 mcap bag with every topic, read back here with rosbags."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.highlevel import AnyReader
+
+from jepa_rosbag.typestore import jepa_typestore
+from jepa_world_model.collect import RECORDED_TOPICS, main
+from rosharness import REPO, VENV_BIN, next_domain_id, ros_env
+
+
+def test_existing_output_is_refused(tmp_path, capsys):
+    assert main(['--minutes', '1', '--out', str(tmp_path)]) == 2
+    assert 'already exists' in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_short_collection_writes_a_valid_mcap_bag_with_all_topics(tmp_path):
+    bag = tmp_path / 'play'
+    # 7 sim seconds in episodes of 3-4 s: the seeded reset between episodes runs too.
+    result = subprocess.run(
+        [str(VENV_BIN / 'jepa'), 'collect', '--minutes', str(7 / 60), '--out', str(bag), '--seed', '3',
+         '--episode-seconds', '3', '4', '--no-progress', '--domain-id', str(next_domain_id())],
+        env=ros_env(0), cwd=REPO, capture_output=True, text=True, timeout=150)
+    output = result.stdout + result.stderr
+    log = (tmp_path / 'play.nodes.log').read_text(errors='replace') if (tmp_path / 'play.nodes.log').exists() else ''
+    assert result.returncode == 0, f'{output}\n--- nodes\n{log[-3000:]}'
+    assert 'sim/wall ratio' in output and 'episodes' in output
+
+    metadata = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert metadata['version'] == 9 and metadata['storage_identifier'] == 'mcap'
+    assert metadata['relative_file_paths'] and all(f.endswith('.mcap') for f in metadata['relative_file_paths'])
+    assert all((bag / f).is_file() for f in metadata['relative_file_paths'])
+
+    with AnyReader([bag], default_typestore=jepa_typestore()) as reader:
+        counts = {c.topic: 0 for c in reader.connections}
+        actions, image_stamps, ee = [], set(), []
+        for connection, _, raw in reader.messages():
+            counts[connection.topic] += 1
+            if connection.topic in ('/jepa/action', '/camera/image_raw', '/sim/ee_pose'):
+                msg = reader.deserialize(raw, connection.msgtype)
+                stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                if connection.topic == '/jepa/action':
+                    assert msg.space == 'ee_delta'
+                    actions.append((stamp, np.asarray(msg.data)))
+                elif connection.topic == '/camera/image_raw':
+                    assert msg.encoding == 'rgb8' and msg.data.size == msg.height * msg.step
+                    image_stamps.add(stamp)
+                else:
+                    ee.append([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+    assert set(RECORDED_TOPICS) <= set(counts), f'missing topics: {set(RECORDED_TOPICS) - set(counts)}'
+    assert all(counts[t] > 0 for t in RECORDED_TOPICS), counts
+    # ~10 Hz control for 7 sim seconds, every action within the ee_delta bounds...
+    assert 50 <= len(actions) <= 80, len(actions)
+    values = np.array([a for _, a in actions])
+    assert values.shape[1] == 4 and np.abs(values[:, :3]).max() <= 0.03 + 1e-6 and np.abs(values[:, 3]).max() <= 1
+    # ...stamped like the camera frame it was chosen from.
+    on_frames = sum(stamp in image_stamps for stamp, _ in actions)
+    assert on_frames >= 0.8 * len(actions), f'only {on_frames} of {len(actions)} actions share a frame stamp'
+    # The arm moved (babbling), and the sim was reset for each episode (start + at least one more).
+    assert np.linalg.norm(np.diff(np.array(ee), axis=0), axis=1).sum() > 0.1
+    assert log.count('reset with seed') >= 2
