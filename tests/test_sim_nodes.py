@@ -190,7 +190,7 @@ def test_arm_check_against_sim_node(ros_graph):
 
 def test_arm_check_fails_without_a_controller_subscriber(ros_graph):
     ros_graph.start('fake_arm_node', 'fake_arm', params_file='config/fake_arm.yaml')
-    check = ros_graph.run(['arm_check', '--timeout', '8'], 'arm_check')
+    check = ros_graph.run(['arm_check', '--timeout', '4'], 'arm_check')
     check.proc.wait(30)
     assert check.proc.returncode == 1
     assert 'nobody subscribes to /jepa/joint_trajectory' in check.output()

@@ -135,3 +135,10 @@ def test_ee_delta_steps_through_the_follower_are_tracked(sim):
             sim.step()
         errors.append(np.linalg.norm(kin.fk(sim.joint_positions()[:7]) - kin.fk(q_target)))
     assert np.mean(errors) < 0.002 and np.max(errors) < 0.005
+
+
+@pytest.mark.parametrize('kwargs, message', [({'width': 0}, 'camera size'), ({'fov_deg': 200.0}, 'field of view'),
+                                             ({'eye': (0.4, 0.0, 0.22)}, 'distinct')])
+def test_bad_camera_config_is_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CameraConfig(**kwargs)

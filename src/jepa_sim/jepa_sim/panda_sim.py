@@ -38,6 +38,14 @@ class CameraConfig:
     near: float = 0.05
     far: float = 3.0
 
+    def __post_init__(self):
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise ValueError(f'camera size must be positive, got {self.width}x{self.height}')
+        if not 0 < self.fov_deg < 180:
+            raise ValueError(f'camera field of view must be in (0, 180) degrees, got {self.fov_deg}')
+        if len(self.eye) != 3 or len(self.target) != 3 or np.allclose(self.eye, self.target):
+            raise ValueError(f'camera eye {self.eye} and target {self.target} must be distinct 3D points')
+
     def intrinsics(self) -> np.ndarray:
         """3x3 pinhole matrix K matching PyBullet's projection (square pixels, centred principal point)."""
         f = (self.height / 2.0) / np.tan(np.radians(self.fov_deg) / 2.0)
@@ -96,6 +104,8 @@ class PandaSim:
         self.max_force = np.array([p.getJointInfo(self.robot, j, physicsClientId=self.client)[10]
                                    for j in self._joint_ids])
         self._colour_scene(table)
+        if gui:
+            p.resetDebugVisualizerCamera(1.4, 50, -35, [0.45, 0.0, 0.1], physicsClientId=self.client)
         self._view = p.computeViewMatrix(self.camera.eye, self.camera.target, self.camera.up)
         self._projection = p.computeProjectionMatrixFOV(self.camera.fov_deg, self.camera.width / self.camera.height,
                                                         self.camera.near, self.camera.far)

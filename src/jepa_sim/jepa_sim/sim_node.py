@@ -137,8 +137,9 @@ class SimNode(Node):
         except Exception as error:  # noqa: BLE001 - a dead physics thread must not go unnoticed
             # At shutdown the context goes away under a publish; that is not a failure.
             if not self._stop.is_set() and self.context.ok():
-                self.get_logger().fatal(f'physics thread stopped: {error!r}')
-                raise
+                # A simulator without physics must not linger: stop the node so the launcher sees it.
+                self.get_logger().fatal(f'physics thread stopped: {error!r}; shutting the node down')
+                self.context.try_shutdown()
 
     def _run_queued_work(self) -> None:
         while True:
