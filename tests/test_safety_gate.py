@@ -142,6 +142,7 @@ def test_hermite_peak_speed_matches_dense_sampling():
     (arm_cmd((0.1, [0.0] * 6 + [math.inf])), 'NaN or inf'),
     (arm_cmd((math.nan, list(PANDA_HOME))), 'time_from_start'),
     (arm_cmd((-0.1, list(PANDA_HOME))), 'negative'),
+    (arm_cmd((1e12, list(PANDA_HOME))), 'beyond'),
     (arm_cmd((0.2, list(PANDA_HOME)), (0.1, list(PANDA_HOME))), 'out of time order'),
     (arm_cmd((0.2, list(PANDA_HOME)), (0.2, list(PANDA_HOME))), 'out of time order'),
     (arm_cmd((0.1, list(PANDA_HOME), [0.0] * 3)), 'velocities: 3 values'),
@@ -235,10 +236,22 @@ def test_silent_commander_gets_a_hold_once():
     assert gate.state(0.56) == 'holding'
 
 
-def test_empty_points_is_a_hold_request_not_an_error():
-    gate = ready_gate()
+def test_empty_points_is_a_hold_request_not_an_error_even_without_joint_state_or_during_estop():
+    gate = make_gate()
+    decision = gate.on_trajectory(Trajectory(ARM, []), 0.0)
+    assert decision.hold and not decision.rejected
+    gate.on_joint_state(NAMES, HOME, 0.0)
+    gate.on_estop(True, 0.0)
     decision = gate.on_trajectory(Trajectory(ARM, []), 0.0)
     assert decision.hold and not decision.rejected and gate.counters['rejected'] == 0
+
+
+def test_a_command_too_costly_to_check_in_time_is_rejected_without_side_effects():
+    gate = ready_gate(max_check_time=1e-9)
+    far = np.array(PANDA_HOME) + [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # needs the workspace search
+    decision = gate.on_trajectory(arm_cmd((1.0, far), (2.0, PANDA_HOME)), 0.0)
+    assert decision.rejected and 'took over' in decision.reasons[0]
+    assert gate.counters['clamped_workspace'] == 0 and gate.counters['forwarded'] == 0
 
 
 @pytest.mark.parametrize('kwargs, expected', [

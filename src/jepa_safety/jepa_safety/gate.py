@@ -8,6 +8,7 @@ joint state, a latched e-stop) is refused with a reason, and the arm is told to 
 All times are seconds on one monotonic clock supplied by the caller (the node uses the steady clock, so a
 paused simulation clock cannot freeze the watchdogs).
 """
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -18,6 +19,8 @@ import numpy as np
 _BOX_EPS = 1e-6
 # Joint-space resolution (rad) at which the exit point of a segment from the box is bisected.
 _BISECT_RESOLUTION = 1e-4
+# Longest time_from_start accepted (s): beyond any real command, and well inside a Duration's int32 seconds.
+MAX_TIME_FROM_START = 86400.0
 
 
 @dataclass(frozen=True)
@@ -116,13 +119,14 @@ class SafetyGate:
     fk maps the positions of fk_joints (in that order) to the end-effector xyz; it is needed only with a
     workspace box. max_reach (m) bounds how far the end effector moves per radian of joint motion (the
     longest lever arm of the arm); it lets the workspace check take long provably-safe steps far from the
-    walls, and fine_step (rad) sampling near them.
+    walls, and fine_step (rad) sampling near them. A command whose check takes longer than max_check_time
+    (s of wall time) is rejected.
     """
 
     def __init__(self, limits: JointLimits, workspace: WorkspaceBox | None = None,
                  fk: Callable[[np.ndarray], np.ndarray] | None = None, fk_joints: Sequence[str] = (),
                  stale_timeout: float = 0.2, command_timeout: float = 0.5, max_points: int = 1000,
-                 max_reach: float = 1.3, fine_step: float = 0.01):
+                 max_reach: float = 1.3, fine_step: float = 0.01, max_check_time: float | None = None):
         if workspace is not None and (fk is None or not fk_joints):
             raise ValueError('a workspace box needs fk and fk_joints')
         unknown = [j for j in fk_joints if j not in limits.names]
@@ -141,6 +145,9 @@ class SafetyGate:
         self.max_points = int(max_points)
         self.max_reach = float(max_reach)
         self.fine_step = float(fine_step)
+        # Wall-clock budget (s) for checking one command, None = unlimited: the node handles e-stops on the
+        # same thread, so a pathological command must not keep it busy.
+        self.max_check_time = None if max_check_time is None else float(max_check_time)
 
         n = len(limits.names)
         self._measured = np.full(n, np.nan)
@@ -208,16 +215,18 @@ class SafetyGate:
         self.counters['commands'] += 1
         try:
             names, times, positions, velocities = self._parse(trajectory)
+            if not len(times):
+                return self._hold('commander requested hold')
             self._require_ready(now)
+            decision, events = self._check(names, times, positions, velocities)
         except Rejected as error:
             self.counters['rejected'] += 1
             self.last_error = str(error)
             decision = self._hold(f'rejected: {error}')
             decision.rejected = True
             return decision
-        if not len(times):
-            return self._hold('commander requested hold')
-        decision = self._check(names, times, positions, velocities)
+        for event in events:
+            self.counters[event] += 1
         self.counters['forwarded'] += 1
         self._active_since = now
         return decision
@@ -298,8 +307,8 @@ class SafetyGate:
             raise Rejected('velocities are given for some points but not for all')
         for i, point in enumerate(points):
             times[i] = _finite_array(f'point {i} time_from_start', [point.time_from_start], 1)[0]
-            if times[i] < 0:
-                raise Rejected(f'point {i} time_from_start {times[i]} is negative')
+            if not 0 <= times[i] <= MAX_TIME_FROM_START:
+                raise Rejected(f'point {i} time_from_start {times[i]} is negative or beyond {MAX_TIME_FROM_START} s')
             if i and times[i] <= times[i - 1]:
                 raise Rejected(f'points out of time order: point {i} at {times[i]} s is not after point {i - 1} '
                                f'at {times[i - 1]} s')
@@ -311,14 +320,16 @@ class SafetyGate:
                 _finite_array(f'point {i} accelerations', point.accelerations, n)
         return names, times, positions, (velocities if any(with_velocities) else None)
 
-    def _check(self, names, times, positions, velocities) -> Decision:
+    def _check(self, names, times, positions, velocities) -> tuple[Decision, list[str]]:
+        """The checked trajectory and the counters it bumps; raises Rejected past the time budget."""
+        started = time.perf_counter()
         idx = np.array([self._index[n] for n in names], dtype=int)
         lower, upper, vmax = self.limits.lower[idx], self.limits.upper[idx], self.limits.velocity[idx]
-        reasons = []
+        reasons, events = [], []
         checked = np.clip(positions, lower, upper)
         changed = np.any(checked != positions, axis=1)
         if changed.any():
-            self.counters['clamped_limits'] += 1
+            events.append('clamped_limits')
             over = sorted({names[j] for j in np.nonzero(np.any(checked != positions, axis=0))[0]})
             reasons.append(f'clamped to joint limits: {over}')
 
@@ -330,6 +341,9 @@ class SafetyGate:
                 target[idx] = checked[i]
                 start_arm, target_arm = previous[self._fk_index], target[self._fk_index]
                 fraction = self._workspace_fraction(start_arm, target_arm)
+                if self.max_check_time is not None and time.perf_counter() - started > self.max_check_time:
+                    raise Rejected(f'checking the workspace took over {self.max_check_time * 1000:.0f} ms (at point '
+                                   f'{i} of {len(checked)}): send fewer points or shorter segments')
                 if fraction < 1.0:
                     target[self._fk_index] = start_arm + fraction * (target_arm - start_arm)
                     checked[i] = target[idx]
@@ -337,8 +351,9 @@ class SafetyGate:
                 previous = target
             if clamped_points:
                 changed[clamped_points] = True
-                self.counters['clamped_workspace'] += 1
-                reasons.append(f'clamped to the workspace box at points {clamped_points}')
+                events.append('clamped_workspace')
+                reasons.append(f'clamped to the workspace box at {len(clamped_points)} of {len(checked)} points '
+                               f'(first: point {clamped_points[0]})')
 
         # Stretch each segment (the first starts at the measured position, at rest, at time 0) until no
         # joint moves faster than its limit anywhere along the segment, as the controller interpolates it.
@@ -359,13 +374,13 @@ class SafetyGate:
             new_times[i] = new_time
             previous, previous_velocity, previous_time = checked[i], new_velocities[i], times[i]
         if new_times[-1] > times[-1] * (1 + 1e-9):
-            self.counters['retimed'] += 1
+            events.append('retimed')
             reasons.append(f'slowed down to the velocity limits: {times[-1]:.3f} s -> {new_times[-1]:.3f} s')
 
         points = [TrajectoryPoint(float(new_times[i]), checked[i].copy(),
                                   new_velocities[i].copy() if velocities is not None else ())
                   for i in range(len(checked))]
-        return Decision(Trajectory(list(names), points), reasons)
+        return Decision(Trajectory(list(names), points), reasons), events
 
     def _workspace_fraction(self, start: np.ndarray, target: np.ndarray) -> float:
         """Largest f in [0, 1] such that the end effector, moving in joint space from start towards

@@ -63,7 +63,8 @@ def build_gate(node: Node) -> SafetyGate:
         stale_timeout=node.declare_parameter('stale_timeout', 0.2).value,
         command_timeout=node.declare_parameter('command_timeout', 0.5).value,
         max_points=node.declare_parameter('max_points', 1000).value,
-        max_reach=node.declare_parameter('max_reach', 1.3).value)
+        max_reach=node.declare_parameter('max_reach', 1.3).value,
+        max_check_time=node.declare_parameter('max_check_time', 0.05).value or None)
 
 
 def trajectory_from_msg(msg: JointTrajectory) -> Trajectory:
@@ -116,7 +117,12 @@ class SafetyNode(Node):
                                f'{"off" if box is None else [box.lower.tolist(), box.upper.tolist()]}')
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
-        decision = self.gate.on_trajectory(trajectory_from_msg(msg), time.monotonic())
+        try:
+            decision = self.gate.on_trajectory(trajectory_from_msg(msg), time.monotonic())
+        except Exception as error:  # noqa: BLE001 - any input the gate cannot digest must end in a hold
+            # Dying here would also leave the e-stop unserved; hold, say why, and keep serving.
+            self.get_logger().error(f'internal error checking a command, holding: {error!r}')
+            decision = Decision(None, [f'internal error: {error!r}'], rejected=True)
         if decision.rejected:
             self.get_logger().error(decision.reasons[0])
         elif decision.reasons and not decision.hold:
