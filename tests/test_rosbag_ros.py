@@ -1,5 +1,6 @@
 """jepa_rosbag over real DDS: the recorder node in its own process records what was published byte for byte;
 `jepa replay` publishes it again byte for byte with /clock; a SIGKILLed recorder keeps its closed splits."""
+import os
 import re
 import signal
 import subprocess
@@ -18,15 +19,19 @@ from jepa_interfaces.msg import LatentState
 from jepa_rosbag.reader import BagReader, reindex
 from rosharness import REPO, node_cmd
 
-TOPICS = {'/camera/image_raw': Image, '/joint_states': JointState, '/jepa/latent': LatentState}
+# Topics under a namespace of this run: a concurrent test run that happens to get the same domain id
+# (the machine is shared) must not publish into these tests.
+NS = f'/rosbag_test_{os.getpid()}'
+CAMERA, JOINTS, LATENT = f'{NS}/camera/image_raw', f'{NS}/joint_states', f'{NS}/jepa/latent'
+TOPICS = {CAMERA: Image, JOINTS: JointState, LATENT: LatentState}
 QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def make_message(topic: str, i: int, image_side: int = 16):
     stamp = sec_to_stamp(100 + i * 0.01)
-    if topic == '/camera/image_raw':
+    if topic == CAMERA:
         return rgb_to_image(np.full((image_side, image_side, 3), i % 256, np.uint8), stamp, 'camera')
-    if topic == '/joint_states':
+    if topic == JOINTS:
         msg = JointState(name=['panda_joint1', 'panda_joint2'], position=[0.1 * i, -0.1 * i])
         msg.header.stamp = stamp
         return msg
@@ -81,24 +86,24 @@ def test_record_then_replay_round_trip_is_byte_identical(ros_graph, tmp_path):
     # The bag holds exactly the bytes DDS delivered, in order; our types deserialize from it.
     assert bag_bytes(bag) == recorded_on_wire
     with BagReader(bag) as reader:
-        latents = [m.message for m in reader.messages(['/jepa/latent'])]
-        assert reader.topics['/joint_states'].offered_qos[0].reliability.name == 'RELIABLE'
+        latents = [m.message for m in reader.messages([LATENT])]
+        assert reader.topics[JOINTS].offered_qos[0].reliability.name == 'RELIABLE'
         start_ns, end_ns = reader.start_ns, reader.end_ns
     assert latents[7].model_id == 'test' and latents[7].data.tolist() == [7.0, 7.5, -7.0]
     meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     assert meta['version'] == 9 and meta['ros_distro'] == 'jazzy' and meta['message_count'] == 3 * n
 
     # Replay over DDS, one topic remapped: the same bytes arrive, and /clock runs in bag time.
-    replayed_topics = {'/camera/image_raw': Image, '/replayed/joint_states': JointState, '/jepa/latent': LatentState}
+    replayed_joints = f'{NS}/replayed/joint_states'
     for publisher in publishers.values():
         node.destroy_publisher(publisher)
-    replayed = raw_collectors(ros_graph, {t: c for t, c in replayed_topics.items() if t != '/camera/image_raw'})
-    replayed['/camera/image_raw'] = wire['/camera/image_raw']
-    wire['/camera/image_raw'].clear()
+    replayed = raw_collectors(ros_graph, {replayed_joints: JointState, LATENT: LatentState})
+    replayed[CAMERA] = wire[CAMERA]
+    wire[CAMERA].clear()
     clock = []
     node.create_subscription(Clock, '/clock', clock.append, QOS)
     replay = ros_graph.run([sys.executable, '-m', 'jepa_rosbag.replay', str(bag), '--rate', '2',
-                            '--remap', '/joint_states:=/replayed/joint_states', '--wait-for-subscribers', '20'],
+                            '--remap', f'{JOINTS}:={replayed_joints}', '--wait-for-subscribers', '20'],
                            'replay')
     # Not spin_until: the replay process is expected to exit when done.
     end = time.monotonic() + 40
@@ -106,9 +111,9 @@ def test_record_then_replay_round_trip_is_byte_identical(ros_graph, tmp_path):
         ros_graph.spin_for(0.05)
     assert replay.proc.poll() == 0, replay.output()
     ros_graph.spin_for(0.3)
-    assert replayed['/camera/image_raw'] == recorded_on_wire['/camera/image_raw']
-    assert replayed['/replayed/joint_states'] == recorded_on_wire['/joint_states']
-    assert replayed['/jepa/latent'] == recorded_on_wire['/jepa/latent']
+    assert replayed[CAMERA] == recorded_on_wire[CAMERA]
+    assert replayed[replayed_joints] == recorded_on_wire[JOINTS]
+    assert replayed[LATENT] == recorded_on_wire[LATENT]
     clock_ns = [c.clock.sec * 1_000_000_000 + c.clock.nanosec for c in clock]
     assert len(clock_ns) >= 5 and clock_ns == sorted(clock_ns)
     assert start_ns <= clock_ns[0] and clock_ns[-1] < end_ns
@@ -117,7 +122,7 @@ def test_record_then_replay_round_trip_is_byte_identical(ros_graph, tmp_path):
 @pytest.mark.integration
 def test_sigkill_loses_at_most_the_open_split(ros_graph, tmp_path):
     node = ros_graph.node
-    topics = {'/camera/image_raw': Image, '/joint_states': JointState}
+    topics = {CAMERA: Image, JOINTS: JointState}
     publishers = {topic: node.create_publisher(cls, topic, QOS) for topic, cls in topics.items()}
     wire = raw_collectors(ros_graph, topics)
     bag = tmp_path / 'killed'

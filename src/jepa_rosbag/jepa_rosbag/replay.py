@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -24,6 +25,7 @@ from .reader import BagError, BagReader
 CLOCK_TOPIC = '/clock'
 VOLATILE_DEPTH = 100  # publisher history for ordinary topics
 LATCHED_DEPTH = 1  # a latched (transient local) topic hands late joiners its last value, as its publisher did
+ACK_TIMEOUT_S = 2.0  # at the end, how long to wait for reliable subscribers to acknowledge everything
 
 
 class BagPlayer:
@@ -168,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
         player.topics = [t for t in player.topics if t in publishers]
         count = player.play(publish, publish_clock, should_stop=lambda: not node.context.ok())
+        # Reliable subscribers may still need retransmissions of the last messages: let them arrive
+        # before this process (and its DDS writers) goes away.
+        for publisher in publishers.values():
+            publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
         print(f'replayed {count} messages from {bag.path}', flush=True)
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
