@@ -1,5 +1,6 @@
 """The motor-babbling policy core (ROS-free): bounded, smooth, deterministic, and it pushes the cube."""
 import numpy as np
+import pytest
 
 from jepa_world_model.collect import BabblingConfig, BabblingPolicy
 
@@ -73,3 +74,15 @@ def test_without_a_cube_pose_it_only_wanders():
     for _ in range(300):
         ee = ee + policy.act(ee, None)[:3]
     assert policy.pushes_started == 0
+
+
+def test_action_follow_through_fit_recovers_the_lag_structure():
+    from jepa_world_model.collect import CollectStats
+    rng = np.random.default_rng(0)
+    stats = CollectStats()
+    actions = rng.uniform(-0.03, 0.03, (400, 3))
+    for k in range(1, len(actions)):
+        motion = 0.6 * actions[k] + 0.2 * actions[k - 1] + rng.normal(0, 1e-4, 3)
+        stats.add_motion(motion, actions[k], actions[k - 1])
+    a, b, r2 = stats.action_follow_through()
+    assert a == pytest.approx(0.6, abs=0.01) and b == pytest.approx(0.2, abs=0.01) and r2 > 0.99

@@ -217,7 +217,31 @@ class CollectStats:
     pushes: int = 0
     missed_ticks: int = 0
     gate_holds: int = 0
-    command_latency_s: list = field(default_factory=list)
+    # Least-squares fit of the end effector's motion from tick k to k+1 on the actions of ticks k and k-1:
+    # normal equations, accumulated over consecutive ticks.
+    fit_xx: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))
+    fit_xy: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    fit_yy: float = 0.0
+    fit_y: float = 0.0
+    fit_n: int = 0
+
+    def add_motion(self, motion: np.ndarray, action: np.ndarray, previous_action: np.ndarray) -> None:
+        features = np.stack([action, previous_action], axis=1)
+        self.fit_xx += features.T @ features
+        self.fit_xy += features.T @ motion
+        self.fit_yy += float(motion @ motion)
+        self.fit_y += float(motion.sum())
+        self.fit_n += motion.size
+
+    def action_follow_through(self) -> tuple[float, float, float]:
+        """(a, b, R^2) of motion = a * action + b * previous action. a near the realized share of each step
+        and b near 0 mean the motion between two frames is the effect of the action taken at the first."""
+        if self.fit_n < 3:
+            return float('nan'), float('nan'), float('nan')
+        a, b = np.linalg.lstsq(self.fit_xx, self.fit_xy, rcond=None)[0]
+        residual = self.fit_yy - 2 * (a * self.fit_xy[0] + b * self.fit_xy[1]) + np.array([a, b]) @ self.fit_xx @ [a, b]
+        variance = self.fit_yy - self.fit_y ** 2 / self.fit_n
+        return float(a), float(b), float(1 - residual / variance) if variance > 0 else float('nan')
 
 
 class PlayCollector(Node):
@@ -246,8 +270,8 @@ class PlayCollector(Node):
         self._cube_at_last_tick: np.ndarray | None = None
         self._next_tick_ns = 0
         self._episode_start_ns = self._episode_end_ns = self._last_tick_ns = 0
-        self._last_action_ns = None
         self._latest_state_ns = 0
+        self._previous: list = []  # (ee, action) of the last two consecutive ticks of this episode
         self._drain_until = (0, 0.0)
         self._reset_q: np.ndarray | None = None
 
@@ -299,10 +323,6 @@ class PlayCollector(Node):
             return
         if not msg.points:
             self.stats.gate_holds += 1
-        elif self._last_action_ns is not None:
-            # Sim time from the state an action was computed from to its command reaching the arm (as far as
-            # the newest state seen here tells): actions take effect this much late.
-            self.stats.command_latency_s.append((self._latest_state_ns - self._last_action_ns) / NS)
 
     def on_joint_state(self, msg: JointState) -> None:
         now_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
@@ -372,7 +392,8 @@ class PlayCollector(Node):
     def _tick(self, now_ns: int, stamp, q: np.ndarray) -> None:
         q_arm = q[:len(self.kinematics.arm_joints)]
         cube = self._cube
-        action = self.policy.act(self.kinematics.fk(q_arm), cube)
+        ee = self.kinematics.fk(q_arm)
+        action = self.policy.act(ee, cube)
         try:
             q_target, finger_target = self.kinematics.action_to_joint_target(q_arm, action)
         except ValueError as e:
@@ -389,9 +410,14 @@ class PlayCollector(Node):
                 and np.linalg.norm(cube[:2] - self._cube_at_last_tick[:2]) > 0.002:
             self.stats.cube_moving_ticks += 1
         self._cube_at_last_tick = cube
-        self._last_action_ns = now_ns
-        if self._last_tick_ns >= self._episode_start_ns:
-            self.stats.missed_ticks += max(0, round((now_ns - self._last_tick_ns) / self.dt_ns) - 1)
+        missed = round((now_ns - self._last_tick_ns) / self.dt_ns) - 1 if self._last_tick_ns >= self._episode_start_ns else -1
+        self.stats.missed_ticks += max(0, missed)
+        if missed != 0:
+            self._previous = []
+        if len(self._previous) == 2:
+            (_, previous_action), (ee_last, last_action) = self._previous
+            self.stats.add_motion(ee - ee_last, last_action[:3], previous_action[:3])
+        self._previous = [*self._previous[-1:], (ee, action)]
         self._last_tick_ns = now_ns
         self._next_tick_ns = ((now_ns + NS // 1000) // self.dt_ns + 1) * self.dt_ns
         self.stats.ticks += 1
@@ -564,11 +590,11 @@ def main(argv: list[str] | None = None) -> int:
           f'{wall / 60:.2f} wall minutes ({play_wall / 60:.2f} after start-up): sim/wall ratio '
           f'{played / max(wall, 1e-9):.2f}x overall, {played / max(play_wall, 1e-9):.2f}x while playing')
     if stats.ticks:
-        latency = np.percentile(stats.command_latency_s, [50, 95]) * 1e3 if stats.command_latency_s else [np.nan] * 2
+        a, b, r2 = stats.action_follow_through()
         print(f'cube moving in {100 * stats.cube_moving_ticks / stats.ticks:.1f}% of the ticks ({stats.pushes} '
               f'pushes started); control ticks missed (late states): {stats.missed_ticks}; gate holds while '
-              f'playing: {stats.gate_holds}; command seen at the arm after p50 {latency[0]:.0f} ms / p95 '
-              f'{latency[1]:.0f} ms of sim time')
+              f'playing: {stats.gate_holds}')
+        print(f'end-effector motion between frames = {a:.2f} x action + {b:.2f} x previous action (R^2 {r2:.2f})')
     if out.exists():
         print(f'bag {out}: {_du(out) / 1e6:.1f} MB')
     if error:
