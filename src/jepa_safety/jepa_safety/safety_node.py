@@ -90,7 +90,12 @@ def trajectory_to_msg(trajectory: Trajectory) -> JointTrajectory:
 class SafetyNode(Node):
     def __init__(self):
         super().__init__('safety')
-        self.gate = build_gate(self)
+        try:
+            self.gate = build_gate(self)
+        except (OSError, ValueError) as error:
+            # Without its limits and kinematics the gate cannot verify anything: refuse to run at all.
+            self.get_logger().fatal(f'cannot set up the safety gate: {error}')
+            raise
         # A hold names the arm joints only: every arm controller owns them, while grippers often have a
         # controller of their own that would reject the whole message (a hold stops all the arm
         # controller's joints whichever it names).
