@@ -173,15 +173,16 @@ def test_fake_arm_follows_with_latency_and_lag(ros_graph):
     assert "['panda_finger_joint1'] clamped" in fake.output()
 
 
-def test_arm_check_against_sim_node(ros_graph):
+def test_arm_check_drives_sim_node_through_the_safety_gate(ros_graph):
     ros_graph.start('sim_node', 'sim', params_file=SIM_PARAMS)
-    check = ros_graph.run(['arm_check', '--direct', '--json', '--move-time', '1.0', '--settle-time', '0.5',
+    ros_graph.start('safety_node', 'safety', params_file='config/safety.yaml')
+    check = ros_graph.run(['arm_check', '--json', '--move-time', '1.0', '--settle-time', '0.5',
                            '--timeout', '40'], 'arm_check')
     check.proc.wait(60)
     output = check.output()
     assert check.proc.returncode == 0, output
     result = json.loads(output[output.index('{'):])
-    assert result['ok'] and len(result['targets']) == 3
+    assert result['ok'] and result['topic'] == '/jepa/joint_trajectory' and len(result['targets']) == 3
     assert all(t['max_error_rad'] < 0.02 for t in result['targets'])
     assert result['joint_states']['rate_hz'] >= 100.0
     assert result['camera']['rate_hz'] == pytest.approx(10.0, rel=0.05)

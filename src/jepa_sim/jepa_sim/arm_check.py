@@ -28,6 +28,9 @@ CONTROLLER_TOPIC = '/arm_controller/joint_trajectory'
 # Joint-space moves relative to the arm's start position: (joint index, offset rad). Small enough to stay in
 # the workspace from the Panda's home pose; the last one returns to the start.
 DEFAULT_MOVES = (((0, 0.25),), ((0, -0.25), (1, 0.15)), ())
+# Well inside the safety gate's default command_timeout (0.5 s).
+RESEND_PERIOD_S = 0.2
+MIN_MOVE_TIME_S = 0.1
 
 
 class _Stream:
@@ -121,18 +124,11 @@ def _run(node, executor, topic, tolerance, move_time, settle_time, timeout, move
         target = start.copy()
         for joint, offset in move:
             target[joint] += offset
-        msg = JointTrajectory(joint_names=names)
-        sec = int(move_time)
-        msg.points = [JointTrajectoryPoint(positions=target.tolist(),
-                                           time_from_start=Duration(sec=sec, nanosec=int((move_time - sec) * 1e9)))]
-        sent_at = probe.arm_time()
-        publisher.publish(msg)
-        arrived = probe.spin_until(lambda: probe.arm_time() >= sent_at + move_time + settle_time,
-                                   max(0.0, deadline - time.monotonic()))
+        arrived = _move(probe, publisher, names, target, move_time, settle_time, deadline)
         error = np.abs(probe.positions(names) - target)
         worst = int(np.argmax(error))
-        entry = {'target': target.tolist(), 'max_error_rad': float(error[worst]), 'worst_joint': names[worst]}
-        result['targets'].append(entry)
+        result['targets'].append({'target': target.tolist(), 'max_error_rad': float(error[worst]),
+                                  'worst_joint': names[worst]})
         if not arrived:
             result['problems'].append(f'timed out after {timeout} s waiting for the arm to reach target '
                                       f'{len(result["targets"])}')
@@ -142,6 +138,28 @@ def _run(node, executor, topic, tolerance, move_time, settle_time, timeout, move
                                       f'off (tolerance {tolerance})')
     for name, stream in probe.streams.items():
         result[name] = stream.rates()
+
+
+def _move(probe, publisher, names, target, move_time, settle_time, deadline) -> bool:
+    """Command target, reached in move_time of arm time, and wait settle_time more. Like any commander the
+    check keeps talking: it re-sends the target (with the time left) every RESEND_PERIOD_S of wall time, as
+    the safety gate holds the arm when its commander falls silent."""
+    sent_at = probe.arm_time()
+    next_send = time.monotonic()
+    while probe.arm_time() < sent_at + move_time + settle_time:
+        now = time.monotonic()
+        if now > deadline:
+            return False
+        if now >= next_send:
+            left = max(move_time - (probe.arm_time() - sent_at), MIN_MOVE_TIME_S)
+            sec = int(left)
+            msg = JointTrajectory(joint_names=names)
+            msg.points = [JointTrajectoryPoint(positions=target.tolist(),
+                                               time_from_start=Duration(sec=sec, nanosec=int((left - sec) * 1e9)))]
+            publisher.publish(msg)
+            next_send = now + RESEND_PERIOD_S
+        probe.executor.spin_once(timeout_sec=0.01)
+    return True
 
 
 def _print_report(result: dict) -> None:
