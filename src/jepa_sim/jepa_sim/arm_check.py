@@ -44,12 +44,17 @@ class _Stream:
         self.wall.append(time.monotonic())
 
     def rates(self) -> dict:
+        """rate_hz: messages received per second of the arm's clock; wall_rate_hz: per wall-clock second;
+        stamp_rate_hz: 1 / the median stamp interval, the publisher's rate even when this client, slower
+        than a faster-than-real-time simulator, drops messages."""
         if len(self.stamps) < 2:
-            return {'messages': len(self.stamps), 'rate_hz': None, 'wall_rate_hz': None}
+            return {'messages': len(self.stamps), 'rate_hz': None, 'wall_rate_hz': None, 'stamp_rate_hz': None}
         span, wall_span = self.stamps[-1] - self.stamps[0], self.wall[-1] - self.wall[0]
+        interval = float(np.median(np.diff(self.stamps)))
         return {'messages': len(self.stamps),
                 'rate_hz': (len(self.stamps) - 1) / span if span > 0 else None,
-                'wall_rate_hz': (len(self.stamps) - 1) / wall_span if wall_span > 0 else None}
+                'wall_rate_hz': (len(self.stamps) - 1) / wall_span if wall_span > 0 else None,
+                'stamp_rate_hz': 1.0 / interval if interval > 0 else None}
 
 
 class _ArmProbe:
@@ -138,6 +143,9 @@ def _run(node, executor, topic, tolerance, move_time, settle_time, timeout, move
                                       f'off (tolerance {tolerance})')
     for name, stream in probe.streams.items():
         result[name] = stream.rates()
+    states = probe.streams['joint_states']
+    # How fast the arm's clock ran against the wall clock (the simulator's achieved real-time factor).
+    result['arm_time_per_wall_time'] = (states.stamps[-1] - states.stamps[0]) / (states.wall[-1] - states.wall[0])
 
 
 def _move(probe, publisher, names, target, move_time, settle_time, deadline) -> bool:
@@ -168,9 +176,12 @@ def _print_report(result: dict) -> None:
         r = result.get(name)
         if r is None:
             continue
-        rate = 'n/a' if r['rate_hz'] is None else f'{r["rate_hz"]:.1f} Hz'
-        wall = 'n/a' if r['wall_rate_hz'] is None else f'{r["wall_rate_hz"]:.1f} Hz'
-        print(f'{name:>13}: {r["messages"]:6d} messages, {rate} (arm clock), {wall} (wall clock)')
+        rate, wall, stamped = ('n/a' if r[k] is None else f'{r[k]:.1f} Hz'
+                               for k in ('rate_hz', 'wall_rate_hz', 'stamp_rate_hz'))
+        print(f'{name:>13}: {r["messages"]:6d} messages, {rate} (arm clock), {wall} (wall clock), '
+              f'published at {stamped}')
+    if 'arm_time_per_wall_time' in result:
+        print(f'    arm clock: {result["arm_time_per_wall_time"]:.2f} s per wall-clock second')
     for i, t in enumerate(result['targets'], 1):
         print(f'     target {i}: max tracking error {t["max_error_rad"]:.2e} rad ({t["worst_joint"]})')
     print('OK' if result['ok'] else 'FAILED: ' + '; '.join(result['problems']))
