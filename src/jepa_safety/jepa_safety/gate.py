@@ -5,6 +5,9 @@ limits and to the end-effector workspace box, and time_from_start is stretched u
 velocity limit. Anything it cannot verify (unknown joints, NaN, bad shapes, time going backwards, no or stale
 joint state, a latched e-stop) is refused with a reason, and the arm is told to hold.
 
+Forwarded points carry positions, and velocities when the command had them; accelerations are dropped, so
+the controller interpolates linearly or with cubic Hermite segments, the two cases the velocity check covers.
+
 All times are seconds on one monotonic clock supplied by the caller (the node uses the steady clock, so a
 paused simulation clock cannot freeze the watchdogs).
 """
@@ -119,8 +122,8 @@ class SafetyGate:
     fk maps the positions of fk_joints (in that order) to the end-effector xyz; it is needed only with a
     workspace box. max_reach (m) bounds how far the end effector moves per radian of joint motion (the
     longest lever arm of the arm); it lets the workspace check take long provably-safe steps far from the
-    walls, and fine_step (rad) sampling near them. A command whose check takes longer than max_check_time
-    (s of wall time) is rejected.
+    walls, and fine_step (rad) sampling near them. A command whose check takes more than max_check_time
+    seconds of CPU time is rejected.
     """
 
     def __init__(self, limits: JointLimits, workspace: WorkspaceBox | None = None,
@@ -145,8 +148,9 @@ class SafetyGate:
         self.max_points = int(max_points)
         self.max_reach = float(max_reach)
         self.fine_step = float(fine_step)
-        # Wall-clock budget (s) for checking one command, None = unlimited: the node handles e-stops on the
-        # same thread, so a pathological command must not keep it busy.
+        # CPU-time budget (s) for checking one command, None = unlimited: the node handles e-stops on the
+        # same thread, so a pathological command must not keep it busy. CPU time, not wall time, so that a
+        # loaded machine pausing the process does not get ordinary commands rejected.
         self.max_check_time = None if max_check_time is None else float(max_check_time)
 
         n = len(limits.names)
@@ -214,11 +218,12 @@ class SafetyGate:
     def on_trajectory(self, trajectory: Trajectory, now: float) -> Decision:
         self.counters['commands'] += 1
         try:
-            names, times, positions, velocities = self._parse(trajectory)
+            started = time.thread_time()
+            names, times, positions, velocities = self._parse(trajectory, started)
             if not len(times):
                 return self._hold('commander requested hold')
             self._require_ready(now)
-            decision, events = self._check(names, times, positions, velocities)
+            decision, events = self._check(names, times, positions, velocities, started)
         except Rejected as error:
             self.counters['rejected'] += 1
             self.last_error = str(error)
@@ -286,7 +291,7 @@ class SafetyGate:
         if age > self.stale_timeout:
             raise Rejected(f'joint states stale ({age:.3f} s old, timeout {self.stale_timeout} s)')
 
-    def _parse(self, trajectory: Trajectory):
+    def _parse(self, trajectory: Trajectory, started: float):
         names = list(trajectory.joint_names)
         if not names:
             raise Rejected('trajectory has no joint names')
@@ -299,30 +304,38 @@ class SafetyGate:
         if len(points) > self.max_points:
             raise Rejected(f'trajectory has {len(points)} points, more than max_points={self.max_points}')
         n = len(names)
-        times = np.empty(len(points))
-        positions = np.empty((len(points), n))
-        velocities = np.empty((len(points), n))
         with_velocities = [len(p.velocities) > 0 for p in points]
         if any(with_velocities) and not all(with_velocities):
             raise Rejected('velocities are given for some points but not for all')
         for i, point in enumerate(points):
-            times[i] = _finite_array(f'point {i} time_from_start', [point.time_from_start], 1)[0]
-            if not 0 <= times[i] <= MAX_TIME_FROM_START:
-                raise Rejected(f'point {i} time_from_start {times[i]} is negative or beyond {MAX_TIME_FROM_START} s')
-            if i and times[i] <= times[i - 1]:
-                raise Rejected(f'points out of time order: point {i} at {times[i]} s is not after point {i - 1} '
-                               f'at {times[i - 1]} s')
-            positions[i] = _finite_array(f'point {i} positions', point.positions, n)
-            if with_velocities[i]:
-                velocities[i] = _finite_array(f'point {i} velocities', point.velocities, n)
-            if len(point.accelerations):
-                # Not forwarded (see _check) but a malformed field still marks a command we cannot trust.
-                _finite_array(f'point {i} accelerations', point.accelerations, n)
-        return names, times, positions, (velocities if any(with_velocities) else None)
+            # Accelerations are never forwarded (see the module docstring), but malformed ones still mark
+            # a command that cannot be trusted.
+            for label, values, optional in (('positions', point.positions, False),
+                                            ('velocities', point.velocities, True),
+                                            ('accelerations', point.accelerations, True)):
+                if len(values) != n and not (optional and len(values) == 0):
+                    raise Rejected(f'point {i} {label}: {len(values)} values for {n} joint names')
+        # One conversion per field for the whole trajectory: per-point numpy calls would dominate the check.
+        times = _finite_rows('time_from_start', [(p.time_from_start,) for p in points], 1)[:, 0]
+        self._within_budget(started, 'reading the points')
+        out_of_range = np.flatnonzero((times < 0) | (times > MAX_TIME_FROM_START))
+        if out_of_range.size:
+            i = out_of_range[0]
+            raise Rejected(f'point {i} time_from_start {times[i]} is negative or beyond {MAX_TIME_FROM_START} s')
+        backwards = np.flatnonzero(np.diff(times) <= 0)
+        if backwards.size:
+            i = backwards[0] + 1
+            raise Rejected(f'points out of time order: point {i} at {times[i]} s is not after point {i - 1} '
+                           f'at {times[i - 1]} s')
+        positions = _finite_rows('positions', [p.positions for p in points], n)
+        velocities = _finite_rows('velocities', [p.velocities for p in points], n) if any(with_velocities) else None
+        if any(len(p.accelerations) for p in points):
+            _finite_rows('accelerations', [p.accelerations if len(p.accelerations) else (0.0,) * n for p in points], n)
+        self._within_budget(started, 'reading the points')
+        return names, times, positions, velocities
 
-    def _check(self, names, times, positions, velocities) -> tuple[Decision, list[str]]:
+    def _check(self, names, times, positions, velocities, started: float) -> tuple[Decision, list[str]]:
         """The checked trajectory and the counters it bumps; raises Rejected past the time budget."""
-        started = time.perf_counter()
         idx = np.array([self._index[n] for n in names], dtype=int)
         lower, upper, vmax = self.limits.lower[idx], self.limits.upper[idx], self.limits.velocity[idx]
         reasons, events = [], []
@@ -341,9 +354,7 @@ class SafetyGate:
                 target[idx] = checked[i]
                 start_arm, target_arm = previous[self._fk_index], target[self._fk_index]
                 fraction = self._workspace_fraction(start_arm, target_arm)
-                if self.max_check_time is not None and time.perf_counter() - started > self.max_check_time:
-                    raise Rejected(f'checking the workspace took over {self.max_check_time * 1000:.0f} ms (at point '
-                                   f'{i} of {len(checked)}): send fewer points or shorter segments')
+                self._within_budget(started, f'the workspace at point {i} of {len(checked)}')
                 if fraction < 1.0:
                     target[self._fk_index] = start_arm + fraction * (target_arm - start_arm)
                     checked[i] = target[idx]
@@ -370,6 +381,7 @@ class SafetyGate:
                 duration = max(duration, float(np.max(np.abs(delta) / vmax)))
             else:
                 duration, new_velocities[i] = _hermite_retime(delta, duration, previous_velocity, velocities[i], vmax)
+                self._within_budget(started, f'the velocities at point {i} of {len(checked)}')
             new_time += duration
             new_times[i] = new_time
             previous, previous_velocity, previous_time = checked[i], new_velocities[i], times[i]
@@ -381,6 +393,11 @@ class SafetyGate:
                                   new_velocities[i].copy() if velocities is not None else ())
                   for i in range(len(checked))]
         return Decision(Trajectory(list(names), points), reasons), events
+
+    def _within_budget(self, started: float, stage: str) -> None:
+        if self.max_check_time is not None and time.thread_time() - started > self.max_check_time:
+            raise Rejected(f'checking took over {self.max_check_time * 1000:.0f} ms (at {stage}): send fewer '
+                           f'points or shorter segments')
 
     def _workspace_fraction(self, start: np.ndarray, target: np.ndarray) -> float:
         """Largest f in [0, 1] such that the end effector, moving in joint space from start towards
@@ -458,13 +475,18 @@ def _hermite_retime(delta, duration, v_start, v_end, vmax, iterations: int = 40)
     return duration / u, v_end * u
 
 
-def _finite_array(label: str, values, length: int) -> np.ndarray:
+def _finite_rows(label: str, rows: list, width: int) -> np.ndarray:
+    """rows (one per point, each of width numbers) -> (len(rows), width) float array of finite numbers."""
     try:
-        array = np.asarray(values, dtype=np.float64)
+        array = np.array(rows, dtype=np.float64).reshape(len(rows), width)
     except (TypeError, ValueError):
+        for i, row in enumerate(rows):
+            try:
+                np.array(row, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise Rejected(f'point {i} {label} are not numbers') from None
         raise Rejected(f'{label} are not numbers') from None
-    if array.shape != (length,):
-        raise Rejected(f'{label}: {array.size} values for {length} joint names')
-    if not np.all(np.isfinite(array)):
-        raise Rejected(f'{label} contain NaN or inf')
+    bad = np.flatnonzero(~np.all(np.isfinite(array), axis=1))
+    if bad.size:
+        raise Rejected(f'point {bad[0]} {label} contain NaN or inf')
     return array
