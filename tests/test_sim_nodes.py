@@ -1,5 +1,6 @@
 """sim_node, fake_arm_node and arm_check as separate processes over real DDS (ros_graph fixture)."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -190,8 +191,14 @@ def test_arm_check_drives_sim_node_through_the_safety_gate(ros_graph):
 
 
 def test_arm_check_fails_without_a_controller_subscriber(ros_graph):
-    ros_graph.start('fake_arm_node', 'fake_arm', params_file='config/fake_arm.yaml')
-    check = ros_graph.run(['arm_check', '--timeout', '4'], 'arm_check')
-    check.proc.wait(30)
+    # Joint states but no safety gate listening: arm_check must say so and exit 1.
+    states = ros_graph.node.create_publisher(JointState, '/joint_states', 10)
+    check = ros_graph.run(['arm_check', '--timeout', '3'], 'arm_check')
+    state = JointState(name=JOINTS, position=np.r_[HOME, 0.04, 0.04].tolist())
+    deadline = time.monotonic() + 30
+    while check.proc.poll() is None and time.monotonic() < deadline:
+        state.header.stamp = ros_graph.node.get_clock().now().to_msg()
+        states.publish(state)
+        ros_graph.spin_for(0.01)
     assert check.proc.returncode == 1
     assert 'nobody subscribes to /jepa/joint_trajectory' in check.output()
