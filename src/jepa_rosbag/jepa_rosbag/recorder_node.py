@@ -148,3 +148,7 @@ def main(args=None) -> int:
     except RecorderError as err:
         print(f'recorder: {err}', file=sys.stderr)
         return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
