@@ -119,3 +119,39 @@ def test_position_jacobian_matches_finite_differences(arm_joints):
     eps = 1e-6
     numeric = np.stack([(kin.fk(q + eps * e) - kin.fk(q - eps * e)) / (2 * eps) for e in np.eye(7)], axis=1)
     assert kin.position_jacobian(q) == pytest.approx(numeric, abs=1e-6)
+
+
+TWO_LINK = '''<?xml version="1.0"?>
+<robot name="two_link">
+  <link name="base"/><link name="l1"/><link name="l2"/><link name="tool"/><link name="finger"/>
+  <joint name="shoulder" type="continuous"><parent link="base"/><child link="l1"/>
+    <origin xyz="0 0 0.1"/><axis xyz="0 0 1"/><limit effort="10" velocity="1.5"/></joint>
+  <joint name="elbow" type="revolute"><parent link="l1"/><child link="l2"/>
+    <origin xyz="0.3 0 0"/><axis xyz="0 0 1"/><limit lower="-2" upper="2" effort="10" velocity="2.0"/></joint>
+  <joint name="tool_joint" type="fixed"><parent link="l2"/><child link="tool"/><origin xyz="0.2 0 0"/></joint>
+  <joint name="finger_joint" type="prismatic"><parent link="tool"/><child link="finger"/>
+    <axis xyz="0 1 0"/><limit lower="0" upper="0.05" effort="5" velocity="0.1"/></joint>
+</robot>
+'''
+
+
+def test_other_arms_from_their_own_urdf(tmp_path):
+    urdf = tmp_path / 'two_link.urdf'
+    urdf.write_text(TWO_LINK)
+    kin = ArmKinematics(str(urdf), arm_joints=['shoulder', 'elbow'], finger_joints=['finger_joint'],
+                        ee_frame='tool', ee_offset=(0.05, 0, 0), home=[0.0, 0.0])
+    # The continuous shoulder gets a finite range and one coordinate like any revolute joint.
+    assert kin.lower == pytest.approx([-2 * np.pi, -2.0]) and kin.upper == pytest.approx([2 * np.pi, 2.0])
+    assert kin.velocity == pytest.approx([1.5, 2.0]) and kin.finger_upper == pytest.approx([0.05])
+    assert kin.fk([0.0, 0.0]) == pytest.approx([0.55, 0.0, 0.1])
+    assert kin.fk([np.pi / 2, 0.0]) == pytest.approx([0.0, 0.55, 0.1], abs=1e-9)
+    assert kin.position_jacobian([0.0, 0.0]).shape == (3, 2)
+
+
+def test_unreadable_urdf_is_named(tmp_path):
+    broken = tmp_path / 'arm.urdf.xacro'
+    broken.write_text('<robot name="r"><xacro:include filename="$(find x)/y"/>')
+    with pytest.raises(ValueError, match='cannot parse URDF .*arm.urdf.xacro'):
+        ArmKinematics(str(broken))
+    with pytest.raises(FileNotFoundError, match='URDF not found'):
+        ArmKinematics(str(tmp_path / 'missing.urdf'))

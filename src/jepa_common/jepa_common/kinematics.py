@@ -7,6 +7,7 @@ with a few damped-least-squares IK iterations, so every consumer (actor, collect
 actions to joints the same way.
 """
 import os
+import xml.etree.ElementTree as ET
 from typing import Sequence
 
 import numpy as np
@@ -23,11 +24,31 @@ TOOL_DOWN = np.diag([1.0, -1.0, -1.0])
 # End-effector workspace box in the base frame (x, y, z), metres.
 DEFAULT_WORKSPACE = ((0.25, 0.75), (-0.35, 0.35), (0.02, 0.6))
 MAX_STEP = 0.03
+# Position range given to continuous (unlimited) joints: one turn either way keeps every limit finite.
+CONTINUOUS_RANGE = 2 * np.pi
 
 
 def panda_urdf_path() -> str:
     import pybullet_data
     return os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')
+
+
+def _revolute_urdf(path: str) -> str:
+    """The URDF's text with continuous joints made revolute within +-CONTINUOUS_RANGE: pinocchio gives a
+    continuous joint two coordinates (cos, sin), which would break the one-number-per-joint interface."""
+    try:
+        tree = ET.parse(path)
+    except ET.ParseError as error:
+        raise ValueError(f'cannot parse URDF {path}: {error}') from error
+    for joint in tree.getroot().iter('joint'):
+        if joint.get('type') == 'continuous':
+            joint.set('type', 'revolute')
+            limit = joint.find('limit')
+            if limit is None:
+                limit = ET.SubElement(joint, 'limit', effort='0', velocity='1.0')
+            limit.set('lower', str(-CONTINUOUS_RANGE))
+            limit.set('upper', str(CONTINUOUS_RANGE))
+    return ET.tostring(tree.getroot(), encoding='unicode')
 
 
 class ArmKinematics:
@@ -46,7 +67,7 @@ class ArmKinematics:
         self.urdf_path = os.path.expanduser(urdf_path) if urdf_path else panda_urdf_path()
         if not os.path.isfile(self.urdf_path):
             raise FileNotFoundError(f'URDF not found: {self.urdf_path}')
-        full = pin.buildModelFromUrdf(self.urdf_path)
+        full = pin.buildModelFromXML(_revolute_urdf(self.urdf_path))
         self.arm_joints = tuple(arm_joints)
         self.finger_joints = tuple(finger_joints)
         unknown = [n for n in (*self.arm_joints, *self.finger_joints) if not full.existJointName(n)]
@@ -67,7 +88,7 @@ class ArmKinematics:
             np.r_[self.upper, self.finger_upper], np.r_[self.velocity, self.finger_velocity])}
 
         # A reduced model with only the arm joints free makes q and the Jacobian columns match arm_joints.
-        locked = [full.getJointId(full.names[j]) for j in range(1, full.njoints) if full.names[j] not in self.arm_joints]
+        locked = [j for j in range(1, full.njoints) if full.names[j] not in self.arm_joints]
         self.model = pin.buildReducedModel(full, locked, pin.neutral(full))
         order = [self.model.joints[self.model.getJointId(n)].idx_q for n in self.arm_joints]
         if order != list(range(len(self.arm_joints))):

@@ -83,7 +83,8 @@ class PandaSim:
         half = CUBE_SIZE / 2
         self.cube = p.createMultiBody(
             baseMass=0.1,
-            baseCollisionShapeIndex=p.createCollisionShape(p.GEOM_BOX, halfExtents=[half] * 3, physicsClientId=self.client),
+            baseCollisionShapeIndex=p.createCollisionShape(p.GEOM_BOX, halfExtents=[half] * 3,
+                                                           physicsClientId=self.client),
             baseVisualShapeIndex=p.createVisualShape(p.GEOM_BOX, halfExtents=[half] * 3, rgbaColor=[0.9, 0.1, 0.1, 1],
                                                      physicsClientId=self.client),
             basePosition=[*CUBE_HOME, half], physicsClientId=self.client)
@@ -145,7 +146,8 @@ class PandaSim:
             p.changeVisualShape(self.robot, link, rgbaColor=colour, physicsClientId=self.client)
 
     # -- world state
-    def reset(self, seed: int, randomize_arm: bool = True, randomize_cube: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def reset(self, seed: int, randomize_arm: bool = True,
+              randomize_cube: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Put the arm and cube in a start state drawn from `seed`. Returns (joint positions, cube pose
         [x, y, z, qx, qy, qz, qw]). Sim time keeps running (a ROS clock must not go backwards)."""
         rng = np.random.default_rng(seed)
@@ -249,7 +251,8 @@ class PandaSim:
             self._set_joints(q)
             if cube_pose is not None:
                 quat = cube_pose[3:] if cube_pose.size == 7 else [0, 0, 0, 1]
-                p.resetBasePositionAndOrientation(self.cube, cube_pose[:3].tolist(), list(quat), physicsClientId=self.client)
+                p.resetBasePositionAndOrientation(self.cube, cube_pose[:3].tolist(), list(quat),
+                                                  physicsClientId=self.client)
             image = self.render()
         finally:
             p.restoreState(saved, physicsClientId=self.client)

@@ -50,7 +50,8 @@ class TrajectoryFollower:
     def set_trajectory(self, joint_names: Sequence[str], points: Sequence[TrajectoryPoint], start_time: float,
                        current_positions: Sequence[float]) -> list[str]:
         """Replace the current trajectory. Returns the names of joints whose targets had to be clamped to
-        their limits (by more than CLAMP_REPORT_TOLERANCE). Raises ValueError naming the problem (the current trajectory is then kept)."""
+        their limits (by more than CLAMP_REPORT_TOLERANCE). Raises ValueError naming the problem (the current
+        trajectory is then kept)."""
         current = self._check_full(current_positions, 'current positions')
         columns = self._validate(joint_names, points)
         if not points:
