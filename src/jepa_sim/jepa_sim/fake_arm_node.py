@@ -17,30 +17,13 @@ from trajectory_msgs.msg import JointTrajectory
 from jepa_common.conversions import sec_to_stamp
 from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_EE_FRAME, PANDA_FINGER_JOINTS, PANDA_HOME, ArmKinematics
 from jepa_common.node import run_node
+from jepa_sim.fake_arm import FakeArm
 from jepa_sim.trajectory_command import apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
 
 # Limits used when neither a URDF nor per-joint limit parameters describe the arm.
 FALLBACK_ARM_LIMITS = (-math.pi, math.pi, 1.0)
 FALLBACK_FINGER_LIMITS = (0.0, 0.04, 0.1)
-
-
-class FakeArm:
-    """The mock hardware (ROS-free): a first-order lag towards the target, rate-limited per joint."""
-
-    def __init__(self, initial: np.ndarray, max_velocity: np.ndarray, time_constant: float):
-        self.position = np.array(initial, dtype=float)
-        self.velocity = np.zeros_like(self.position)
-        self.max_velocity = np.asarray(max_velocity, dtype=float)
-        self.time_constant = float(time_constant)
-
-    def update(self, target: np.ndarray, dt: float) -> None:
-        if dt <= 0:
-            return
-        gain = 1.0 if self.time_constant <= 0 else 1.0 - math.exp(-dt / self.time_constant)
-        step = np.clip((target - self.position) * gain, -self.max_velocity * dt, self.max_velocity * dt)
-        self.position += step
-        self.velocity = step / dt
 
 
 class FakeArmNode(Node):
