@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.show_args:
             _print_arguments(graph_file, args.graph)
             return 0
-        specs = graph_file.resolve(args.graph, parse_assignments(args.arguments))
+        values = graph_file.argument_values(args.graph, parse_assignments(args.arguments))
+        specs = graph_file.resolve(args.graph, values)
         if not specs:
             raise GraphError(f'graph {args.graph!r} has no node to start with these arguments')
         if args.print_only:
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     except GraphError as error:
         print(f'jepa launch: {error}', file=sys.stderr)
         return 2
+    launcher.printer.launcher(f'graph {args.graph} from {graph_file.path}: '
+                              + ', '.join(f'{k}:={v}' for k, v in values.items()))
     return launcher.run()
 
 
