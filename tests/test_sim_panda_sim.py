@@ -142,3 +142,9 @@ def test_ee_delta_steps_through_the_follower_are_tracked(sim):
 def test_bad_camera_config_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CameraConfig(**kwargs)
+
+
+def test_gui_without_display_is_refused_with_a_reason(monkeypatch):
+    monkeypatch.delenv('DISPLAY', raising=False)
+    with pytest.raises(RuntimeError, match='needs a display'):
+        PandaSim(gui=True)

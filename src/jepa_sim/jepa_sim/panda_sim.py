@@ -72,6 +72,9 @@ class PandaSim:
         self.physics_hz = float(physics_hz)
         self.dt = 1.0 / self.physics_hz
         self.steps = 0
+        if gui and os.name == 'posix' and not os.environ.get('DISPLAY'):
+            # PyBullet exits the whole process when it cannot open its window; say why first.
+            raise RuntimeError('the PyBullet GUI needs a display (DISPLAY is not set); run with gui:=false')
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
