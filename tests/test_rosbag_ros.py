@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import yaml
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 
@@ -172,3 +172,36 @@ def test_record_cli_refuses_an_existing_bag(tmp_path):
                           '--duration', '1'], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 1
     assert 'already exists' in out.stderr and str(tmp_path / 'taken') in out.stderr
+
+
+@pytest.mark.integration
+def test_record_cli_sqlite3_zstd_duration_and_latched_topic(ros_graph, tmp_path):
+    """`jepa record` flags: sqlite3 + zstd, stops by itself after --duration; a transient-local topic's last
+    message, published before the recorder started, is recorded with its QoS."""
+    node = ros_graph.node
+    goal = f'{NS}/jepa/goal_latent'
+    latched = node.create_publisher(LatentState, goal, QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    latched.publish(make_message(LATENT, 42))
+    joints = node.create_publisher(JointState, JOINTS, QOS)
+    bag = tmp_path / 'cli'
+    record = ros_graph.run([sys.executable, '-m', 'jepa_rosbag.record', '--out', str(bag), '--storage', 'sqlite3',
+                            '--compression', 'zstd', '--duration', '5', '--topics', goal, JOINTS], 'record')
+    ros_graph.processes.remove(record)  # it is meant to exit by itself
+    end = time.monotonic() + 40
+    i = 0
+    while record.proc.poll() is None and time.monotonic() < end:
+        joints.publish(make_message(JOINTS, i))
+        i += 1
+        ros_graph.spin_for(0.02)
+    assert record.proc.poll() == 0, record.output()
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert meta['storage_identifier'] == 'sqlite3' and meta['compression_mode'] == 'message'
+    assert meta['relative_file_paths'] == ['cli_0.db3']
+    with BagReader(bag) as reader:
+        assert reader.topics[goal].offered_qos[0].durability.name == 'TRANSIENT_LOCAL'
+        goals = [m.message for m in reader.messages([goal])]
+        positions = [m.message.position.tolist() for m in reader.messages([JOINTS])]
+    assert len(goals) == 1 and goals[0].data.tolist() == [42.0, 42.5, -42.0]
+    assert len(positions) > 10
+    np.testing.assert_allclose(np.diff([p[0] for p in positions]), 0.1)  # consecutive: nothing lost in between

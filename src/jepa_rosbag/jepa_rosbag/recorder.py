@@ -248,19 +248,27 @@ class RecordingQueue:
                 while not self._items and not self._closing:
                     self._lock.wait()
                 if not self._items:
-                    return
+                    break
                 batch, self._items = self._items, collections.deque()
             for topic, timestamp_ns, data in batch:
                 if not self.recorder.error:
                     try:
                         self.recorder.write(topic, timestamp_ns, data)
                     except RecorderError as err:
-                        if self._on_error:
-                            self._on_error(str(err))
+                        self._report(err)
                 with self._lock:
                     self._backlog -= len(data)
                     if self.recorder.error:
                         self.dropped[topic] += 1
+        # Closing here too: a storage file belongs to the thread that opened it (sqlite3 insists).
+        try:
+            self.recorder.close()
+        except RecorderError as err:
+            self._report(err)
+
+    def _report(self, err: RecorderError) -> None:
+        if self._on_error:
+            self._on_error(str(err))
 
     def close(self) -> RecordingSummary:
         """Write everything queued, then close the bag."""
@@ -268,13 +276,8 @@ class RecordingQueue:
             self._closing = True
             self._lock.notify()
         self._thread.join()
-        try:
-            return self.recorder.close()
-        except RecorderError as err:
-            if self._on_error:
-                self._on_error(str(err))
-            return RecordingSummary(self.recorder.path, self.recorder.counts, self.recorder.bytes_written,
-                                    list(self.recorder.splits))
+        return RecordingSummary(self.recorder.path, self.recorder.counts, self.recorder.bytes_written,
+                                list(self.recorder.splits))
 
 
 class SequenceGaps:
