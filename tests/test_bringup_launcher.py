@@ -157,6 +157,18 @@ def process_gone(pid: int) -> bool:
     return stat.split(')')[-1].split()[0] == 'Z'
 
 
+def test_respawn_waits_double_with_each_crash_in_a_row_up_to_a_cap():
+    from jepa_bringup.launcher import MAX_RESPAWN_DELAY, respawn_backoff
+    assert [respawn_backoff(0.5, n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert respawn_backoff(1.0, 40) == MAX_RESPAWN_DELAY
+
+
+def test_exit_codes_are_described_with_signal_names():
+    from jepa_bringup.launcher import describe_exit
+    assert describe_exit(3) == 'exit code 3'
+    assert describe_exit(-11) == 'killed by SIGSEGV'
+
+
 def test_ros_arguments_carry_name_params_overrides_and_remaps():
     spec = NodeSpec(name='actor', package='p', executable='e', params_files=['/c/agent.yaml'],
                     parameters={'mode': 'mpc', 'use_sim_time': True, 'flag': 'true', 'ws': [0.1, 0.2]},

@@ -72,6 +72,11 @@ def find_executable(spec: NodeSpec) -> str:
                      f'is {spec.package} installed (make setup / colcon build)?')
 
 
+def respawn_backoff(first_delay: float, crashes_in_a_row: int) -> float:
+    """Seconds before restarting a node: the graph's respawn_delay, doubled for each further crash in a row."""
+    return min(first_delay * 2 ** (crashes_in_a_row - 1), MAX_RESPAWN_DELAY)
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -201,7 +206,7 @@ class Launcher:
                 return False
             if node.spec.respawn:
                 node.crashes_in_a_row = 1 if ran >= STABLE_RUN_TIME else node.crashes_in_a_row + 1
-                delay = min(node.spec.respawn_delay * 2 ** (node.crashes_in_a_row - 1), MAX_RESPAWN_DELAY)
+                delay = respawn_backoff(node.spec.respawn_delay, node.crashes_in_a_row)
                 node.restart_at = now + delay
                 self.printer.launcher(f'restarting {node.spec.name} in {delay:.1f} s')
             else:
