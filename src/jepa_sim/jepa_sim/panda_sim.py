@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import numpy as np
+import pinocchio as pin
 import pybullet as p
 import pybullet_data
 
@@ -278,6 +279,5 @@ class PandaSim:
 
 def _quaternion(rotation: np.ndarray) -> np.ndarray:
     """3x3 rotation -> [qx, qy, qz, qw]."""
-    import pinocchio as pin
     q = pin.Quaternion(rotation)
     return np.array([q.x, q.y, q.z, q.w])
