@@ -45,3 +45,21 @@ cd "$ROOT"
   --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release
 rm -rf build log
 ln -sf "$INSTALL/lib/jepa_bringup/jepa" /usr/local/bin/jepa
+
+# Fail the build rather than the running robot: apt's message packages (built against Ubuntu's numpy) with
+# the pinned numpy, through a fixed-size array field, and every heavy import the nodes make.
+set +u
+# shellcheck disable=SC1091
+source "$INSTALL/setup.bash"
+set -u
+"$VENV/bin/python" - <<'PY'
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo
+from jepa_interfaces.msg import LatentState
+import cv2, pinocchio, pybullet, torch  # noqa: F401
+info = CameraInfo(k=[float(i) for i in range(9)])
+assert list(deserialize_message(serialize_message(info), CameraInfo).k) == list(info.k)
+latent = LatentState(shape=[2], data=[0.5, 1.5])
+assert list(deserialize_message(serialize_message(latent), LatentState).data) == [0.5, 1.5]
+print('image check passed: torch', torch.__version__, 'cuda available' if torch.cuda.is_available() else 'cpu')
+PY
