@@ -236,6 +236,14 @@ def test_silent_commander_gets_a_hold_once():
     assert gate.state(0.56) == 'holding'
 
 
+def test_the_silent_commander_watchdog_can_run_on_the_commanders_clock():
+    gate = ready_gate(command_timeout=0.5)
+    gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.0, command_clock=100.0)
+    gate.on_joint_state(NAMES, HOME, 0.9)
+    assert gate.tick(1.0, command_clock=100.4) is None, 'a slow simulation: 1 s of wall time, 0.4 s of sim time'
+    assert gate.tick(1.0, command_clock=100.6).hold
+
+
 def test_empty_points_is_a_hold_request_not_an_error_even_without_joint_state_or_during_estop():
     gate = make_gate()
     decision = gate.on_trajectory(Trajectory(ARM, []), 0.0)

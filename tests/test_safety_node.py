@@ -176,7 +176,8 @@ def test_stale_joint_states_and_estop_hold_fast_and_estop_stays_latched_until_re
 def test_an_out_of_limit_command_through_the_gate_leaves_the_simulated_arm_inside_its_limits(ros_graph):
     kinematics = ArmKinematics()
     ros_graph.start('sim_node', 'sim', params_file=str(REPO / 'config' / 'sim.yaml'))
-    ros_graph.start('safety_node', 'safety', params_file=PARAMS, params={'command_timeout': 0.0})
+    # As in the sim graph: the gate on sim time.
+    ros_graph.start('safety_node', 'safety', params_file=PARAMS, params={'command_timeout': 0.0, 'use_sim_time': True})
     states = ros_graph.collect(JointState, '/joint_states')
     gate_outputs = ros_graph.collect(JointTrajectory, OUTPUT, RELIABLE)
     command = ros_graph.node.create_publisher(JointTrajectory, '/jepa/joint_trajectory', RELIABLE)

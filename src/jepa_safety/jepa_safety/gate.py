@@ -8,8 +8,9 @@ joint state, a latched e-stop) is refused with a reason, and the arm is told to 
 Forwarded points carry positions, and velocities when the command had them; accelerations are dropped, so
 the controller interpolates linearly or with cubic Hermite segments, the two cases the velocity check covers.
 
-All times are seconds on one monotonic clock supplied by the caller (the node uses the steady clock, so a
-paused simulation clock cannot freeze the watchdogs).
+All times are seconds supplied by the caller: joint-state freshness and everything else on one monotonic
+clock (the node uses the steady clock, so a stopped simulation cannot freeze the stale check), the
+silent-commander watchdog optionally on the commanders' clock (the node's ROS clock, sim time in simulation).
 """
 import time
 from dataclasses import dataclass, field
@@ -215,7 +216,9 @@ class SafetyGate:
         self._estop_latched = False
         return True, 'e-stop released; commands are accepted again'
 
-    def on_trajectory(self, trajectory: Trajectory, now: float) -> Decision:
+    def on_trajectory(self, trajectory: Trajectory, now: float, command_clock: float | None = None) -> Decision:
+        """command_clock: the time on the clock the commander runs on (sim time in simulation; default now),
+        for the silent-commander watchdog."""
         self.counters['commands'] += 1
         try:
             started = time.thread_time()
@@ -233,11 +236,12 @@ class SafetyGate:
         for event in events:
             self.counters[event] += 1
         self.counters['forwarded'] += 1
-        self._active_since = now
+        self._active_since = now if command_clock is None else command_clock
         return decision
 
-    def tick(self, now: float) -> Decision | None:
-        """Watchdogs: hold once when joint states go stale, and when the commander falls silent."""
+    def tick(self, now: float, command_clock: float | None = None) -> Decision | None:
+        """Watchdogs: hold once when joint states go stale (by now), and when the commander falls silent
+        (by command_clock, default now: a simulation running slower than real time slows its commanders too)."""
         if self._estop_latched or not self._has_state():
             return None
         age = self._state_age(now)
@@ -249,10 +253,12 @@ class SafetyGate:
             self.last_error = f'joint states stale ({age:.3f} s old, timeout {self.stale_timeout} s)'
             return self._hold(self.last_error)
         self._stale_hold_sent = False
+        command_clock = now if command_clock is None else command_clock
         if (self._active_since is not None and self.command_timeout > 0
-                and now - self._active_since > self.command_timeout):
+                and command_clock - self._active_since > self.command_timeout):
             self.counters['command_timeouts'] += 1
-            return self._hold(f'no command for {now - self._active_since:.3f} s (timeout {self.command_timeout} s)')
+            return self._hold(f'no command for {command_clock - self._active_since:.3f} s '
+                              f'(timeout {self.command_timeout} s)')
         return None
 
     # ---- diagnostics -------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ class SafetyNode(Node):
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
         try:
-            decision = self.gate.on_trajectory(trajectory_from_msg(msg), time.monotonic())
+            decision = self.gate.on_trajectory(trajectory_from_msg(msg), time.monotonic(), self.command_clock())
         except Exception as error:  # noqa: BLE001 - any input the gate cannot digest must end in a hold
             # Dying here would also leave the e-stop unserved; hold, say why, and keep serving.
             self.get_logger().error(f'internal error checking a command, holding: {error!r}')
@@ -153,10 +153,14 @@ class SafetyNode(Node):
         return response
 
     def on_check(self) -> None:
-        decision = self.gate.tick(time.monotonic())
+        decision = self.gate.tick(time.monotonic(), self.command_clock())
         if decision is not None:
             self.get_logger().warn(f'holding: {decision.reasons[0]}')
             self.apply(decision, event=True)
+
+    def command_clock(self) -> float:
+        """Commanders' time (sim time under use_sim_time) for the silent-commander watchdog."""
+        return self.get_clock().now().nanoseconds * 1e-9
 
     def apply(self, decision: Decision, event: bool) -> None:
         if decision.hold:
