@@ -23,14 +23,14 @@ class ActorConfig:
     planner: str = 'mppi'
     horizon: int = 8
     samples: int = 256
-    iterations: int = 3
-    grad_steps: int = 3
+    iterations: int = 2
+    grad_steps: int = 2
     grad_lr: float = 0.1
     discount: float = 1.0
     max_step: float = 0.03
     policy_proposals: bool = True
-    distill_every: int = 10
-    distill_steps: int = 20
+    distill_every: int = 1
+    distill_steps: int = 2
     seed: int = 0
 
     @classmethod

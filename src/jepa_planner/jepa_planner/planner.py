@@ -85,7 +85,7 @@ class SamplingPlanner:
                 if proposals is not None and len(proposals):
                     extra.append(self.clamp(proposals.reshape(-1, self.horizon, self.action_dim)))
                 candidates = torch.cat([*extra, candidates])
-            with torch.no_grad():
+            with torch.inference_mode():
                 costs = objective(candidates)
             costs = torch.nan_to_num(costs, nan=float('inf'))
             evaluations += len(candidates)

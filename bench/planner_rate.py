@@ -1,0 +1,106 @@
+"""Replanning rate of the actor's Mode-2 planner (default config of config/agent.yaml) on this machine's CPU,
+against baselines measured in the same run:
+
+- sampling only (no gradient refinement),
+- batch-1: the same candidates scored one rollout call each (the per-sample data path the actor avoids),
+- Mode-1: one policy rollout instead of a plan.
+
+Uses the shipped world-model checkpoint when there is one, else a randomly initialized model of the default
+size (speed does not depend on the weights). Prints figures; asserts nothing.
+
+    .venv/bin/python bench/planner_rate.py [--plans 30] [--threads 1]
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from jepa_common.kinematics import PANDA_HOME, ArmKinematics
+from jepa_planner.actor import Actor, ActorConfig
+from jepa_planner.cost import CostWeights, IntrinsicCost, PlanObjective
+from jepa_world_model.model import WorldModel, default_checkpoint_path, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_config() -> tuple[ActorConfig, CostWeights]:
+    params = yaml.safe_load((REPO / 'config' / 'agent.yaml').read_text())['actor']['ros__parameters']
+    config = ActorConfig(**{k: params[k] for k in ActorConfig.names() if k in params})
+    return config, CostWeights(**params.get('weights', {}))
+
+
+def time_plans(actor: Actor, z, goal, q, mode: str, plans: int) -> list[float]:
+    actor.act(z, goal, q, mode)  # warm-up (allocations, first-call overheads)
+    out = []
+    for _ in range(plans):
+        start = time.perf_counter()
+        actor.act(z, goal, q, mode)
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--plans', type=int, default=30)
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: the actor\'s `threads`)')
+    args = parser.parse_args(argv)
+    config, weights = default_config()
+    params = yaml.safe_load((REPO / 'config' / 'agent.yaml').read_text())['actor']['ros__parameters']
+    torch.set_num_threads(args.threads or params.get('threads', 1))
+    checkpoint = default_checkpoint_path()
+    model = load_checkpoint(checkpoint) if checkpoint.is_file() else WorldModel()
+    print(f'model: {checkpoint if checkpoint.is_file() else "random default-size WorldModel"} '
+          f'(latent_dim {model.latent_dim}); torch threads {torch.get_num_threads()}; '
+          f'planner {config.planner}, samples {config.samples}, horizon {config.horizon}, '
+          f'iterations {config.iterations}, grad_steps {config.grad_steps}')
+    kinematics = ArmKinematics()
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=model.latent_dim).astype(np.float32)
+    goal = rng.normal(size=model.latent_dim).astype(np.float32)
+    q = np.array(PANDA_HOME)
+
+    rows = []
+
+    def report(name, times):
+        p50, p95 = statistics.median(times), float(np.percentile(times, 95))
+        rows.append((name, p50, p95))
+        print(f'{name:<44} p50 {p50:8.1f} ms  p95 {p95:8.1f} ms  {1e3 / p50:7.1f} Hz', flush=True)
+
+    actor = Actor(model, config, weights, kinematics)
+    report('mode2 default (sampling + gradient refinement)', time_plans(actor, z, goal, q, 'mode2', args.plans))
+    sampling_only = Actor(model, ActorConfig(**{**config.__dict__, 'grad_steps': 0}), weights, kinematics)
+    report('mode2 sampling only (grad_steps 0)', time_plans(sampling_only, z, goal, q, 'mode2', args.plans))
+    report('mode1 policy rollout', time_plans(actor, z, goal, q, 'mode1', args.plans))
+
+    # Batch-1 baseline: score one population of candidates one rollout call at a time.
+    objective = PlanObjective(model, IntrinsicCost(weights), torch.from_numpy(z), torch.from_numpy(goal),
+                              actor.arm_context(q))
+    candidates = torch.rand(config.samples, config.horizon, 4) * 0.06 - 0.03
+    with torch.no_grad():
+        start = time.perf_counter()
+        objective(candidates)
+        batched_ms = (time.perf_counter() - start) * 1e3
+        n = min(config.samples, 64)
+        start = time.perf_counter()
+        for c in candidates[:n]:
+            objective(c[None])
+        single_ms = (time.perf_counter() - start) * 1e3 * config.samples / n
+    per_plan_batch1 = single_ms * config.iterations
+    report(f'batch-1 loop (est., {config.iterations} x {config.samples} calls)', [per_plan_batch1])
+    print(f'\none population of {config.samples}: batched {batched_ms:.1f} ms vs batch-1 {single_ms:.1f} ms '
+          f'({single_ms / batched_ms:.0f}x)')
+    default = rows[0][1]
+    print(f'default vs sampling-only: {default / rows[1][1]:.2f}x the time; '
+          f'vs batch-1 loop: {per_plan_batch1 / default:.0f}x faster')
+    print(f'target >= 10 Hz replanning: {"met" if 1e3 / rows[0][2] >= 10 else "MISSED"} at p95 '
+          f'({1e3 / rows[0][2]:.1f} Hz)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
