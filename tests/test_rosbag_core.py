@@ -337,3 +337,14 @@ def test_player_loops_until_stopped(tmp_path):
         with pytest.raises(ValueError, match='rate'):
             BagPlayer(reader, rate=0)
     assert len(sent) == 12 and sent[:5] == sent[5:10]
+
+
+def test_damaged_metadata_points_to_reindex_which_keeps_a_backup(tmp_path):
+    bag = tmp_path / 'bag'
+    written = write_bag(bag, n=5)
+    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: {version: 9}\n')
+    with pytest.raises(BagError, match=r'metadata.yaml does not describe the bag.*--reindex'):
+        BagReader(bag)
+    reindex(bag)
+    assert (bag / 'metadata.yaml.bak').read_text() == 'rosbag2_bagfile_information: {version: 9}\n'
+    assert read_raw(bag) == written

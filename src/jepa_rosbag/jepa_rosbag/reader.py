@@ -128,6 +128,9 @@ class BagReader:
             if problem:
                 return (f'bag {self.path}: storage file {file.name} is truncated or corrupt ({problem}); '
                         f'recover its readable messages: {reindex_hint(self.path)}')
+        if self.path.is_dir():  # the storage files are fine, so metadata.yaml is what is wrong
+            return (f'bag {self.path}: metadata.yaml does not describe the bag ({type(err).__name__}: {err}); '
+                    f'{reindex_hint(self.path)}')
         return f'bag {self.path} cannot be opened: {type(err).__name__}: {err}'
 
     # -- what the bag holds ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Subscriptions are raw (serialized CDR, never deserialized in Python); each topic
 appears in the graph, with its type from the graph and a QoS that matches every offering publisher. A
 writer thread does the disk work. Ctrl-C closes the bag properly and prints per-topic counts and loss.
 """
+import collections
 import functools
 import sys
 import time
@@ -51,6 +52,7 @@ class RecorderNode(Node):
         self.queue = RecordingQueue(self.recorder, int(p['max_backlog_mb']) << 20, self._on_writer_error)
         self.gaps = SequenceGaps()
         self.multi_publisher: set[str] = set()
+        self.before_clock: collections.Counter = collections.Counter()
         self.skipped: dict[str, str] = {}  # topic -> why it is not recorded
         self._recorded_subscriptions = {}
         self._summary: RecordingSummary | None = None
@@ -101,7 +103,13 @@ class RecorderNode(Node):
 
     def _on_message(self, topic: str, data: bytes, info: dict) -> None:
         self.gaps.observe(topic, info.get('publication_sequence_number'))
-        self.queue.put(topic, self.get_clock().now().nanoseconds, data)
+        stamp = self.get_clock().now().nanoseconds
+        if stamp == 0:
+            # use_sim_time before the first /clock: time 0 would put these messages ages before the rest
+            # of the bag (and make a replay wait that long), so they are counted, not recorded.
+            self.before_clock[topic] += 1
+            return
+        self.queue.put(topic, stamp, data)
 
     def _on_writer_error(self, message: str) -> None:
         self.get_logger().error(f'recording stopped: {message}')
@@ -124,9 +132,10 @@ class RecorderNode(Node):
                     lost = 'unknown (several publishers)'
                 else:
                     lost = str(self.gaps.gaps[topic])
-                dropped = self.queue.dropped[topic]
+                dropped, early = self.queue.dropped[topic], self.before_clock[topic]
                 lines.append(f'  {topic:<{width}}  {summary.counts[topic]:>7} recorded, lost before the recorder: '
-                             f'{lost}' + (f', dropped by the recorder: {dropped}' if dropped else ''))
+                             f'{lost}' + (f', dropped by the recorder: {dropped}' if dropped else '')
+                             + (f', not recorded before the first /clock: {early}' if early else ''))
         if self.recorder.error:
             lines.append(f'  ERROR: {self.recorder.error}')
         return '\n'.join(lines)
