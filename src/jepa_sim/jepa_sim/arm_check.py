@@ -31,6 +31,7 @@ DEFAULT_MOVES = (((0, 0.25),), ((0, -0.25), (1, 0.15)), ())
 # Well inside the safety gate's default command_timeout (0.5 s).
 RESEND_PERIOD_S = 0.2
 MIN_MOVE_TIME_S = 0.1
+EXTRA_TIME_FACTOR = 3.0
 
 
 class _Stream:
@@ -129,7 +130,7 @@ def _run(node, executor, topic, tolerance, move_time, settle_time, timeout, move
         target = start.copy()
         for joint, offset in move:
             target[joint] += offset
-        arrived = _move(probe, publisher, names, target, move_time, settle_time, deadline)
+        arrived = _move(probe, publisher, names, target, move_time, settle_time, tolerance, deadline)
         error = np.abs(probe.positions(names) - target)
         worst = int(np.argmax(error))
         result['targets'].append({'target': target.tolist(), 'max_error_rad': float(error[worst]),
@@ -148,13 +149,20 @@ def _run(node, executor, topic, tolerance, move_time, settle_time, timeout, move
     result['arm_time_per_wall_time'] = (states.stamps[-1] - states.stamps[0]) / (states.wall[-1] - states.wall[0])
 
 
-def _move(probe, publisher, names, target, move_time, settle_time, deadline) -> bool:
-    """Command target, reached in move_time of arm time, and wait settle_time more. Like any commander the
-    check keeps talking: it re-sends the target (with the time left) every RESEND_PERIOD_S of wall time, as
-    the safety gate holds the arm when its commander falls silent."""
+def _move(probe, publisher, names, target, move_time, settle_time, tolerance, deadline) -> bool:
+    """Command target, reached in move_time of arm time, and wait settle_time more; when the arm is not
+    within tolerance by then (the gate held it a moment, say), keep commanding for up to EXTRA_TIME_FACTOR
+    times as long. Like any commander the check keeps talking: it re-sends the target (with the time left)
+    every RESEND_PERIOD_S of wall time, as the safety gate holds the arm when its commander falls silent."""
     sent_at = probe.arm_time()
+    settled, give_up = sent_at + move_time + settle_time, sent_at + EXTRA_TIME_FACTOR * (move_time + settle_time)
+
+    def done() -> bool:
+        now = probe.arm_time()
+        return now >= give_up or (now >= settled and np.max(np.abs(probe.positions(names) - target)) <= tolerance)
+
     next_send = time.monotonic()
-    while probe.arm_time() < sent_at + move_time + settle_time:
+    while not done():
         now = time.monotonic()
         if now > deadline:
             return False
