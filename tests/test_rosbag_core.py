@@ -348,3 +348,19 @@ def test_damaged_metadata_points_to_reindex_which_keeps_a_backup(tmp_path):
     reindex(bag)
     assert (bag / 'metadata.yaml.bak').read_text() == 'rosbag2_bagfile_information: {version: 9}\n'
     assert read_raw(bag) == written
+
+
+def test_messages_serialized_by_rclpy_read_back_despite_trailing_bytes(tmp_path):
+    """rclpy's serialize_message appends bytes to some messages (not DDS); tools writing bags with it work."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import JointState
+    recorder = BagRecorder(tmp_path / 'bag')
+    recorder.add_topic('/joint_states', 'sensor_msgs/msg/JointState')
+    recorder.write('/joint_states', 1, serialize_message(JointState(name=['a', 'b'], position=[1.0, 2.0])))
+    recorder.write('/joint_states', 2, b'\x00\x01\x00\x00\x07')  # truncated: still an error
+    recorder.close()
+    with BagReader(tmp_path / 'bag') as reader:
+        messages = reader.messages(['/joint_states'])
+        assert next(messages).message.position.tolist() == [1.0, 2.0]
+        with pytest.raises(BagError, match=r'/joint_states at 2 ns does not deserialize as sensor_msgs/msg/JointState'):
+            next(messages)

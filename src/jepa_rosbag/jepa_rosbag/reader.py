@@ -202,8 +202,16 @@ class BagReader:
             yield BagMessage(connection.topic, connection.msgtype, timestamp, message)
 
     def deserialize(self, data: bytes, msgtype: str, topic: str = '?', timestamp_ns: int = 0) -> object:
+        store = self._reader.typestore
         try:
-            return self._reader.typestore.deserialize_cdr(data, msgtype)
+            try:
+                return store.deserialize_cdr(data, msgtype)
+            except SerdeError as err:
+                if 'size mismatch' not in str(err):
+                    raise
+                # A complete message followed by extra bytes: rclpy's serialize_message (Jazzy) appends some
+                # to e.g. a JointState with empty sequences, so bags written with it carry them. DDS does not.
+                return _deserialize_ignoring_trailing_bytes(store, data, msgtype)
         except _READ_ERRORS as err:
             raise BagError(f'bag {self.path}: message on {topic} at {timestamp_ns} ns does not deserialize '
                            f'as {msgtype} ({type(err).__name__}: {err})') from None
@@ -217,6 +225,12 @@ class BagReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _deserialize_ignoring_trailing_bytes(store, data: bytes, msgtype: str) -> object:
+    msgdef = store.get_msgdef(msgtype)
+    parse = msgdef.deserialize_cdr_le if data[1] else msgdef.deserialize_cdr_be
+    return parse(data[4:], 0, msgdef.cls, store)[0]
 
 
 def read_messages(path: str | Path, topics: Iterable[str] | None = None, **kwargs) -> Iterator[BagMessage]:
