@@ -15,6 +15,16 @@ from jepa_world_model import dataset, evaluate, surprise, train
 from jepa_world_model.dataset import BagError
 from jepa_world_model.model import load_checkpoint
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded 2-core machine OpenMP's spinning
+    threads slow them down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 DT = 0.1
 CAMERA = 80           # not the model's 64: the dataset has to resize
 
@@ -208,9 +218,9 @@ def test_bad_bags_give_clear_errors(tmp_path, problem):
 def test_train_reduces_loss_checkpoints_and_resumes(bags, tmp_path, capsys):
     out = tmp_path / 'wm.pt'
     cache = tmp_path / 'cache'
-    common = ['--bag', str(bags['train']), '--cache', str(cache), '--device', 'cpu', '--no-progress',
+    common = ['--bag', str(bags['train']), '--cache', str(cache), '--device', 'cpu', '--no-progress', '--threads', '1',
               '--set', 'latent_dim=16', '--set', 'encoder_channels=[8, 8, 16, 16]', '--set', 'predictor_hidden=64',
-              '--set', 'batch_size=8', '--set', 'horizon=3', '--set', 'val_fraction=0.2']
+              '--set', 'batch_size=4', '--set', 'sequence_length=8', '--set', 'horizon=3', '--set', 'val_fraction=0.2']
     torch.manual_seed(0)
     ticks = dataset.load_bag(bags['train'], cache_dir=cache)
     assert train.main([*common, '--out', str(out), '--steps', '40']) == 0
@@ -244,12 +254,12 @@ def test_eval_json_and_surprise_plot(bags, tmp_path):
     out = tmp_path / 'wm.pt'
     cache = tmp_path / 'cache'
     small = ['--set', 'latent_dim=16', '--set', 'encoder_channels=[8, 8, 16, 16]', '--set', 'predictor_hidden=64',
-             '--set', 'batch_size=8', '--set', 'horizon=3']
+             '--set', 'batch_size=4', '--set', 'sequence_length=8', '--set', 'horizon=3']
     assert train.main(['--bag', str(bags['train']), '--cache', str(cache), '--out', str(out), '--steps', '10',
-                       '--device', 'cpu', '--no-progress', *small]) == 0
+                       '--device', 'cpu', '--no-progress', '--threads', '1', *small]) == 0
     report = tmp_path / 'eval.json'
     assert evaluate.main(['--ckpt', str(out), '--bag', str(bags['heldout']), '--json', str(report),
-                          '--cache', str(cache), '--baseline-steps', '10', '--no-progress']) == 0
+                          '--cache', str(cache), '--baseline-steps', '10', '--no-progress', '--threads', '1']) == 0
     result = json.loads(report.read_text())
     horizons = result['horizons']
     assert horizons[:4] == [1, 2, 5, 10]

@@ -32,8 +32,8 @@ from torch import nn
 from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.model import (CheckpointError, Encoder, WorldModel, WorldModelConfig, mlp, read_checkpoint,
                                     model_from_checkpoint)
-from jepa_world_model.train import (TrainConfig, WindowSampler, make_optimizer, optimize, rollout_errors,
-                                    select_device, use_all_cores)
+from jepa_world_model.train import (TrainConfig, WindowSampler, encode_ticks, make_optimizer, optimize,
+                                    rollout_errors, select_device, set_threads)
 
 DEFAULT_HORIZONS = (1, 2, 5, 10)
 
@@ -103,13 +103,15 @@ def train_generative(config: WorldModelConfig, ticks: Ticks, cfg: TrainConfig, d
     torch.manual_seed(seed)
     model = GenerativeBaseline(config).to(device).train()
     sampler = WindowSampler(ticks, ticks.windows(cfg.horizon + 1), cfg.horizon + 1, device)
+    # As many frames per step as the JEPA's batches hold, cut into windows of horizon + 1.
+    windows = max(1, cfg.batch_size * max(cfg.sequence_length, cfg.horizon + 1) // (cfg.horizon + 1))
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     started = time.monotonic()
-    steps = optimize(optimizer, lambda step: generative_loss(model, *sampler.sample(cfg.batch_size, generator),
+    steps = optimize(optimizer, lambda step: generative_loss(model, *sampler.sample(windows, generator),
                                                              cfg.discount),
                      budget_s, max_steps, cfg.grad_clip, desc='generative baseline', progress=progress)
-    return model.eval(), {'steps': steps, 'seconds': time.monotonic() - started}
+    return model.eval(), {'steps': steps, 'seconds': time.monotonic() - started, 'windows_per_step': windows}
 
 
 @torch.no_grad()
@@ -135,12 +137,6 @@ def generative_errors(baseline: GenerativeBaseline, jepa: WorldModel, sampler: W
     return {'jepa_space': (torch.cat(latent_sq).mean(dim=0) / latent_spread).tolist(),
             'pixel_space': (torch.cat(pixel_sq).mean(dim=0) / pixel_spread).tolist(),
             'copy_last_pixel_space': (torch.cat(copy_pixel_sq).mean(dim=0) / pixel_spread).tolist()}
-
-
-@torch.no_grad()
-def embed(model: WorldModel, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    return torch.cat([model.encode(torch.from_numpy(images[i:i + batch]).to(model.device))
-                      for i in range(0, len(images), batch)]).cpu().numpy()
 
 
 def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -174,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--baseline-minutes', type=float, default=None,
                         help='generative baseline budget (default: the JEPA\'s recorded training time)')
     parser.add_argument('--baseline-steps', type=int, default=None, help='cap on baseline training steps')
+    parser.add_argument('--max-windows', type=int, default=1000, help='evenly spread held-out windows to score')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--cache', default=None, help='decoded-bag cache directory')
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true')
     return parser
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BagError, CheckpointError, ValueError) as exc:
         print(f'jepa eval-model: {exc}', file=sys.stderr)
         return 2
-    use_all_cores()
+    set_threads(args.threads)
     cfg = TrainConfig.from_dict((checkpoint.get('train_state') or {}).get('config', {}))
     length = horizons[-1] + 1
     starts = heldout.windows(length)
@@ -207,17 +205,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f'jepa eval-model: the held-out bags have no {length} consecutive ticks (horizon {horizons[-1]})',
               file=sys.stderr)
         return 2
-    sampler = WindowSampler(heldout, starts, length, device)
-    batches = sampler.fixed(len(starts))
-    jepa = rollout_errors(model, sampler, batches)
+    if len(starts) > args.max_windows:
+        starts = starts[np.linspace(0, len(starts) - 1, args.max_windows).round().astype(int)]
+    test_latents = encode_ticks(model, heldout.images)
+    jepa = rollout_errors(model, test_latents, torch.from_numpy(heldout.actions).to(device), starts, length)
     budget_s = 60.0 * args.baseline_minutes if args.baseline_minutes is not None else \
         float(checkpoint['metrics'].get('train_seconds', 60.0))
     baseline, baseline_info = train_generative(model.config, train_ticks, cfg, device, budget_s, args.baseline_steps,
                                                args.seed, not args.no_progress)
-    generative = generative_errors(baseline, model, sampler, batches)
+    generative = generative_errors(baseline, model, WindowSampler(heldout, starts, length, device),
+                                   list(torch.from_numpy(starts).to(device).split(256)))
     pick = [h - 1 for h in horizons]
-    train_latents = embed(model, train_ticks.images)
-    test_latents = embed(model, heldout.images)
+    train_latents = encode_ticks(model, train_ticks.images).cpu().numpy()
+    test_latents = test_latents.cpu().numpy()
     result = {
         'checkpoint': str(Path(args.ckpt).resolve()),
         'model_id': model_id,
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         'comparison': 'jepa, copy_last and generative are all measured in the JEPA latent space: the generative '
                       'baseline\'s predicted frames are encoded with the JEPA encoder. The generative baseline has '
                       'the JEPA\'s encoder and predictor architecture plus a pixel decoder, is trained in this run '
-                      'on the same training bags (reconstruction + discounted multi-step pixel prediction, same '
-                      'batch size and horizon) for the same wall-clock budget as the JEPA. Its error in its own '
+                      'on the same training bags (reconstruction + discounted multi-step pixel prediction over the '
+                      'same horizon, as many frames per step) for the same wall-clock budget as the JEPA. Its error in its own '
                       'pixel space, next to copy-last in pixel space, is in normalized_error_pixel_space.',
         'generative_baseline': {**baseline_info, 'budget_s': budget_s,
                                 'parameters': sum(p.numel() for p in baseline.parameters()),

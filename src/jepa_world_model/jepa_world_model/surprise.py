@@ -15,15 +15,15 @@ import numpy as np
 import torch
 
 from jepa_world_model.dataset import BagError, Ticks, load_bags
-from jepa_world_model.evaluate import embed
 from jepa_world_model.model import CheckpointError, WorldModel, load_checkpoint
+from jepa_world_model.train import encode_ticks
 
 
 @torch.no_grad()
 def one_step_surprise(model: WorldModel, ticks: Ticks) -> dict:
     """Per transition t -> t+1 inside a segment: time (s from the first tick), normalized prediction error
     and normalized copy-last error (both divided by the model's training embedding variance)."""
-    states = torch.from_numpy(embed(model, ticks.images)).to(model.device)
+    states = encode_ticks(model, ticks.images)
     valid = np.flatnonzero(ticks.segment[1:] == ticks.segment[:-1])
     actions = torch.from_numpy(ticks.actions[valid]).to(model.device)
     current, following = states[valid], states[valid + 1]

@@ -39,7 +39,8 @@ REPORT_HORIZONS = (1, 2, 3, 5, 10)
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32
+    batch_size: int = 16          # sequences per step
+    sequence_length: int = 12     # frames per sequence (each frame is encoded once per step)
     horizon: int = 5              # rollout steps in the prediction loss
     discount: float = 0.9         # weight of rollout step k is discount**k
     lr: float = 1e-3
@@ -51,8 +52,7 @@ class TrainConfig:
     kl_weight: float = 0.02
     z_drop: float = 0.5           # share of samples trained with z = 0
     val_fraction: float = 0.1
-    val_every_s: float = 60.0
-    val_windows: int = 512
+    val_every_s: float = 90.0
     eval_horizon: int = 10
 
     @classmethod
@@ -85,8 +85,9 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def use_all_cores() -> None:
-    torch.set_num_threads(os.cpu_count() or 1)
+def set_threads(count: int | None) -> None:
+    """torch intra-op threads: all cores by default (the training budget assumes both cores of the target)."""
+    torch.set_num_threads(count or os.cpu_count() or 1)
 
 
 class WindowSampler:
@@ -113,11 +114,6 @@ class WindowSampler:
         pick = torch.randint(len(self.starts), (batch,), generator=generator).to(self.starts.device)
         return self.gather(self.starts[pick])
 
-    def fixed(self, count: int) -> list[torch.Tensor]:
-        """Up to `count` evenly spread window starts, in batches (for validation)."""
-        idx = torch.linspace(0, len(self.starts) - 1, min(count, len(self.starts))).round().long()
-        return list(self.starts[idx.to(self.starts.device)].split(256))
-
 
 def variance_covariance(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """VICReg terms of (N, D) embeddings: hinge on per-dimension std below 1, and the mean squared
@@ -133,20 +129,30 @@ def variance_covariance(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """The training objective on a batch of windows: images (B, L, S, S, 3) uint8, actions (B, L-1, A)."""
+    """The training objective on a batch of sequences: images (B, L, S, S, 3) uint8, actions (B, L-1, A).
+
+    Every frame is encoded once; the rollout of cfg.horizon steps starts from every tick that leaves room
+    for it, so one sequence of L frames yields L - horizon overlapping windows for the predictor."""
     batch, length = images.shape[:2]
+    horizon = min(cfg.horizon, length - 1)
     states = model.encode(images.flatten(0, 1)).view(batch, length, -1)
     targets = states.detach()
-    state = states[:, 0]
+    window = (torch.arange(length - horizon, device=states.device)[:, None]
+              + torch.arange(horizon + 1, device=states.device))                  # (W, horizon + 1)
+    win_states = states[:, window].flatten(0, 1)                               # (B*W, horizon + 1, D)
+    win_targets = targets[:, window].flatten(0, 1)
+    win_actions = actions[:, window[:, :-1]].flatten(0, 1)                     # (B*W, horizon, A)
+    n = win_states.shape[0]
+    state = win_states[:, 0]
     weights, pred_terms, kl_terms = [], [], []
-    for k in range(length - 1):
-        mean, logvar = model.infer_latent_var(targets[:, k], targets[:, k + 1])
-        noise = torch.randn(mean.shape, generator=generator, device='cpu').to(mean.device)
-        used = (torch.rand(batch, 1, generator=generator, device='cpu') >= cfg.z_drop).to(mean)
+    for k in range(horizon):
+        mean, logvar = model.infer_latent_var(win_targets[:, k], win_targets[:, k + 1])
+        noise = torch.randn(mean.shape, generator=generator).to(mean.device)
+        used = (torch.rand(n, 1, generator=generator) >= cfg.z_drop).to(mean)
         latent_var = (mean + noise * (0.5 * logvar).exp()) * used
         kl_terms.append((kl_to_standard_normal(mean, logvar) * used[:, 0]).mean())
-        state = model.predict(state, actions[:, k], latent_var)
-        pred_terms.append((state - targets[:, k + 1]).pow(2).mean())
+        state = model.predict(state, win_actions[:, k], latent_var)
+        pred_terms.append((state - win_targets[:, k + 1]).pow(2).mean())
         weights.append(cfg.discount ** k)
     prediction = sum(w * p for w, p in zip(weights, pred_terms)) / sum(weights)
     kl = torch.stack(kl_terms).mean()
@@ -161,31 +167,37 @@ def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cf
 
 
 @torch.no_grad()
-def rollout_errors(model: WorldModel, sampler: WindowSampler, starts: list[torch.Tensor]) -> dict:
-    """Open-loop prediction error (z = 0) at every horizon 1..L-1 over the given windows, next to the
-    copy-last-state baseline, both divided by the mean per-dimension variance of the target embeddings."""
-    sq_model, sq_copy, targets_all, inverse_err = [], [], [], []
-    for batch in starts:
-        images, actions = sampler.gather(batch)
-        b, length = images.shape[:2]
-        states = model.encode(images.flatten(0, 1)).view(b, length, -1)
-        predicted = model.rollout(states[:, 0], actions)
-        sq_model.append((predicted - states[:, 1:]).pow(2).mean(dim=2))
-        sq_copy.append((states[:, :1] - states[:, 1:]).pow(2).mean(dim=2))
-        targets_all.append(states.flatten(0, 1))
-        inferred = model.inverse_dynamics(states[:, 0], states[:, 1])
-        inverse_err.append((inferred[:, :3] - actions[:, 0, :3]).norm(dim=1))
-    embeddings = torch.cat(targets_all)
+def encode_ticks(model: WorldModel, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Embeddings (N, D) of uint8 frames (N, S, S, 3), in batches, on the model's device."""
+    return torch.cat([model.encode(torch.from_numpy(images[i:i + batch]).to(model.device))
+                      for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def rollout_errors(model: WorldModel, states: torch.Tensor, actions: torch.Tensor, starts: np.ndarray,
+                   length: int) -> dict:
+    """Open-loop prediction error (z = 0) at every horizon 1..length-1 of the windows starting at `starts`
+    (indices into the per-tick states (N, D) and actions (N, A)), next to the copy-last-state baseline,
+    both divided by the mean per-dimension variance of the target embeddings of those windows."""
+    index = torch.as_tensor(starts, device=states.device)[:, None] + torch.arange(length, device=states.device)
+    sq_model, sq_copy, inverse_err = [], [], []
+    for rows in index.split(1024):
+        window, acts = states[rows], actions[rows[:, :-1]]
+        predicted = model.rollout(window[:, 0], acts)
+        sq_model.append((predicted - window[:, 1:]).pow(2).mean(dim=2))
+        sq_copy.append((window[:, :1] - window[:, 1:]).pow(2).mean(dim=2))
+        inferred = model.inverse_dynamics(window[:, 0], window[:, 1])
+        inverse_err.append((inferred[:, :3] - acts[:, 0, :3]).norm(dim=1))
+    embeddings = states[index.unique()]
     spread = embeddings.var(dim=0).mean().clamp_min(1e-12)
-    std = embeddings.std(dim=0)
     corr = torch.corrcoef(embeddings.T) if embeddings.shape[0] > 1 else torch.eye(embeddings.shape[1])
     return {
         'normalized_error': (torch.cat(sq_model).mean(dim=0) / spread).tolist(),
         'copy_last': (torch.cat(sq_copy).mean(dim=0) / spread).tolist(),
-        'embedding_std': std.tolist(),
+        'embedding_std': embeddings.std(dim=0).tolist(),
         'embedding_corr': torch.nan_to_num(corr).tolist(),
         'inverse_error_cm': float(torch.cat(inverse_err).mean() * 100.0),
-        'windows': int(sum(len(batch) for batch in starts)),
+        'windows': len(starts),
     }
 
 
@@ -193,8 +205,7 @@ def rollout_errors(model: WorldModel, sampler: WindowSampler, starts: list[torch
 def update_latent_stats(model: WorldModel, ticks: Ticks, device: torch.device, count: int = 2048) -> None:
     """Store mean / variance of the embeddings of (up to `count`) training frames in the model."""
     idx = np.linspace(0, len(ticks) - 1, min(count, len(ticks))).round().astype(int)
-    embeddings = torch.cat([model.encode(torch.from_numpy(ticks.images[chunk]).to(device))
-                            for chunk in np.array_split(idx, max(1, len(idx) // 256))])
+    embeddings = encode_ticks(model, ticks.images[idx])
     model.latent_mean.copy_(embeddings.mean(dim=0))
     model.latent_var.copy_(embeddings.var(dim=0).clamp_min(1e-8))
 
@@ -302,13 +313,16 @@ def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device:
     Returns the training state and the optimizer's state dict."""
     state = state or TrainState()
     held = ticks.holdout_mask(cfg.val_fraction)
-    train_sampler = WindowSampler(ticks, ticks.windows(cfg.horizon + 1, ~held), cfg.horizon + 1, device)
-    val_starts = ticks.windows(cfg.eval_horizon + 1, held)
-    if len(val_starts) == 0:    # short data: validate on the longest horizon the held-out tail allows
-        val_starts = ticks.windows(2, held)
-        val_sampler = WindowSampler(ticks, val_starts, 2, device) if len(val_starts) else None
-    else:
-        val_sampler = WindowSampler(ticks, val_starts, cfg.eval_horizon + 1, device)
+    length = max(cfg.sequence_length, cfg.horizon + 1)
+    train_sampler = WindowSampler(ticks, ticks.windows(length, ~held), length, device)
+    # Short data: validate on the longest horizon the held-out tails allow.
+    val_length = next((n for n in range(cfg.eval_horizon + 1, 1, -1) if len(ticks.windows(n, held))), 0)
+    val_starts = ticks.windows(val_length, held) if val_length else np.zeros(0, dtype=np.int64)
+    val_ticks = np.flatnonzero(held)
+    # Window starts as positions within the held-out ticks (windows never leave them).
+    val_starts = np.searchsorted(val_ticks, val_starts)
+    val_images = ticks.images[val_ticks]
+    val_actions = torch.from_numpy(ticks.actions[val_ticks]).to(device)
     generator = torch.Generator().manual_seed(seed + state.step)
     model.to(device).train()
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, optimizer_state)
@@ -318,8 +332,8 @@ def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device:
     def validate(step: int) -> None:
         state.seconds += time.monotonic() - clock['last']
         model.eval()
-        if val_sampler is not None:
-            metrics = rollout_errors(model, val_sampler, val_sampler.fixed(cfg.val_windows))
+        if len(val_starts):
+            metrics = rollout_errors(model, encode_ticks(model, val_images), val_actions, val_starts, val_length)
             metrics['step'] = step
             state.validations.append(metrics)
             h = min(5, len(metrics['normalized_error']))
@@ -387,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--cache', default=None, help='directory for decoded-bag caches (default: user cache)')
     parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                         help='model or training config value, e.g. --set latent_dim=32 --set lr=3e-4')
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bars (logs only)')
     return parser
@@ -422,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BagError, CheckpointError, ValueError) as exc:
         print(f'jepa train: {exc}', file=sys.stderr)
         return 2
-    use_all_cores()
+    set_threads(args.threads)
     known = {b['path']: b for b in provenance.get('bags', [])}
     known.update({source['path']: source for source in ticks.sources})
     provenance.update({'bags': list(known.values()), 'git_commit': git_commit(), 'updated': now_iso(),
