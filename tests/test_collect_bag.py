@@ -11,7 +11,7 @@ from rosbags.highlevel import AnyReader
 
 from jepa_rosbag.typestore import jepa_typestore
 from jepa_world_model.collect import RECORDED_TOPICS, main
-from rosharness import REPO, VENV_BIN, next_domain_id, ros_env
+from rosharness import REPO, VENV_BIN, ros_env
 
 
 def test_existing_output_is_refused(tmp_path, capsys):
@@ -22,15 +22,17 @@ def test_existing_output_is_refused(tmp_path, capsys):
 @pytest.mark.integration
 def test_short_collection_writes_a_valid_mcap_bag_with_all_topics(tmp_path):
     bag = tmp_path / 'play'
-    # 7 sim seconds in episodes of 3-4 s: the seeded reset between episodes runs too.
+    # 7 sim seconds in episodes of 3-4 s: the seeded reset between episodes runs too. No --domain-id: the
+    # collector picks a domain where it hears no other node.
     result = subprocess.run(
         [str(VENV_BIN / 'jepa'), 'collect', '--minutes', str(7 / 60), '--out', str(bag), '--seed', '3',
-         '--episode-seconds', '3', '4', '--no-progress', '--domain-id', str(next_domain_id())],
+         '--episode-seconds', '3', '4', '--no-progress'],
         env=ros_env(0), cwd=REPO, capture_output=True, text=True, timeout=150)
     output = result.stdout + result.stderr
     log = (tmp_path / 'play.nodes.log').read_text(errors='replace') if (tmp_path / 'play.nodes.log').exists() else ''
     assert result.returncode == 0, f'{output}\n--- nodes\n{log[-3000:]}'
-    assert 'sim/wall ratio' in output and 'episodes' in output
+    assert 'sim/wall ratio' in output and 'episodes' in output and 'x action' in output
+    assert 'WARNING' not in output  # no other graph in our domain
 
     metadata = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     assert metadata['version'] == 9 and metadata['storage_identifier'] == 'mcap'

@@ -217,6 +217,7 @@ class CollectStats:
     pushes: int = 0
     missed_ticks: int = 0
     gate_holds: int = 0
+    foreign_publishers: set = field(default_factory=set)  # topics another graph published on
     # Least-squares fit of the end effector's motion from tick k to k+1 on the actions of ticks k and k-1:
     # normal equations, accumulated over consecutive ticks.
     fit_xx: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))
@@ -485,10 +486,9 @@ class _Children:
                 return f'{node.spec.name} exited ({describe_exit(node.proc.returncode)}):\n{tail}'
         return None
 
-    def stop(self, timeout: float = 20.0) -> list[str]:
+    def stop(self, timeout: float = 20.0) -> None:
         """Stop the recorder first (it closes the bag), then the arm; SIGINT each (clean DDS shutdown), SIGKILL
-        what still runs after timeout. Returns the recorder's last output lines (its per-topic report)."""
-        recorder = self.nodes[-1]
+        what still runs after timeout."""
         for group in (self.nodes[-1:], self.nodes[:-1]):
             for node in group:
                 node.signal(signal.SIGINT)
@@ -503,11 +503,50 @@ class _Children:
                         node.proc.wait()
                 node.finish_output()
         self.log.close()
-        return list(recorder.tail)
 
 
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
+# Topics only our simulator publishes: a second publisher means another graph shares the domain.
+SINGLE_PUBLISHER_TOPICS = ('/joint_states', '/clock', '/camera/image_raw', '/sim/cube_pose')
+
+
+def _free_domain_id(candidates: list[int], listen_s: float = 2.0) -> int:
+    """The first candidate ROS_DOMAIN_ID where no other node is heard (tests and agents on this machine
+    pick domains too; sharing one would mix their arm's states into our data)."""
+    for domain_id in candidates:
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain_id)
+        try:
+            probe = Node('collector_domain_probe', context=context)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(probe)
+            end = time.monotonic() + listen_s
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.1)
+            others = [n for n in probe.get_node_names() if n != probe.get_name()]
+            executor.shutdown()
+            probe.destroy_node()
+        finally:
+            rclpy.shutdown(context=context)
+        if not others:
+            return domain_id
+    raise RuntimeError(f'every ROS_DOMAIN_ID tried ({candidates}) is in use; pass a free one with --domain-id')
+
+
+def _bag_summary(bag: Path) -> str:
+    """Per-topic message counts and size of the bag as written (read back from its metadata)."""
+    from jepa_rosbag.reader import BagError, BagReader
+    try:
+        with BagReader(bag) as reader:
+            topics = reader.topics
+    except BagError as e:
+        return f'bag {bag} cannot be read back: {e}'
+    size = sum(f.stat().st_size for f in bag.rglob('*') if f.is_file())
+    missing = [t for t in RECORDED_TOPICS if t not in topics or not topics[t].message_count]
+    lines = [f'bag {bag}: {size / 1e6:.1f} MB, {sum(t.message_count for t in topics.values())} messages']
+    lines += [f'  {name:<34} {topic.message_count:>8}' for name, topic in sorted(topics.items())]
+    if missing:
+        lines.append(f'  no messages on {missing}')
+    return '\n'.join(lines)
 
 
 def _recorder_ready(node: Node) -> list[str]:
@@ -525,7 +564,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0 or not 0 < args.episode_seconds[0] <= args.episode_seconds[1]:
         print('jepa collect: --minutes must be > 0 and --episode-seconds MIN MAX with 0 < MIN <= MAX', file=sys.stderr)
         return 2
-    domain_id = args.domain_id if args.domain_id is not None else 100 + int.from_bytes(os.urandom(1), 'big') % 100
+    if args.domain_id is not None:
+        domain_id = args.domain_id
+    else:
+        candidates = [int(d) for d in np.random.default_rng().permutation(np.arange(100, 200))[:10]]
+        try:
+            domain_id = _free_domain_id(candidates)
+        except RuntimeError as e:
+            print(f'jepa collect: {e}', file=sys.stderr)
+            return 1
     os.environ['ROS_DOMAIN_ID'] = str(domain_id)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -548,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         collector = PlayCollector(args.seed, args.minutes * 60.0, tuple(args.episode_seconds), policy_config=config)
         executor = SingleThreadedExecutor()
         executor.add_node(collector)
-        last_played, last_progress = -1.0, time.monotonic()
+        last_played, last_progress, last_check = -1.0, time.monotonic(), 0.0
         while not collector.done:
             executor.spin_once(timeout_sec=0.1)
             now = time.monotonic()
@@ -572,6 +619,10 @@ def main(argv: list[str] | None = None) -> int:
                 last_played, last_progress = played, now
             elif collector.state != 'waiting' and now - last_progress > 60:
                 collector.fail(f'no progress for 60 s (state {collector.state})')
+            if collector.state == 'playing' and now - last_check > 5.0:
+                last_check = now
+                collector.stats.foreign_publishers.update(
+                    t for t in SINGLE_PUBLISHER_TOPICS if collector.count_publishers(t) > 1)
         error = collector.error
     except KeyboardInterrupt:
         error = 'interrupted (Ctrl-C): the bag keeps what was recorded so far'
@@ -582,10 +633,9 @@ def main(argv: list[str] | None = None) -> int:
         if collector is not None:
             collector.destroy_node()
         rclpy.try_shutdown()
-        recorder_report = children.stop()
+        children.stop()
     stats = collector.stats if collector is not None else CollectStats()
     played = collector.played_seconds if collector is not None else 0.0
-    print('\n'.join(line.split('] ', 1)[-1] for line in recorder_report if 'recorded' in line or 'bag ' in line))
     print(f'played {played / 60:.2f} sim minutes ({stats.episodes} episodes, {stats.ticks} actions) in '
           f'{wall / 60:.2f} wall minutes ({play_wall / 60:.2f} after start-up): sim/wall ratio '
           f'{played / max(wall, 1e-9):.2f}x overall, {played / max(play_wall, 1e-9):.2f}x while playing')
@@ -596,7 +646,10 @@ def main(argv: list[str] | None = None) -> int:
               f'playing: {stats.gate_holds}')
         print(f'end-effector motion between frames = {a:.2f} x action + {b:.2f} x previous action (R^2 {r2:.2f})')
     if out.exists():
-        print(f'bag {out}: {_du(out) / 1e6:.1f} MB')
+        print(_bag_summary(out))
+    if stats.foreign_publishers:
+        print(f'jepa collect: WARNING: another graph published on {sorted(stats.foreign_publishers)} in ROS_DOMAIN_ID '
+              f'{domain_id} during the collection; its messages may be mixed into the bag', file=sys.stderr)
     if error:
         print(f'jepa collect: {error}', file=sys.stderr)
         return 1
