@@ -210,14 +210,14 @@ def test_stale_joint_states_hold_once_and_refuse_commands_until_fresh():
 def test_estop_holds_at_once_and_stays_latched_until_released_with_the_input_cleared():
     gate = ready_gate()
     gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.0)
-    decision = gate.on_estop(True, 0.01)
+    decision = gate.on_estop(True)
     assert decision.hold and gate.state(0.01) == 'estop'
     assert gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.02).rejected
-    ok, message = gate.release_estop(0.03)
+    ok, message = gate.release_estop()
     assert not ok and 'still true' in message
-    assert gate.on_estop(False, 0.04) is None
+    assert gate.on_estop(False) is None
     assert gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.05).rejected, 'a false input alone does not release'
-    ok, _ = gate.release_estop(0.06)
+    ok, _ = gate.release_estop()
     assert ok and gate.state(0.06) == 'holding'
     assert not gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.07).hold
     assert gate.counters['estops'] == 1
@@ -249,7 +249,7 @@ def test_empty_points_is_a_hold_request_not_an_error_even_without_joint_state_or
     decision = gate.on_trajectory(Trajectory(ARM, []), 0.0)
     assert decision.hold and not decision.rejected
     gate.on_joint_state(NAMES, HOME, 0.0)
-    gate.on_estop(True, 0.0)
+    gate.on_estop(True)
     decision = gate.on_trajectory(Trajectory(ARM, []), 0.0)
     assert decision.hold and not decision.rejected and gate.counters['rejected'] == 0
 

@@ -198,7 +198,7 @@ class SafetyGate:
             self._measured_at[i] = now
         return None
 
-    def on_estop(self, active: bool, now: float) -> Decision | None:
+    def on_estop(self, active: bool) -> Decision | None:
         """True latches the e-stop and holds at once; false only records the input (release is explicit)."""
         self._estop_input = bool(active)
         if not active:
@@ -208,7 +208,7 @@ class SafetyGate:
             self._estop_latched = True
         return self._hold('e-stop')
 
-    def release_estop(self, now: float) -> tuple[bool, str]:
+    def release_estop(self) -> tuple[bool, str]:
         if not self._estop_latched:
             return True, 'e-stop was not latched'
         if self._estop_input:

@@ -140,13 +140,13 @@ class SafetyNode(Node):
             self.get_logger().error(f'ignored joint state: {error}', throttle_duration_sec=1.0)
 
     def on_estop(self, msg: Bool) -> None:
-        decision = self.gate.on_estop(msg.data, time.monotonic())
+        decision = self.gate.on_estop(msg.data)
         if decision is not None:
             self.apply(decision, event=True)
             self.get_logger().warn('e-stop: holding until /safety/release_estop', throttle_duration_sec=1.0)
 
     def on_release(self, request, response):
-        response.success, response.message = self.gate.release_estop(time.monotonic())
+        response.success, response.message = self.gate.release_estop()
         self.get_logger().info(f'release e-stop: {response.message}')
         self.last_reason = response.message
         self.publish_diagnostics()
@@ -184,13 +184,6 @@ class SafetyNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics.publish(msg)
-
-    def close(self) -> None:
-        """Last word to the arm: hold (when the context is still up; after Ctrl-C it usually is not)."""
-        try:
-            self.output.publish(JointTrajectory(joint_names=self.hold_names))
-        except Exception:  # noqa: BLE001 - a shut-down context cannot publish, and that is fine here
-            pass
 
 
 def main(args=None) -> int:
