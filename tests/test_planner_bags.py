@@ -1,4 +1,6 @@
 """Short-term memory <-> rosbag2 (real mcap bags through rosbags, messages serialized by rclpy)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,35 @@ def test_corrupt_bag_is_a_clear_error(tmp_path):
     (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: [not, valid')
     with pytest.raises(BagError, match='broken'):
         read_memory([bag])
+
+
+def test_train_critic_cli_fits_the_cost_to_go_of_recorded_episodes(tmp_path, capsys):
+    """A chain of states with cost 1 per step until the goal: the critic trained from the bag ranks the
+    states by their distance to the goal."""
+    import torch
+
+    from jepa_planner.cost import Critic
+    from jepa_planner.train_critic import main
+    rng = np.random.default_rng(1)
+    embed = rng.normal(size=(6, 8)).astype(np.float32)
+    memory, assembler = ShortTermMemory(), TransitionAssembler()
+    stamp = 1.0
+    for episode in range(12):
+        memory.add(assembler.goal(embed[-1] + 0.001 * episode))  # a new episode each time
+        for s in list(range(episode % 5, 6)) + [5, 5]:
+            memory.add(assembler.latent(stamp, embed[s], 'chain@0'))
+            assembler.cost(stamp, np.array([float(s != 5), 0, 0, 0, 0], np.float32))
+            stamp += 0.1
+        memory.add(assembler.flush())
+        stamp += 5.0
+    write_memory(tmp_path / 'chain', memory, 'chain@0')
+    assert main(['--bag', str(tmp_path / 'chain'), '--out', str(tmp_path / 'critic.pt'), '--epochs', '150']) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary['model_id'] == 'chain@0' and summary['transitions'] + summary['skipped'] == len(memory)
+    assert summary['skipped'] == 0
+    critic = Critic.load(tmp_path / 'critic.pt', latent_dim=8, model_id='chain@0')
+    with torch.no_grad():
+        values = critic(torch.from_numpy(embed), torch.from_numpy(embed[-1])).numpy()
+    assert np.all(np.diff(values) < 0), values  # farther from the goal = more cost to go
+    assert main(['--bag', str(tmp_path / 'missing'), '--out', str(tmp_path / 'c2.pt')]) == 1
+    assert 'missing' in capsys.readouterr().err

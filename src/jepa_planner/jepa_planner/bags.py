@@ -12,7 +12,9 @@ from jepa_rosbag.reader import BagError, BagReader
 from jepa_rosbag.recorder import BagRecorder, RecorderError
 from rclpy.serialization import serialize_message
 
-from jepa_common.conversions import latent_to_msg, msg_to_latent, sec_to_stamp, stamp_to_sec
+from builtin_interfaces.msg import Time
+
+from jepa_common.conversions import latent_to_msg, msg_to_latent, stamp_to_sec
 from jepa_planner.memory import COST_FIELDS, TOPICS, ShortTermMemory, TransitionAssembler
 
 __all__ = ['BagError', 'read_memory', 'write_memory']
@@ -37,6 +39,13 @@ def write_messages(path: str | Path, messages: Iterable[tuple[str, object, int]]
     except RecorderError as exc:
         raise BagError(str(exc)) from exc
     return count
+
+
+def sec_to_stamp(seconds: float) -> Time:
+    """Via integer nanoseconds: jepa_common.conversions.sec_to_stamp turns e.g. 12.9999999999 into 12 s + 0 ns
+    (the nanoseconds round up to a full second that is dropped)."""
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def memory_messages(memory: ShortTermMemory, model_id: str = '') -> list[tuple[str, object, int]]:
