@@ -153,7 +153,8 @@ def _move(probe, publisher, names, target, move_time, settle_time, tolerance, de
     """Command target, reached in move_time of arm time, and wait settle_time more; when the arm is not
     within tolerance by then (the gate held it a moment, say), keep commanding for up to EXTRA_TIME_FACTOR
     times as long. Like any commander the check keeps talking: it re-sends the target (with the time left)
-    every RESEND_PERIOD_S of wall time, as the safety gate holds the arm when its commander falls silent."""
+    every RESEND_PERIOD_S of wall or arm time, whichever comes first, as the safety gate holds the arm when
+    its commander falls silent (on its node clock: sim time in simulation, which may run faster)."""
     sent_at = probe.arm_time()
     settled, give_up = sent_at + move_time + settle_time, sent_at + EXTRA_TIME_FACTOR * (move_time + settle_time)
 
@@ -161,19 +162,19 @@ def _move(probe, publisher, names, target, move_time, settle_time, tolerance, de
         now = probe.arm_time()
         return now >= give_up or (now >= settled and np.max(np.abs(probe.positions(names) - target)) <= tolerance)
 
-    next_send = time.monotonic()
+    next_send, next_send_arm = time.monotonic(), sent_at
     while not done():
         now = time.monotonic()
         if now > deadline:
             return False
-        if now >= next_send:
+        if now >= next_send or probe.arm_time() >= next_send_arm:
             left = max(move_time - (probe.arm_time() - sent_at), MIN_MOVE_TIME_S)
             sec = int(left)
             msg = JointTrajectory(joint_names=names)
             msg.points = [JointTrajectoryPoint(positions=target.tolist(),
                                                time_from_start=Duration(sec=sec, nanosec=int((left - sec) * 1e9)))]
             publisher.publish(msg)
-            next_send = now + RESEND_PERIOD_S
+            next_send, next_send_arm = now + RESEND_PERIOD_S, probe.arm_time() + RESEND_PERIOD_S
         probe.executor.spin_once(timeout_sec=0.01)
     return True
 
