@@ -117,6 +117,7 @@ class SafetyNode(Node):
         self.create_timer(check_period, self.on_check, clock=steady)
         self.create_timer(diagnostics_period, self.publish_diagnostics, clock=steady)
         self.last_reason = ''
+        self.last_rejection, self.last_rejection_logged = '', -float('inf')
         box = self.gate.workspace
         self.get_logger().info(f'gating {list(self.gate.joint_names)} -> {self.output.topic_name}; workspace '
                                f'{"off" if box is None else [box.lower.tolist(), box.upper.tolist()]}')
@@ -129,10 +130,17 @@ class SafetyNode(Node):
             self.get_logger().error(f'internal error checking a command, holding: {error!r}')
             decision = Decision(None, [f'internal error: {error!r}'], rejected=True)
         if decision.rejected:
-            self.get_logger().error(decision.reasons[0])
+            self.log_rejection(decision.reasons[0])
         elif decision.reasons and not decision.hold:
             self.get_logger().warn('; '.join(decision.reasons), throttle_duration_sec=1.0)
         self.apply(decision, event=bool(decision.reasons))
+
+    def log_rejection(self, reason: str) -> None:
+        """Every new reason at once; a repeated one (a 10 Hz commander against a latched e-stop) once a second."""
+        now = time.monotonic()
+        if reason != self.last_rejection or now - self.last_rejection_logged >= 1.0:
+            self.get_logger().error(reason)
+            self.last_rejection, self.last_rejection_logged = reason, now
 
     def on_joint_state(self, msg: JointState) -> None:
         error = self.gate.on_joint_state(msg.name, msg.position, time.monotonic())
