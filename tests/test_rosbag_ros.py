@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image, JointState
 from jepa_common.conversions import latent_to_msg, rgb_to_image, sec_to_stamp
 from jepa_interfaces.msg import LatentState
 from jepa_rosbag.reader import BagReader, reindex
-from rosharness import REPO, node_cmd
+from rosharness import REPO, VENV_BIN, node_cmd
 
 # Topics under a namespace of this run: a concurrent test run that happens to get the same domain id
 # (the machine is shared) must not publish into these tests.
@@ -53,11 +53,9 @@ def bag_bytes(bag) -> dict[str, list[bytes]]:
     return out
 
 
-def start_recorder(graph, bag, topics, extra_env=None, **params):
-    params = {'output': str(bag), 'topics': list(topics), **params}
-    cmd = node_cmd('recorder_node', node_name='recorder', params_file=str(REPO / 'config/recorder.yaml'),
-                   params=params)
-    return graph.run(cmd, 'recorder', extra_env)
+def start_recorder(graph, bag, topics, **params):
+    return graph.start('recorder_node', name='recorder', params_file=str(REPO / 'config/recorder.yaml'),
+                       params={'output': str(bag), 'topics': list(topics), **params})
 
 
 @pytest.mark.integration
@@ -126,9 +124,8 @@ def test_sigkill_loses_at_most_the_open_split(ros_graph, tmp_path):
     publishers = {topic: node.create_publisher(cls, topic, QOS) for topic, cls in topics.items()}
     wire = raw_collectors(ros_graph, topics)
     bag = tmp_path / 'killed'
-    # UDP only: a SIGKILLed process would leave Fast DDS shared-memory files behind.
-    recorder = start_recorder(ros_graph, bag, topics, {'FASTDDS_BUILTIN_TRANSPORTS': 'UDPv4'},
-                              max_bag_size=40_000)
+    # (A SIGKILLed process leaves its Fast DDS shared-memory files in /dev/shm; Fast DDS reclaims stale ones.)
+    recorder = start_recorder(ros_graph, bag, topics, max_bag_size=40_000)
     ros_graph.spin_until(lambda: all(p.get_subscription_count() >= 2 for p in publishers.values()), 30,
                          'the recorder subscribing')
 
@@ -205,3 +202,42 @@ def test_record_cli_sqlite3_zstd_duration_and_latched_topic(ros_graph, tmp_path)
     assert len(goals) == 1 and goals[0].data.tolist() == [42.0, 42.5, -42.0]
     assert len(positions) > 10
     np.testing.assert_allclose(np.diff([p[0] for p in positions]), 0.1)  # consecutive: nothing lost in between
+
+
+@pytest.mark.integration
+def test_disk_full_while_recording_keeps_closed_splits_and_the_node_alive(ros_graph, tmp_path):
+    """A file size limit (ulimit -f) stands in for a full disk: the split being written fails, the node logs
+    it, stays up and counts what it could not record; the closed splits stay readable."""
+    node = ros_graph.node
+    publishers = {topic: node.create_publisher(cls, topic, QOS) for topic, cls in
+                  {CAMERA: Image, JOINTS: JointState}.items()}
+    bag = tmp_path / 'full'
+    cmd = node_cmd(str(VENV_BIN / 'recorder_node'), node_name='recorder', params={
+        'output': str(bag), 'topics': [CAMERA, JOINTS], 'max_bag_duration': 1.0})
+    # Fast DDS' shared-memory segments are files too: they fail (logged) and it falls back to UDP.
+    recorder = ros_graph.run(['/bin/bash', '-c', 'ulimit -f 300 && exec "$0" "$@"', *cmd], 'recorder')
+    ros_graph.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in publishers.values()), 30,
+                         'the recorder subscribing')
+    start = time.monotonic()
+    i = 0
+    # Joint states alone for 2.5 s (small splits), then 1.2 MB/s of images: more than a split file may hold.
+    while 'recording stopped' not in recorder.output() and time.monotonic() - start < 20:
+        publishers[JOINTS].publish(make_message(JOINTS, i))
+        if time.monotonic() - start > 2.5:
+            publishers[CAMERA].publish(make_message(CAMERA, i, image_side=64))
+        i += 1
+        ros_graph.spin_for(0.01)
+    assert 'recording stopped' in recorder.output() and 'file size limit reached' in recorder.output()
+    ros_graph.spin_for(1.0)
+    assert recorder.alive()
+    assert recorder.stop() == 0
+    ros_graph.processes.remove(recorder)
+    report = recorder.log_path.read_text()
+    assert 'ERROR' in report and 'dropped by the recorder' in report and 'in the failed split' in report, report
+    with BagReader(bag) as reader:
+        counts = {name: t.message_count for name, t in reader.topics.items()}
+        assert len(list(reader.messages())) == sum(counts.values())
+    assert counts[JOINTS] > 0
+    # The report's recorded counts are what the closed splits hold.
+    assert re.search(rf'{re.escape(JOINTS)}\s+{counts[JOINTS]} recorded', report), report
+    assert re.search(rf'{re.escape(CAMERA)}\s+{counts.get(CAMERA, 0)} recorded', report), report

@@ -81,6 +81,8 @@ class BagRecorder:
         self.splits: list[SplitFile] = []
         self.bytes_written = 0
         self.error: str | None = None
+        # Messages written into a split that could not be completed (a truncated file `reindex` may recover).
+        self.unsaved: collections.Counter = collections.Counter()
         self._msgdefs: dict[str, str] = {}
         self._writer: Writer | None = None
         self._connections = {}
@@ -199,6 +201,10 @@ class BagRecorder:
         self._writer = None
         if writer is not None:
             writer.abort()
+        self.unsaved.update(self._split_counts)
+        self._split_counts = {}
+        self.bytes_written -= self._split_bytes
+        self._split_bytes = 0
         self.error = problem
         raise RecorderError(f'bag {self.path}: {problem}; the {len(self.splits)} closed split(s) listed in '
                             f'metadata.yaml are intact (recover the rest with `jepa record --reindex {self.path}`)')

@@ -133,8 +133,10 @@ class RecorderNode(Node):
                 else:
                     lost = str(self.gaps.gaps[topic])
                 dropped, early = self.queue.dropped[topic], self.before_clock[topic]
+                unsaved = self.recorder.unsaved[topic]
                 lines.append(f'  {topic:<{width}}  {summary.counts[topic]:>7} recorded, lost before the recorder: '
                              f'{lost}' + (f', dropped by the recorder: {dropped}' if dropped else '')
+                             + (f', in the failed split: {unsaved}' if unsaved else '')
                              + (f', not recorded before the first /clock: {early}' if early else ''))
         if self.recorder.error:
             lines.append(f'  ERROR: {self.recorder.error}')
