@@ -82,6 +82,7 @@ class SimNode(Node):
         self.camera_info = self._make_camera_info()
 
         self._joint_state = JointState(name=list(self.sim.joint_names))
+        self._sent = None
         self._work = queue.SimpleQueue()
         self._stop = threading.Event()
         self._publish_state(camera=True)
@@ -160,7 +161,10 @@ class SimNode(Node):
 
     def _step(self, steps: int) -> None:
         for _ in range(steps):
-            self.sim.send_joint_targets(*self.follower.sample(self.sim.time))
+            target, velocity = self.follower.sample(self.sim.time)
+            # While holding, the motors keep their targets: skip re-sending the same ones every step.
+            if velocity.any() or not np.array_equal(target, self._sent):
+                self._sent = self.sim.send_joint_targets(target, velocity)
             self.sim.step()
             if self.sim.steps % self.joint_state_every == 0:
                 self._publish_state(camera=self.sim.steps % self.camera_every == 0)
