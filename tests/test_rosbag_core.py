@@ -364,3 +364,12 @@ def test_messages_serialized_by_rclpy_read_back_despite_trailing_bytes(tmp_path)
         assert next(messages).message.position.tolist() == [1.0, 2.0]
         with pytest.raises(BagError, match=r'/joint_states at 2 ns does not deserialize as sensor_msgs/msg/JointState'):
             next(messages)
+
+
+def test_player_with_offset_past_the_end_plays_nothing_even_looping(tmp_path):
+    bag = tmp_path / 'bag'
+    write_bag(bag, n=5)
+    clock = FakeTime()
+    with BagReader(bag) as reader:
+        player = BagPlayer(reader, start_offset_s=10.0, loop=True)
+        assert player.play(lambda *_: None, lambda ns: None, now=clock.now, sleep=clock.sleep) == 0

@@ -67,6 +67,7 @@ class BagPlayer:
         while True:
             wall_start = now()
             last_clock = -float('inf')
+            published_before = self.published
             for message in self.bag.messages(self.topics, start_ns=self.start_ns, raw=True):
                 due = wall_start + (message.timestamp_ns - self.start_ns) / 1e9 / self.rate
                 while (remaining := due - now()) > 0:
@@ -83,7 +84,8 @@ class BagPlayer:
                     last_clock = now()
                 publish(message.topic, message.message)
                 self.published += 1
-            if not self.loop or should_stop():
+            # A pass with nothing to play (start offset past the end) would make a loop spin idle.
+            if not self.loop or should_stop() or self.published == published_before:
                 return self.published
 
 
@@ -104,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--loop', '-l', action='store_true', help='start over at the end, until Ctrl-C')
     p.add_argument('--start-offset', type=float, default=0.0, metavar='S', help='skip the first S seconds')
     p.add_argument('--topics', nargs='+', metavar='T', help='play only these topics (default: all)')
-    p.add_argument('--remap', nargs='+', action='extend', default=[], metavar='A:=B', help='publish topic A as B')
+    p.add_argument('--remap', action='append', default=[], metavar='A:=B', help='publish topic A as B (repeatable)')
     p.add_argument('--clock-hz', type=float, default=100.0, help='/clock publishing rate (0: only with messages)')
     p.add_argument('--wait-for-subscribers', type=float, default=0.0, metavar='S',
                    help='before playing, wait up to S seconds until every topic has a subscriber')
@@ -159,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                                f'{", ".join(publishers)}')
 
         def publish(topic: str, data: bytes) -> None:
-            target = publishers.get(topic)
-            if target is not None:
-                target.publish(data)
+            publishers[topic].publish(data)
 
         def publish_clock(bag_time_ns: int) -> None:
             clock = Clock()
