@@ -19,7 +19,7 @@ from jepa_bringup.evaluate import run, stop_graph, success_table
 
 
 def arm_part(out_dir: Path) -> dict:
-    from jepa_sim.arm_check import _print_report, check_arm
+    from jepa_sim.arm_check import print_report, check_arm
     domain = str(random.Random().randrange(1, 232))
     env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
@@ -31,7 +31,7 @@ def arm_part(out_dir: Path) -> dict:
         result = check_arm(timeout=90.0)
     finally:
         stop_graph(graph)
-    _print_report(result)
+    print_report(result)
     return result
 
 

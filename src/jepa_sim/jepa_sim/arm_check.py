@@ -179,7 +179,7 @@ def _move(probe, publisher, names, target, move_time, settle_time, tolerance, de
     return True
 
 
-def _print_report(result: dict) -> None:
+def print_report(result: dict) -> None:
     print(f'commands sent to {result["topic"]}')
     for name in ('joint_states', 'camera', 'clock'):
         r = result.get(name)
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _print_report(result)
+        print_report(result)
     return 0 if result['ok'] else 1
 
 
