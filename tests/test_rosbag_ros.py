@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from mcap.reader import make_reader
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -81,8 +82,14 @@ def test_record_then_replay_round_trip_is_byte_identical(ros_graph, tmp_path):
     for topic in TOPICS:  # the end-of-recording report: counts and detected loss per topic
         assert re.search(rf'{re.escape(topic)}\s+{n} recorded, lost before the recorder: 0\n', log), log
 
-    # The bag holds exactly the bytes DDS delivered, in order; our types deserialize from it.
+    # The bag holds exactly the bytes DDS delivered, in order, for our reader and for the mcap library;
+    # our types deserialize from it.
     assert bag_bytes(bag) == recorded_on_wire
+    with open(bag / 'rec_0.mcap', 'rb') as stream:
+        by_mcap = {topic: [] for topic in TOPICS}
+        for schema, channel, message in make_reader(stream).iter_messages(log_time_order=True):
+            by_mcap[channel.topic].append(message.data)
+    assert by_mcap == recorded_on_wire
     with BagReader(bag) as reader:
         latents = [m.message for m in reader.messages([LATENT])]
         assert reader.topics[JOINTS].offered_qos[0].reliability.name == 'RELIABLE'
