@@ -122,7 +122,8 @@ class BagReader:
             raise BagError(f'{self.path} is not a rosbag2 bag: no metadata.yaml and no .mcap/.db3 files')
 
     def _describe_open_failure(self, err: Exception) -> str:
-        files = storage_files(self.path) if self.path.is_dir() else [self.path]
+        # Files in subfolders are splits still being written (or abandoned): not what failed to open.
+        files = [f for f in storage_files(self.path) if f.parent == self.path] if self.path.is_dir() else [self.path]
         for file in files:
             problem = _check_storage_file(file)
             if problem:
