@@ -5,8 +5,10 @@ limits and to the end-effector workspace box, and time_from_start is stretched u
 velocity limit. Anything it cannot verify (unknown joints, NaN, bad shapes, time going backwards, no or stale
 joint state, a latched e-stop) is refused with a reason, and the arm is told to hold.
 
-Forwarded points carry positions, and velocities when the command had them; accelerations are dropped, so
-the controller interpolates linearly or with cubic Hermite segments, the two cases the velocity check covers.
+Forwarded points carry positions only (commanded velocities and accelerations are validated, then dropped):
+a JointTrajectoryController then interpolates linearly, along exactly the straight joint-space segments at
+exactly the speeds the gate verified. Cubic or quintic segments through commanded velocities would bulge
+off those segments, past a joint limit or out of the box, and peak above their average speed.
 
 All times are seconds supplied by the caller: joint-state freshness and everything else on one monotonic
 clock (the node uses the steady clock, so a stopped simulation cannot freeze the stale check), the
@@ -222,11 +224,11 @@ class SafetyGate:
         self.counters['commands'] += 1
         try:
             started = time.thread_time()
-            names, times, positions, velocities = self._parse(trajectory, started)
+            names, times, positions = self._parse(trajectory, started)
             if not len(times):
                 return self._hold('commander requested hold')
             self._require_ready(now)
-            decision, events = self._check(names, times, positions, velocities, started)
+            decision, events = self._check(names, times, positions, started)
         except Rejected as error:
             self.counters['rejected'] += 1
             self.last_error = str(error)
@@ -314,8 +316,8 @@ class SafetyGate:
         if any(with_velocities) and not all(with_velocities):
             raise Rejected('velocities are given for some points but not for all')
         for i, point in enumerate(points):
-            # Accelerations are never forwarded (see the module docstring), but malformed ones still mark
-            # a command that cannot be trusted.
+            # Velocities and accelerations are never forwarded (see the module docstring), but malformed ones
+            # still mark a command that cannot be trusted.
             for label, values, optional in (('positions', point.positions, False),
                                             ('velocities', point.velocities, True),
                                             ('accelerations', point.accelerations, True)):
@@ -334,22 +336,22 @@ class SafetyGate:
             raise Rejected(f'points out of time order: point {i} at {times[i]} s is not after point {i - 1} '
                            f'at {times[i - 1]} s')
         positions = _finite_rows('positions', [p.positions for p in points], n)
-        velocities = _finite_rows('velocities', [p.velocities for p in points], n) if any(with_velocities) else None
+        if any(with_velocities):
+            _finite_rows('velocities', [p.velocities for p in points], n)
         if any(len(p.accelerations) for p in points):
             _finite_rows('accelerations', [p.accelerations if len(p.accelerations) else (0.0,) * n for p in points], n)
         self._within_budget(started, 'reading the points')
-        return names, times, positions, velocities
+        return names, times, positions
 
-    def _check(self, names, times, positions, velocities, started: float) -> tuple[Decision, list[str]]:
+    def _check(self, names, times, positions, started: float) -> tuple[Decision, list[str]]:
         """The checked trajectory and the counters it bumps; raises Rejected past the time budget."""
         idx = np.array([self._index[n] for n in names], dtype=int)
         lower, upper, vmax = self.limits.lower[idx], self.limits.upper[idx], self.limits.velocity[idx]
         reasons, events = [], []
         checked = np.clip(positions, lower, upper)
-        changed = np.any(checked != positions, axis=1)
-        if changed.any():
+        over = [names[j] for j in np.flatnonzero(np.any(checked != positions, axis=0))]
+        if over:
             events.append('clamped_limits')
-            over = sorted({names[j] for j in np.nonzero(np.any(checked != positions, axis=0))[0]})
             reasons.append(f'clamped to joint limits: {over}')
 
         if self.workspace is not None and np.any(np.isin(self._fk_index, idx)):
@@ -367,37 +369,23 @@ class SafetyGate:
                     clamped_points.append(i)
                 previous = target
             if clamped_points:
-                changed[clamped_points] = True
                 events.append('clamped_workspace')
                 reasons.append(f'clamped to the workspace box at {len(clamped_points)} of {len(checked)} points '
                                f'(first: point {clamped_points[0]})')
 
-        # Stretch each segment (the first starts at the measured position, at rest, at time 0) until no
-        # joint moves faster than its limit anywhere along the segment, as the controller interpolates it.
-        if velocities is not None:
-            velocities = np.where(changed[:, None], 0.0, np.clip(velocities, -vmax, vmax))
-        previous, previous_velocity = self._measured[idx], np.zeros(len(names))
-        previous_time, new_time = 0.0, 0.0
+        # Stretch each segment (the first starts at the measured position at time 0) until no joint moves
+        # faster than its limit: with linear interpolation, the segment's speed is its average speed.
+        previous, previous_time, new_time = self._measured[idx], 0.0, 0.0
         new_times = np.empty_like(times)
-        new_velocities = np.zeros_like(checked)
         for i in range(len(checked)):
-            duration = times[i] - previous_time
-            delta = checked[i] - previous
-            if velocities is None:
-                duration = max(duration, float(np.max(np.abs(delta) / vmax)))
-            else:
-                duration, new_velocities[i] = _hermite_retime(delta, duration, previous_velocity, velocities[i], vmax)
-                self._within_budget(started, f'the velocities at point {i} of {len(checked)}')
-            new_time += duration
+            new_time += max(times[i] - previous_time, float(np.max(np.abs(checked[i] - previous) / vmax)))
             new_times[i] = new_time
-            previous, previous_velocity, previous_time = checked[i], new_velocities[i], times[i]
+            previous, previous_time = checked[i], times[i]
         if new_times[-1] > times[-1] * (1 + 1e-9):
             events.append('retimed')
             reasons.append(f'slowed down to the velocity limits: {times[-1]:.3f} s -> {new_times[-1]:.3f} s')
 
-        points = [TrajectoryPoint(float(new_times[i]), checked[i].copy(),
-                                  new_velocities[i].copy() if velocities is not None else ())
-                  for i in range(len(checked))]
+        points = [TrajectoryPoint(float(t), q.copy()) for t, q in zip(new_times, checked)]
         return Decision(Trajectory(list(names), points), reasons), events
 
     def _within_budget(self, started: float, stage: str) -> None:
@@ -438,47 +426,6 @@ class SafetyGate:
             else:
                 t_ok = t_mid
         return t_ok
-
-
-def hermite_peak_speed(delta: np.ndarray, duration: float, v_start: np.ndarray, v_end: np.ndarray) -> np.ndarray:
-    """Per joint, the largest |velocity| of the cubic Hermite segment from (0, v_start) to (delta, v_end) in
-    duration: the interpolation a JointTrajectoryController (and jepa_sim's follower) uses when points carry
-    velocities. The velocity is quadratic in s = t / duration, so its peak is at an end or at the vertex."""
-    d = delta / duration
-    alpha, beta = 3 * v_start + 3 * v_end - 6 * d, 6 * d - 4 * v_start - 2 * v_end
-    peak = np.maximum(np.abs(v_start), np.abs(v_end))
-    with np.errstate(divide='ignore', invalid='ignore'):
-        vertex = np.where(alpha != 0, -beta / (2 * alpha), -1.0)
-    inside = (vertex > 0) & (vertex < 1)
-    at_vertex = np.abs(alpha * vertex**2 + beta * vertex + v_start)
-    return np.where(inside, np.maximum(peak, at_vertex), peak)
-
-
-def _hermite_retime(delta, duration, v_start, v_end, vmax, iterations: int = 40):
-    """Shortest duration >= the commanded one (and the end velocity, scaled down with it) for which the
-    Hermite segment stays within vmax. v_start is fixed (the previous segment already ended with it);
-    v_end shrinks as the segment stretches, keeping the commanded velocity profile's shape."""
-    if duration <= 0:
-        # Only a first point at time 0 (the arm starts at rest) gets here: it cannot keep a velocity, and
-        # the shortest duration it could take is the linear one.
-        v_end = np.zeros_like(v_end)
-        duration = float(np.max(np.abs(delta) / vmax))
-    if not np.any(delta) and not np.any(v_start) and not np.any(v_end):
-        return duration, v_end
-
-    def fits(u):  # u = commanded / stretched duration, in (0, 1]
-        return bool(np.all(hermite_peak_speed(delta, duration / u, v_start, v_end * u) <= vmax))
-
-    if fits(1.0):
-        return duration, v_end
-    # The set of feasible u is an interval reaching down to 0 (|velocity| is convex in u and the
-    # shape terms of v_start alone never exceed |v_start| <= vmax), so bisect for its upper end.
-    low, high = 0.0, 1.0
-    for _ in range(iterations):
-        mid = 0.5 * (low + high)
-        low, high = (mid, high) if fits(mid) else (low, mid)
-    u = max(low, 1e-12)
-    return duration / u, v_end * u
 
 
 def _finite_rows(label: str, rows: list, width: int) -> np.ndarray:

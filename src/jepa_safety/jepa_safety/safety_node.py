@@ -81,7 +81,7 @@ def trajectory_to_msg(trajectory: Trajectory) -> JointTrajectory:
     for point in trajectory.points:
         sec = int(point.time_from_start)
         msg.points.append(JointTrajectoryPoint(
-            positions=array.array('d', point.positions), velocities=array.array('d', point.velocities),
+            positions=array.array('d', point.positions),
             time_from_start=Duration(sec=sec, nanosec=min(int(round((point.time_from_start - sec) * 1e9)),
                                                           999_999_999))))
     return msg
