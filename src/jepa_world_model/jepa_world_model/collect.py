@@ -50,14 +50,14 @@ class BabblingConfig:
     noise_theta: float = 0.15
     noise_sigma: float = 0.004
     # Share of motion primitives that are deliberate pushes through the cube.
-    push_fraction: float = 0.6
+    push_fraction: float = 0.7
     approach_height: float = 0.12               # above the table, when moving behind the cube
     push_height: float = 0.035                  # end-effector height while pushing
     push_behind: float = 0.09                   # start this far behind the cube centre
     push_through: float = 0.10                  # and end this far beyond it
     reach_tolerance: float = 0.02
     steps_per_waypoint: int = 60                # give up on a waypoint after this many periods
-    wander_waypoints: tuple = (1, 3)
+    wander_waypoints: tuple = (1, 2)
     low_z_fraction: float = 0.35                # wander waypoints near the table (where the cube is)
 
 
