@@ -52,8 +52,9 @@ class Feeder:
         self.goal_pub.publish(latent_to_msg(np.full(LATENT_DIM, value, np.float32), model_id=self.model_id))
 
     def joints(self):
-        self.joint_pub.publish(JointState(name=[*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS],
-                                          position=[*PANDA_HOME, 0.02, 0.02]))
+        msg = JointState(name=[*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS], position=[*PANDA_HOME, 0.02, 0.02])
+        msg.header.stamp = self.graph.node.get_clock().now().to_msg()
+        self.joint_pub.publish(msg)
 
     def latent(self, stamp=None, data=None, model_id=None):
         stamp = stamp or self.graph.node.get_clock().now().to_msg()

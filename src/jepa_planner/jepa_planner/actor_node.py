@@ -194,7 +194,7 @@ class ActorNode(Node):
             self.counts['no_model'] += 1
             return self.problem('no world model loaded: not acting', kind='no_model')
         model_id = self.actor.model.model_id
-        age = (received.nanoseconds * 1e-9) - stamp_to_sec(msg.header.stamp)
+        age = received.nanoseconds * 1e-9 - stamp_to_sec(msg.header.stamp)
         if abs(age) > self.max_latent_age:
             self.counts['stale'] += 1
             return self.problem(f'latent is {age:.3f} s old (max_latent_age {self.max_latent_age} s): not acting',
@@ -206,7 +206,7 @@ class ActorNode(Node):
         if self.goal is None or self.goal_model_id != model_id:
             self.counts['no_goal'] += 1
             return self.problem('no goal latent from the current model: not acting', kind='no_goal')
-        q = self.joints.fresh(self.joint_state_timeout)
+        q = self.joints.fresh(self.joint_state_timeout, at=stamp_to_sec(msg.header.stamp))
         if q is None:
             self.counts['no_joint_state'] += 1
             return self.problem(f'no joint state of {list(self.kinematics.arm_joints)} within '

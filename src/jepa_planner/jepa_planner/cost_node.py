@@ -11,7 +11,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 
-from jepa_common.conversions import msg_to_latent
+from jepa_common.conversions import msg_to_latent, stamp_to_sec
 from jepa_common.node import run_node
 from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
 from jepa_planner.cost import ArmContext, Critic, CriticError, IntrinsicCost, TERMS
@@ -94,7 +94,7 @@ class CostNode(Node):
             self.get_logger().error(f'latent has {z.size} values but the goal {self.goal.size}: they come from '
                                     'different models; waiting for a matching goal', throttle_duration_sec=2.0)
             return
-        q = self.joints.fresh(self.joint_state_timeout)
+        q = self.joints.fresh(self.joint_state_timeout, at=stamp_to_sec(msg.header.stamp))
         arm = ArmContext.from_kinematics(self.kinematics, q) if q is not None else None
         z_t, goal_t = torch.from_numpy(z), torch.from_numpy(self.goal)
         action = torch.from_numpy(self.last_action) if self.last_action is not None else None
