@@ -113,7 +113,7 @@ class PerceptionNode(Node):
                 self.get_logger().warning(f'{what} is {rgb.shape[1]}x{rgb.shape[0]}, the encoder takes '
                                           f'{size}x{size}: resizing (warned once per size)')
             return self.encoder.encode_batch(image[None], self._proprio())[0]
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
             self.errors += 1
             self.get_logger().error(f'bad {what} (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): {e}')
             return None

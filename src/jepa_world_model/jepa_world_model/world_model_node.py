@@ -286,7 +286,7 @@ class WorldModelNode(Node):
         try:
             latent = msg_to_latent(msg)
             predictions, surprise = self.predictor.observe_latent(latent, stamp_ns(msg.header.stamp))
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
             self.get_logger().error(f'bad latent: {e}')
             return
         for prediction in predictions:
@@ -306,7 +306,7 @@ class WorldModelNode(Node):
                 raise ValueError(f'action space {msg.space!r}, the model takes {ACTION_SPACE!r}')
             prediction = self.predictor.observe_action(np.asarray(msg.data, dtype=np.float32),
                                                        stamp_ns(msg.header.stamp))
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
             self.get_logger().error(f'bad action: {e}')
             return
         if prediction is not None:
@@ -325,7 +325,7 @@ class WorldModelNode(Node):
                 raise ValueError(f'{actions.size} action values for batch {batch} x horizon {horizon} x '
                                  f'action_dim {action_dim} = {batch * horizon * action_dim}')
             predicted = self.predictor.rollout(start, actions.reshape(batch, horizon, action_dim))
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
             response.success, response.message = False, str(e)
             self.get_logger().error(f'rollout request rejected: {e}')
             return response
