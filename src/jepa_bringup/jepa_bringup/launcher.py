@@ -149,8 +149,12 @@ class Printer:
 
     def line(self, name: str, text: str) -> None:
         with self.lock:
-            self.stream.write(f'[{name}] {text}\n')
-            self.stream.flush()
+            try:
+                self.stream.write(f'[{name}] {text}\n')
+                self.stream.flush()
+            except (OSError, ValueError):
+                # Our stdout is gone (closed pipe): keep draining the nodes' pipes so they never block.
+                pass
 
     def launcher(self, text: str) -> None:
         self.line('jepa launch', text)
@@ -175,10 +179,10 @@ class Launcher:
     def run(self) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self.request_stop)
-        for node in self.nodes:
-            node.start(self.env)
-            self.printer.launcher(f'started {node.spec.name} (pid {node.proc.pid}): {" ".join(node.command)}')
         try:
+            for node in self.nodes:
+                node.start(self.env)
+                self.printer.launcher(f'started {node.spec.name} (pid {node.proc.pid}): {" ".join(node.command)}')
             while not self.stop_requests and self._supervise():
                 time.sleep(0.1)
         finally:
