@@ -19,6 +19,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from jepa_perception.encoder import ImageEncoder, LatencyStats
+from jepa_world_model.world_model_node import limit_torch_threads
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -34,6 +35,7 @@ class PerceptionNode(Node):
         self.declare_parameter('follow_model_version', True)
         # Joint order of the proprioception input, for checkpoints that encode joint positions too.
         self.declare_parameter('proprio_joints', [*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS])
+        limit_torch_threads(self.declare_parameter('torch_threads', 1).value)
 
         self.encoder = None
         self.latency = LatencyStats()

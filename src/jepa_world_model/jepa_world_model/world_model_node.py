@@ -44,6 +44,14 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def limit_torch_threads(threads: int) -> None:
+    """Intra-op threads of this process (0 = torch's default, one per core). Every learned node is its own
+    process: with one thread each they share the cores instead of spinning against each other (measured on
+    2 busy cores: encoding one frame 0.9 ms p50 with 1 thread, 22 ms with 2)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def resolve_checkpoint(path: str) -> str:
     """'' means the shipped default checkpoint."""
     return str(default_checkpoint_path()) if not path else os.path.abspath(os.path.expanduser(path))
@@ -216,6 +224,7 @@ class WorldModelNode(Node):
         self.declare_parameter('device', 'auto')
         self.declare_parameter('action_window', 0.1)  # s after a latent within which its action is stamped
         self.declare_parameter('max_rollout_elements', 4_000_000)  # batch*horizon*latent_dim per request
+        limit_torch_threads(self.declare_parameter('torch_threads', 1).value)
         self.loaded: LoadedModel | None = None
         self.predictor: OnlinePredictor | None = None
 
