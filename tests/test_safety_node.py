@@ -99,7 +99,11 @@ def test_gate_clamps_rejects_malformed_commands_stays_alive_and_holds_a_silent_c
     clamped = arm.outputs[-1][1]
     assert clamped.points[0].positions[6] == pytest.approx(2.9671)
     np.testing.assert_allclose(clamped.points[0].positions[:6], PANDA_HOME[:6])
-    rejected_before = int(arm.diagnostic_values()['rejected']) if arm.diagnostics else 0
+    # Refusals before the first joint state count as rejections too: start from the diagnostics event the
+    # clamped forward published (the same callback, so it counts everything before it).
+    ros_graph.spin_until(lambda: arm.diagnostics and int(arm.diagnostic_values()['forwarded']) >= 1, 5,
+                         'diagnostics of the clamped command')
+    rejected_before = int(arm.diagnostic_values()['rejected'])
 
     bad = [(ARM, [(0.5, PANDA_HOME[:6] + (math.nan,))], 'NaN or inf'),
            (ARM[:6] + ['wrist_of_another_robot'], [(0.5, PANDA_HOME)], 'unknown joint names'),
