@@ -26,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -298,6 +299,8 @@ class PlayCollector(Node):
         return self.state in ('done', 'failed')
 
     def fail(self, message: str) -> None:
+        if self.state == 'playing':
+            self._close_episode(self._latest_state_ns)
         self.error, self.state = message, 'failed'
 
     def ready(self) -> bool:
@@ -367,7 +370,6 @@ class PlayCollector(Node):
             return
         self._reset_q = np.asarray(response.joint_positions)
         _, policy_seed = episode_seeds(self.seed, self._episode)
-        self.stats.pushes += self.policy.pushes_started
         self.policy.reset(policy_seed)
         self._cube = self._cube_at_last_tick = None
         self.state = 'settling'
@@ -380,11 +382,14 @@ class PlayCollector(Node):
         self._next_tick_ns = -(-now_ns // self.dt_ns) * self.dt_ns  # the next instant on the camera grid
         self.state = 'playing'
 
-    def _end_episode(self) -> None:
+    def _close_episode(self, end_ns: int) -> None:
         self.stats.episodes += 1
-        self.stats.played_ns += self._episode_end_ns - self._episode_start_ns
+        self.stats.played_ns += max(0, end_ns - self._episode_start_ns)
+        self.stats.pushes += self.policy.pushes_started
+
+    def _end_episode(self) -> None:
+        self._close_episode(self._episode_end_ns)
         if self.stats.played_ns >= self.play_ns - self.dt_ns:
-            self.stats.pushes += self.policy.pushes_started
             self.state = 'done'
         else:
             self._begin_reset(self._episode + 1)
@@ -583,7 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f'jepa collect: {args.minutes:g} sim minutes into {out} (seed {args.seed}, real_time_factor '
           f'{args.real_time_factor:g}, ROS_DOMAIN_ID {domain_id}; node output in {log_path})', flush=True)
     children = _Children(args.real_time_factor, args.seed, out, args.compression, log_path)
-    rclpy.init(domain_id=domain_id)
+    # Ctrl-C / SIGTERM end the collection through the loop below, which closes the bag and stops the
+    # children; rclpy's own handler would invalidate the context under a running spin instead.
+    interrupted = []
+    rclpy.init(domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, _: interrupted.append(signal.Signals(number).name))
     progress = tqdm(total=round(args.minutes, 3), unit='sim min', disable=args.no_progress, dynamic_ncols=True,
                     bar_format='{l_bar}{bar}| {n:.2f}/{total:.2f} sim min [{elapsed}<{remaining}{postfix}]')
     wall_start = time.monotonic()
@@ -600,7 +610,9 @@ def main(argv: list[str] | None = None) -> int:
             executor.spin_once(timeout_sec=0.1)
             now = time.monotonic()
             dead = children.dead()
-            if dead:
+            if interrupted:
+                collector.fail(f'interrupted ({interrupted[0]}): the bag keeps what was recorded so far')
+            elif dead:
                 collector.fail(dead)
             elif collector.state == 'waiting':
                 missing = _recorder_ready(collector)
@@ -624,8 +636,6 @@ def main(argv: list[str] | None = None) -> int:
                 collector.stats.foreign_publishers.update(
                     t for t in SINGLE_PUBLISHER_TOPICS if collector.count_publishers(t) > 1)
         error = collector.error
-    except KeyboardInterrupt:
-        error = 'interrupted (Ctrl-C): the bag keeps what was recorded so far'
     finally:
         progress.close()
         wall = time.monotonic() - wall_start
