@@ -1,8 +1,9 @@
 """Play-data collection: motor babbling on the simulated arm, recorded into a rosbag2 bag.
 
-`jepa collect --minutes M --out BAG [--seed S]` starts `sim_node` (as fast as possible) and `safety_node`
-as separate processes, drives the arm through the safety gate with `BabblingPolicy` and records camera,
-joint states, actions, commanded trajectories and the privileged poses into one mcap bag.
+`jepa collect --minutes M --out BAG [--seed S]` starts `sim_node` (faster than real time), `safety_node` and
+`recorder_node` as separate processes in a ROS domain of its own, drives the arm through the safety gate with
+`BabblingPolicy` on sim time, resets the world to a new seeded pose every 20-30 sim seconds, and records
+camera, joint states, actions, commanded trajectories and the privileged poses into one mcap bag.
 
 `BabblingPolicy` is the ROS-free core: smooth random reaching around random waypoints plus deliberate
 pushes through the cube, so that the world model sees the cube move in a good fraction of the data.
@@ -341,7 +342,8 @@ class PlayCollector(Node):
             if now_ns >= sim_due and time.monotonic() >= wall_due:
                 self._request_reset()
         elif self.state == 'settling':
-            if np.max(np.abs(q[:7] - self._reset_q[:7])) < 0.02:
+            arm = len(self.kinematics.arm_joints)
+            if np.max(np.abs(q[:arm] - self._reset_q[:arm])) < 0.02:
                 self._start_episode(now_ns)
         elif self.state == 'playing':
             if now_ns >= self._episode_end_ns:
