@@ -402,10 +402,10 @@ class SafetyGate:
         if span_max == 0.0:
             return 1.0
         span_l1 = float(np.sum(np.abs(delta)))
-        allowed_excess = box.excess(fk(start)) + _BOX_EPS
+        xyz = fk(start)
+        allowed_excess = box.excess(xyz) + _BOX_EPS
         fine = self.fine_step / span_max
         t = 0.0
-        xyz = fk(start)
         while t < 1.0:
             # Inside the box the end effector moves at most max_reach * |dq|_1, so a step that covers
             # less than the margin cannot leave it; near the walls (or outside) sample finely.
