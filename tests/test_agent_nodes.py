@@ -203,6 +203,8 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     assert not response.success and 'nowhere' in response.message
     response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='dance', goal_image=rgb_to_image(rgb)))
     assert not response.success and 'dance' in response.message
+    response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='reach', goal_name='ee:5,0,0.2'))
+    assert not response.success and 'outside the workspace' in response.message
 
     # The memory writes its transitions to a bag that reads back.
     saved = ros_graph.call(SaveEpisodes, '/short_term_memory/save', SaveEpisodes.Request(path=str(tmp_path / 'mem')))
@@ -230,3 +232,18 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     assert costs[-1].critic > 0, cost.output()[-2000:]
     for process in (cost, memory, configurator):
         assert process.stop() == 0
+
+
+@pytest.mark.integration
+def test_configurator_renders_named_goals_and_goal_poses_in_the_simulator(ros_graph):
+    goal_images = ros_graph.collect(Image, '/jepa/goal_image', LATCHED)
+    ros_graph.start('sim_node', 'sim', params_file='config/sim.yaml')
+    ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={'configure_nodes': ['']})
+    for goal in ('center', 'ee:0.45,0.1,0.25'):
+        response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='reach', goal_name=goal),
+                                  timeout=60)
+        assert response.success, response.message
+    ros_graph.spin_until(lambda: len(goal_images) >= 2, 10, 'two goal images')
+    center, pose = (np.frombuffer(bytes(m.data), np.uint8) for m in goal_images[-2:])
+    assert goal_images[-1].encoding == 'rgb8' and center.size == goal_images[-1].height * goal_images[-1].step
+    assert np.abs(center.astype(int) - pose.astype(int)).mean() > 0.5  # the arm is elsewhere in the two

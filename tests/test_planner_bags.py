@@ -6,6 +6,7 @@ import pytest
 
 from jepa_planner.bags import BagError, read_memory, write_memory
 from jepa_planner.memory import COST_FIELDS, ShortTermMemory, TransitionAssembler
+from test_planner_core import one_thread  # noqa: F401  (fixture: torch on one thread)
 
 
 def filled_memory():

@@ -13,6 +13,15 @@ from jepa_planner.policy import PolicyDistiller, ReactivePolicy
 LOW, HIGH = [-0.03, -0.03, -0.03, -1.0], [0.03, 0.03, 0.03, 1.0]
 
 
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """These networks are tiny: extra threads only contend with the other processes of a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class LinearModel(nn.Module):
     """z' = z + B a: the latent moves linearly with the action (a toy world model with the real API)."""
 
@@ -226,5 +235,8 @@ def test_actor_mode2_reaches_toward_the_goal_and_mode1_follows_distilled_plans()
         z = model.predict(torch.as_tensor(z)[None], torch.as_tensor(decision.action)[None])[0].numpy()
     assert float(((z - goal) ** 2).mean()) < 0.1 * start
     assert actor.distiller.updates > 0
-    decision = actor.act(np.zeros(6, np.float32), goal, mode='mode1')
+    labelled = len(actor.distiller.examples)
+    for _ in range(actor.config.dagger_every):
+        decision = actor.act(np.zeros(6, np.float32), goal, mode='mode1')
     assert decision.mode == 'mode1' and np.all(np.abs(decision.action) <= np.array(HIGH) + 1e-6)
+    assert len(actor.distiller.examples) == labelled + 1  # DAgger: Mode-2 labelled a state the policy visited

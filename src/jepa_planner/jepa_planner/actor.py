@@ -31,6 +31,9 @@ class ActorConfig:
     policy_proposals: bool = True
     distill_every: int = 1
     distill_steps: int = 2
+    # In mode1, every this many steps Mode-2 also plans (not executed) to label the state the policy led
+    # to: DAgger proper, the policy learns on its own state distribution. 0 = never.
+    dagger_every: int = 5
     seed: int = 0
 
     @classmethod
@@ -71,6 +74,7 @@ class Actor:
                                                 model_id=model.model_id)).to(self.device)
         self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
         self.plans = 0
+        self.mode1_steps = 0
         self.planner = self._make_planner()
 
     def _make_planner(self):
@@ -115,6 +119,10 @@ class Actor:
                 actions, _ = self.policy.propose(self.model, z_t, goal_t, self.config.horizon)
             plan_ms = (time.perf_counter() - t0) * 1e3
             sampled = float('nan')
+            self.mode1_steps += 1
+            if self.config.dagger_every > 0 and self.mode1_steps % self.config.dagger_every == 0:
+                self.planner.reset()  # its last plan is several steps old
+                self._distill(z_t, goal_t, self.planner.plan(objective).actions[0])
         else:
             proposals = None
             if self.config.policy_proposals and self.distiller.updates > 0:

@@ -1,7 +1,7 @@
 """`configurator_node` (node `configurator`): gives the agent its task and adjusts it when it is surprised.
 
 - /configurator/set_task (SetTask): the goal image (or a named goal rendered by /sim/render_state, or read
-  from an image file) goes out on /jepa/goal_image (latched; perception turns it into /jepa/goal_latent);
+  from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on /jepa/goal_image (latched; perception turns it into /jepa/goal_latent);
   the task's cost weights and the mode go to the `cost` and `actor` nodes through their parameter services.
 - /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold`, the short-term
   memory is saved to a bag; then the critic is retrained on it (in a worker thread) and loaded by cost and
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
 from rcl_interfaces.msg import ParameterDescriptor
@@ -27,13 +29,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from jepa_common.conversions import image_to_rgb, rgb_to_image
-from jepa_common.kinematics import PANDA_ARM_JOINTS
 from jepa_common.node import run_node
 from jepa_interfaces.msg import Surprise
 from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
 from jepa_planner.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, task_weights
 from jepa_planner.cost import CostWeights
-from jepa_planner.ros_common import LATCHED, normalize_mode
+from jepa_planner.ros_common import LATCHED, declare_kinematics, normalize_mode
 from jepa_planner.train_critic import critic_from_bags
 
 ANY = ParameterDescriptor(dynamic_typing=True)
@@ -45,8 +46,9 @@ class ConfiguratorNode(Node):
         self.task = self.declare_parameter('task', 'reach').value
         self.mode = normalize_mode(self.declare_parameter('mode', 'mode2').value)
         self.initial_goal = self.declare_parameter('goal_name', '').value
-        self.arm_joints = list(self.declare_parameter('arm_joints', list(PANDA_ARM_JOINTS)).value)
-        self.targets = list(self.declare_parameter('configure_nodes', ['cost', 'actor']).value)
+        self.kinematics = declare_kinematics(self)
+        self.arm_joints = list(self.kinematics.arm_joints)
+        self.targets = [n for n in self.declare_parameter('configure_nodes', ['cost', 'actor']).value if n]
         self.profiles = {task: {w: float(self.declare_parameter(f'tasks.{task}.{w}', getattr(CostWeights(), w)).value)
                                 for w in CostWeights.names()} for task in TASKS}
         self.goals = {}
@@ -71,6 +73,7 @@ class ConfiguratorNode(Node):
         self.last_event = ''
         self._training: concurrent.futures.Future | None = None
         self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        torch.set_num_threads(1)  # critic training shares the machine with the planner
 
         self.goal_image_pub = self.create_publisher(Image, '/jepa/goal_image', LATCHED)
         self.adjustment_pub = self.create_publisher(String, '/configurator/adjustment', 10)
@@ -138,10 +141,29 @@ class ConfiguratorNode(Node):
             return False, f'task {task} with {goal}, but: ' + '; '.join(problems)
         return True, f'task {task} with {goal}, mode {mode}, weights {weights.as_dict()}'
 
+    def pose_goal(self, name: str) -> dict:
+        """'ee:x,y,z' (metres, base frame): the arm configuration that puts the end effector there, tool down."""
+        try:
+            xyz = np.array([float(v) for v in name[3:].split(',')])
+        except ValueError:
+            xyz = np.zeros(0)
+        if xyz.shape != (3,):
+            raise ValueError(f'goal pose {name!r} must be ee:x,y,z in metres')
+        box = self.kinematics.workspace
+        if np.any(xyz < box[:, 0]) or np.any(xyz > box[:, 1]):
+            raise ValueError(f'goal pose {xyz.tolist()} is outside the workspace {box.tolist()}')
+        q = self.kinematics.ik(self.kinematics.home, xyz, iterations=200)
+        error = float(np.linalg.norm(self.kinematics.fk(q) - xyz))
+        if error > 0.01:
+            raise ValueError(f'goal pose {xyz.tolist()} is out of reach (IK misses it by {error:.3f} m)')
+        return {'joint_positions': q.tolist()}
+
     async def named_goal_image(self, name: str) -> Image:
-        if name not in self.goals:
-            raise ValueError(f'unknown goal name {name!r} (known: {", ".join(sorted(self.goals)) or "none"})')
-        goal = self.goals[name]
+        """A goal image for a named goal of the config, or a goal pose 'ee:x,y,z'."""
+        goal = self.pose_goal(name) if name.startswith('ee:') else self.goals.get(name)
+        if goal is None:
+            raise ValueError(f'unknown goal name {name!r} (known: {", ".join(sorted(self.goals)) or "none"}, '
+                             'or ee:x,y,z)')
         if goal.get('image'):
             bgr = cv2.imread(os.path.expanduser(goal['image']), cv2.IMREAD_COLOR)
             if bgr is None:
