@@ -133,3 +133,15 @@ def test_image_encoder_resizes_rejects_bad_images_and_is_deterministic(tmp_path)
         stats.add(ms / 1e3)
     p50, p95 = stats.percentiles()
     assert stats.count == 20 and 15 <= p50 <= 16 and 19 <= p95 <= 20
+
+
+def test_image_encoder_feeds_joint_positions_to_checkpoints_that_use_them(tmp_path):
+    from jepa_perception.encoder import ImageEncoder
+    encoder = ImageEncoder(make_checkpoint(tmp_path / 'proprio.pt', use_proprio=True), 'cpu')
+    assert encoder.uses_proprio
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match='joint positions'):
+        encoder.encode(image)
+    a = encoder.encode(image, np.zeros(9, np.float32))
+    b = encoder.encode(image, np.full(9, 0.5, np.float32))
+    assert a.shape == (16,) and not np.allclose(a, b)

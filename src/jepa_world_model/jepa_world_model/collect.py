@@ -329,27 +329,33 @@ class PlayCollector(Node):
         if not msg.points:
             self.stats.gate_holds += 1
 
-    def on_joint_state(self, msg: JointState) -> None:
-        now_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
-        self._latest_state_ns = now_ns
+    def _positions(self, msg: JointState) -> np.ndarray | None:
         try:
-            q = joint_positions(msg, self.joint_names)
+            return joint_positions(msg, self.joint_names)
         except ValueError as e:
             self.get_logger().error(f'ignoring joint state: {e}', throttle_duration_sec=2.0)
-            return
+            return None
+
+    def on_joint_state(self, msg: JointState) -> None:
+        # Most states only advance the clock: positions are converted only where they are used.
+        now_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
+        self._latest_state_ns = now_ns
         if self.state == 'draining':
             sim_due, wall_due = self._drain_until
             if now_ns >= sim_due and time.monotonic() >= wall_due:
                 self._request_reset()
         elif self.state == 'settling':
             arm = len(self.kinematics.arm_joints)
-            if np.max(np.abs(q[:arm] - self._reset_q[:arm])) < 0.02:
+            q = self._positions(msg)
+            if q is not None and np.max(np.abs(q[:arm] - self._reset_q[:arm])) < 0.02:
                 self._start_episode(now_ns)
         elif self.state == 'playing':
             if now_ns >= self._episode_end_ns:
                 self._end_episode()
             elif now_ns >= self._next_tick_ns - NS // 1000:
-                self._tick(now_ns, msg.header.stamp, q)
+                q = self._positions(msg)
+                if q is not None:
+                    self._tick(now_ns, msg.header.stamp, q)
 
     # ----- episodes
     def _begin_reset(self, episode: int) -> None:
