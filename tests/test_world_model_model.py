@@ -69,7 +69,7 @@ def fit_latent_variable(z_dim, kl_weight, steps=400, dim=8, noise=0.5):
     predictor and the posterior over z; return (error with posterior-mean z, error with z = 0, mean KL)."""
     torch.manual_seed(1)
     model = WorldModel(WorldModelConfig(latent_dim=dim, z_dim=z_dim, predictor_hidden=64, encoder_channels=(8,),
-                                        image_size=8))
+                                        keypoints=0, image_size=8))
     mixing = torch.randn(4, dim) * 0.3
     optimizer = torch.optim.Adam([*model.predictor.parameters(), *model.posterior.parameters()], lr=3e-3)
 
@@ -114,7 +114,8 @@ def toy_jepa(vc_weight, steps=300):
     torch.manual_seed(2)
     projection = torch.randn(2, 32)
     encoder = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 8))
-    model = WorldModel(WorldModelConfig(latent_dim=8, z_dim=1, predictor_hidden=64, encoder_channels=(8,), image_size=8))
+    model = WorldModel(WorldModelConfig(latent_dim=8, z_dim=1, predictor_hidden=64, encoder_channels=(8,),
+                                        keypoints=0, image_size=8))
     optimizer = torch.optim.Adam([*encoder.parameters(), *model.predictor.parameters()], lr=3e-3, weight_decay=1e-3)
     for _ in range(steps):
         x = torch.rand(256, 2) * 2 - 1
@@ -171,6 +172,7 @@ def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):
     assert 'colour' in broken('unknown.pt', lambda c: c['config'].__setitem__('colour', 'red'))
     assert 'format_version 99' in broken('version.pt', lambda c: c.__setitem__('format_version', 99))
     assert "'metrics'" in broken('keys.pt', lambda c: c.pop('metrics'))
+    assert "lacks ['keypoints']" in broken('old.pt', lambda c: c['config'].pop('keypoints'))
     truncated = tmp_path / 'truncated.pt'
     truncated.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match='truncated.pt: not a readable torch checkpoint'):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import platform
 import subprocess
@@ -157,8 +156,8 @@ def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cf
     prediction = sum(w * p for w, p in zip(weights, pred_terms)) / sum(weights)
     kl = torch.stack(kl_terms).mean()
     variance, covariance = variance_covariance(states.flatten(0, 1))
-    inferred = model.inverse(torch.cat([states[:, :-1], states[:, 1:]], dim=2).flatten(0, 1))
-    inverse = (inferred - (actions / model.action_scale).flatten(0, 1)).pow(2).mean()
+    inferred = model.inverse_dynamics(states[:, :-1].flatten(0, 1), states[:, 1:].flatten(0, 1))
+    inverse = ((inferred - actions.flatten(0, 1)) / model.action_scale).pow(2).mean()
     loss = (prediction + cfg.var_weight * variance + cfg.cov_weight * covariance + cfg.idm_weight * inverse
             + cfg.kl_weight * kl)
     terms = {'loss': loss, 'prediction': prediction, 'variance': variance, 'covariance': covariance,
