@@ -49,6 +49,7 @@ class NodeProcess:
         env.update(extra_env or {})
         exe = cmd[0] if os.path.isabs(cmd[0]) or '/' in cmd[0] else str(VENV_BIN / cmd[0])
         self._log = open(self.log_path, 'w')
+        self.stopped = False
         self.proc = subprocess.Popen([exe, *cmd[1:]], env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=REPO, start_new_session=True)
 
@@ -56,10 +57,12 @@ class NodeProcess:
         return self.proc.poll() is None
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')
 
     def stop(self, timeout: float = 10.0) -> int:
+        self.stopped = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -126,7 +129,7 @@ class RosGraph:
                 return
             self.executor.spin_once(timeout_sec=0.05)
             for p in self.processes:
-                if not p.alive():
+                if not p.stopped and not p.alive():
                     raise AssertionError(f'{p.name} died while waiting for {what}:\n{p.output()[-3000:]}')
         if not predicate():
             logs = '\n'.join(f'--- {p.name}\n{p.output()[-2000:]}' for p in self.processes)
@@ -145,7 +148,7 @@ class RosGraph:
         return future.result()
 
     def shutdown(self) -> None:
-        codes = {p.name: p.stop() for p in self.processes}
+        codes = {p.name: p.stop() for p in self.processes if not p.stopped}
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)

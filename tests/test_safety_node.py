@@ -261,3 +261,19 @@ def test_with_a_physical_arm_preset_the_fake_arm_never_exceeds_the_scaled_veloci
     xyz = kinematics.fk(positions)
     assert np.all(xyz >= np.array(box_min) - 2e-3) and np.all(xyz <= np.array(box_max) + 2e-3)
     assert xyz[-1, 2] == pytest.approx(box_max[2], abs=0.01), 'stopped at the ceiling'
+
+
+@pytest.mark.integration
+def test_gate_publishes_a_hold_when_it_is_stopped(ros_graph):
+    """Stopping the gate (SIGINT, as launchers and Ctrl-C do) leaves a hold as its last command."""
+    from trajectory_msgs.msg import JointTrajectory
+    out = ros_graph.collect(JointTrajectory, '/arm_controller/joint_trajectory')
+    gate = ros_graph.start('safety_node', 'safety', params_file='config/safety.yaml')
+    ros_graph.spin_until(lambda: ros_graph.node.count_publishers('/arm_controller/joint_trajectory') > 0, 20,
+                         'the gate to come up')
+    ros_graph.spin_for(1.0)
+    before = len(out)
+    assert gate.stop() == 0
+    ros_graph.spin_until(lambda: len(out) > before, 5, 'the hold published on shutdown')
+    assert out[-1].points == [] and list(out[-1].joint_names) == [f'panda_joint{i}' for i in range(1, 8)]
+    assert 'published a hold' in gate.output()

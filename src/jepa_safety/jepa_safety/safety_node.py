@@ -194,6 +194,12 @@ class SafetyNode(Node):
         self.diagnostics.publish(msg)
 
 
+    def close(self) -> None:
+        # The gate's last word: nothing it forwarded keeps the arm moving after it is gone.
+        self.output.publish(JointTrajectory(joint_names=self.hold_names))
+        self.get_logger().info('stopping: published a hold')
+
+
 def main(args=None) -> int:
     return run_node(SafetyNode, args)
 
