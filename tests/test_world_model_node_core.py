@@ -113,7 +113,8 @@ def test_batched_rollout_matches_step_by_step_prediction(tmp_path):
 
 
 def test_image_encoder_resizes_rejects_bad_images_and_is_deterministic(tmp_path):
-    from jepa_perception.encoder import ImageEncoder, LatencyStats
+    from jepa_perception.encoder import ImageEncoder
+    from jepa_world_model.world_model_node import LatencyStats
     encoder = ImageEncoder(make_checkpoint(tmp_path / 'm.pt'), 'cpu')
     rng = np.random.default_rng(2)
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)

@@ -6,6 +6,7 @@ import array
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
 from jepa_interfaces.msg import ActionStamped, LatentState, Surprise
 from jepa_interfaces.srv import Rollout
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -34,6 +35,7 @@ def test_prediction_surprise_rollout_bad_input_and_reload(ros_graph, tmp_path):
     versions = ros_graph.collect(String, '/world_model/model_version', LATCHED)
     predictions = ros_graph.collect(LatentState, '/jepa/prediction', 20)
     surprises = ros_graph.collect(Surprise, '/jepa/surprise', 20)
+    diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics', 20)
     latent_pub = ros_graph.node.create_publisher(LatentState, '/jepa/latent', 10)
     action_pub = ros_graph.node.create_publisher(ActionStamped, '/jepa/action', 10)
     ros_graph.spin_until(lambda: versions, 30, 'the model version announcement')
@@ -70,6 +72,14 @@ def test_prediction_surprise_rollout_bad_input_and_reload(ros_graph, tmp_path):
     request.horizon = 6
     bad = ros_graph.call(Rollout, '/world_model/rollout', request)
     assert not bad.success and '160 action values' in bad.message
+
+    def report():
+        statuses = [s for d in diagnostics for s in d.status if s.name == 'world_model: predictor']
+        return {v.key: v.value for v in statuses[-1].values} if statuses else {}
+    ros_graph.spin_until(lambda: report().get('rollouts') == '1', 10, 'diagnostics counting the rollout')
+    values = report()
+    assert int(values['predictions']) >= 1 and int(values['surprises']) == 1 and values['model_id'] == model_id
+    assert float(values['rollout_latency_p50_ms']) > 0
     latent_pub.publish(latent_to_msg(z1, Time(sec=11), 'other.pt@0123456789'))
     latent_pub.publish(latent_to_msg(np.full(16, np.nan, np.float32), Time(sec=12), model_id))
     bad_action = _action([0.0, 0.0, 0.0, 0.0], Time(sec=12))

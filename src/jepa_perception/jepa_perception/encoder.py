@@ -5,30 +5,10 @@ shipped checkpoint.
 """
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import torch
 from jepa_world_model.model import resize_rgb
 from jepa_world_model.world_model_node import LoadedModel
-
-
-class LatencyStats:
-    """Rolling per-frame latency (seconds in, milliseconds out) over the last `window` frames."""
-
-    def __init__(self, window: int = 500):
-        self._samples = collections.deque(maxlen=window)
-        self.count = 0
-
-    def add(self, seconds: float) -> None:
-        self._samples.append(seconds * 1e3)
-        self.count += 1
-
-    def percentiles(self) -> tuple[float, float]:
-        if not self._samples:
-            return float('nan'), float('nan')
-        p50, p95 = np.percentile(np.fromiter(self._samples, dtype=float), [50, 95])
-        return float(p50), float(p95)
 
 
 class ImageEncoder(LoadedModel):

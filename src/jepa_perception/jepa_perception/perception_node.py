@@ -18,8 +18,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from jepa_perception.encoder import ImageEncoder, LatencyStats
-from jepa_world_model.world_model_node import limit_torch_threads
+from jepa_perception.encoder import ImageEncoder
+from jepa_world_model.world_model_node import LatencyStats, limit_torch_threads
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 
 import numpy as np
 import torch
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from jepa_common.conversions import latent_to_msg, msg_to_latent
 from jepa_common.node import run_node
 from jepa_interfaces.msg import ActionStamped, LatentState, Surprise
@@ -55,6 +57,24 @@ def limit_torch_threads(threads: int) -> None:
 def resolve_checkpoint(path: str) -> str:
     """'' means the shipped default checkpoint."""
     return str(default_checkpoint_path()) if not path else os.path.abspath(os.path.expanduser(path))
+
+
+class LatencyStats:
+    """Rolling per-frame latency (seconds in, milliseconds out) over the last `window` frames."""
+
+    def __init__(self, window: int = 500):
+        self._samples = collections.deque(maxlen=window)
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self._samples.append(seconds * 1e3)
+        self.count += 1
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self._samples:
+            return float('nan'), float('nan')
+        p50, p95 = np.percentile(np.fromiter(self._samples, dtype=float), [50, 95])
+        return float(p50), float(p95)
 
 
 class LoadedModel:
@@ -227,10 +247,14 @@ class WorldModelNode(Node):
         limit_torch_threads(self.declare_parameter('torch_threads', 1).value)
         self.loaded: LoadedModel | None = None
         self.predictor: OnlinePredictor | None = None
+        self.rollout_latency = LatencyStats()
+        self.counts = dict.fromkeys(('predictions', 'surprises', 'bad_inputs'), 0)
+        self._recent_surprise = collections.deque(maxlen=100)
 
         self.prediction_pub = self.create_publisher(LatentState, '/jepa/prediction', 10)
         self.surprise_pub = self.create_publisher(Surprise, '/jepa/surprise', 10)
         self.version_pub = self.create_publisher(String, '/world_model/model_version', LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         try:
             self.loaded = LoadedModel(self.get_parameter('checkpoint').value, self.get_parameter('device').value)
             self.predictor = self._make_predictor()
@@ -242,6 +266,7 @@ class WorldModelNode(Node):
         self.create_service(Rollout, '/world_model/rollout', self.on_rollout)
         self.create_service(Trigger, '/world_model/reload', self.on_reload)
         self.add_on_set_parameters_callback(self.on_parameters)
+        self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
 
     # ----- loading
     def _make_predictor(self) -> OnlinePredictor:
@@ -282,6 +307,7 @@ class WorldModelNode(Node):
     def _publish_prediction(self, prediction) -> None:
         latent, source_ns = prediction
         self.prediction_pub.publish(latent_to_msg(latent, ns_stamp(source_ns), self.loaded.model_id))
+        self.counts['predictions'] += 1
 
     def on_latent(self, msg: LatentState) -> None:
         if self.predictor is None:
@@ -296,6 +322,7 @@ class WorldModelNode(Node):
             latent = msg_to_latent(msg)
             predictions, surprise = self.predictor.observe_latent(latent, stamp_ns(msg.header.stamp))
         except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
+            self.counts['bad_inputs'] += 1
             self.get_logger().error(f'bad latent: {e}')
             return
         for prediction in predictions:
@@ -306,6 +333,8 @@ class WorldModelNode(Node):
                            normalized_error=normalized)
             out.header.stamp = msg.header.stamp
             self.surprise_pub.publish(out)
+            self.counts['surprises'] += 1
+            self._recent_surprise.append(normalized)
 
     def on_action(self, msg: ActionStamped) -> None:
         if self.predictor is None:
@@ -316,12 +345,14 @@ class WorldModelNode(Node):
             prediction = self.predictor.observe_action(np.asarray(msg.data, dtype=np.float32),
                                                        stamp_ns(msg.header.stamp))
         except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
+            self.counts['bad_inputs'] += 1
             self.get_logger().error(f'bad action: {e}')
             return
         if prediction is not None:
             self._publish_prediction(prediction)
 
     def on_rollout(self, request: Rollout.Request, response: Rollout.Response) -> Rollout.Response:
+        start_time = time.perf_counter()
         try:
             if self.predictor is None:
                 raise ValueError('no checkpoint loaded')
@@ -340,7 +371,29 @@ class WorldModelNode(Node):
             return response
         response.success, response.message = True, ''
         response.predicted = latent_to_msg(predicted, request.start.header.stamp, self.loaded.model_id)
+        self.rollout_latency.add(time.perf_counter() - start_time)
         return response
+
+    def publish_diagnostics(self) -> None:
+        p50, p95 = self.rollout_latency.percentiles()
+        recent = float(np.mean(self._recent_surprise)) if self._recent_surprise else float('nan')
+        status = DiagnosticStatus(name='world_model: predictor',
+                                  hardware_id=str(self.loaded.device) if self.loaded else '')
+        if self.loaded is None:
+            status.level, status.message = DiagnosticStatus.ERROR, 'no checkpoint loaded'
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = f'normalized surprise {recent:.3f} (last {len(self._recent_surprise)})'
+        status.values = [KeyValue(key=key, value=str(value)) for key, value in self.counts.items()]
+        status.values += [KeyValue(key='normalized_surprise_recent', value=f'{recent:.4f}'),
+                          KeyValue(key='rollouts', value=str(self.rollout_latency.count)),
+                          KeyValue(key='rollout_latency_p50_ms', value=f'{p50:.2f}'),
+                          KeyValue(key='rollout_latency_p95_ms', value=f'{p95:.2f}'),
+                          KeyValue(key='model_id', value=self.loaded.model_id if self.loaded else ''),
+                          KeyValue(key='checkpoint', value=self.loaded.checkpoint if self.loaded else '')]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
 
 
 def main(args=None) -> int:
