@@ -8,6 +8,8 @@
 - /world_model/model_version (std_msgs/String, transient local): the checkpoint path after each (re)load.
   A new checkpoint is loaded by setting the `checkpoint` parameter, or `/world_model/reload` (std_srvs/Trigger)
   re-reads the current one after it was rewritten in place (e.g. after a world-model correction).
+- /diagnostics every `diagnostics_period`: prediction and surprise counts, recent normalized surprise,
+  rollout latency.
 
 The ROS-free core (`LoadedModel`, `OnlinePredictor`) is plain torch; the perception node loads its model
 with `LoadedModel` too.
