@@ -1,8 +1,6 @@
 """`jepa collect`: a short real collection (sim_node + safety_node + recorder_node as processes, real DDS,
 real PyBullet) writes a valid rosbag2 mcap bag with every topic, read back here with rosbags."""
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -46,15 +46,17 @@ class PerceptionNode(Node):
         self._joint_state_sub = None
         try:
             self.encoder = ImageEncoder(self.get_parameter('checkpoint').value, self.get_parameter('device').value)
+            size = self.encoder.image_size
             self.get_logger().info(f'loaded {self.encoder.checkpoint} (model {self.encoder.model_id}, '
-                                   f'{self.encoder.image_size}x{self.encoder.image_size} input) on {self.encoder.device}')
+                                   f'{size}x{size} input) on {self.encoder.device}')
         except Exception as e:  # the node stays up and waits for a usable checkpoint
             self.get_logger().error(f'cannot load checkpoint: {e}; images are dropped until a checkpoint loads')
 
         self.latent_pub = self.create_publisher(LatentState, '/jepa/latent', 10)
         self.goal_pub = self.create_publisher(LatentState, '/jepa/goal_latent', LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(Image, '/camera/image_raw', self.on_image, self.get_parameter('image_queue_depth').value)
+        self.create_subscription(Image, '/camera/image_raw', self.on_image,
+                                 self.get_parameter('image_queue_depth').value)
         self.create_subscription(Image, '/jepa/goal_image', self.on_goal_image, LATCHED)
         if self.get_parameter('follow_model_version').value:
             self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
@@ -140,7 +142,8 @@ class PerceptionNode(Node):
 
     def publish_diagnostics(self) -> None:
         p50, p95 = self.latency.percentiles()
-        status = DiagnosticStatus(name='perception: encoder', hardware_id=str(self.encoder.device if self.encoder else ''))
+        status = DiagnosticStatus(name='perception: encoder',
+                                  hardware_id=str(self.encoder.device) if self.encoder else '')
         if self.encoder is None:
             status.level, status.message = DiagnosticStatus.ERROR, 'no checkpoint loaded'
         else:

@@ -368,7 +368,8 @@ class PlayCollector(Node):
     def _request_reset(self) -> None:
         self.state = 'resetting'
         reset_seed, _ = episode_seeds(self.seed, self._episode)
-        future = self.reset_client.call_async(ResetSim.Request(seed=reset_seed, randomize_arm=True, randomize_cube=True))
+        request = ResetSim.Request(seed=reset_seed, randomize_arm=True, randomize_cube=True)
+        future = self.reset_client.call_async(request)
         future.add_done_callback(self._on_reset_done)
 
     def _on_reset_done(self, future) -> None:
@@ -424,7 +425,8 @@ class PlayCollector(Node):
                 and np.linalg.norm(cube[:2] - self._cube_at_last_tick[:2]) > 0.002:
             self.stats.cube_moving_ticks += 1
         self._cube_at_last_tick = cube
-        missed = round((now_ns - self._last_tick_ns) / self.dt_ns) - 1 if self._last_tick_ns >= self._episode_start_ns else -1
+        same_episode = self._last_tick_ns >= self._episode_start_ns
+        missed = round((now_ns - self._last_tick_ns) / self.dt_ns) - 1 if same_episode else -1
         self.stats.missed_ticks += max(0, missed)
         if missed != 0:
             self._previous = []

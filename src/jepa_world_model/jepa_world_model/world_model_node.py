@@ -275,7 +275,8 @@ class WorldModelNode(Node):
         return OnlinePredictor(self.loaded, int(self.get_parameter('action_window').value * 1e9))
 
     def _announce(self) -> None:
-        self.get_logger().info(f'loaded {self.loaded.checkpoint} (model {self.loaded.model_id}) on {self.loaded.device}')
+        self.get_logger().info(f'loaded {self.loaded.checkpoint} (model {self.loaded.model_id}) '
+                               f'on {self.loaded.device}')
         self.version_pub.publish(String(data=self.loaded.checkpoint))
 
     def load(self, checkpoint: str) -> tuple[bool, str]:
@@ -358,7 +359,9 @@ class WorldModelNode(Node):
         try:
             if self.predictor is None:
                 raise ValueError('no checkpoint loaded')
-            start = msg_to_latent(request.start, expected_model_id=self.loaded.model_id if request.start.model_id else None)
+            # A start latent without model_id is taken as this model's (clients that only hold numbers).
+            expected = self.loaded.model_id if request.start.model_id else None
+            start = msg_to_latent(request.start, expected_model_id=expected)
             batch, horizon, action_dim = int(request.batch), int(request.horizon), int(request.action_dim)
             if batch * horizon * self.loaded.model.latent_dim > self.get_parameter('max_rollout_elements').value:
                 raise ValueError(f'batch {batch} x horizon {horizon} is too large for one request')
