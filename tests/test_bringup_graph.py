@@ -84,6 +84,10 @@ def test_every_preset_resolves_and_is_consistent(graph, preset):
     assert len(data['kinematics']['home']) == len(data['joints']['arm'])
     assert data['controller']['topic'].endswith('/joint_trajectory')
     assert all(lo < hi for lo, hi in zip(data['workspace']['min'], data['workspace']['max']))
+    # ROS types parameters from their YAML: the nodes declare double arrays, so no integers here.
+    numbers = [*data['kinematics']['home'], *data['workspace']['min'], *data['workspace']['max'],
+               data['limits']['velocity_scale']]
+    assert all(isinstance(v, float) for v in numbers)
     nodes = by_name(graph.resolve('arm', {'arm': preset, 'fake_arm': 'true'}))
     assert dict(nodes['safety'].remaps)['/arm_controller/joint_trajectory'] == data['controller']['topic']
 
