@@ -269,3 +269,21 @@ def test_launch_runs_the_real_simulated_arm_behind_its_gate(ros_graph):
     unclean = re.findall(r'did not stop cleanly|still running: sending SIGTERM', output)
     assert code == (1 if unclean else 0), output
     assert 'all nodes stopped' in output
+
+
+@pytest.mark.integration
+def test_nodes_stop_when_the_launcher_is_killed(ros_graph, test_install):
+    """SIGKILL leaves the launcher no chance to stop its nodes: they get SIGTERM from the kernel instead."""
+    import signal
+    graph_file, env = test_install
+    chatter_a = ros_graph.collect(String, 'chatter_a')
+    launcher = ros_graph.run(JEPA + ['launch', 'small', '--graph-file', str(graph_file), 'with_b:=false'],
+                             'launcher', extra_env=env)
+    ros_graph.spin_until(lambda: chatter_a, 30, 'talker_a')
+    pids = pids_started(launcher.output())
+    launcher.proc.send_signal(signal.SIGKILL)
+    launcher.proc.wait()
+    deadline = time.monotonic() + 20
+    while not all(process_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(process_gone(pid) for pid in pids)

@@ -86,12 +86,17 @@ def describe_exit(code: int) -> str:
     return f'exit code {code}'
 
 
+try:
+    # Looked up here, not in the forked child: the child runs no more Python than one foreign call.
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
 def _die_with_parent() -> None:
     """In the child before exec: if the launcher itself is killed, get SIGTERM (run_node stops cleanly on it)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class NodeProcess:
@@ -111,7 +116,8 @@ class NodeProcess:
 
     def start(self, env: dict) -> None:
         self.proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, process_group=0, preexec_fn=_die_with_parent)
+                                     stderr=subprocess.STDOUT, process_group=0,
+                                     preexec_fn=_die_with_parent if _prctl is not None else None)
         self.started_at = time.monotonic()
         self.restart_at = None
         self.starts += 1
