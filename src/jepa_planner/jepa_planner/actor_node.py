@@ -66,7 +66,8 @@ class ActorNode(Node):
         self.goal_model_id = ''
         self.joints = JointStateCache(self, self.kinematics.arm_joints)
         self.plan_ms = collections.deque(maxlen=300)
-        self.e2e_ms = collections.deque(maxlen=300)
+        self.e2e_ms = collections.deque(maxlen=300)  # image stamp -> command, on the node's clock (sim time in sim)
+        self.node_ms = collections.deque(maxlen=300)  # latent callback start -> command, wall clock
         self.counts = collections.Counter()
         self.last_problem = ''
         self._logged: dict[str, float] = {}
@@ -188,6 +189,7 @@ class ActorNode(Node):
 
     def on_latent(self, msg: LatentState) -> None:
         received = self.get_clock().now()
+        received_wall = time.perf_counter()
         if self.mode == 'idle':
             return
         if self.actor is None:
@@ -224,6 +226,7 @@ class ActorNode(Node):
         e2e_ms = (self.get_clock().now().nanoseconds * 1e-9 - stamp_to_sec(msg.header.stamp)) * 1e3
         self.plan_ms.append(decision.plan_time_ms)
         self.e2e_ms.append(e2e_ms)
+        self.node_ms.append((time.perf_counter() - received_wall) * 1e3)
         self.counts['commands'] += 1
         self.publish_action(msg, decision)
         self.publish_plan(msg, decision, model_id)
@@ -281,6 +284,7 @@ class ActorNode(Node):
             'model_id': self.actor.model.model_id if self.actor else '',
             'plan_ms_p50': f'{percentile(self.plan_ms, 50):.1f}', 'plan_ms_p95': f'{percentile(self.plan_ms, 95):.1f}',
             'e2e_ms_p50': f'{percentile(self.e2e_ms, 50):.1f}', 'e2e_ms_p95': f'{percentile(self.e2e_ms, 95):.1f}',
+            'in_node_ms_p50': f'{percentile(self.node_ms, 50):.1f}', 'in_node_ms_p95': f'{percentile(self.node_ms, 95):.1f}',
             'replan_hz': f'{1e3 / percentile(self.plan_ms, 50):.1f}' if self.plan_ms else 'nan',
             'policy_updates': self.actor.distiller.updates if self.actor else 0,
             **{k: v for k, v in sorted(self.counts.items())}}
