@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose, PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -30,7 +31,7 @@ from jepa_bringup.episodes import STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, Ran
     make_goal, summarize
 from jepa_common.conversions import image_to_rgb, joint_positions, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
-from jepa_interfaces.msg import Plan
+from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
 
 AGENT_CONDITIONS = ('mode2', 'mode1')
@@ -59,6 +60,11 @@ class Referee(Node):
         self.create_subscription(Image, '/camera/image_raw', self._on_image, 10)
         self.create_subscription(CameraInfo, '/camera/camera_info', lambda m: setattr(self, 'camera_info', m), 1)
         self.create_subscription(Plan, '/jepa/plan', self._on_plan, 10)
+        # Readiness of the agent: each node's first sign of life once it spins (models loaded).
+        self.alive: set[str] = set()
+        self.create_subscription(DiagnosticArray, '/diagnostics',
+                                 lambda m: self.alive.update(s.name.split(':')[0] for s in m.status), 10)
+        self.create_subscription(LatentState, '/jepa/latent', lambda m: self.alive.add('latent'), 1)
         self.command_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
         self.reset_client = self.create_client(ResetSim, '/sim/reset')
         self.render_client = self.create_client(RenderState, '/sim/render_state')
@@ -83,11 +89,11 @@ class Referee(Node):
         self.latest_plan = msg
 
     # -- waiting without blocking the callbacks
-    def spin_until(self, predicate, timeout: float, what: str) -> None:
+    def spin_until(self, predicate, timeout: float, what) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise TimeoutError(f'timed out after {timeout:.0f} s waiting for {what}')
+                raise TimeoutError(f'timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}')
             self.executor_.spin_once(timeout_sec=0.02)
 
     def sleep_sim(self, seconds: float) -> None:
@@ -101,11 +107,17 @@ class Referee(Node):
         return future.result()
 
     # -- episode steps
+    # Nodes start in parallel and load torch models; under load that takes many seconds. Episodes start only
+    # once every module is spinning, so that none is scored while still starting.
+    AGENT_SIGNS = ('actor', 'configurator', 'short_term_memory', 'perception', 'world_model', 'latent')
+
     def wait_for_graph(self, timeout: float) -> None:
         self.spin_until(lambda: all(c.service_is_ready() for c in (self.reset_client, self.render_client,
                                                                     self.task_client))
                         and self.q is not None and self.ee is not None and self.cube is not None,
-                        timeout, 'the graph (sim services, configurator, joint states, poses)')
+                        timeout, 'the arm (sim services, configurator, joint states, poses)')
+        self.spin_until(lambda: self.alive.issuperset(self.AGENT_SIGNS), timeout,
+                        lambda: f'the agent nodes (missing: {sorted(set(self.AGENT_SIGNS) - self.alive)})')
 
     def set_task(self, task: str, goal_image: Image | None = None, mode: str = '') -> None:
         request = SetTask.Request(task=task, mode=mode)
