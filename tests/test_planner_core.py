@@ -240,3 +240,31 @@ def test_actor_mode2_reaches_toward_the_goal_and_mode1_follows_distilled_plans()
         decision = actor.act(np.zeros(6, np.float32), goal, mode='mode1')
     assert decision.mode == 'mode1' and np.all(np.abs(decision.action) <= np.array(HIGH) + 1e-6)
     assert len(actor.distiller.examples) == labelled + 1  # DAgger: Mode-2 labelled a state the policy visited
+
+
+def test_critic_is_the_terminal_cost_of_a_plan():
+    model = LinearModel()
+    critic = Critic(6)
+    weights = CostWeights(critic=2.0)
+    objective = PlanObjective(model, IntrinsicCost(weights), torch.zeros(6), torch.ones(6), critic=critic)
+    actions = torch.rand(3, 4, 4) * 0.06 - 0.03
+    total, latents, terms = objective.evaluate(actions)
+    with torch.no_grad():
+        expected = 2.0 * critic(latents[:, -1], torch.ones(6))
+    assert torch.allclose(terms['critic'], expected)
+    assert torch.allclose(total, sum(terms.values()))
+    no_critic = PlanObjective(model, IntrinsicCost(CostWeights(critic=0.0)), torch.zeros(6), torch.ones(6), critic=critic)
+    assert 'critic' not in no_critic.evaluate(actions)[2]
+
+
+def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
+    from jepa_planner.configurator import SurpriseMonitor, task_weights
+    monitor = SurpriseMonitor(threshold=1.0, patience=3, cooldown=10.0)
+    fired = [monitor.observe(e, t) for t, e in enumerate([2, 2, 0.5, 2, 2, 2, 2, 2, 2, float('nan')])]
+    assert fired == [False, False, False, False, False, True, False, False, False, False]
+    # Still surprised when the cooldown ends: it fires again at once.
+    assert [monitor.observe(2.0, 20.0 + t) for t in range(3)] == [True, False, False]
+    assert monitor.fired == 2
+    assert task_weights('reach', {'reach': {'energy': 2.0}}).energy == 2.0
+    with pytest.raises(ValueError, match='swim'):
+        task_weights('swim', {'reach': {}})
