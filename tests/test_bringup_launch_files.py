@@ -27,6 +27,11 @@ class Recorded:
         self.args, self.kwargs = args, kwargs
 
 
+class ParameterValue(Recorded):
+    def __eq__(self, other):
+        return self.args[0] == other and self.kwargs == {'value_type': str}
+
+
 class LaunchConfiguration(Recorded):
     def perform(self, context):
         return context.launch_configurations[self.args[0]]
@@ -42,7 +47,8 @@ def launch_stand_ins(monkeypatch):
     modules = {'launch': {'LaunchDescription': classes['LaunchDescription']},
                'launch.actions': {k: classes[k] for k in ('DeclareLaunchArgument', 'OpaqueFunction', 'Shutdown')},
                'launch.substitutions': {'LaunchConfiguration': LaunchConfiguration},
-               'launch_ros': {}, 'launch_ros.actions': {'Node': classes['Node']}}
+               'launch_ros': {}, 'launch_ros.actions': {'Node': classes['Node']},
+               'launch_ros.parameter_descriptions': {'ParameterValue': ParameterValue}}
     for name, attrs in modules.items():
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
@@ -93,6 +99,9 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
         node = nodes[name]
         assert (node['package'], node['executable']) == (spec.package, spec.executable)
         assert node['parameters'] == [*spec.params_files, spec.parameters]
+        # Strings stay strings (launch_ros would read 'true' as a bool); typed values pass as they are.
+        assert all(isinstance(node['parameters'][-1][key], ParameterValue) == isinstance(value, str)
+                   for key, value in spec.parameters.items())
         assert node['remappings'] == spec.remaps
         assert node['respawn'] == spec.respawn
         assert bool(node['on_exit']) == spec.required  # a required node's exit shuts the launch down

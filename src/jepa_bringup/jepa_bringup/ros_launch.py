@@ -11,6 +11,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from jepa_bringup.graph import GraphFile
 
@@ -31,6 +32,10 @@ def graph_launch_description(graph: str, graph_file: str | None = None) -> Launc
 
 def node_action(spec) -> Node:
     on_exit = [Shutdown(reason=f'{spec.name} is required and exited')] if spec.required else None
+    # The graph loader has typed every value already; launch_ros would re-read plain strings as YAML
+    # ('true' -> bool), so strings are marked as strings.
+    parameters = {key: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+                  for key, value in spec.parameters.items()}
     return Node(package=spec.package, executable=spec.executable, name=spec.name, output='screen',
-                parameters=[*spec.params_files, spec.parameters], remappings=spec.remaps,
+                parameters=[*spec.params_files, parameters], remappings=spec.remaps,
                 respawn=spec.respawn, respawn_delay=spec.respawn_delay, on_exit=on_exit)
