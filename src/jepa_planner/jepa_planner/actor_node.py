@@ -94,12 +94,12 @@ class ActorNode(Node):
                 self.loaded = LoadedModel(checkpoint, self.device)
             elif not self.loaded.load(checkpoint):
                 return True, 'already loaded'
+            model = self.loaded.model
+            self.actor = Actor(model, self.config, self.weights, self.kinematics,
+                               self._load_critic(self.critic_path, model), self._load_policy(self.policy_path, model))
         except (CheckpointError, OSError, ValueError) as exc:
-            self.problem(f'cannot load world model: {exc}', error=True)
+            self.problem(f'cannot load world model: {exc}', error=True, kind='load')
             return False, str(exc)
-        model = self.loaded.model
-        self.actor = Actor(model, self.config, self.weights, self.kinematics, self._load_critic(self.critic_path, model),
-                           self._load_policy(self.policy_path, model))
         self.get_logger().info(f'planning with {self.loaded.checkpoint} (model {model.model_id}, latent_dim '
                                f'{model.latent_dim}) on {self.loaded.device}, mode {self.mode}')
         return True, ''
