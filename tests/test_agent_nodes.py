@@ -22,6 +22,7 @@ from jepa_planner.ros_common import LATCHED
 from jepa_world_model.model import WorldModel, WorldModelConfig, save_checkpoint
 
 LATENT_DIM = 16
+LATENT_VAR = 4.0
 PARAMS = 'config/agent.yaml'
 
 
@@ -31,6 +32,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = WorldModel(WorldModelConfig(latent_dim=LATENT_DIM, encoder_channels=(4, 4, 4, 4), predictor_hidden=32,
                                         z_hidden=16, inverse_hidden=16))
+    model.latent_var.fill_(LATENT_VAR)  # as if its training embeddings had this variance
     path = tmp_path_factory.mktemp('wm') / 'tiny.pt'
     save_checkpoint(model, path)
     return str(path), model.model_id
@@ -152,7 +154,7 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     costs = ros_graph.collect(CostTerms, '/jepa/cost')
     goal_images = ros_graph.collect(Image, '/jepa/goal_image', LATCHED)
     adjustments = ros_graph.collect(String, '/configurator/adjustment')
-    cost = ros_graph.start('cost_node', 'cost', params_file=PARAMS)
+    cost = ros_graph.start('cost_node', 'cost', params_file=PARAMS, params={'checkpoint': checkpoint[0]})
     memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS)
     configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
         'configure_nodes': ['cost'], 'work_dir': str(tmp_path / 'agent'), 'surprise.patience': 3,
@@ -185,7 +187,7 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     sent = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in feeder.sent}
     source = sent[(c.header.stamp.sec, c.header.stamp.nanosec)]
     z = np.frombuffer(source.data, np.float32)
-    assert c.energy == pytest.approx(float(np.mean(z ** 2)), rel=1e-4)  # weight 1, goal 0
+    assert c.energy == pytest.approx(float(np.mean(z ** 2)) / LATENT_VAR, rel=1e-4)  # weight 1, goal 0
     assert c.effort == pytest.approx(0.05 * (2 / 9) / 3, rel=1e-4)  # steps of max_step / 3 on two axes
     assert c.joint_limits >= 0 and c.workspace == 0.0 and c.critic == 0.0
     assert c.total == pytest.approx(c.energy + c.effort + c.joint_limits + c.workspace, rel=1e-5)

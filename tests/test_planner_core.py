@@ -268,3 +268,13 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     assert task_weights('reach', {'reach': {'energy': 2.0}}).energy == 2.0
     with pytest.raises(ValueError, match='swim'):
         task_weights('swim', {'reach': {}})
+
+
+def test_energy_is_normalized_by_the_models_latent_variance():
+    model = LinearModel()
+    model.register_buffer('latent_var', torch.full((6,), 4.0))
+    from jepa_planner.cost import energy_scale_of
+    assert energy_scale_of(model) == 4.0 and energy_scale_of({'latent_var': torch.zeros(6)}) == 1.0
+    actor = Actor(model, ActorConfig(horizon=2, samples=8, iterations=1, grad_steps=0))
+    terms = actor.intrinsic.terms(torch.full((1, 1, 6), 2.0), torch.zeros(6), torch.zeros(1, 1, 4))
+    assert float(terms['energy']) == pytest.approx(1.0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from jepa_planner.cost import ArmContext, Critic, CostWeights, IntrinsicCost, PlanObjective
+from jepa_planner.cost import ArmContext, Critic, CostWeights, IntrinsicCost, PlanObjective, energy_scale_of
 from jepa_planner.planner import make_planner
 from jepa_planner.policy import PolicyDistiller, ReactivePolicy
 
@@ -64,7 +64,8 @@ class Actor:
         for p in self.model.parameters():
             p.requires_grad_(False)  # gradients flow to the actions only
         self.kinematics = kinematics
-        self.intrinsic = IntrinsicCost(weights or CostWeights(), max_step=self.config.max_step)
+        self.intrinsic = IntrinsicCost(weights or CostWeights(), max_step=self.config.max_step,
+                                       energy_scale=energy_scale_of(model))
         self.critic = critic.to(self.device) if critic is not None else None
         m = self.config.max_step
         self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]

@@ -68,15 +68,18 @@ class ArmContext:
 class IntrinsicCost(nn.Module):
     """Hard-wired cost per plan step, shape (B, T) for each term.
 
-    energy: mean squared distance between predicted latent and goal latent (the JEPA energy);
+    energy: mean squared distance between predicted latent and goal latent (the JEPA energy), divided by
+    `energy_scale`, the mean per-dimension variance of the model's training embeddings, so that energy 1 is
+    about the distance between two unrelated states whatever the encoder's scale (weights stay portable);
     effort: squared step size relative to max_step; joint_limits: squared intrusion into a margin near each
     joint limit (fraction of the range); workspace: squared excursion outside the workspace box, in max_steps.
     """
 
     def __init__(self, weights: CostWeights | None = None, max_step: float = 0.03,
-                 joint_margin: float = 0.05):
+                 joint_margin: float = 0.05, energy_scale: float = 1.0):
         super().__init__()
         self.weights = weights or CostWeights()
+        self.energy_scale = energy_scale
         self.max_step = max_step
         self.joint_margin = joint_margin
 
@@ -85,7 +88,7 @@ class IntrinsicCost(nn.Module):
         """latents (B, T, D), goal (D,) or (B, D), actions (B, T, A) -> unweighted terms, each (B, T)."""
         if goal.dim() == 1:
             goal = goal[None]
-        energy = (latents - goal[:, None, :]).pow(2).mean(-1)
+        energy = (latents - goal[:, None, :]).pow(2).mean(-1) / self.energy_scale
         effort = (actions[..., :3] / self.max_step).pow(2).mean(-1)
         zero = torch.zeros_like(energy)
         if arm is None:
@@ -115,6 +118,17 @@ class IntrinsicCost(nn.Module):
 
     def forward(self, latents, goal, actions, arm=None) -> torch.Tensor:
         return self.weighted(self.terms(latents, goal, actions, arm))
+
+
+def energy_scale_of(model_or_state_dict) -> float:
+    """Mean per-dimension variance of the training embeddings a world model (or its checkpoint's
+    state_dict) carries as `latent_var`; 1.0 when it has none."""
+    latent_var = model_or_state_dict.get('latent_var') if isinstance(model_or_state_dict, dict) \
+        else getattr(model_or_state_dict, 'latent_var', None)
+    if latent_var is None:
+        return 1.0
+    scale = float(torch.as_tensor(latent_var).float().mean())
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
 class Critic(nn.Module):

@@ -2,7 +2,9 @@
 
 /jepa/latent (+ /jepa/goal_latent, /joint_states, /jepa/action) -> /jepa/cost (CostTerms, stamped with the
 latent's stamp, each field the weighted term; total = their sum). Weights are the `weights.*` parameters
-(set by the configurator); setting `critic_path` (re)loads the critic, '' removes it.
+(set by the configurator); setting `critic_path` (re)loads the critic, '' removes it. The energy is
+normalized by the latent variance stored in the world-model checkpoint (`checkpoint`, then whatever
+/world_model/model_version announces), as the actor's planning cost is.
 """
 import numpy as np
 import torch
@@ -10,12 +12,15 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 
 from jepa_common.conversions import msg_to_latent, stamp_to_sec
 from jepa_common.node import run_node
 from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
-from jepa_planner.cost import ArmContext, Critic, CriticError, IntrinsicCost, TERMS
+from jepa_planner.cost import ArmContext, Critic, CriticError, IntrinsicCost, TERMS, energy_scale_of
 from jepa_planner.ros_common import LATCHED, JointStateCache, declare_kinematics, declare_weights, weight_changes
+from jepa_world_model.model import CheckpointError, read_checkpoint
+from jepa_world_model.world_model_node import resolve_checkpoint
 
 
 class CostNode(Node):
@@ -29,15 +34,31 @@ class CostNode(Node):
         self.goal: np.ndarray | None = None
         self.last_action: np.ndarray | None = None
         self.joints = JointStateCache(self, self.kinematics.arm_joints)
+        self.follow_model_version = self.declare_parameter('follow_model_version', True).value
+        self.load_energy_scale(self.declare_parameter('checkpoint', '').value)
         torch.set_num_threads(1)
         self.publisher = self.create_publisher(CostTerms, '/jepa/cost', 10)
         self.create_subscription(LatentState, '/jepa/latent', self.on_latent, 10)
         self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED)
         self.create_subscription(ActionStamped, '/jepa/action', self.on_action, 10)
         self.create_subscription(JointState, '/joint_states', self.joints.on_joint_state, qos_profile_sensor_data)
+        self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
         self.add_on_set_parameters_callback(self.on_parameters)
         if self.critic_path:
             self.load_critic(self.critic_path)
+
+    def load_energy_scale(self, checkpoint: str) -> None:
+        try:
+            state, model_id = read_checkpoint(resolve_checkpoint(checkpoint))
+        except CheckpointError as exc:
+            self.get_logger().warn(f'energy left unnormalized (scale {self.intrinsic.energy_scale}): {exc}')
+            return
+        self.intrinsic.energy_scale = energy_scale_of(state['state_dict'])
+        self.get_logger().info(f'energy scale {self.intrinsic.energy_scale:.4g} from model {model_id}')
+
+    def on_model_version(self, msg: String) -> None:
+        if self.follow_model_version and msg.data:
+            self.load_energy_scale(msg.data)
 
     def load_critic(self, path: str) -> tuple[bool, str]:
         if not path:
