@@ -7,7 +7,6 @@ see identical episodes. Episodes go to and come back from rosbag2 bags on the ag
 """
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
