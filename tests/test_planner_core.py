@@ -278,3 +278,28 @@ def test_energy_is_normalized_by_the_models_latent_variance():
     actor = Actor(model, ActorConfig(horizon=2, samples=8, iterations=1, grad_steps=0))
     terms = actor.intrinsic.terms(torch.full((1, 1, 6), 2.0), torch.zeros(6), torch.zeros(1, 1, 4))
     assert float(terms['energy']) == pytest.approx(1.0)
+
+
+class EndEffectorModel(nn.Module):
+    """A world model whose latent is the end-effector position (in decimetres): exact for ee_delta actions."""
+    latent_dim, action_dim, model_id = 3, 4, 'ee-model'
+
+    def predict(self, z, action, latent_var=None):
+        return z + action[..., :3] * 10
+
+    def rollout(self, z0, actions):
+        return z0[:, None, :] + torch.cumsum(actions[..., :3] * 10, dim=1)
+
+
+def test_actor_reaches_a_goal_with_the_arm_in_the_loop():
+    from jepa_common.kinematics import PANDA_HOME, ArmKinematics
+    kinematics = ArmKinematics()
+    actor = Actor(EndEffectorModel(), ActorConfig(horizon=5, samples=64, iterations=2, grad_steps=2), kinematics=kinematics)
+    q = np.array(PANDA_HOME)
+    target = np.array([0.5, 0.15, 0.25])
+    start = np.linalg.norm(kinematics.fk(q) - target)
+    for _ in range(25):
+        decision = actor.act(kinematics.fk(q) * 10, target * 10, q)
+        assert np.allclose(decision.ee_path[0], kinematics.fk(q))
+        q, _ = kinematics.action_to_joint_target(q, decision.action)
+    assert start > 0.25 and np.linalg.norm(kinematics.fk(q) - target) < 0.03
