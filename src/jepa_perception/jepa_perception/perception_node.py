@@ -31,6 +31,8 @@ class PerceptionNode(Node):
         self.declare_parameter('checkpoint', '')
         self.declare_parameter('device', 'auto')
         self.declare_parameter('image_queue_depth', 2)
+        # Best effort matches both kinds of camera publisher (drivers often offer only best effort).
+        self.declare_parameter('image_reliable', False)
         self.declare_parameter('diagnostics_period', 5.0)
         self.declare_parameter('follow_model_version', True)
         # Joint order of the proprioception input, for checkpoints that encode joint positions too.
@@ -55,8 +57,10 @@ class PerceptionNode(Node):
         self.latent_pub = self.create_publisher(LatentState, '/jepa/latent', 10)
         self.goal_pub = self.create_publisher(LatentState, '/jepa/goal_latent', LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(Image, '/camera/image_raw', self.on_image,
-                                 self.get_parameter('image_queue_depth').value)
+        image_qos = QoSProfile(depth=self.get_parameter('image_queue_depth').value,
+                               reliability=ReliabilityPolicy.RELIABLE if self.get_parameter('image_reliable').value
+                               else ReliabilityPolicy.BEST_EFFORT)
+        self.create_subscription(Image, '/camera/image_raw', self.on_image, image_qos)
         self.create_subscription(Image, '/jepa/goal_image', self.on_goal_image, LATCHED)
         if self.get_parameter('follow_model_version').value:
             self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
