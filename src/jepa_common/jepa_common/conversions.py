@@ -102,5 +102,6 @@ def stamp_to_sec(stamp: Time) -> float:
 
 
 def sec_to_stamp(seconds: float) -> Time:
-    sec = int(np.floor(seconds))
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    # Round to whole nanoseconds first: 12.9999999999 s must become 13 s + 0 ns, not 12 s + 0 ns.
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
