@@ -68,8 +68,8 @@ def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP
 
     def header(t):
         sec = int(t)
-        return T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=sec, nanosec=int(round((t - sec) * 1e9))),
-                                        frame_id='world')
+        stamp = T['builtin_interfaces/msg/Time'](sec=sec, nanosec=int(round((t - sec) * 1e9)))
+        return T['std_msgs/msg/Header'](stamp=stamp, frame_id='world')
 
     conns = {'image': writer.add_connection(image_topic, 'sensor_msgs/msg/Image', typestore=store),
              'joints': writer.add_connection('/joint_states', 'sensor_msgs/msg/JointState', typestore=store)}

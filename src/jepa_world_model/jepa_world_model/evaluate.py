@@ -99,7 +99,8 @@ def generative_loss(model: GenerativeBaseline, images: torch.Tensor, actions: to
 
 
 def train_generative(config: WorldModelConfig, ticks: Ticks, cfg: TrainConfig, device: torch.device,
-                     budget_s: float, max_steps: int | None, seed: int, progress: bool) -> tuple[GenerativeBaseline, dict]:
+                     budget_s: float, max_steps: int | None, seed: int,
+                     progress: bool) -> tuple[GenerativeBaseline, dict]:
     torch.manual_seed(seed)
     model = GenerativeBaseline(config).to(device).train()
     sampler = WindowSampler(ticks, ticks.windows(cfg.horizon + 1), cfg.horizon + 1, device)
@@ -110,7 +111,8 @@ def train_generative(config: WorldModelConfig, ticks: Ticks, cfg: TrainConfig, d
     started = time.monotonic()
     steps = optimize(optimizer, lambda step: generative_loss(model, *sampler.sample(windows, generator),
                                                              cfg.discount),
-                     budget_s, max_steps, cfg.grad_clip, desc='generative baseline', progress=progress)
+                     budget_s, max_steps, cfg.grad_clip, desc='generative baseline', progress=progress,
+                     lr_final_fraction=cfg.lr_final_fraction)
     return model.eval(), {'steps': steps, 'seconds': time.monotonic() - started, 'windows_per_step': windows}
 
 
@@ -236,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                       'baseline\'s predicted frames are encoded with the JEPA encoder. The generative baseline has '
                       'the JEPA\'s encoder and predictor architecture plus a pixel decoder, is trained in this run '
                       'on the same training bags (reconstruction + discounted multi-step pixel prediction over the '
-                      'same horizon, as many frames per step) for the same wall-clock budget as the JEPA. Its error in its own '
-                      'pixel space, next to copy-last in pixel space, is in normalized_error_pixel_space.',
+                      'same horizon, as many frames per step) for the same wall-clock budget as the JEPA. Its error '
+                      'in its own pixel space, next to copy-last in pixel space, is in normalized_error_pixel_space.',
         'generative_baseline': {**baseline_info, 'budget_s': budget_s,
                                 'parameters': sum(p.numel() for p in baseline.parameters()),
                                 'jepa_parameters': sum(p.numel() for p in model.parameters())},
@@ -260,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in result['normalized_error'].items():
         rows.append(f'{name:>8} ' + ' '.join(f'{v:8.3f}' for v in values))
     print('\n'.join(rows))
-    print(f'linear probe: ee {result["linear_probe_error_cm"]["ee"]} cm, cube {result["linear_probe_error_cm"]["cube"]} cm'
-          f'; wrote {args.json}')
+    probe = result['linear_probe_error_cm']
+    print(f'linear probe: ee {probe["ee"]} cm, cube {probe["cube"]} cm; wrote {args.json}')
     return 0
 
 

@@ -53,6 +53,7 @@ class WorldModelConfig:
     z_dim: int = 4
     z_hidden: int = 128
     inverse_hidden: int = 128
+    translation_dims: int = 3     # leading action components that are end-effector displacements
 
     @classmethod
     def from_dict(cls, values: dict) -> 'WorldModelConfig':
@@ -77,6 +78,8 @@ class WorldModelConfig:
                              'encoder stages')
         if len(self.action_scale) != self.action_dim:
             raise ValueError(f'action_scale has {len(self.action_scale)} values for action_dim {self.action_dim}')
+        if not 0 <= self.translation_dims <= self.action_dim:
+            raise ValueError(f'translation_dims {self.translation_dims} must be within 0..action_dim {self.action_dim}')
         for name in ('latent_dim', 'action_dim', 'z_dim', 'predictor_hidden', 'predictor_layers'):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
@@ -176,7 +179,12 @@ class WorldModel(nn.Module):
         nn.init.zeros_(self.predictor[-1].bias)
         self.predictor[-1].weight.data.mul_(0.1)
         self.posterior = mlp([2 * c.latent_dim, c.z_hidden, 2 * c.z_dim])
-        self.inverse = mlp([2 * c.latent_dim, c.inverse_hidden, c.inverse_hidden, c.action_dim])
+        # The end-effector step is read *linearly* from the latent displacement: this makes the latent a
+        # space in which the arm's position is (close to) a linear function, which is what planning towards
+        # a goal latent and a linear probe need. Other action components (the gripper target) are not a
+        # displacement and go through a small MLP.
+        self.inverse_translation = nn.Linear(c.latent_dim, c.translation_dims, bias=False)
+        self.inverse = mlp([2 * c.latent_dim, c.inverse_hidden, c.inverse_hidden, c.action_dim - c.translation_dims])
         self.register_buffer('action_scale', torch.tensor(c.action_scale, dtype=torch.float32))
         self.register_buffer('latent_mean', torch.zeros(c.latent_dim))
         self.register_buffer('latent_var', torch.ones(c.latent_dim))
@@ -250,7 +258,9 @@ class WorldModel(nn.Module):
 
     def inverse_dynamics(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
         """The action (ee_delta units) that took state to next_state, as the inverse-dynamics head sees it."""
-        return self.inverse(torch.cat([state, next_state - state], dim=1)) * self.action_scale
+        step = next_state - state
+        action = torch.cat([self.inverse_translation(step), self.inverse(torch.cat([state, step], dim=1))], dim=1)
+        return action * self.action_scale
 
     def normalized_error(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Squared error averaged over latent dimensions, divided by the mean per-dimension variance of the

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import subprocess
@@ -43,6 +44,7 @@ class TrainConfig:
     horizon: int = 5              # rollout steps in the prediction loss
     discount: float = 0.9         # weight of rollout step k is discount**k
     lr: float = 1e-3
+    lr_final_fraction: float = 0.1    # cosine decay over the run's budget down to this share of lr
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     var_weight: float = 1.0
@@ -275,11 +277,14 @@ def make_optimizer(parameters, lr: float, weight_decay: float, state: dict | Non
 
 
 def optimize(optimizer: torch.optim.Optimizer, loss_fn, budget_s: float, max_steps: int | None, grad_clip: float,
-             start_step: int = 0, desc: str = 'train', on_step=None, progress: bool = True) -> int:
+             start_step: int = 0, desc: str = 'train', on_step=None, progress: bool = True,
+             lr_final_fraction: float = 1.0) -> int:
     """The optimization loop shared by the world model and the baselines: gradient clipping, a wall-clock
     budget and/or a step limit, a tqdm bar. loss_fn(step) -> (loss, terms); on_step(step, terms) is called
-    after every step. Returns the step count reached."""
+    after every step. The learning rate follows a cosine from its initial value down to lr_final_fraction
+    of it at the end of the budget (whichever of time and steps runs out first). Returns the step reached."""
     parameters = [p for group in optimizer.param_groups for p in group['params']]
+    base_lrs = [group['lr'] for group in optimizer.param_groups]
     started = time.monotonic()
     bar = tqdm(total=max_steps, desc=desc, unit='step', disable=not progress, dynamic_ncols=True, file=sys.stderr)
     step = start_step
@@ -291,6 +296,11 @@ def optimize(optimizer: torch.optim.Optimizer, loss_fn, budget_s: float, max_ste
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+            done = max((time.monotonic() - started) / budget_s,
+                       (step - start_step) / max_steps if max_steps else 0.0)
+            scale = lr_final_fraction + (1.0 - lr_final_fraction) * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group['lr'] = base * scale
             optimizer.step()
             step += 1
             bar.update(1)
@@ -300,6 +310,8 @@ def optimize(optimizer: torch.optim.Optimizer, loss_fn, budget_s: float, max_ste
                 on_step(step, terms)
     finally:
         bar.close()
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group['lr'] = base      # a resumed run starts its own schedule from the full rate
     return step
 
 
@@ -359,7 +371,8 @@ def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device:
         if time.monotonic() - clock['last'] >= cfg.val_every_s:
             validate(step)
 
-    optimize(optimizer, loss_fn, budget_s, max_steps, cfg.grad_clip, state.step, 'jepa train', on_step, progress)
+    optimize(optimizer, loss_fn, budget_s, max_steps, cfg.grad_clip, state.step, 'jepa train', on_step, progress,
+             cfg.lr_final_fraction)
     validate(state.step)
     model.eval()
     return state, optimizer.state_dict()
