@@ -44,8 +44,8 @@ SETTLE = 0.5
 class Referee(Node):
     """Talks to the running graph: resets, goals, tasks, and the privileged state it scores with."""
 
-    def __init__(self, kinematics: ArmKinematics):
-        super().__init__('eval_referee')
+    def __init__(self, kinematics: ArmKinematics, context=None):
+        super().__init__('eval_referee', context=context)
         self.kinematics = kinematics
         self.sim_time = 0.0
         self.ee = self.cube = self.q = None
@@ -69,7 +69,7 @@ class Referee(Node):
         self.reset_client = self.create_client(ResetSim, '/sim/reset')
         self.render_client = self.create_client(RenderState, '/sim/render_state')
         self.task_client = self.create_client(SetTask, '/configurator/set_task')
-        self.executor_ = SingleThreadedExecutor()
+        self.executor_ = SingleThreadedExecutor(context=context)
         self.executor_.add_node(self)
 
     def _on_clock(self, msg: Clock) -> None:
