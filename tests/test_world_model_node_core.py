@@ -87,7 +87,7 @@ def test_time_going_backwards_starts_over_and_bad_inputs_raise(tmp_path):
         predictor.observe_latent(np.zeros(15, np.float32), 2 * MS)
     with pytest.raises(ValueError, match='NaN'):
         predictor.observe_latent(np.full(16, np.nan, np.float32), 3 * MS)
-    with pytest.raises(ValueError, match='takes 4'):
+    with pytest.raises(ValueError, match='action has 3 values, the model uses 4'):
         predictor.observe_action(np.zeros(3, np.float32), 3 * MS)
     with pytest.raises(ValueError, match='NaN'):
         predictor.observe_action(np.array([0, np.inf, 0, 0], np.float32), 3 * MS)

@@ -106,6 +106,16 @@ class LoadedModel:
         return self.model.model_id
 
 
+def _finite_vector(values, dim: int, what: str) -> np.ndarray:
+    """values as a flat float32 vector of the model's size; ValueError naming what is wrong otherwise."""
+    vector = np.asarray(values, dtype=np.float32).reshape(-1)
+    if vector.size != dim:
+        raise ValueError(f'{what} has {vector.size} values, the model uses {dim}')
+    if not np.all(np.isfinite(vector)):
+        raise ValueError(f'{what} contains NaN or inf')
+    return vector
+
+
 class OnlinePredictor:
     """Pairs each latent with the action executed from it, predicts the next latent, and scores that
     prediction when the next latent arrives. Stamps are integer nanoseconds (exact, so outputs carry the
@@ -129,22 +139,10 @@ class OnlinePredictor:
         self._last_stamp: int | None = None
 
     def _check_latent(self, latent: np.ndarray) -> np.ndarray:
-        dim = self.loaded.model.latent_dim
-        latent = np.asarray(latent, dtype=np.float32).reshape(-1)
-        if latent.size != dim:
-            raise ValueError(f'latent has {latent.size} values, the model uses {dim}')
-        if not np.all(np.isfinite(latent)):
-            raise ValueError('latent contains NaN or inf')
-        return latent
+        return _finite_vector(latent, self.loaded.model.latent_dim, 'latent')
 
     def check_action(self, action: np.ndarray) -> np.ndarray:
-        dim = self.loaded.model.action_dim
-        action = np.asarray(action, dtype=np.float32).reshape(-1)
-        if action.size != dim:
-            raise ValueError(f'action has {action.size} values, the model takes {dim}')
-        if not np.all(np.isfinite(action)):
-            raise ValueError('action contains NaN or inf')
-        return action
+        return _finite_vector(action, self.loaded.model.action_dim, 'action')
 
     def _action_from(self, stamp_ns: int) -> np.ndarray | None:
         for action_stamp, action in reversed(self._actions):
