@@ -14,3 +14,14 @@ def ros_graph(tmp_path):
     graph = RosGraph(tmp_path)
     yield graph
     graph.shutdown()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded 2-core machine OpenMP's spinning
+    threads slow them down many times over."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

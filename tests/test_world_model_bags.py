@@ -16,14 +16,7 @@ from jepa_world_model.dataset import BagError
 from jepa_world_model.model import load_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded 2-core machine OpenMP's spinning
-    threads slow them down many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 DT = 0.1
 CAMERA = 80           # not the model's 64: the dataset has to resize

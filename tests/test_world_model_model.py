@@ -9,14 +9,7 @@ from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfi
 from jepa_world_model.train import variance_covariance
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a loaded 2-core machine OpenMP's spinning
-    threads slow them down many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 SMALL = dict(latent_dim=16, encoder_channels=(8, 8, 16, 16), predictor_hidden=64, z_dim=2)
 
