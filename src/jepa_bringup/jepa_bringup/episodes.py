@@ -67,36 +67,46 @@ def toward(ee: np.ndarray, point: np.ndarray, max_step: float, gripper: float = 
 
 
 class OraclePolicy:
-    """Scripted controller with privileged sim state (end-effector and cube positions): the upper reference."""
+    """Scripted controller with privileged sim state (end-effector and cube positions): the upper reference.
+
+    Push: come down behind the cube on the line from the cube to the goal, then push along that line until
+    the contact point, not the end effector, has reached the goal; re-approach if the cube slid off the line.
+    """
+
+    # End effector to cube centre while pushing: half the cube plus the fingers' half thickness.
+    CONTACT = CUBE_HALF + 0.012
 
     def __init__(self, goal: Goal, max_step: float):
         self.goal = goal
         self.max_step = max_step
         self.phase = 'approach'
+        self.direction = goal.push_direction
 
     def act(self, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
         if self.goal.task == 'reach':
             return toward(ee, self.goal.target, self.max_step)
-        direction = self.goal.target[:2] - cube[:2]
-        remaining = np.linalg.norm(direction)
-        direction = direction / max(remaining, 1e-9)
-        behind = cube[:2] - direction * (CUBE_HALF + 0.035)
+        to_goal = self.goal.target[:2] - cube[:2]
+        if np.linalg.norm(to_goal) < 0.01:
+            return toward(ee, np.r_[ee[:2], PUSH_HEIGHT + 0.05], self.max_step)  # done: lift off
+        if self.phase == 'approach':
+            self.direction = to_goal / np.linalg.norm(to_goal)
+        behind = cube[:2] - self.direction * (self.CONTACT + 0.03)
         if self.phase == 'approach':
             # Come from above so the approach does not knock the cube.
-            above = np.r_[behind, PUSH_HEIGHT + 0.08]
-            if np.linalg.norm(ee[:2] - behind) < 0.015:
+            if np.linalg.norm(ee[:2] - behind) < 0.012:
                 self.phase = 'descend'
-            return toward(ee, above, self.max_step)
+            return toward(ee, np.r_[behind, PUSH_HEIGHT + 0.08], self.max_step)
         if self.phase == 'descend':
             if ee[2] < PUSH_HEIGHT + 0.01:
                 self.phase = 'push'
             return toward(ee, np.r_[behind, PUSH_HEIGHT], self.max_step)
-        # Push along the line through the cube; fall back to approach if the cube slipped sideways.
-        lateral = np.abs(np.cross(np.r_[direction, 0], np.r_[ee[:2] - cube[:2], 0])[2])
-        if lateral > 0.03:
-            self.phase = 'approach'
-        target_xy = cube[:2] + direction * min(remaining, 0.03)
-        return toward(ee, np.r_[target_xy, PUSH_HEIGHT], self.max_step * 0.6)
+        offset = cube[:2] - ee[:2]
+        lateral = abs(offset[0] * self.direction[1] - offset[1] * self.direction[0])
+        if lateral > 0.02 or offset @ self.direction < 0:
+            self.phase = 'approach'  # the cube slid off the pushing line: go round again
+            return toward(ee, np.r_[ee[:2], PUSH_HEIGHT + 0.08], self.max_step)
+        contact_at_goal = self.goal.target[:2] - self.direction * self.CONTACT
+        return toward(ee, np.r_[contact_at_goal, PUSH_HEIGHT], self.max_step * 0.5)
 
 
 class RandomPolicy:
