@@ -149,7 +149,7 @@ class RosGraph:
 
     def shutdown(self) -> None:
         codes = {p.name: p.stop() for p in self.processes if not p.stopped}
-        self.executor.shutdown()
+        self.executor.shutdown(timeout_sec=5.0)
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
         return codes

@@ -46,4 +46,4 @@ def test_full_graph_is_alive_and_the_agent_reaches_toward_a_goal_image(ros_graph
         assert best < 0.6 * start, f'the arm did not move toward the goal: {start:.3f} m -> best {best:.3f} m'
         assert graph.alive()
     finally:
-        referee.destroy_node()
+        referee.close()

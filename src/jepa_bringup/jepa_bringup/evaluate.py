@@ -72,6 +72,12 @@ class Referee(Node):
         self.executor_ = SingleThreadedExecutor(context=context)
         self.executor_.add_node(self)
 
+    def close(self) -> None:
+        # Its executor is not spinning (spin_until drives it); shut it down before the node goes, so that the
+        # context's shutdown later finds nothing of it to wait for.
+        self.executor_.shutdown(timeout_sec=5.0)
+        self.destroy_node()
+
     def _on_clock(self, msg: Clock) -> None:
         self.sim_time = stamp_to_sec(msg.clock)
 
@@ -327,7 +333,7 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
             if graph.poll() is not None:
                 raise RuntimeError(f'the graph stopped (exit {graph.returncode}); see {graph_log}')
     finally:
-        referee.destroy_node()
+        referee.close()
         rclpy.try_shutdown()
         code = stop_graph(graph)
         log(f'graph stopped (exit {code})')
