@@ -57,3 +57,12 @@ def test_stamps_round_to_the_nearest_nanosecond(seconds):
     stamp = sec_to_stamp(seconds)
     assert 0 <= stamp.nanosec < 1_000_000_000
     assert abs(stamp_to_sec(stamp) - seconds) < 1e-6
+
+
+def test_joint_target_trajectory_is_one_point_reached_in_the_given_time():
+    from jepa_common.conversions import joint_target_trajectory
+    msg = joint_target_trajectory(['a', 'b'], np.array([0.5, -1.0]), 1.25)
+    assert list(msg.joint_names) == ['a', 'b'] and len(msg.points) == 1
+    assert list(msg.points[0].positions) == [0.5, -1.0]
+    assert (msg.points[0].time_from_start.sec, msg.points[0].time_from_start.nanosec) == (1, 250_000_000)
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (0, 0)  # start on arrival

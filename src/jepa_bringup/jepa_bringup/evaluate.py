@@ -18,18 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose, PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.episodes import STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, RandomPolicy, final_distance, \
     make_goal, summarize
-from jepa_common.conversions import image_to_rgb, joint_positions, stamp_to_sec
+from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
@@ -153,10 +152,8 @@ class Referee(Node):
 
     def command(self, action: np.ndarray) -> None:
         q_target, fingers = self.kinematics.action_to_joint_target(self.q, action)
-        point = JointTrajectoryPoint(positions=[float(v) for v in np.r_[q_target, fingers]],
-                                     time_from_start=Duration(nanosec=int(DT * 1e9)))
-        self.command_pub.publish(JointTrajectory(
-            joint_names=[*self.kinematics.arm_joints, *self.kinematics.finger_joints], points=[point]))
+        self.command_pub.publish(joint_target_trajectory(
+            [*self.kinematics.arm_joints, *self.kinematics.finger_joints], np.r_[q_target, fingers], DT))
 
     def hold(self) -> None:
         self.command_pub.publish(JointTrajectory(

@@ -9,7 +9,9 @@ from typing import Sequence
 import numpy as np
 from builtin_interfaces.msg import Time
 from jepa_interfaces.msg import LatentState
+from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 _CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 
@@ -95,6 +97,15 @@ def joint_positions(msg: JointState, names: Sequence[str]) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise ValueError('joint state contains NaN or inf positions')
     return values
+
+
+def joint_target_trajectory(joint_names: Sequence[str], positions, seconds: float) -> JointTrajectory:
+    """One-point trajectory: reach `positions` (in joint_names order) `seconds` from arrival. The stamp stays
+    zero, which a JointTrajectoryController reads as "start on arrival"."""
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    point = JointTrajectoryPoint(positions=array.array('d', np.asarray(positions, dtype=np.float64).tobytes()),
+                                 time_from_start=Duration(sec=sec, nanosec=nanosec))
+    return JointTrajectory(joint_names=list(joint_names), points=[point])
 
 
 def stamp_to_sec(stamp: Time) -> float:

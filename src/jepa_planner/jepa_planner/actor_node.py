@@ -19,10 +19,10 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, String
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
 
-from jepa_common.conversions import latent_to_msg, msg_to_latent, stamp_to_sec
+from jepa_common.conversions import joint_target_trajectory, latent_to_msg, msg_to_latent, stamp_to_sec
 from jepa_common.node import run_node
 from jepa_interfaces.msg import ActionStamped, LatentState, Plan
 from jepa_planner.actor import Actor, ActorConfig, Decision
@@ -232,11 +232,8 @@ class ActorNode(Node):
         self.publish_plan(msg, decision, model_id)
 
     def publish_command(self, q_target: np.ndarray, fingers: np.ndarray) -> None:
-        point = JointTrajectoryPoint(positions=[float(v) for v in np.r_[q_target, fingers]],
-                                     time_from_start=Duration(sec=int(self.dt), nanosec=int(round(self.dt % 1 * 1e9))))
-        # Zero stamp: the controller starts the point on arrival (JointTrajectoryController semantics).
-        self.trajectory_pub.publish(JointTrajectory(
-            joint_names=[*self.kinematics.arm_joints, *self.kinematics.finger_joints], points=[point]))
+        self.trajectory_pub.publish(joint_target_trajectory(
+            [*self.kinematics.arm_joints, *self.kinematics.finger_joints], np.r_[q_target, fingers], self.dt))
 
     def publish_action(self, source: LatentState, decision: Decision) -> None:
         # Stamped with the state it was chosen from: pairs it with that state for the world model and memory.

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
@@ -30,9 +29,9 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
-from jepa_common.conversions import joint_positions
+from jepa_common.conversions import joint_positions, joint_target_trajectory
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import ActionStamped
 from jepa_interfaces.srv import ResetSim
@@ -414,9 +413,8 @@ class PlayCollector(Node):
         except ValueError as e:
             self.get_logger().error(f'no joint target for action {action}: {e}; skipping this tick')
             return
-        point = JointTrajectoryPoint(positions=array.array('d', [*q_target, *finger_target]),
-                                     time_from_start=Duration(nanosec=self.dt_ns))
-        self.trajectory_pub.publish(JointTrajectory(joint_names=self.joint_names, points=[point]))
+        self.trajectory_pub.publish(joint_target_trajectory(self.joint_names, np.r_[q_target, finger_target],
+                                                            self.dt_ns * 1e-9))
         out = ActionStamped(space='ee_delta', data=array.array('f', action.astype(np.float32).tobytes()))
         out.header.stamp = stamp
         self.action_pub.publish(out)
