@@ -8,25 +8,16 @@
 """
 import argparse
 import json
-import os
-import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from jepa_bringup.evaluate import run, stop_graph, success_table
+from jepa_bringup.evaluate import run, start_graph, stop_graph, success_table
 
 
 def arm_part(out_dir: Path) -> dict:
     from jepa_sim.arm_check import print_report, check_arm
-    domain = str(random.Random().randrange(1, 232))
-    env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
-    log_path = out_dir / 'sim_arm.log'
-    graph = subprocess.Popen([str(Path(sys.prefix) / 'bin' / 'jepa'), 'launch', 'sim_arm'], env=env,
-                             stdout=open(log_path, 'w'), stderr=subprocess.STDOUT, start_new_session=True)
-    os.environ.update(ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    graph = start_graph('sim_arm', [], out_dir / 'sim_arm.log')
     try:
         result = check_arm(timeout=90.0)
     finally:

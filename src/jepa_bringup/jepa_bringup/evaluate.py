@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -288,15 +289,21 @@ def sim_camera(config_dir: Path) -> dict:
     return {'eye': params['camera_eye'], 'target': params['camera_target']}
 
 
-def start_graph(launch_args: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+def start_graph(graph: str, launch_args: list[str], log_path: Path) -> subprocess.Popen:
+    """`jepa launch GRAPH ARGS` in this process's ROS domain (ROS_DOMAIN_ID, else a random one, set here too so
+    this process's rclpy joins it), on localhost only; output to log_path."""
+    domain = os.environ.get('ROS_DOMAIN_ID') or str(random.Random().randrange(1, 232))
+    os.environ.update(ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    # The launcher must set up its own ROS library path, not inherit this interpreter's bootstrap marker.
+    env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     launcher = Path(sys.prefix) / 'bin' / 'jepa'
-    return subprocess.Popen([str(launcher), 'launch', 'sim', 'task:=idle', *launch_args], env=env,
+    return subprocess.Popen([str(launcher), 'launch', graph, *launch_args], env=env,
                             stdout=open(log_path, 'w'), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_graph(graph: subprocess.Popen, timeout: float = 30.0) -> int:
-    import signal
     if graph.poll() is None:
         graph.send_signal(signal.SIGINT)
         try:
@@ -311,13 +318,9 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
         video_path: Path | None, log_dir: Path, log=print) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down."""
     from jepa_common.paths import package_share
-    domain = os.environ.get('ROS_DOMAIN_ID') or str(random.Random().randrange(1, 232))
-    env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
-    env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
-    os.environ.update(ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     graph_log = log_dir / 'graph.log'
-    log(f'starting the graph (ROS_DOMAIN_ID={domain}, log {graph_log})')
-    graph = start_graph(launch_args, graph_log, env)
+    graph = start_graph('sim', ['task:=idle', *launch_args], graph_log)
+    log(f'started the graph (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, log {graph_log})')
     rclpy.init()
     referee = Referee(ArmKinematics())
     reports = {}
