@@ -273,11 +273,26 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
 def test_energy_is_normalized_by_the_models_latent_variance():
     model = LinearModel()
     model.register_buffer('latent_var', torch.full((6,), 4.0))
-    from jepa_planner.cost import energy_scale_of
-    assert energy_scale_of(model) == 4.0 and energy_scale_of({'latent_var': torch.zeros(6)}) == 1.0
+    from jepa_planner.cost import EnergyMetric
+    assert EnergyMetric.of(model).latent_scale == 4.0
+    assert EnergyMetric.of({'latent_var': torch.zeros(6)}).latent_scale == 1.0
     actor = Actor(model, ActorConfig(horizon=2, samples=8, iterations=1, grad_steps=0))
     terms = actor.intrinsic.terms(torch.full((1, 1, 6), 2.0), torch.zeros(6), torch.zeros(1, 1, 4))
     assert float(terms['energy']) == pytest.approx(1.0)
+
+
+def test_energy_measures_controllable_displacement_through_the_inverse_dynamics_map():
+    """A model whose inverse-dynamics head reads the end-effector step from latent dims 0-2 only: the energy
+    counts those dims in control steps, and the rest only through the (weighted) isotropic distance."""
+    from jepa_planner.cost import EnergyMetric
+    state = {'latent_var': torch.ones(6), 'action_scale': torch.tensor([0.03, 0.03, 0.03, 1.0]),
+             'inverse_translation.weight': torch.cat([torch.eye(3), torch.zeros(3, 3)], dim=1)}
+    metric = EnergyMetric.of(state, latent_weight=0.0)
+    # One latent unit along dim 0 is one 3 cm step: with max_step 3 cm, energy 1 per unit squared.
+    assert float(metric(torch.tensor([2.0, 0, 0, 0, 0, 0]), 0.03)) == pytest.approx(4.0)
+    assert float(metric(torch.tensor([0, 0, 0, 5.0, 0, 0]), 0.03)) == pytest.approx(0.0)
+    metric.latent_weight = 6.0
+    assert float(metric(torch.tensor([0, 0, 0, 1.0, 0, 0]), 0.03)) == pytest.approx(1.0)
 
 
 class EndEffectorModel(nn.Module):
@@ -303,3 +318,37 @@ def test_actor_reaches_a_goal_with_the_arm_in_the_loop():
         assert np.allclose(decision.ee_path[0], kinematics.fk(q))
         q, _ = kinematics.action_to_joint_target(q, decision.action)
     assert start > 0.25 and np.linalg.norm(kinematics.fk(q) - target) < 0.03
+
+
+def test_macro_model_holds_each_action_for_a_stride():
+    from jepa_planner.actor import MacroModel
+    actions = torch.tensor([[[0.01, 0.0, 0.0, 0.0], [0.0, 0.02, 0.0, 0.0]]])
+    states = MacroModel(EndEffectorModel(), stride=3).rollout(torch.zeros(1, 3), actions)
+    assert states.shape == (1, 2, 3)
+    assert torch.allclose(states[0], torch.tensor([[0.3, 0.0, 0.0], [0.3, 0.6, 0.0]]))
+
+
+def test_hierarchical_actor_plans_towards_the_higher_levels_subgoal():
+    """levels 2: the higher level's action (one held action, stride steps) is the control level's goal."""
+    from jepa_common.kinematics import PANDA_HOME, ArmKinematics
+    kinematics = ArmKinematics()
+    config = ActorConfig(horizon=4, samples=64, iterations=2, grad_steps=2, levels=2, subgoal_stride=3,
+                         subgoal_horizon=4, subgoal_samples=64)
+    actor = Actor(EndEffectorModel(), config, kinematics=kinematics)
+    q = np.array(PANDA_HOME)
+    target = np.array([0.5, 0.15, 0.25])
+    subgoals = []
+    for _ in range(30):
+        z = kinematics.fk(q) * 10
+        decision = actor.act(z, target * 10, q)
+        subgoals.append(decision.subgoal)
+        # One held action away from where it was set: at most stride max-steps (in decimetres).
+        assert decision.subgoal is not None and np.linalg.norm(decision.subgoal - z) <= 3 * 0.03 * 10 * 3 ** 0.5 + 1e-4
+        q, _ = kinematics.action_to_joint_target(q, decision.action)
+    # The higher level replans once per stride, not every step.
+    changes = sum(not np.allclose(a, b) for a, b in zip(subgoals, subgoals[1:]))
+    assert 5 <= changes <= 10
+    assert np.linalg.norm(kinematics.fk(q) - target) < 0.04
+    with pytest.raises(ValueError, match='levels'):
+        actor.reconfigure(levels=3)
+    assert actor.config.levels == 2

@@ -4,14 +4,20 @@ Mode-2 optimizes an action sequence through the world model (planner.py) against
 the first action is executed; the reactive Mode-1 policy is distilled from those plans on the fly and both
 proposes candidates to Mode-2 and acts alone in mode1. The world model runs in-process: the planner's
 thousands of rollouts per step are one batched torch call, not DDS round trips.
+
+Hierarchy (levels: 2): a higher level plans on a coarser time scale, `subgoal_stride` control steps per
+action, over `subgoal_horizon` such actions, through the same world model (each high-level action is held
+for a stride: `MacroModel`). Its action is the lower level's goal: the latent its first action is predicted
+to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards, until the higher level replans
+one stride later.
 """
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
 
-from jepa_planner.cost import ArmContext, Critic, CostWeights, IntrinsicCost, PlanObjective, energy_scale_of
+from jepa_planner.cost import ArmContext, Critic, CostWeights, EnergyMetric, IntrinsicCost, PlanObjective
 from jepa_planner.planner import make_planner
 from jepa_planner.policy import PolicyDistiller, ReactivePolicy
 
@@ -34,11 +40,34 @@ class ActorConfig:
     # In mode1, every this many steps Mode-2 also plans (not executed) to label the state the policy led
     # to: DAgger proper, the policy learns on its own state distribution. 0 = never.
     dagger_every: int = 5
+    # Weight of the isotropic latent distance beside the controllable (effector) distance in the energy.
+    energy_latent_weight: float = 1.0
+    # 1: one level; 2: a higher level sets the sub-goal (a latent) the control level plans towards.
+    levels: int = 1
+    subgoal_stride: int = 5
+    subgoal_horizon: int = 4
+    subgoal_samples: int = 128
+    subgoal_iterations: int = 3
     seed: int = 0
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    def changed(self, **changes) -> 'ActorConfig':
+        """A copy with some settings changed (values converted to the fields' types)."""
+        unknown = set(changes) - set(self.names())
+        if unknown:
+            raise ValueError(f'unknown actor settings {sorted(unknown)}')
+        return replace(self, **{k: type(getattr(self, k))(v) for k, v in changes.items()})
+
+    def validate(self) -> None:
+        counts = {k: getattr(self, k) for k in ('horizon', 'samples', 'iterations', 'subgoal_stride',
+                                                'subgoal_horizon', 'subgoal_samples', 'subgoal_iterations')}
+        if min(counts.values()) < 1:
+            raise ValueError(f'these settings must be >= 1: {counts}')
+        if self.levels not in (1, 2):
+            raise ValueError(f'levels must be 1 or 2, got {self.levels}')
 
 
 @dataclass
@@ -48,6 +77,7 @@ class Decision:
     actions: np.ndarray           # (T, A) the plan
     latents: np.ndarray           # (T, D) predicted latents along the plan
     ee_path: np.ndarray | None    # (T + 1, 3) end-effector path from the current position, if the arm is known
+    subgoal: np.ndarray | None    # (D,) the higher level's current action, the goal planned towards (levels 2)
     expected_cost: float
     cost_terms: dict              # weighted term sums of the plan
     sampled_cost: float           # best cost before gradient refinement (mode2)
@@ -65,7 +95,7 @@ class Actor:
             p.requires_grad_(False)  # gradients flow to the actions only
         self.kinematics = kinematics
         self.intrinsic = IntrinsicCost(weights or CostWeights(), max_step=self.config.max_step,
-                                       energy_scale=energy_scale_of(model))
+                                       metric=EnergyMetric.of(model, self.config.energy_latent_weight, self.device))
         self.critic = critic.to(self.device) if critic is not None else None
         m = self.config.max_step
         self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]
@@ -76,21 +106,29 @@ class Actor:
         self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
         self.plans = 0
         self.mode1_steps = 0
-        self.planner = self._make_planner()
+        self.subgoal: torch.Tensor | None = None
+        self.steps_since_subgoal = 0
+        self._make_planners()
 
-    def _make_planner(self):
+    def _make_planners(self) -> None:
         c = self.config
-        return make_planner(c.planner, self.low, self.high, c.horizon, samples=c.samples, iterations=c.iterations,
-                            grad_steps=c.grad_steps, grad_lr=c.grad_lr, seed=c.seed, device=self.device)
+        c.validate()
+        self.planner = make_planner(c.planner, self.low, self.high, c.horizon, samples=c.samples,
+                                    iterations=c.iterations, grad_steps=c.grad_steps, grad_lr=c.grad_lr, seed=c.seed,
+                                    device=self.device)
+        self.high_planner = make_planner(c.planner, self.low, self.high, c.subgoal_horizon, samples=c.subgoal_samples,
+                                         iterations=c.subgoal_iterations, grad_steps=c.grad_steps, grad_lr=c.grad_lr,
+                                         seed=c.seed + 1, device=self.device)
+        self.subgoal = None
 
     def reconfigure(self, **changes) -> None:
         """Change ActorConfig fields (e.g. from ROS parameters); rebuilds the planner, losing its warm start."""
-        unknown = set(changes) - set(ActorConfig.names())
-        if unknown:
-            raise ValueError(f'unknown actor settings {sorted(unknown)}')
-        for key, value in changes.items():
-            setattr(self.config, key, type(getattr(self.config, key))(value))
-        self.planner = self._make_planner()
+        updated = self.config.changed(**changes)
+        updated.validate()
+        for key in changes:
+            setattr(self.config, key, getattr(updated, key))  # the node shares this config object
+        self.intrinsic.metric.latent_weight = self.config.energy_latent_weight
+        self._make_planners()
 
     @property
     def weights(self) -> CostWeights:
@@ -98,6 +136,22 @@ class Actor:
 
     def reset(self) -> None:
         self.planner.reset()
+        self.high_planner.reset()
+        self.subgoal = None
+
+    def plan_subgoal(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """The higher level: every subgoal_stride calls, plan held actions over the long horizon towards the
+        goal and return the latent its first action is predicted to reach; in between, the current one."""
+        c = self.config
+        if self.subgoal is None or self.steps_since_subgoal >= c.subgoal_stride:
+            macro = MacroModel(self.model, c.subgoal_stride)
+            objective = PlanObjective(macro, self.intrinsic, z, goal, None, self.critic, c.discount)
+            actions = self.high_planner.plan(objective).actions
+            with torch.no_grad():
+                self.subgoal = macro.rollout(z[None], actions[None])[0, 0]
+            self.steps_since_subgoal = 0
+        self.steps_since_subgoal += 1
+        return self.subgoal
 
     def arm_context(self, q_arm) -> ArmContext | None:
         if self.kinematics is None or q_arm is None:
@@ -113,9 +167,12 @@ class Actor:
             raise ValueError(f'latent {tuple(z_t.shape)} and goal {tuple(goal_t.shape)} must both have the '
                              f'model\'s latent_dim {self.model.latent_dim}')
         arm = self.arm_context(q_arm)
+        t0 = time.perf_counter()
+        subgoal = self.plan_subgoal(z_t, goal_t) if self.config.levels == 2 else None
+        if subgoal is not None:
+            goal_t = subgoal
         objective = PlanObjective(self.model, self.intrinsic, z_t, goal_t, arm, self.critic, self.config.discount)
         if mode == 'mode1':
-            t0 = time.perf_counter()
             with torch.no_grad():
                 actions, _ = self.policy.propose(self.model, z_t, goal_t, self.config.horizon)
             plan_ms = (time.perf_counter() - t0) * 1e3
@@ -130,7 +187,8 @@ class Actor:
                 with torch.no_grad():
                     proposals = self.policy.propose(self.model, z_t, goal_t, self.config.horizon)[0][None]
             result = self.planner.plan(objective, proposals)
-            actions, plan_ms, sampled = result.actions, result.plan_time_ms, result.sampled_cost
+            # Both levels' planning time: what stands between a state and its command.
+            actions, plan_ms, sampled = result.actions, (time.perf_counter() - t0) * 1e3, result.sampled_cost
             self._distill(z_t, goal_t, actions[0])
         with torch.no_grad():
             total, latents, terms = objective.evaluate(actions[None])
@@ -139,10 +197,24 @@ class Actor:
             ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).cpu().numpy().astype(np.float64)
         actions, latents = actions.cpu(), latents.cpu()
         return Decision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
-                        float(total[0]), {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
+                        None if subgoal is None else subgoal.cpu().numpy().copy(), float(total[0]),
+                        {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
 
     def _distill(self, z, goal, action) -> None:
         self.distiller.add(z, goal, action)
         self.plans += 1
         if self.config.distill_every > 0 and self.plans % self.config.distill_every == 0:
             self.distiller.fit(self.config.distill_steps)
+
+
+class MacroModel:
+    """The world model on a coarser time scale: each action (B, H, A) is held for `stride` steps; the rollout
+    returns the latent at the end of each held action (B, H, D). The higher level plans through it."""
+
+    def __init__(self, model, stride: int):
+        self.model = model
+        self.stride = stride
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        held = actions.repeat_interleave(self.stride, dim=1)
+        return self.model.rollout(z0, held)[:, self.stride - 1::self.stride]

@@ -2,7 +2,8 @@
 
 /jepa/latent + /jepa/goal_latent + /joint_states -> plan (Mode-2 MPC, or the Mode-1 policy) ->
 /jepa/joint_trajectory (one point, dt ahead), /jepa/action (stamped with the state's stamp), /jepa/plan,
-/jepa/planned_path (MarkerArray), /diagnostics (plan and end-to-end latency). The world model is loaded
+/jepa/planned_path (MarkerArray), /jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
+control level plans towards), /diagnostics (plan and end-to-end latency). The world model is loaded
 in-process from the checkpoint /world_model/model_version announces, so planning never waits on DDS.
 A stale or missing state, goal or joint state gives no command: the gate then holds the arm.
 """
@@ -76,6 +77,8 @@ class ActorNode(Node):
         self.action_pub = self.create_publisher(ActionStamped, '/jepa/action', 10)
         self.plan_pub = self.create_publisher(Plan, '/jepa/plan', 10)
         self.path_pub = self.create_publisher(MarkerArray, '/jepa/planned_path', 10)
+        # levels: 2: the higher level's action, the goal the control level is planning towards now.
+        self.subgoal_pub = self.create_publisher(LatentState, '/jepa/subgoal_latent', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.load_model(self.declare_parameter('checkpoint', '').value)
         self.create_subscription(LatentState, '/jepa/latent', self.on_latent, NEWEST)
@@ -134,9 +137,7 @@ class ActorNode(Node):
             config = {k: v for k, v in changes.items() if k in ActorConfig.names()}
             if 'max_step' in config:
                 raise ValueError('max_step is fixed at start (it is the arm\'s action space)')
-            if any(k in config for k in ('horizon', 'samples', 'iterations')) and \
-                    min(int(config.get(k, getattr(self.config, k))) for k in ('horizon', 'samples', 'iterations')) < 1:
-                raise ValueError('horizon, samples and iterations must be >= 1')
+            self.config.changed(**config).validate()
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         if 'checkpoint' in changes:
@@ -230,6 +231,8 @@ class ActorNode(Node):
         self.counts['commands'] += 1
         self.publish_action(msg, decision)
         self.publish_plan(msg, decision, model_id)
+        if decision.subgoal is not None:
+            self.subgoal_pub.publish(latent_to_msg(decision.subgoal, msg.header.stamp, model_id))
 
     def publish_command(self, q_target: np.ndarray, fingers: np.ndarray) -> None:
         self.trajectory_pub.publish(joint_target_trajectory(

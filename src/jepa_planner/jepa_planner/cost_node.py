@@ -2,9 +2,9 @@
 
 /jepa/latent (+ /jepa/goal_latent, /joint_states, /jepa/action) -> /jepa/cost (CostTerms, stamped with the
 latent's stamp, each field the weighted term; total = their sum). Weights are the `weights.*` parameters
-(set by the configurator); setting `critic_path` (re)loads the critic, '' removes it. The energy is
-normalized by the latent variance stored in the world-model checkpoint (`checkpoint`, then whatever
-/world_model/model_version announces), as the actor's planning cost is.
+(set by the configurator); setting `critic_path` (re)loads the critic, '' removes it. The energy's metric
+(cost.EnergyMetric: the effector map and latent variance) comes from the world-model checkpoint
+(`checkpoint`, then whatever /world_model/model_version announces), as the actor's planning cost does.
 """
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from std_msgs.msg import String
 from jepa_common.conversions import msg_to_latent, stamp_to_sec
 from jepa_common.node import run_node
 from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
-from jepa_planner.cost import ArmContext, Critic, CriticError, IntrinsicCost, TERMS, energy_scale_of
+from jepa_planner.cost import ArmContext, Critic, CriticError, EnergyMetric, IntrinsicCost, TERMS
 from jepa_planner.ros_common import LATCHED, JointStateCache, declare_kinematics, declare_weights, weight_changes
 from jepa_world_model.model import CheckpointError, read_checkpoint
 from jepa_world_model.world_model_node import resolve_checkpoint
@@ -35,7 +35,8 @@ class CostNode(Node):
         self.last_action: np.ndarray | None = None
         self.joints = JointStateCache(self, self.kinematics.arm_joints)
         self.follow_model_version = self.declare_parameter('follow_model_version', True).value
-        self.load_energy_scale(self.declare_parameter('checkpoint', '').value)
+        self.energy_latent_weight = self.declare_parameter('energy_latent_weight', 1.0).value
+        self.load_energy_metric(self.declare_parameter('checkpoint', '').value)
         torch.set_num_threads(1)
         self.publisher = self.create_publisher(CostTerms, '/jepa/cost', 10)
         self.create_subscription(LatentState, '/jepa/latent', self.on_latent, 10)
@@ -47,18 +48,20 @@ class CostNode(Node):
         if self.critic_path:
             self.load_critic(self.critic_path)
 
-    def load_energy_scale(self, checkpoint: str) -> None:
+    def load_energy_metric(self, checkpoint: str) -> None:
         try:
             state, model_id = read_checkpoint(resolve_checkpoint(checkpoint))
         except CheckpointError as exc:
-            self.get_logger().warn(f'energy left unnormalized (scale {self.intrinsic.energy_scale}): {exc}')
+            self.get_logger().warn(f'energy metric unchanged: {exc}')
             return
-        self.intrinsic.energy_scale = energy_scale_of(state['state_dict'])
-        self.get_logger().info(f'energy scale {self.intrinsic.energy_scale:.4g} from model {model_id}')
+        self.intrinsic.metric = EnergyMetric.of(state['state_dict'], self.energy_latent_weight)
+        self.get_logger().info(f'energy metric of model {model_id} (latent scale '
+                               f'{self.intrinsic.metric.latent_scale:.4g}, effector map '
+                               f'{"yes" if self.intrinsic.metric.effector_map is not None else "none"})')
 
     def on_model_version(self, msg: String) -> None:
         if self.follow_model_version and msg.data:
-            self.load_energy_scale(msg.data)
+            self.load_energy_metric(msg.data)
 
     def load_critic(self, path: str) -> tuple[bool, str]:
         if not path:
@@ -78,6 +81,8 @@ class CostNode(Node):
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         for p in parameters:
+            if p.name == 'energy_latent_weight':
+                self.energy_latent_weight = self.intrinsic.metric.latent_weight = float(p.value)
             if p.name == 'critic_path':
                 ok, reason = self.load_critic(p.value)
                 if not ok:

@@ -1,0 +1,169 @@
+"""The evaluation's seeded episodes in one process, without ROS: simulator, perception, actor and referee as
+plain Python objects stepped in lock-step (no DDS, no real time, no latency).
+
+`jepa eval` is the measurement (the full graph, separate processes, real time); this is the workbench for
+tuning the cost and planner from a notebook or the command line, where one episode takes seconds. The same
+goals (episodes.make_goal), success radii, episode lengths, kinematics and joint-trajectory following are used,
+so a change that helps here should help there; the numbers reported in the README come from `jepa eval`.
+
+    python -m jepa_bringup.sim_episodes --task reach --episodes 10 --set horizon=12 --weight energy=2
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jepa_bringup.episodes import STEPS, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, final_distance, make_goal
+from jepa_planner.actor import Actor, ActorConfig
+from jepa_planner.cost import CostWeights
+from jepa_sim.panda_sim import PandaSim
+from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
+from jepa_world_model.model import default_checkpoint_path, load_checkpoint
+
+DT = 0.1
+SETTLE = 0.5
+
+
+class SimWorkbench:
+    """A simulator with a joint-trajectory follower (the sim node's controller) and the agent's encoder."""
+
+    def __init__(self, model):
+        self.sim = PandaSim()
+        self.kinematics = self.sim.kinematics
+        self.model = model
+        self.follower = TrajectoryFollower(self.sim.joint_names, self.sim.lower, self.sim.upper,
+                                           self.sim.joint_positions())
+        self.steps_per_control = int(round(DT * self.sim.physics_hz))
+
+    @property
+    def q_arm(self) -> np.ndarray:
+        return self.sim.joint_positions()[:len(self.kinematics.arm_joints)]
+
+    @property
+    def ee(self) -> np.ndarray:
+        return self.sim.ee_pose()[:3]
+
+    @property
+    def cube(self) -> np.ndarray:
+        return self.sim.cube_pose()[:3]
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model.encode(image[None])[0].cpu().numpy()
+
+    def reset(self, seed: int) -> None:
+        q, _ = self.sim.reset(seed)
+        self.follower.hold(q, self.sim.time)
+        self.advance(SETTLE)
+
+    def command(self, action: np.ndarray) -> None:
+        q_target, fingers = self.kinematics.action_to_joint_target(self.q_arm, action)
+        self.follower.set_trajectory(self.sim.joint_names, [TrajectoryPoint(DT, np.r_[q_target, fingers])],
+                                     self.sim.time, self.sim.joint_positions())
+
+    def advance(self, seconds: float) -> None:
+        for _ in range(int(round(seconds * self.sim.physics_hz))):
+            target, velocity = self.follower.sample(self.sim.time)
+            self.sim.send_joint_targets(target, velocity)
+            self.sim.step()
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: str, seed: int) -> dict:
+    bench.reset(seed)
+    goal = make_goal(task, seed, bench.kinematics, bench.q_arm, bench.cube)
+    goal_image, _ = bench.sim.render_state(goal.arm_q, goal.cube_position)
+    goal_latent = bench.encode(goal_image)
+    policy = None
+    if condition == 'oracle':
+        policy = OraclePolicy(goal, bench.kinematics.max_step)
+    elif condition == 'random':
+        policy = RandomPolicy(seed, bench.kinematics.max_step)
+    else:
+        actor.reset()
+    start_distance = final_distance(goal, bench.ee, bench.cube)
+    plan_ms = []
+    for _ in range(STEPS[task]):
+        if policy is not None:
+            action = policy.act(bench.ee, bench.cube)
+        else:
+            decision = actor.act(bench.encode(bench.sim.render()), goal_latent, bench.q_arm, condition)
+            action = decision.action
+            plan_ms.append(decision.plan_time_ms)
+        bench.command(action)
+        bench.advance(DT)
+    distance = final_distance(goal, bench.ee, bench.cube)
+    return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
+            'start_distance_m': start_distance, 'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}
+
+
+def parse_assignments(items: list[str], what: str) -> dict:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise SystemExit(f'{what} {item!r}: expected name=value')
+        values[key] = value
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--task', choices=['reach', 'push'], default='reach')
+    parser.add_argument('--episodes', type=int, default=10)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--conditions', default='mode2', help='comma-separated: mode2, mode1, random, oracle')
+    parser.add_argument('--checkpoint', type=Path, default=None)
+    parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                        help=f'actor setting, one of {", ".join(ActorConfig.names())}')
+    parser.add_argument('--weight', action='append', default=[], metavar='NAME=VALUE',
+                        help=f'cost weight, one of {", ".join(CostWeights.names())}')
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--workspace', type=float, nargs=6, metavar=('X0', 'X1', 'Y0', 'Y1', 'Z0', 'Z1'),
+                        help='the planning workspace box the cost keeps the end effector in (default: the arm\'s)')
+    parser.add_argument('--json', type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.checkpoint or default_checkpoint_path())
+    bench = SimWorkbench(model)
+    try:
+        config = ActorConfig().changed(**parse_assignments(args.set, '--set'))
+        config.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.workspace:
+        bench.kinematics.workspace = np.asarray(args.workspace, float).reshape(3, 2)
+    weights = CostWeights(**{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
+    report = {}
+    # One actor for both modes, as in the graph: Mode-1 acts with the policy distilled from Mode-2 so far.
+    actor = Actor(model, config, weights, bench.kinematics)
+    try:
+        for condition in [c for c in args.conditions.split(',') if c]:
+            results = []
+            for i in range(args.episodes):
+                t0 = time.monotonic()
+                result = run_episode(bench, actor, condition, args.task, args.seed + i)
+                results.append(result)
+                print(f'{args.task} {condition} seed {result["seed"]}: {result["start_distance_m"]:.3f} -> '
+                      f'{result["final_distance_m"]:.3f} m {"success" if result["success"] else "fail"} '
+                      f'({time.monotonic() - t0:.0f} s, plan p50 {result["plan_ms_p50"] or 0:.0f} ms)', flush=True)
+            report[condition] = {'success_rate': float(np.mean([r['success'] for r in results])),
+                                 'final_distance_m': float(np.mean([r['final_distance_m'] for r in results])),
+                                 'per_episode': results}
+            print(f'{args.task} {condition}: success {report[condition]["success_rate"]:.0%}, mean final distance '
+                  f'{report[condition]["final_distance_m"]:.3f} m', flush=True)
+    finally:
+        bench.close()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
