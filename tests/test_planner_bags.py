@@ -80,3 +80,55 @@ def test_train_critic_cli_fits_the_cost_to_go_of_recorded_episodes(tmp_path, cap
     assert np.all(np.diff(values) < 0), values  # farther from the goal = more cost to go
     assert main(['--bag', str(tmp_path / 'missing'), '--out', str(tmp_path / 'c2.pt')]) == 1
     assert 'missing' in capsys.readouterr().err
+
+
+def surprising_memory(model_id, reverse_from=None, n=120, latent_dim=16):
+    """A memory of transitions the model mispredicts: the next state moves along a fixed direction by the
+    action's x; from transition `reverse_from` on, the other way (the world changed again)."""
+    memory, assembler = ShortTermMemory(), TransitionAssembler()
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=latent_dim).astype(np.float32)
+    state = np.zeros(latent_dim, np.float32)
+    for i in range(n + 1):
+        memory.add(assembler.latent(0.1 * i, state, model_id))
+        action = np.r_[rng.uniform(-0.03, 0.03, 3), 1.0].astype(np.float32)
+        assembler.action(0.1 * i, action)
+        sign = -1 if reverse_from is not None and i >= reverse_from else 1
+        state = (state + sign * direction * action[0] * 30).astype(np.float32)
+    memory.add(assembler.flush())
+    return memory
+
+
+def test_world_model_adjustment_fine_tunes_only_the_predictor_and_keeps_only_an_improvement(tmp_path, one_thread):
+    import torch
+    from jepa_planner.adjust_world_model import AdjustmentError, adjust_world_model
+    from jepa_world_model.model import WorldModel, WorldModelConfig, load_checkpoint, save_checkpoint
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(latent_dim=16, encoder_channels=(4, 4, 4, 4), predictor_hidden=32,
+                                        z_hidden=16, inverse_hidden=16))
+    checkpoint = tmp_path / 'wm.pt'
+    save_checkpoint(model, checkpoint, provenance={'data': 'play'})
+    write_memory(tmp_path / 'surprise', surprising_memory(model.model_id), model.model_id)
+
+    summary = adjust_world_model([str(tmp_path / 'surprise')], str(checkpoint), str(tmp_path / 'adjusted.pt'),
+                                 steps=150, lr=3e-3, log=lambda m: None)
+    assert summary['held_out_error_after'] < 0.5 * summary['held_out_error_before']
+    assert summary['adjusted_from'] == model.model_id != summary['model_id']
+    adjusted = load_checkpoint(tmp_path / 'adjusted.pt')
+    assert adjusted.model_id == summary['model_id']
+    before, after = model.state_dict(), adjusted.state_dict()
+    changed = {k.split('.')[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {'predictor'}  # the encoder, and with it the latent space, is untouched
+    provenance = torch.load(tmp_path / 'adjusted.pt', weights_only=True)['provenance']
+    assert provenance['data'] == 'play' and provenance['adjustments'][0]['adjusted_from'] == model.model_id
+
+    # Latents of another model, or fine-tuning that does not carry over to the held-out, most recent
+    # transitions (there the world behaves the other way): refused, and nothing is written.
+    write_memory(tmp_path / 'other', surprising_memory('other@0'), 'other@0')
+    with pytest.raises(AdjustmentError, match='other@0'):
+        adjust_world_model([str(tmp_path / 'other')], str(checkpoint), str(tmp_path / 'x.pt'), log=lambda m: None)
+    write_memory(tmp_path / 'reversed', surprising_memory(model.model_id, reverse_from=90), model.model_id)
+    with pytest.raises(AdjustmentError, match='stays'):
+        adjust_world_model([str(tmp_path / 'reversed')], str(checkpoint), str(tmp_path / 'y.pt'), steps=150, lr=3e-3,
+                           log=lambda m: None)
+    assert not (tmp_path / 'x.pt').exists() and not (tmp_path / 'y.pt').exists()

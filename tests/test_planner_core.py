@@ -171,7 +171,7 @@ def test_memory_is_bounded_and_pairs_streams_into_transitions():
     assert len(memory) == 29
     t = memory.transitions[5]
     assert t.state[0] == 5 and t.next_state[0] == 6 and t.action[0] == 5 and t.predicted_next[0] == 6
-    assert t.intrinsic_cost == 0 + 1 + 2 + 3
+    assert t.intrinsic_cost == sum(range(len(COST_FIELDS) - 1))  # every term but the critic
     feed(assembler, memory, 100, start=100.0)  # a gap: new episode
     assert len(memory) == 50 and memory.dropped == 29 + 98 - 50
     episodes = memory.episodes()
@@ -283,16 +283,20 @@ def test_energy_is_normalized_by_the_models_latent_variance():
 
 def test_energy_measures_controllable_displacement_through_the_inverse_dynamics_map():
     """A model whose inverse-dynamics head reads the end-effector step from latent dims 0-2 only: the energy
-    counts those dims in control steps, and the rest only through the (weighted) isotropic distance."""
+    counts those dims in control steps; the latent term sees every dim."""
     from jepa_planner.cost import EnergyMetric
     state = {'latent_var': torch.ones(6), 'action_scale': torch.tensor([0.03, 0.03, 0.03, 1.0]),
              'inverse_translation.weight': torch.cat([torch.eye(3), torch.zeros(3, 3)], dim=1)}
-    metric = EnergyMetric.of(state, latent_weight=0.0)
-    # One latent unit along dim 0 is one 3 cm step: with max_step 3 cm, energy 1 per unit squared.
-    assert float(metric(torch.tensor([2.0, 0, 0, 0, 0, 0]), 0.03)) == pytest.approx(4.0)
-    assert float(metric(torch.tensor([0, 0, 0, 5.0, 0, 0]), 0.03)) == pytest.approx(0.0)
-    metric.latent_weight = 6.0
-    assert float(metric(torch.tensor([0, 0, 0, 1.0, 0, 0]), 0.03)) == pytest.approx(1.0)
+    intrinsic = IntrinsicCost(CostWeights(), max_step=0.03, metric=EnergyMetric.of(state))
+    latents = torch.tensor([[[2.0, 0, 0, 0, 0, 0], [0, 0, 0, 6.0, 0, 0]]])
+    terms = intrinsic.terms(latents, torch.zeros(6), torch.zeros(1, 2, 4))
+    # One latent unit along dim 0 is one 3 cm step (max_step): 2 units, energy 4. Dim 3 is not controllable.
+    assert terms['energy'][0].tolist() == pytest.approx([4.0, 0.0])
+    assert terms['latent'][0].tolist() == pytest.approx([4.0 / 6, 6.0])
+    # A model without the map: the controllable term falls back to the isotropic one.
+    fallback = IntrinsicCost(metric=EnergyMetric.of({'latent_var': torch.ones(6)})).terms(
+        latents, torch.zeros(6), torch.zeros(1, 2, 4))
+    assert torch.equal(fallback['energy'], fallback['latent'])
 
 
 class EndEffectorModel(nn.Module):

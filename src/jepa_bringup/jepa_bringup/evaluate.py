@@ -21,7 +21,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose, PoseStamped
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -378,8 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'unknown conditions {sorted(unknown)} (mode2, mode1, random, oracle)')
     if args.episodes < 1:
         parser.error('--episodes must be >= 1')
-    reports = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
-                  args.log_dir)
+    try:
+        reports = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
+                      args.log_dir)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        # rclpy turns Ctrl-C into a context shutdown; run() has already brought the graph down.
+        print('jepa eval: interrupted; no report written', file=sys.stderr)
+        return 130
     print(success_table(reports))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

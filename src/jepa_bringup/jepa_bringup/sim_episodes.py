@@ -5,6 +5,8 @@ plain Python objects stepped in lock-step (no DDS, no real time, no latency).
 tuning the cost and planner from a notebook or the command line, where one episode takes seconds. The same
 goals (episodes.make_goal), success radii, episode lengths, kinematics and joint-trajectory following are used,
 so a change that helps here should help there; the numbers reported in the README come from `jepa eval`.
+The actor's settings and the task's cost weights are the graph's (config/agent.yaml: the `actor` parameters and
+the configurator's task profile); --set and --weight override them.
 
     python -m jepa_bringup.sim_episodes --task reach --episodes 10 --set horizon=12 --weight energy=2
 """
@@ -12,13 +14,17 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from jepa_bringup.episodes import STEPS, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, final_distance, make_goal
 from jepa_planner.actor import Actor, ActorConfig
+from jepa_common.paths import package_share
+from jepa_planner.configurator import task_weights
 from jepa_planner.cost import CostWeights
 from jepa_sim.panda_sim import PandaSim
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
@@ -103,12 +109,20 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
             'start_distance_m': start_distance, 'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}
 
 
+def graph_settings(task: str) -> tuple[ActorConfig, CostWeights]:
+    """The actor's settings and the task's cost weights as the graph's params file sets them."""
+    params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'agent.yaml').read_text())
+    actor = params['actor']['ros__parameters']
+    config = ActorConfig().changed(**{k: v for k, v in actor.items() if k in ActorConfig.names()})
+    return config, task_weights(task, params['configurator']['ros__parameters']['tasks'])
+
+
 def parse_assignments(items: list[str], what: str) -> dict:
     values = {}
     for item in items:
         key, sep, value = item.partition('=')
         if not sep:
-            raise SystemExit(f'{what} {item!r}: expected name=value')
+            raise ValueError(f'{what} {item!r}: expected name=value')
         values[key] = value
     return values
 
@@ -125,26 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--weight', action='append', default=[], metavar='NAME=VALUE',
                         help=f'cost weight, one of {", ".join(CostWeights.names())}')
     parser.add_argument('--threads', type=int, default=1)
-    parser.add_argument('--workspace', type=float, nargs=6, metavar=('X0', 'X1', 'Y0', 'Y1', 'Z0', 'Z1'),
-                        help='the planning workspace box the cost keeps the end effector in (default: the arm\'s)')
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
+    conditions = [c for c in args.conditions.split(',') if c]
+    if not conditions or set(conditions) - {'mode2', 'mode1', 'random', 'oracle'}:
+        parser.error(f'--conditions {args.conditions!r}: a comma-separated subset of mode2, mode1, random, oracle')
+    try:
+        config, weights = graph_settings(args.task)
+        config = config.changed(**parse_assignments(args.set, '--set'))
+        config.validate()
+        weights = replace(weights, **{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint or default_checkpoint_path())
     bench = SimWorkbench(model)
-    try:
-        config = ActorConfig().changed(**parse_assignments(args.set, '--set'))
-        config.validate()
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.workspace:
-        bench.kinematics.workspace = np.asarray(args.workspace, float).reshape(3, 2)
-    weights = CostWeights(**{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
     report = {}
-    # One actor for both modes, as in the graph: Mode-1 acts with the policy distilled from Mode-2 so far.
-    actor = Actor(model, config, weights, bench.kinematics)
     try:
-        for condition in [c for c in args.conditions.split(',') if c]:
+        # One actor for both modes, as in the graph: Mode-1 acts with the policy distilled from Mode-2 so far.
+        actor = Actor(model, config, weights, bench.kinematics)
+        for condition in conditions:
             results = []
             for i in range(args.episodes):
                 t0 = time.monotonic()

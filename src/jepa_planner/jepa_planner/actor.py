@@ -40,8 +40,6 @@ class ActorConfig:
     # In mode1, every this many steps Mode-2 also plans (not executed) to label the state the policy led
     # to: DAgger proper, the policy learns on its own state distribution. 0 = never.
     dagger_every: int = 5
-    # Weight of the isotropic latent distance beside the controllable (effector) distance in the energy.
-    energy_latent_weight: float = 1.0
     # 1: one level; 2: a higher level sets the sub-goal (a latent) the control level plans towards.
     levels: int = 1
     subgoal_stride: int = 5
@@ -95,7 +93,7 @@ class Actor:
             p.requires_grad_(False)  # gradients flow to the actions only
         self.kinematics = kinematics
         self.intrinsic = IntrinsicCost(weights or CostWeights(), max_step=self.config.max_step,
-                                       metric=EnergyMetric.of(model, self.config.energy_latent_weight, self.device))
+                                       metric=EnergyMetric.of(model, self.device))
         self.critic = critic.to(self.device) if critic is not None else None
         m = self.config.max_step
         self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]
@@ -127,7 +125,6 @@ class Actor:
         updated.validate()
         for key in changes:
             setattr(self.config, key, getattr(updated, key))  # the node shares this config object
-        self.intrinsic.metric.latent_weight = self.config.energy_latent_weight
         self._make_planners()
 
     @property

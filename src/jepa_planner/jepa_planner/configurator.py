@@ -2,6 +2,7 @@
 that decides when planning has stopped producing the outcomes the world model predicts."""
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from jepa_planner.cost import CostWeights
 
@@ -49,3 +50,26 @@ def task_weights(task: str, profiles: dict[str, dict[str, float]]) -> CostWeight
     if unknown:
         raise ValueError(f'task {task!r} sets unknown cost weights {sorted(unknown)}')
     return CostWeights(**profiles[task])
+
+
+def adjust_from_memory(bag: str, adjust: list[str], checkpoint: str, work_dir, tag, critic_init: str | None = None,
+                       critic_epochs: int = 100, log=print) -> dict:
+    """The adjustment after surprise (run in a worker thread), from the short-term memory saved to `bag`:
+    the world model's predictor first (kept only if it predicts the most recent transitions better), then the
+    critic, in the latent space of the model that will be in service. Returns {'world_model': summary} or
+    {'world_model_kept': why the current model stays}, and {'critic': summary}, for what `adjust` names."""
+    from jepa_planner.adjust_world_model import AdjustmentError, adjust_world_model
+    from jepa_planner.train_critic import critic_from_bags
+    work_dir = Path(work_dir)
+    result = {}
+    if 'world_model' in adjust:
+        try:
+            result['world_model'] = adjust_world_model([bag], checkpoint, str(work_dir / 'world_model' /
+                                                                              f'world_model-{tag}.pt'), log=log)
+        except AdjustmentError as exc:
+            result['world_model_kept'] = str(exc)
+    if 'critic' in adjust:
+        for_model = result['world_model']['model_id'] if 'world_model' in result else ''
+        result['critic'] = critic_from_bags([bag], str(work_dir / 'critic' / f'critic-{tag}.pt'), epochs=critic_epochs,
+                                            init=critic_init, log=log, for_model=for_model)
+    return result

@@ -4,10 +4,11 @@
   from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on /jepa/goal_image (latched; perception turns it into /jepa/goal_latent);
   the task's cost weights and the mode go to the `cost` and `actor` nodes through their parameter services.
 - /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold`, the short-term
-  memory is saved to a bag; then the critic is retrained on it (in a worker thread) and loaded by cost and
-  actor through their `critic_path`, and/or a world-model adjustment request is announced on
-  /configurator/adjustment (std_msgs/String, JSON) for whoever fine-tunes the model. Every step is logged
-  and counted on /diagnostics.
+  memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it: the world model's
+  predictor is fine-tuned (kept only if it predicts the most recent transitions better; then installed
+  through the `world_model` node's `checkpoint`, which announces it to every other module), and the critic
+  is retrained and loaded by cost and actor through their `critic_path`. Each outcome is announced on
+  /configurator/adjustment (std_msgs/String, JSON), logged and counted on /diagnostics.
 """
 import concurrent.futures
 import json
@@ -32,10 +33,10 @@ from jepa_common.conversions import image_to_rgb, rgb_to_image
 from jepa_common.node import run_node
 from jepa_interfaces.msg import Surprise
 from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
-from jepa_planner.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, task_weights
+from jepa_planner.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, adjust_from_memory, task_weights
 from jepa_planner.cost import CostWeights
 from jepa_planner.ros_common import LATCHED, declare_kinematics, normalize_mode
-from jepa_planner.train_critic import critic_from_bags
+from jepa_world_model.world_model_node import resolve_checkpoint
 
 ANY = ParameterDescriptor(dynamic_typing=True)
 
@@ -69,11 +70,13 @@ class ConfiguratorNode(Node):
         self.service_timeout = self.declare_parameter('service_timeout', 10.0).value
 
         self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0,
-                       'world_model_requests': 0, 'adjustment_failures': 0}
+                       'world_model_updates': 0, 'world_model_kept': 0, 'adjustment_failures': 0}
+        # The world model in service ('' until announced: the shipped default).
+        self.world_model_checkpoint = ''
         self.last_event = ''
         self._training: concurrent.futures.Future | None = None
         self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        torch.set_num_threads(1)  # critic training shares the machine with the planner
+        torch.set_num_threads(1)  # adjustments share the machine with the planner
 
         self.goal_image_pub = self.create_publisher(Image, '/jepa/goal_image', LATCHED)
         self.adjustment_pub = self.create_publisher(String, '/configurator/adjustment', 10)
@@ -81,11 +84,14 @@ class ConfiguratorNode(Node):
         # Responses must be handled while a service callback awaits them: a group of their own, reentrant.
         responses = ReentrantCallbackGroup()
         self.param_clients = {name: self.create_client(SetParametersAtomically, f'/{name}/set_parameters_atomically',
-                                                       callback_group=responses) for name in self.targets}
+                                                       callback_group=responses)
+                              for name in {*self.targets, 'world_model'}}
         self.render_client = self.create_client(RenderState, '/sim/render_state', callback_group=responses)
         self.save_client = self.create_client(SaveEpisodes, '/short_term_memory/save', callback_group=responses)
         self.create_service(SetTask, '/configurator/set_task', self.on_set_task)
         self.create_subscription(Surprise, '/jepa/surprise', self.on_surprise, 10)
+        self.create_subscription(String, '/world_model/model_version',
+                                 lambda msg: setattr(self, 'world_model_checkpoint', msg.data), LATCHED)
         self.create_timer(0.5, self.check_training)
         self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
         if self.initial_goal:
@@ -222,39 +228,53 @@ class ConfiguratorNode(Node):
             return self.adjustment_failed(f'cannot save the short-term memory: {exc}')
         if not saved.success:
             return self.adjustment_failed(f'saving the short-term memory failed: {saved.message}')
-        if 'world_model' in self.adjust:
-            self.counts['world_model_requests'] += 1
-            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'bag': str(bag),
-                                                                'reason': reason})))
-            self.event(f'requested a world-model adjustment on {bag}')
-        if 'critic' in self.adjust:
-            if self._training is not None and not self._training.done():
-                self.event('critic update already running; this trigger only saved the memory')
-                return
-            out = self.work_dir / 'critic' / f'critic-{self.monitor.fired}.pt'
-            self._training = self._trainer.submit(critic_from_bags, [str(bag)], str(out), epochs=self.critic_epochs,
-                                                  init=self.critic_path or None, log=self.get_logger().warn)
-            self.event(f'training the critic on {saved.transitions} transitions from {bag}')
+        if not self.adjust:
+            return self.event(f'saved the short-term memory to {bag}; adjusting nothing (adjust is empty)')
+        if self._training is not None and not self._training.done():
+            return self.event('an adjustment is already running; this trigger only saved the memory')
+        self._training = self._trainer.submit(
+            adjust_from_memory, str(bag), self.adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
+            self.monitor.fired, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
+            log=self.get_logger().warn)
+        self.event(f'adjusting {self.adjust} on {saved.transitions} transitions from {bag} ({reason})')
 
     def check_training(self) -> None:
         if self._training is None or not self._training.done():
             return
         future, self._training = self._training, None
         try:
-            summary = future.result()
+            result = future.result()
         except Exception as exc:  # any failure of the worker is reported, the node carries on
-            return self.adjustment_failed(f'critic training failed: {exc}')
-        self.executor.create_task(self.install_critic(summary))
+            return self.adjustment_failed(f'adjustment failed: {exc}')
+        self.executor.create_task(self.install_adjustment(result))
 
-    async def install_critic(self, summary: dict) -> None:
-        problems = [p for p in [await self.set_parameters(name, {'critic_path': summary['out']})
-                                for name in self.targets] if p]
+    async def install_adjustment(self, result: dict) -> None:
+        """The world model first (its node announces it; the actor loads it here, before a critic for its
+        latents arrives), then the critic."""
+        model = result.get('world_model')
+        if 'world_model_kept' in result:
+            self.counts['world_model_kept'] += 1
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'installed': False,
+                                                                'reason': result['world_model_kept']})))
+            self.event(f'world model kept: {result["world_model_kept"]}')
+        if model is not None:
+            problem = await self.set_parameters('world_model', {'checkpoint': model['out']})
+            if problem:
+                return self.adjustment_failed(f'adjusted world model {model["out"]} not installed: {problem}')
+            self.counts['world_model_updates'] += 1
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'installed': True, **model})))
+            self.event(f'world model adjusted: {model}')
+        critic = result.get('critic')
+        if critic is None:
+            return
+        values = {'critic_path': critic['out'], **({'checkpoint': model['out']} if model is not None else {})}
+        problems = [p for p in [await self.set_parameters(name, values) for name in self.targets] if p]
         if problems:
-            return self.adjustment_failed(f'new critic {summary["out"]} not installed: {"; ".join(problems)}')
-        self.critic_path = summary['out']
+            return self.adjustment_failed(f'new critic {critic["out"]} not installed: {"; ".join(problems)}')
+        self.critic_path = critic['out']
         self.counts['critic_updates'] += 1
-        self.adjustment_pub.publish(String(data=json.dumps({'kind': 'critic', **summary})))
-        self.event(f'critic updated: {summary}')
+        self.adjustment_pub.publish(String(data=json.dumps({'kind': 'critic', **critic})))
+        self.event(f'critic updated: {critic}')
 
     def adjustment_failed(self, text: str) -> None:
         self.counts['adjustment_failures'] += 1

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-TERMS = ('energy', 'effort', 'joint_limits', 'workspace')
+TERMS = ('energy', 'latent', 'effort', 'joint_limits', 'workspace')
 CRITIC_FORMAT_VERSION = 1
 
 
@@ -24,6 +24,7 @@ class CriticError(RuntimeError):
 @dataclass
 class CostWeights:
     energy: float = 1.0
+    latent: float = 0.3
     effort: float = 0.05
     joint_limits: float = 1.0
     workspace: float = 1.0
@@ -68,10 +69,10 @@ class ArmContext:
 class IntrinsicCost(nn.Module):
     """Hard-wired cost per plan step, shape (B, T) for each term.
 
-    energy: distance between predicted latent and goal latent in the metric of `EnergyMetric` (the JEPA
-    energy); effort: squared step size relative to max_step; joint_limits: squared intrusion into a margin
-    near each joint limit (fraction of the range); workspace: squared excursion outside the workspace box,
-    in max_steps.
+    energy and latent: the JEPA energy, the distance between predicted and goal latent, in two metrics of
+    `EnergyMetric` (controllable displacement, and isotropic); effort: squared step size relative to max_step;
+    joint_limits: squared intrusion into a margin near each joint limit (fraction of the range); workspace:
+    squared excursion outside the workspace box, in max_steps.
     """
 
     def __init__(self, weights: CostWeights | None = None, max_step: float = 0.03,
@@ -87,11 +88,12 @@ class IntrinsicCost(nn.Module):
         """latents (B, T, D), goal (D,) or (B, D), actions (B, T, A) -> unweighted terms, each (B, T)."""
         if goal.dim() == 1:
             goal = goal[None]
-        energy = self.metric(latents - goal[:, None, :], self.max_step)
+        difference = latents - goal[:, None, :]
+        energy, latent = self.metric.controllable(difference, self.max_step), self.metric.isotropic(difference)
         effort = (actions[..., :3] / self.max_step).pow(2).mean(-1)
         zero = torch.zeros_like(energy)
         if arm is None:
-            return {'energy': energy, 'effort': effort, 'joint_limits': zero, 'workspace': zero}
+            return {'energy': energy, 'latent': latent, 'effort': effort, 'joint_limits': zero, 'workspace': zero}
         steps = torch.cumsum(actions[..., :3], dim=-2)
         q = arm.q + steps @ arm.dq_dx.T
         fraction = (q - arm.lower) / (arm.upper - arm.lower)
@@ -100,7 +102,8 @@ class IntrinsicCost(nn.Module):
         ee = arm.ee + steps
         outside = torch.relu(arm.workspace[:, 0] - ee) + torch.relu(ee - arm.workspace[:, 1])
         workspace = (outside / self.max_step).pow(2).sum(-1)
-        return {'energy': energy, 'effort': effort, 'joint_limits': joint_limits, 'workspace': workspace}
+        return {'energy': energy, 'latent': latent, 'effort': effort, 'joint_limits': joint_limits,
+                'workspace': workspace}
 
     def state_terms(self, z: torch.Tensor, goal: torch.Tensor, last_action: torch.Tensor | None = None,
                     arm: ArmContext | None = None) -> dict[str, float]:
@@ -120,32 +123,30 @@ class IntrinsicCost(nn.Module):
 
 
 class EnergyMetric:
-    """The distance between two latents that the energy measures, read from the world model itself.
+    """The distances between two latents that the energy measures, read from the world model itself.
 
     An isotropic distance in the latent space ranks states poorly by how far the arm is from where the goal
     shows it (measured: Spearman 0.2-0.35 against the end-effector distance), because most latent dimensions
     describe things planning cannot or need not change. The world model's inverse-dynamics head reads the
     end-effector step *linearly* from the latent step (model.inverse_translation, learned from the agent's own
     actions, no labels), so that map is a metric on the latent space that measures controllable displacement
-    in metres (Spearman 0.83-0.97). The energy is
+    in metres (Spearman 0.83-0.97). Two terms come from it:
 
-        (|effector_map (z - g)| / max_step)^2  +  latent_weight * mean((z - g)^2) / latent_scale
-
-    i.e. squared control steps to the goal plus, weighted, the normalized isotropic distance (1 ~ two unrelated
-    states), which keeps what the effector map does not see (the cube) in the energy.
+    controllable: (|effector_map (z - g)| / max_step)^2, squared control steps to the goal (the isotropic
+    distance when the model has no effector map);
+    isotropic: mean((z - g)^2) / latent_scale, 1 ~ two unrelated states: what the effector map does not see
+    (the cube) stays in the energy through it.
     """
 
-    def __init__(self, effector_map: torch.Tensor | None = None, latent_scale: float = 1.0,
-                 latent_weight: float = 1.0):
+    def __init__(self, effector_map: torch.Tensor | None = None, latent_scale: float = 1.0):
         self.effector_map = effector_map
         self.latent_scale = latent_scale
-        self.latent_weight = latent_weight
 
     @classmethod
-    def of(cls, model_or_state_dict, latent_weight: float = 1.0, device='cpu') -> 'EnergyMetric':
+    def of(cls, model_or_state_dict, device='cpu') -> 'EnergyMetric':
         """From a WorldModel or its checkpoint's state_dict: `latent_var` (mean per-dimension variance of the
         training embeddings) and the inverse-dynamics translation map scaled to metres. Either may be absent
-        (other models): then the scale is 1 and the energy is the isotropic distance alone."""
+        (other models): then the scale is 1, or the controllable term falls back to the isotropic one."""
         state = model_or_state_dict if isinstance(model_or_state_dict, dict) else model_or_state_dict.state_dict()
         latent_var = state.get('latent_var')
         scale = float(torch.as_tensor(latent_var).float().mean()) if latent_var is not None else 1.0
@@ -155,20 +156,16 @@ class EnergyMetric:
         effector_map = None
         if weight is not None and action_scale is not None:
             effector_map = (weight.float() * action_scale[:weight.shape[0], None].float()).to(device)
-        return cls(effector_map, scale, latent_weight)
+        return cls(effector_map, scale)
 
-    def to(self, device) -> 'EnergyMetric':
-        if self.effector_map is not None:
-            self.effector_map = self.effector_map.to(device)
-        return self
+    def isotropic(self, difference: torch.Tensor) -> torch.Tensor:
+        """difference (..., D) between latents and goal -> (...)."""
+        return difference.pow(2).mean(-1) / self.latent_scale
 
-    def __call__(self, difference: torch.Tensor, max_step: float) -> torch.Tensor:
-        """difference (..., D) between latents and goal -> energy (...)."""
-        isotropic = difference.pow(2).mean(-1) / self.latent_scale
+    def controllable(self, difference: torch.Tensor, max_step: float) -> torch.Tensor:
         if self.effector_map is None:
-            return isotropic
-        controllable = (difference @ self.effector_map.T / max_step).pow(2).sum(-1)
-        return controllable + self.latent_weight * isotropic
+            return self.isotropic(difference)
+        return (difference @ self.effector_map.T / max_step).pow(2).sum(-1)
 
 
 class Critic(nn.Module):

@@ -35,7 +35,6 @@ class CostNode(Node):
         self.last_action: np.ndarray | None = None
         self.joints = JointStateCache(self, self.kinematics.arm_joints)
         self.follow_model_version = self.declare_parameter('follow_model_version', True).value
-        self.energy_latent_weight = self.declare_parameter('energy_latent_weight', 1.0).value
         self.load_energy_metric(self.declare_parameter('checkpoint', '').value)
         torch.set_num_threads(1)
         self.publisher = self.create_publisher(CostTerms, '/jepa/cost', 10)
@@ -54,7 +53,7 @@ class CostNode(Node):
         except CheckpointError as exc:
             self.get_logger().warn(f'energy metric unchanged: {exc}')
             return
-        self.intrinsic.metric = EnergyMetric.of(state['state_dict'], self.energy_latent_weight)
+        self.intrinsic.metric = EnergyMetric.of(state['state_dict'])
         self.get_logger().info(f'energy metric of model {model_id} (latent scale '
                                f'{self.intrinsic.metric.latent_scale:.4g}, effector map '
                                f'{"yes" if self.intrinsic.metric.effector_map is not None else "none"})')
@@ -81,8 +80,8 @@ class CostNode(Node):
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         for p in parameters:
-            if p.name == 'energy_latent_weight':
-                self.energy_latent_weight = self.intrinsic.metric.latent_weight = float(p.value)
+            if p.name == 'checkpoint':
+                self.load_energy_metric(p.value)
             if p.name == 'critic_path':
                 ok, reason = self.load_critic(p.value)
                 if not ok:

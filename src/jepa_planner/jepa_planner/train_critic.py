@@ -33,9 +33,11 @@ def usable_episodes(memory) -> tuple[list[dict], int]:
 
 
 def critic_from_bags(bags: list[str], out: str, method: str = 'td', discount: float = 0.9, epochs: int = 200,
-                     init: str | None = None, seed: int = 0, log=print) -> dict:
+                     init: str | None = None, seed: int = 0, log=print, for_model: str = '') -> dict:
     """Read bags, fit, save the critic to out; returns a report dict. Raises CriticDataError, BagError or
-    CriticError naming what is wrong."""
+    CriticError naming what is wrong. for_model: the model whose latent space the critic is for, when not the
+    bags' own (a world model adjusted by adjust_world_model keeps its encoder, and so its latent space, under a
+    new model_id)."""
     start = time.monotonic()
     memory = read_memory(bags, log=log)
     model_ids = sorted(m for m in memory.model_ids if m)
@@ -49,6 +51,8 @@ def critic_from_bags(bags: list[str], out: str, method: str = 'td', discount: fl
     initial = Critic.load(init, episodes[0]['states'].shape[1], model_id) if init else None
     critic, report = train_critic(episodes, critic=initial, method=method, discount=discount, epochs=epochs,
                                   model_id=model_id, seed=seed)
+    if for_model:
+        critic.model_id = model_id = for_model
     provenance = {'command': ' '.join(sys.argv), 'bags': [{'path': str(b), 'sha256': _bag_digest(b)} for b in bags],
                   'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'method': method, 'discount': discount,
                   'epochs': epochs}
