@@ -23,7 +23,7 @@ import yaml
 
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
 from jepa_planner.actor import Actor, ActorConfig
-from jepa_planner.cost import CostWeights, IntrinsicCost, PlanObjective
+from jepa_planner.cost import CostWeights, PlanObjective
 from jepa_world_model.model import CheckpointError, WorldModel, default_checkpoint_path, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     report('mode1 policy rollout', time_plans(actor, z, goal, q, 'mode1', args.plans))
 
     # Batch-1 baseline: score one population of candidates one rollout call at a time.
-    objective = PlanObjective(model, IntrinsicCost(weights), torch.from_numpy(z), torch.from_numpy(goal),
+    objective = PlanObjective(model, actor.intrinsic, torch.from_numpy(z), torch.from_numpy(goal),
                               actor.arm_context(q))
     candidates = torch.rand(config.samples, config.horizon, 4) * 0.06 - 0.03
     with torch.no_grad():

@@ -105,6 +105,8 @@ class RosGraph:
         self.node = Node('test_probe', context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        # One client per service: a new client has to discover the server again, which under load takes seconds.
+        self.clients: dict[str, object] = {}
 
     def start(self, executable: str, name: str | None = None, **kwargs) -> NodeProcess:
         proc = NodeProcess(node_cmd(executable, node_name=name, **kwargs), self.domain_id, self.log_dir,
@@ -140,8 +142,10 @@ class RosGraph:
         self.node.create_subscription(msg_type, topic, received.append, qos)
         return received
 
-    def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        client = self.node.create_client(srv_type, name)
+    def call(self, srv_type, name: str, request, timeout: float = 20.0):
+        if name not in self.clients:
+            self.clients[name] = self.node.create_client(srv_type, name)
+        client = self.clients[name]
         self.spin_until(client.service_is_ready, timeout, f'service {name}')
         future = client.call_async(request)
         self.spin_until(future.done, timeout, f'response of {name}')

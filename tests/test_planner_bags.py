@@ -132,3 +132,20 @@ def test_world_model_adjustment_fine_tunes_only_the_predictor_and_keeps_only_an_
         adjust_world_model([str(tmp_path / 'reversed')], str(checkpoint), str(tmp_path / 'y.pt'), steps=150, lr=3e-3,
                            log=lambda m: None)
     assert not (tmp_path / 'x.pt').exists() and not (tmp_path / 'y.pt').exists()
+
+
+def test_adjust_world_model_cli_reports_a_refusal_by_name(tmp_path, capsys, one_thread):
+    from jepa_planner.adjust_world_model import main
+    from jepa_world_model.model import WorldModel, WorldModelConfig, save_checkpoint
+    model = WorldModel(WorldModelConfig(latent_dim=16, encoder_channels=(4, 4, 4, 4), predictor_hidden=32,
+                                        z_hidden=16, inverse_hidden=16))
+    save_checkpoint(model, tmp_path / 'wm.pt')
+    write_memory(tmp_path / 'other', surprising_memory('other@0'), 'other@0')
+    args = ['--bag', str(tmp_path / 'other'), '--checkpoint', str(tmp_path / 'wm.pt'), '--out', str(tmp_path / 'x.pt')]
+    assert main(args) == 1
+    assert 'jepa adjust-world-model: ' in capsys.readouterr().err and not (tmp_path / 'x.pt').exists()
+    write_memory(tmp_path / 'mine', surprising_memory(model.model_id), model.model_id)
+    args = ['--bag', str(tmp_path / 'mine'), '--checkpoint', str(tmp_path / 'wm.pt'), '--out', str(tmp_path / 'y.pt'),
+            '--lr', '3e-3', '--steps', '100']
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)['out'] == str(tmp_path / 'y.pt')

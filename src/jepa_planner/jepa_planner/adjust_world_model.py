@@ -8,13 +8,13 @@ is written only if it predicts the most recent transitions, held out from fine-t
 one; otherwise nothing is written and the current model stays in service.
 """
 import argparse
-import json
 import sys
 import time
 
 import numpy as np
 import torch
 
+from jepa_common.cli import print_summary
 from jepa_planner.bags import BagError, read_memory
 from jepa_world_model.model import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 
@@ -102,13 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.holdout < 1 or args.steps < 1:
         parser.error('--holdout must be in (0, 1) and --steps >= 1')
-    try:
-        summary = adjust_world_model(args.bag, args.checkpoint, args.out, args.steps, args.lr, args.holdout)
-    except (AdjustmentError, BagError, CheckpointError) as exc:
-        print(f'jepa adjust-world-model: {exc}', file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=1))
-    return 0
+    return print_summary(parser.prog, lambda: adjust_world_model(args.bag, args.checkpoint, args.out, args.steps,
+                                                                 args.lr, args.holdout),
+                         (AdjustmentError, BagError, CheckpointError))
 
 
 if __name__ == '__main__':

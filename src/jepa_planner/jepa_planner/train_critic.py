@@ -6,13 +6,13 @@ without a cost or a goal are left out (counted in the report).
 """
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from jepa_common.cli import print_summary
 from jepa_planner.bags import BagError, read_memory
 from jepa_planner.cost import Critic, CriticError, train_critic
 
@@ -90,14 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        summary = critic_from_bags(args.bag, args.out, args.method, args.discount, args.epochs, args.init, args.seed)
-    except (CriticDataError, BagError, CriticError) as exc:
-        print(f'jepa train-critic: {exc}', file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=1))
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return print_summary(parser.prog, lambda: critic_from_bags(args.bag, args.out, args.method, args.discount,
+                                                               args.epochs, args.init, args.seed),
+                         (CriticDataError, BagError, CriticError))
 
 
 if __name__ == '__main__':
