@@ -86,7 +86,9 @@ def write_memory(path: str | Path, memory: ShortTermMemory, model_id: str = '') 
 
 
 def cost_terms_of(msg) -> np.ndarray:
-    return np.array([getattr(msg, f) for f in COST_FIELDS], dtype=np.float32)
+    # Bags carry the CostTerms definition they were written with; a term that definition lacks (`latent`,
+    # before the energy was split in two) was not part of the cost then: 0, so the intrinsic total is kept.
+    return np.array([getattr(msg, f, 0.0) for f in COST_FIELDS], dtype=np.float32)
 
 
 def read_memory(paths: Iterable[str | Path], capacity: int = 1_000_000, max_gap: float = 1.0,
