@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES
 from jepa_bringup.evaluate import run, success_table
 
 TARGETS = {'reach': 0.95, 'push': 0.70}
@@ -23,8 +24,8 @@ def main() -> int:
     parser.add_argument('--json', type=Path)
     parser.add_argument('--log-dir', type=Path, default=Path('runs/bench_agent'))
     args = parser.parse_args()
-    reports = run(args.task or list(TARGETS), args.episodes, args.seed, ['mode2', 'mode1', 'random', 'oracle'], [],
-                  None, args.log_dir)
+    reports = run(args.task or list(TARGETS), args.episodes, args.seed, [*AGENT_CONDITIONS, *BASELINES], [], None,
+                  args.log_dir)
     print(success_table(reports))
     for task, report in reports.items():
         oracle = report['baselines']['oracle']['success_rate']

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES
 from jepa_bringup.evaluate import run, start_graph, stop_graph, success_table
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     arm = arm_part(args.out)
 
     print(f'\n== 2/2  the agent: {args.episodes} seeded episodes per task and condition', flush=True)
-    reports = run(['reach', 'push'], args.episodes, args.seed, ['mode2', 'mode1', 'random', 'oracle'],
+    reports = run(['reach', 'push'], args.episodes, args.seed, [*AGENT_CONDITIONS, *BASELINES],
                   args.launch_args, args.out / 'episode.mp4', args.out, log=lambda s: print(s, flush=True))
     print('\n' + success_table(reports))
     summary = {'arm': arm, 'eval': reports, 'wall_time_s': time.monotonic() - started}

@@ -9,7 +9,13 @@ import numpy as np
 
 from jepa_common.kinematics import ArmKinematics
 
-# Episode lengths in control steps (dt = 0.1 s) and success radii (metres).
+AGENT_CONDITIONS = ('mode2', 'mode1')
+BASELINES = ('random', 'oracle')
+# Control period (s): one action, one camera frame.
+DT = 0.1
+# The arm settles after a reset before the episode starts (sim seconds).
+SETTLE = 0.5
+# Episode lengths in control steps and success radii (metres).
 STEPS = {'reach': 60, 'push': 120}
 SUCCESS_RADIUS = {'reach': 0.05, 'push': 0.05}
 # Reach goals: where the end effector can go without touching the table or leaving the camera's view.

@@ -27,18 +27,12 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from jepa_bringup.episodes import STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, RandomPolicy, final_distance, \
-    make_goal, summarize
+from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, SETTLE, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, \
+    RandomPolicy, final_distance, make_goal, summarize
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
-
-AGENT_CONDITIONS = ('mode2', 'mode1')
-BASELINES = ('random', 'oracle')
-DT = 0.1
-# The arm settles after a reset before the episode starts (sim seconds).
-SETTLE = 0.5
 
 
 class Referee(Node):

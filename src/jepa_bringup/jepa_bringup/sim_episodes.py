@@ -21,17 +21,15 @@ import numpy as np
 import torch
 import yaml
 
-from jepa_bringup.episodes import STEPS, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, final_distance, make_goal
-from jepa_planner.actor import Actor, ActorConfig
+from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, SETTLE, STEPS, SUCCESS_RADIUS, OraclePolicy, \
+    RandomPolicy, final_distance, make_goal
 from jepa_common.paths import package_share
+from jepa_planner.actor import Actor, ActorConfig
 from jepa_planner.configurator import task_weights
 from jepa_planner.cost import CostWeights
 from jepa_sim.panda_sim import PandaSim
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
-
-DT = 0.1
-SETTLE = 0.5
 
 
 class SimWorkbench:
@@ -43,7 +41,6 @@ class SimWorkbench:
         self.model = model
         self.follower = TrajectoryFollower(self.sim.joint_names, self.sim.lower, self.sim.upper,
                                            self.sim.joint_positions())
-        self.steps_per_control = int(round(DT * self.sim.physics_hz))
 
     @property
     def q_arm(self) -> np.ndarray:
@@ -142,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
     conditions = [c for c in args.conditions.split(',') if c]
-    if not conditions or set(conditions) - {'mode2', 'mode1', 'random', 'oracle'}:
+    if not conditions or set(conditions) - {*AGENT_CONDITIONS, *BASELINES}:
         parser.error(f'--conditions {args.conditions!r}: a comma-separated subset of mode2, mode1, random, oracle')
     try:
         config, weights = graph_settings(args.task)

@@ -16,7 +16,7 @@ import torch
 
 from jepa_common.cli import print_summary
 from jepa_planner.bags import BagError, read_memory
-from jepa_world_model.model import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from jepa_world_model.model import CheckpointError, model_from_checkpoint, read_checkpoint, save_checkpoint
 
 MIN_TRANSITIONS = 20
 
@@ -47,9 +47,8 @@ def adjust_world_model(bags: list[str], checkpoint: str, out: str, steps: int = 
     summary dict. Raises AdjustmentError (also when held-out prediction did not improve), BagError or
     CheckpointError naming what is wrong."""
     start = time.monotonic()
-    original, _ = read_checkpoint(checkpoint)
-    model = load_checkpoint(checkpoint)
-    adjusted_from = model.model_id
+    original, adjusted_from = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(original, checkpoint, adjusted_from)
     data = transitions_for(read_memory(bags, log=log), adjusted_from)
     n = len(data['states'])
     n_val = max(1, int(round(holdout * n)))
