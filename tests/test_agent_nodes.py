@@ -196,6 +196,16 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     assert c.effort == pytest.approx(0.05 * (2 / 9) / 3, rel=1e-4)  # steps of max_step / 3 on two axes
     assert c.joint_limits >= 0 and c.workspace == 0.0 and c.critic == 0.0
     assert c.total == pytest.approx(c.energy + c.latent + c.effort + c.joint_limits + c.workspace, rel=1e-5)
+    # A checkpoint the cost node cannot read is refused by name; the node keeps its metric and keeps costing.
+    result = ros_graph.call(SetParameters, '/cost/set_parameters', SetParameters.Request(
+        parameters=[Parameter('checkpoint', value=str(tmp_path / 'missing.pt')).to_parameter_msg()]))
+    assert not result.results[0].successful and 'missing.pt' in result.results[0].reason
+    count = len(costs)
+    step()
+    ros_graph.spin_until(lambda: len(costs) > count, 10, 'a cost after the refused checkpoint')
+    latest = costs[-1]
+    z = np.frombuffer(next(m for m in feeder.sent if m.header.stamp == latest.header.stamp).data, np.float32)
+    assert latest.energy == pytest.approx(float(np.sum((inverse_map @ z) ** 2)), rel=1e-4)
 
     # A task with a goal image: the image goes to perception, the task's weights to the cost node.
     rgb = np.zeros((64, 64, 3), np.uint8)

@@ -47,16 +47,18 @@ class CostNode(Node):
         if self.critic_path:
             self.load_critic(self.critic_path)
 
-    def load_energy_metric(self, checkpoint: str) -> None:
+    def load_energy_metric(self, checkpoint: str) -> tuple[bool, str]:
+        """Take the energy's metric from a world-model checkpoint; on failure the current metric stays."""
         try:
             state, model_id = read_checkpoint(resolve_checkpoint(checkpoint))
         except CheckpointError as exc:
             self.get_logger().warn(f'energy metric unchanged: {exc}')
-            return
+            return False, str(exc)
         self.intrinsic.metric = EnergyMetric.of(state['state_dict'])
         self.get_logger().info(f'energy metric of model {model_id} (latent scale '
                                f'{self.intrinsic.metric.latent_scale:.4g}, effector map '
                                f'{"yes" if self.intrinsic.metric.effector_map is not None else "none"})')
+        return True, ''
 
     def on_model_version(self, msg: String) -> None:
         if self.follow_model_version and msg.data:
@@ -79,11 +81,10 @@ class CostNode(Node):
             changes = weight_changes(parameters)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        loaders = {'checkpoint': self.load_energy_metric, 'critic_path': self.load_critic}
         for p in parameters:
-            if p.name == 'checkpoint':
-                self.load_energy_metric(p.value)
-            if p.name == 'critic_path':
-                ok, reason = self.load_critic(p.value)
+            if p.name in loaders:
+                ok, reason = loaders[p.name](p.value)
                 if not ok:
                     return SetParametersResult(successful=False, reason=reason)
         for name, value in changes.items():
