@@ -1,7 +1,9 @@
 """The in-process episode workbench: real PyBullet, the shipped world model and the real actor, no ROS."""
 import pytest
+import yaml
 
 from jepa_bringup.sim_episodes import SimWorkbench, main, run_episode
+from jepa_common.paths import package_share
 from jepa_planner.actor import Actor, ActorConfig
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
@@ -11,6 +13,16 @@ def bench():
     workbench = SimWorkbench(load_checkpoint(default_checkpoint_path()))
     yield workbench
     workbench.close()
+
+
+def test_the_workbench_sees_through_the_graphs_camera(bench):
+    # The shipped model was trained on config/sim.yaml's camera; another framing would be another task.
+    params = yaml.safe_load(open(f'{package_share("jepa_bringup")}/config/sim.yaml'))['sim']['ros__parameters']
+    camera = bench.sim.camera
+    assert (camera.width, camera.height, camera.fov_deg) == (params['camera_width'], params['camera_height'],
+                                                             params['camera_fov_deg'])
+    assert list(camera.eye) == params['camera_eye'] and list(camera.target) == params['camera_target']
+    assert bench.sim.render().shape == (params['camera_height'], params['camera_width'], 3)
 
 
 def test_oracle_reaches_and_random_does_not_on_the_same_seed(bench):

@@ -76,7 +76,7 @@ def test_sim_node_rates_and_stamps(ros_graph):
     image_stamps = np.array([stamp_to_sec(m.header.stamp) for m in recent])
     assert len(recent) >= 15 and np.median(np.diff(image_stamps)) == pytest.approx(0.1, abs=1e-6)
     rgb = image_to_rgb(recent[-1])
-    assert rgb.shape == (64, 64, 3) and recent[-1].encoding == 'rgb8'
+    assert rgb.shape == (96, 96, 3) and recent[-1].encoding == 'rgb8'
     assert recent[-1].header.frame_id == 'camera_optical_frame'
     # Privileged poses and camera info carry the image's stamp.
     ros_graph.spin_for(0.3)
@@ -86,7 +86,7 @@ def test_sim_node_rates_and_stamps(ros_graph):
     assert ee_poses[-1].header.frame_id == 'panda_link0'
     assert ee_poses[-1].pose.position.z == pytest.approx(0.485, abs=0.01)
     assert cube_poses[-1].pose.position.x == pytest.approx(0.5, abs=0.01)
-    assert infos[-1].k[0] > 0 and infos[-1].width == 64
+    assert infos[-1].k[0] > 0 and infos[-1].width == 96
 
 
 def test_sim_node_follows_trajectories_and_rejects_malformed(ros_graph):
@@ -140,7 +140,7 @@ def test_sim_reset_is_seeded_and_render_state_leaves_the_world(ros_graph):
     request = RenderState.Request(joint_names=ARM, joint_positions=(HOME + 0.3).tolist(), set_cube=True)
     request.cube_pose.position.x, request.cube_pose.position.y, request.cube_pose.position.z = 0.6, 0.2, 0.025
     rendered = ros_graph.call(RenderState, '/sim/render_state', request)
-    assert rendered.success and image_to_rgb(rendered.image).shape == (64, 64, 3)
+    assert rendered.success and image_to_rgb(rendered.image).shape == (96, 96, 3)
     assert rendered.ee_position.z > 0.0
     arm.wait(0.3)
     assert arm.positions() == pytest.approx(current, abs=0.01)

@@ -46,7 +46,7 @@ def test_cube_rests_on_table(sim):
 def test_camera_shape_dtype_and_content(sim):
     sim.reset(1)
     image = sim.render()
-    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert image.shape == (96, 96, 3) and image.dtype == np.uint8
     assert image.std() > 10  # not a blank frame
     # The red cube is visible somewhere.
     red = (image[:, :, 0] > 150) & (image[:, :, 1] < 80) & (image[:, :, 2] < 80)
@@ -138,7 +138,7 @@ def test_ee_delta_steps_through_the_follower_are_tracked(sim):
 
 
 @pytest.mark.parametrize('kwargs, message', [({'width': 0}, 'camera size'), ({'fov_deg': 200.0}, 'field of view'),
-                                             ({'eye': (0.4, 0.0, 0.22)}, 'distinct')])
+                                             ({'eye': CameraConfig.target}, 'distinct')])
 def test_bad_camera_config_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CameraConfig(**kwargs)

@@ -4,10 +4,14 @@ Actions are in the agent's own action space (ee_delta, docs/architecture.md), so
 drive the arm through the same kinematics and the same safety gate.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from jepa_common.kinematics import ArmKinematics
+from jepa_common.paths import package_share
+from jepa_sim.panda_sim import CameraConfig
 
 AGENT_CONDITIONS = ('mode2', 'mode1')
 BASELINES = ('random', 'oracle')
@@ -124,6 +128,15 @@ class RandomPolicy:
 
     def act(self, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
         return np.r_[self.rng.uniform(-self.max_step, self.max_step, 3), self.rng.uniform(-1, 1)]
+
+
+def sim_camera() -> CameraConfig:
+    """The simulated camera as the graph's sim node has it (config/sim.yaml), so that every episode, in the
+    graph or in the workbench, sees the images the world model was trained on."""
+    params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'sim.yaml').read_text())
+    params = params['sim']['ros__parameters']
+    return CameraConfig(width=params['camera_width'], height=params['camera_height'], fov_deg=params['camera_fov_deg'],
+                        eye=tuple(params['camera_eye']), target=tuple(params['camera_target']))
 
 
 def percentiles(values) -> dict:

@@ -28,11 +28,12 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, SETTLE, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, \
-    RandomPolicy, final_distance, make_goal, summarize
+    RandomPolicy, final_distance, make_goal, sim_camera, summarize
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
+from jepa_sim.panda_sim import CameraConfig
 
 
 class Referee(Node):
@@ -249,12 +250,12 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
 
 
 def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: list[str],
-             video_path: Path | None, camera: dict, log=print) -> dict:
+             video_path: Path | None, camera: CameraConfig, log=print) -> dict:
     per_condition = {}
     for condition in conditions:
         results, plan_ms, e2e_ms = [], [], []
         for i in range(episodes):
-            video = VideoRecorder(video_path, camera['eye'], camera['target']) \
+            video = VideoRecorder(video_path, camera.eye, camera.target) \
                 if video_path is not None and i == 0 and condition == conditions[0] else None
             result = run_episode(referee, condition, task, seed + i, video)
             plan_ms += result.pop('plan_ms')
@@ -275,12 +276,6 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
         report[condition] = per_condition[condition]
     report['baselines'] = {c: per_condition[c] for c in conditions if c in BASELINES}
     return report
-
-
-def sim_camera(config_dir: Path) -> dict:
-    import yaml
-    params = yaml.safe_load((config_dir / 'sim.yaml').read_text())['sim']['ros__parameters']
-    return {'eye': params['camera_eye'], 'target': params['camera_target']}
 
 
 def start_graph(graph: str, launch_args: list[str], log_path: Path) -> subprocess.Popen:
@@ -311,7 +306,6 @@ def stop_graph(graph: subprocess.Popen, timeout: float = 30.0) -> int:
 def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launch_args: list[str],
         video_path: Path | None, log_dir: Path, log=print) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down."""
-    from jepa_common.paths import package_share
     graph_log = log_dir / 'graph.log'
     graph = start_graph('sim', ['task:=idle', *launch_args], graph_log)
     log(f'started the graph (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, log {graph_log})')
@@ -320,7 +314,7 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     reports = {}
     try:
         referee.wait_for_graph(120.0)
-        camera = sim_camera(Path(package_share('jepa_bringup')) / 'config')
+        camera = sim_camera()
         for task in tasks:
             task_video = None if video_path is None else video_path.with_name(f'{video_path.stem}_{task}{video_path.suffix}')
             reports[task] = evaluate(referee, task, episodes, seed, conditions, task_video, camera, log)

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, SETTLE, STEPS, SUCCESS_RADIUS, OraclePolicy, \
-    RandomPolicy, final_distance, make_goal
+    RandomPolicy, final_distance, make_goal, sim_camera
 from jepa_common.paths import package_share
 from jepa_planner.actor import Actor, ActorConfig
 from jepa_planner.configurator import task_weights
@@ -36,7 +36,7 @@ class SimWorkbench:
     """A simulator with a joint-trajectory follower (the sim node's controller) and the agent's encoder."""
 
     def __init__(self, model):
-        self.sim = PandaSim()
+        self.sim = PandaSim(camera=sim_camera())
         self.kinematics = self.sim.kinematics
         self.model = model
         self.follower = TrajectoryFollower(self.sim.joint_names, self.sim.lower, self.sim.upper,

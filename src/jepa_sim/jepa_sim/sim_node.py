@@ -52,8 +52,9 @@ class SimNode(Node):
         super().__init__('sim')
         param = self.declare_parameter
         camera = CameraConfig(
-            width=param('camera_width', 64).value, height=param('camera_height', 64).value,
-            fov_deg=param('camera_fov_deg', 55.0).value,
+            width=param('camera_width', CameraConfig.width).value,
+            height=param('camera_height', CameraConfig.height).value,
+            fov_deg=param('camera_fov_deg', CameraConfig.fov_deg).value,
             eye=tuple(param('camera_eye', list(CameraConfig.eye)).value),
             target=tuple(param('camera_target', list(CameraConfig.target)).value))
         self.real_time_factor = float(param('real_time_factor', 1.0).value)

@@ -141,6 +141,16 @@ def generative_errors(baseline: GenerativeBaseline, jepa: WorldModel, sampler: W
             'copy_last_pixel_space': (torch.cat(copy_pixel_sq).mean(dim=0) / pixel_spread).tolist()}
 
 
+def fit_ridge(train_x: np.ndarray, train_y: np.ndarray, alpha: float = 1.0):
+    """A ridge regression fitted on standardized inputs: returns x (N, D) -> predicted y (N, K)."""
+    x, y = train_x.astype(np.float64), train_y.astype(np.float64)
+    mean_x, std_x = x.mean(axis=0), x.std(axis=0) + 1e-8
+    mean_y = y.mean(axis=0)
+    xs = (x - mean_x) / std_x
+    weights = np.linalg.solve(xs.T @ xs + alpha * np.eye(xs.shape[1]), xs.T @ (y - mean_y))
+    return lambda inputs: ((np.atleast_2d(inputs) - mean_x) / std_x) @ weights + mean_y
+
+
 def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                 alpha: float = 1.0) -> dict | None:
     """Mean Euclidean error (cm) of a ridge regression latent -> position, and of predicting the training
@@ -149,12 +159,8 @@ def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
     keep_test = np.all(np.isfinite(test_y), axis=1)
     if keep_train.sum() < 2 or keep_test.sum() < 1:
         return None
-    x, y = train_x[keep_train].astype(np.float64), train_y[keep_train].astype(np.float64)
-    mean_x, std_x = x.mean(axis=0), x.std(axis=0) + 1e-8
-    mean_y = y.mean(axis=0)
-    xs = (x - mean_x) / std_x
-    weights = np.linalg.solve(xs.T @ xs + alpha * np.eye(xs.shape[1]), xs.T @ (y - mean_y))
-    predicted = ((test_x[keep_test] - mean_x) / std_x) @ weights + mean_y
+    mean_y = train_y[keep_train].astype(np.float64).mean(axis=0)
+    predicted = fit_ridge(train_x[keep_train], train_y[keep_train], alpha)(test_x[keep_test])
     truth = test_y[keep_test]
     return {'error_cm': float(np.linalg.norm(predicted - truth, axis=1).mean() * 100.0),
             'mean_baseline_cm': float(np.linalg.norm(mean_y - truth, axis=1).mean() * 100.0),

@@ -1,0 +1,128 @@
+"""Why push fails, as figures: does the world model see the cube, predict pushing it, and does the energy prefer
+the pushed state? In one process, on the simulator (no ROS), with the shipped checkpoint or --checkpoint.
+
+1. Cube read-out: a ridge regression latent -> cube (x, y), fitted with the true positions on rendered scenes
+   (random arm pose and cube position), scored on other scenes; next to predicting the mean.
+2. Contact: the fingers just behind the cube, a 1-s push along a random direction. Along that direction, the
+   read-out's displacement for the real final latent, the model's open-loop rollout of that push, and its rollout
+   of the opposite motion (a pull-back, which leaves the cube where it is): a model that predicts pushing moves
+   the read-out for the push and not for the pull-back.
+3. Energy: the arm posed as in a push goal image, the cube at its start, half-way, and 1 cm from its goal: the
+   isotropic latent distance to the goal latent (the `latent` term of the energy) should fall as the cube nears
+   its goal.
+
+    .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10]
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jepa_bringup.episodes import DT, PUSH_HEIGHT, make_goal, toward
+from jepa_bringup.sim_episodes import SimWorkbench
+from jepa_planner.cost import EnergyMetric
+from jepa_sim.panda_sim import CUBE_REGION, CUBE_SIZE
+from jepa_world_model.evaluate import fit_ridge, ridge_probe
+from jepa_world_model.model import default_checkpoint_path, load_checkpoint
+
+PUSH_STEP = 0.015     # metres per control step while pushing
+PUSH_STEPS = 10       # 1 s
+
+
+def random_scenes(bench: SimWorkbench, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latents and cube (x, y) of `count` rendered scenes: arm from a seeded reset, cube anywhere in its region."""
+    rng = np.random.default_rng(seed)
+    latents, cubes = [], []
+    for i in range(count):
+        if i % 20 == 0:
+            bench.sim.reset(int(rng.integers(1 << 30)))
+        cube = np.array([rng.uniform(*CUBE_REGION[0]), rng.uniform(*CUBE_REGION[1]), CUBE_SIZE / 2])
+        arm_q = bench.q_arm + rng.normal(0.0, 0.15, size=bench.q_arm.shape)
+        image, _ = bench.sim.render_state(arm_q, cube)
+        latents.append(bench.encode(image))
+        cubes.append(cube[:2])
+    return np.array(latents), np.array(cubes)
+
+
+def contact(bench: SimWorkbench, model, readout, scenes: int) -> np.ndarray:
+    """Per scene, along the push direction (cm): real cube motion, read-out of the real final latent, of the
+    predicted push, of the predicted pull-back."""
+    rows = []
+    for scene in range(scenes):
+        bench.reset(1000 + scene)
+        angle = np.random.default_rng(scene).uniform(-np.pi, np.pi)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        behind = bench.cube[:2] - direction * (CUBE_SIZE / 2 + 0.05)
+        for target in (np.r_[behind, PUSH_HEIGHT + 0.08], np.r_[behind, PUSH_HEIGHT]):
+            for _ in range(25):
+                bench.command(toward(bench.ee, target, bench.kinematics.max_step))
+                bench.advance(DT)
+        cube_start = bench.cube[:2].copy()
+        z0 = bench.encode(bench.sim.render())
+        predicted = {}
+        for name, sign in (('push', 1.0), ('pull', -1.0)):
+            actions = torch.tensor(np.array([np.r_[sign * PUSH_STEP * direction, 0.0, -1.0]] * PUSH_STEPS),
+                                   dtype=torch.float32)
+            with torch.inference_mode():
+                z_end = model.rollout(torch.from_numpy(z0)[None], actions[None])[0, -1].numpy()
+            predicted[name] = (readout(z_end)[0] - readout(z0)[0]) @ direction
+        for _ in range(PUSH_STEPS):
+            bench.command(np.r_[PUSH_STEP * direction, 0.0, -1.0])
+            bench.advance(DT)
+        real_readout = (readout(bench.encode(bench.sim.render()))[0] - readout(z0)[0]) @ direction
+        rows.append([(bench.cube[:2] - cube_start) @ direction, real_readout, predicted['push'], predicted['pull']])
+    return np.array(rows) * 100.0
+
+
+def energy_along_push(bench: SimWorkbench, metric: EnergyMetric, scenes: int) -> np.ndarray:
+    """Per scene: isotropic distance to the push goal's latent with the arm as in the goal image and the cube at
+    its start, half-way, and 1 cm short of its goal."""
+    rows = []
+    for scene in range(scenes):
+        bench.reset(scene)
+        goal = make_goal('push', scene, bench.kinematics, bench.q_arm, bench.cube)
+        goal_image, _ = bench.sim.render_state(goal.arm_q, goal.cube_position)
+        goal_latent = torch.from_numpy(bench.encode(goal_image))
+        start = bench.cube.copy()
+        row = []
+        for share in (0.0, 0.5, 1.0 - 0.01 / np.linalg.norm(goal.target[:2] - start[:2])):
+            cube = start + share * (goal.cube_position - start)
+            image, _ = bench.sim.render_state(goal.arm_q, cube)
+            row.append(float(metric.isotropic(torch.from_numpy(bench.encode(image)) - goal_latent)))
+        rows.append(row)
+    return np.array(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--checkpoint', type=Path, default=None)
+    parser.add_argument('--scenes', type=int, default=10)
+    parser.add_argument('--readout-scenes', type=int, default=1500)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = load_checkpoint(args.checkpoint or default_checkpoint_path())
+    bench = SimWorkbench(model)
+    try:
+        latents, cubes = random_scenes(bench, args.readout_scenes, seed=0)
+        held_latents, held_cubes = random_scenes(bench, args.readout_scenes // 5, seed=1)
+        probe = ridge_probe(latents, cubes, held_latents, held_cubes)
+        print(f'{model.model_id}: cube read-out error {probe["error_cm"]:.1f} cm on {probe["test_frames"]} new scenes '
+              f'(predicting the mean: {probe["mean_baseline_cm"]:.1f} cm)')
+        rows = contact(bench, model, fit_ridge(latents, cubes), args.scenes)
+        real, seen, push, pull = rows.mean(0)
+        print(f'1-s push from just behind the cube, along the push ({args.scenes} scenes, mean cm): cube moved '
+              f'{real:.1f}; read-out of the real final latent {seen:+.1f}; predicted push {push:+.1f}; predicted '
+              f'pull-back {pull:+.1f}')
+        energy = energy_along_push(bench, EnergyMetric.of(model), args.scenes)
+        start, half, near = energy.mean(0)
+        print(f'isotropic energy, arm as in the goal image, cube at start / half-way / 1 cm from the goal: '
+              f'{start:.3f} / {half:.3f} / {near:.3f} (falls in {(np.diff(energy, axis=1) < 0).all(1).sum()} of '
+              f'{args.scenes} scenes)')
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
