@@ -134,9 +134,7 @@ def sim_camera() -> CameraConfig:
     """The simulated camera as the graph's sim node has it (config/sim.yaml), so that every episode, in the
     graph or in the workbench, sees the images the world model was trained on."""
     params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'sim.yaml').read_text())
-    params = params['sim']['ros__parameters']
-    return CameraConfig(width=params['camera_width'], height=params['camera_height'], fov_deg=params['camera_fov_deg'],
-                        eye=tuple(params['camera_eye']), target=tuple(params['camera_target']))
+    return CameraConfig.from_parameters(params['sim']['ros__parameters'].get)
 
 
 def percentiles(values) -> dict:

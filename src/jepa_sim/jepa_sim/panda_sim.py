@@ -42,6 +42,22 @@ class CameraConfig:
     near: float = 0.05
     far: float = 3.0
 
+    # The sim node's parameter for each field (config/sim.yaml).
+    PARAMETERS = {'width': 'camera_width', 'height': 'camera_height', 'fov_deg': 'camera_fov_deg',
+                  'eye': 'camera_eye', 'target': 'camera_target'}
+
+    @classmethod
+    def from_parameters(cls, value_of) -> 'CameraConfig':
+        """The camera the sim node's parameters describe: value_of(parameter name, default) -> value, with the
+        defaults of this class (a ROS node's declare_parameter, or a params file's dict.get)."""
+        values = {}
+        for field_name, parameter in cls.PARAMETERS.items():
+            default = getattr(cls, field_name)
+            # ROS parameters hold lists, not tuples.
+            value = value_of(parameter, list(default) if isinstance(default, tuple) else default)
+            values[field_name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
     def __post_init__(self):
         if int(self.width) <= 0 or int(self.height) <= 0:
             raise ValueError(f'camera size must be positive, got {self.width}x{self.height}')

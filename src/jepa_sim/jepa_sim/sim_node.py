@@ -51,12 +51,7 @@ class SimNode(Node):
     def __init__(self):
         super().__init__('sim')
         param = self.declare_parameter
-        camera = CameraConfig(
-            width=param('camera_width', CameraConfig.width).value,
-            height=param('camera_height', CameraConfig.height).value,
-            fov_deg=param('camera_fov_deg', CameraConfig.fov_deg).value,
-            eye=tuple(param('camera_eye', list(CameraConfig.eye)).value),
-            target=tuple(param('camera_target', list(CameraConfig.target)).value))
+        camera = CameraConfig.from_parameters(lambda name, default: param(name, default).value)
         self.real_time_factor = float(param('real_time_factor', 1.0).value)
         physics_rate = float(param('physics_rate', 240.0).value)
         self.max_stamp_skew = float(param('max_stamp_skew', 5.0).value)
