@@ -1,4 +1,4 @@
-"""Replanning rate of the actor's Mode-2 planner (default config of config/agent.yaml) on this machine's CPU,
+"""Replanning rate of the actor's Mode-2 planner (the graph's reach settings, config/agent.yaml) on this machine's CPU,
 against baselines measured in the same run:
 
 - sampling only (no gradient refinement),
@@ -15,24 +15,15 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from jepa_bringup.sim_episodes import agent_params, graph_settings
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
-from jepa_planner.actor import Actor, ActorConfig
-from jepa_planner.cost import CostWeights, PlanObjective
+from jepa_planner.actor import Actor
+from jepa_planner.cost import PlanObjective
 from jepa_world_model.model import CheckpointError, WorldModel, default_checkpoint_path, load_checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def default_config() -> tuple[ActorConfig, CostWeights]:
-    params = yaml.safe_load((REPO / 'config' / 'agent.yaml').read_text())['actor']['ros__parameters']
-    config = ActorConfig(**{k: params[k] for k in ActorConfig.names() if k in params})
-    return config, CostWeights(**params.get('weights', {}))
 
 
 def time_plans(actor: Actor, z, goal, q, mode: str, plans: int) -> tuple[list[float], list[float]]:
@@ -53,9 +44,9 @@ def main(argv=None) -> int:
     parser.add_argument('--plans', type=int, default=30)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: the actor\'s `threads`)')
     args = parser.parse_args(argv)
-    config, weights = default_config()
-    params = yaml.safe_load((REPO / 'config' / 'agent.yaml').read_text())['actor']['ros__parameters']
-    torch.set_num_threads(args.threads or params.get('threads', 1))
+    # The graph's reach settings: the actor's parameters and the configurator's reach weights.
+    config, weights = graph_settings('reach')
+    torch.set_num_threads(args.threads or agent_params()['actor'].get('threads', 1))
     checkpoint = default_checkpoint_path()
     try:
         model, source = load_checkpoint(checkpoint), str(checkpoint)
@@ -85,7 +76,7 @@ def main(argv=None) -> int:
 
     actor = Actor(model, config, weights, kinematics)
     report('mode2 default (sampling + gradient refinement)', time_plans(actor, z, goal, q, 'mode2', args.plans))
-    sampling_only = Actor(model, ActorConfig(**{**config.__dict__, 'grad_steps': 0}), weights, kinematics)
+    sampling_only = Actor(model, config.changed(grad_steps=0), weights, kinematics)
     report('mode2 sampling only (grad_steps 0)', time_plans(sampling_only, z, goal, q, 'mode2', args.plans))
     report('mode1 policy rollout', time_plans(actor, z, goal, q, 'mode1', args.plans))
 

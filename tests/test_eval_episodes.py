@@ -1,8 +1,11 @@
-"""ROS-free parts of `jepa eval`: seeded goals and the oracle/random reference policies."""
+"""ROS-free parts of `jepa eval`: seeded goals, the oracle/random reference policies, the graph's camera."""
 import numpy as np
 import pytest
+import yaml
 
-from jepa_bringup.episodes import PUSH_DISTANCE, REACH_REGION, OraclePolicy, RandomPolicy, final_distance, make_goal
+from jepa_bringup.episodes import PUSH_DISTANCE, REACH_REGION, OraclePolicy, RandomPolicy, final_distance, make_goal, \
+    sim_camera
+from jepa_bringup.evaluate import graph_camera
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
 
 
@@ -54,3 +57,25 @@ def test_oracle_push_goes_behind_the_cube_first(kinematics):
     first_low = next(p for p in path if p[2] < 0.06)
     behind = cube[:2] - goal.push_direction * 0.06
     assert np.linalg.norm(first_low[:2] - behind) < 0.03
+
+
+def test_sim_camera_is_sim_yaml_with_the_calibrated_params_file_on_top(tmp_path):
+    # What `jepa eval ... sim_camera:=FILE` gives the graph's sim node must also frame the eval's video overlay.
+    shipped = sim_camera()
+    calibrated = tmp_path / 'sim_camera.yaml'
+    calibrated.write_text(yaml.safe_dump({'sim': {'ros__parameters': {'camera_eye': [1.0, -0.6, 0.9]}}}))
+    camera = sim_camera(calibrated)
+    assert camera.eye == (1.0, -0.6, 0.9)
+    assert (camera.target, camera.width, camera.fov_deg) == (shipped.target, shipped.width, shipped.fov_deg)
+    assert graph_camera(['task:=idle', f'sim_camera:={calibrated}']) == camera
+    assert graph_camera(['task:=idle']) == shipped
+
+
+@pytest.mark.parametrize('content', ['sim: [1, 2', 'arm:\n  ros__parameters: {}\n'])
+def test_an_unreadable_sim_camera_file_is_named(tmp_path, content):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(content)
+    with pytest.raises(ValueError, match='bad.yaml'):
+        sim_camera(bad)
+    with pytest.raises(ValueError, match='missing.yaml'):
+        sim_camera(tmp_path / 'missing.yaml')

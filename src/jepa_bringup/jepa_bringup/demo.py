@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES
-from jepa_bringup.evaluate import run, start_graph, stop_graph, success_table
+from jepa_bringup.evaluate import graph_camera, run, start_graph, stop_graph, success_table
 
 
 def arm_part(out_dir: Path) -> dict:
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', type=Path, default=Path('runs/demo'))
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, ...)')
     args = parser.parse_args(argv)
+    try:
+        camera = graph_camera(args.launch_args)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f'\n== 2/2  the agent: {args.episodes} seeded episodes per task and condition', flush=True)
     reports = run(['reach', 'push'], args.episodes, args.seed, [*AGENT_CONDITIONS, *BASELINES],
-                  args.launch_args, args.out / 'episode.mp4', args.out, log=lambda s: print(s, flush=True))
+                  args.launch_args, args.out / 'episode.mp4', args.out, camera, log=lambda s: print(s, flush=True))
     print('\n' + success_table(reports))
     summary = {'arm': arm, 'eval': reports, 'wall_time_s': time.monotonic() - started}
     (args.out / 'demo.json').write_text(json.dumps(summary, indent=2))

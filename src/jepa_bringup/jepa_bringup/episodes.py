@@ -130,11 +130,19 @@ class RandomPolicy:
         return np.r_[self.rng.uniform(-self.max_step, self.max_step, 3), self.rng.uniform(-1, 1)]
 
 
-def sim_camera() -> CameraConfig:
-    """The simulated camera as the graph's sim node has it (config/sim.yaml), so that every episode, in the
-    graph or in the workbench, sees the images the world model was trained on."""
-    params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'sim.yaml').read_text())
-    return CameraConfig.from_parameters(params['sim']['ros__parameters'].get)
+def sim_camera(override: Path | str | None = None) -> CameraConfig:
+    """The simulated camera as the graph's sim node has it: config/sim.yaml, then the params file the graph's
+    `sim_camera` argument names (`jepa calibrate`'s sim_camera.yaml) on top, as the node reads them. So every
+    episode, in the graph or in the workbench, and the eval's video overlay see the graph's images."""
+    files = [Path(package_share('jepa_bringup')) / 'config' / 'sim.yaml'] + ([Path(override)] if override else [])
+    params = {}
+    for path in files:
+        try:
+            params.update(yaml.safe_load(path.read_text())['sim']['ros__parameters'])
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+            raise ValueError(f'sim camera params {path}: not a readable params file for the sim node '
+                             f'(sim: ros__parameters: ...): {exc}') from exc
+    return CameraConfig.from_parameters(params.get)
 
 
 def percentiles(values) -> dict:

@@ -29,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, SETTLE, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, \
     RandomPolicy, final_distance, make_goal, sim_camera, summarize
+from jepa_bringup.graph import parse_assignments
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
@@ -303,9 +304,16 @@ def stop_graph(graph: subprocess.Popen, timeout: float = 30.0) -> int:
     return graph.returncode
 
 
+def graph_camera(launch_args: list[str]) -> CameraConfig:
+    """The camera the graph's sim node will use with these launch arguments (its `sim_camera` params file on
+    top of config/sim.yaml); ValueError naming what is wrong."""
+    return sim_camera(parse_assignments(launch_args).get('sim_camera'))
+
+
 def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launch_args: list[str],
-        video_path: Path | None, log_dir: Path, log=print) -> dict:
-    """Bring up the graph in its own ROS domain, evaluate every task, bring it down."""
+        video_path: Path | None, log_dir: Path, camera: CameraConfig, log=print) -> dict:
+    """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
+    simulated camera (sim_camera), for the video overlay."""
     graph_log = log_dir / 'graph.log'
     graph = start_graph('sim', ['task:=idle', *launch_args], graph_log)
     log(f'started the graph (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, log {graph_log})')
@@ -314,7 +322,6 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     reports = {}
     try:
         referee.wait_for_graph(120.0)
-        camera = sim_camera()
         for task in tasks:
             task_video = None if video_path is None else video_path.with_name(f'{video_path.stem}_{task}{video_path.suffix}')
             reports[task] = evaluate(referee, task, episodes, seed, conditions, task_video, camera, log)
@@ -367,8 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 1:
         parser.error('--episodes must be >= 1')
     try:
+        camera = graph_camera(args.launch_args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
         reports = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
-                      args.log_dir)
+                      args.log_dir, camera)
     except (KeyboardInterrupt, ExternalShutdownException):
         # rclpy turns Ctrl-C into a context shutdown; run() has already brought the graph down.
         print('jepa eval: interrupted; no report written', file=sys.stderr)

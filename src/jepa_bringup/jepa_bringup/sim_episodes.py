@@ -27,7 +27,7 @@ from jepa_common.paths import package_share
 from jepa_planner.actor import Actor, ActorConfig
 from jepa_planner.configurator import task_weights
 from jepa_planner.cost import CostWeights
-from jepa_sim.panda_sim import PandaSim
+from jepa_sim.panda_sim import CameraConfig, PandaSim
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
@@ -35,8 +35,8 @@ from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 class SimWorkbench:
     """A simulator with a joint-trajectory follower (the sim node's controller) and the agent's encoder."""
 
-    def __init__(self, model):
-        self.sim = PandaSim(camera=sim_camera())
+    def __init__(self, model, camera: CameraConfig | None = None):
+        self.sim = PandaSim(camera=camera or sim_camera())
         self.kinematics = self.sim.kinematics
         self.model = model
         self.follower = TrajectoryFollower(self.sim.joint_names, self.sim.lower, self.sim.upper,
@@ -106,12 +106,18 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
             'start_distance_m': start_distance, 'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}
 
 
+def agent_params() -> dict:
+    """The agent nodes' params file (config/agent.yaml), node name -> ros__parameters."""
+    params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'agent.yaml').read_text())
+    return {node: section['ros__parameters'] for node, section in params.items()}
+
+
 def graph_settings(task: str) -> tuple[ActorConfig, CostWeights]:
     """The actor's settings and the task's cost weights as the graph's params file sets them."""
-    params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'agent.yaml').read_text())
-    actor = params['actor']['ros__parameters']
+    params = agent_params()
+    actor = params['actor']
     config = ActorConfig().changed(**{k: v for k, v in actor.items() if k in ActorConfig.names()})
-    return config, task_weights(task, params['configurator']['ros__parameters']['tasks'])
+    return config, task_weights(task, params['configurator']['tasks'])
 
 
 def parse_assignments(items: list[str], what: str) -> dict:
@@ -135,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f'actor setting, one of {", ".join(ActorConfig.names())}')
     parser.add_argument('--weight', action='append', default=[], metavar='NAME=VALUE',
                         help=f'cost weight, one of {", ".join(CostWeights.names())}')
+    parser.add_argument('--sim-camera', type=Path, metavar='FILE',
+                        help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graph's "
+                             'sim_camera:= argument; default config/sim.yaml')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
@@ -146,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         config = config.changed(**parse_assignments(args.set, '--set'))
         config.validate()
         weights = replace(weights, **{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
+        camera = sim_camera(args.sim_camera)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint or default_checkpoint_path())
-    bench = SimWorkbench(model)
+    bench = SimWorkbench(model, camera)
     report = {}
     try:
         # One actor for both modes, as in the graph: Mode-1 acts with the policy distilled from Mode-2 so far.
