@@ -6,10 +6,13 @@ the pushed state? In one process, on the simulator (no ROS), with the shipped ch
 2. Contact: the fingers just behind the cube, a 1-s push along a random direction. Along that direction, the
    read-out's displacement for the real final latent, the model's open-loop rollout of that push, and its rollout
    of the opposite motion (a pull-back, which leaves the cube where it is): a model that predicts pushing moves
-   the read-out for the push and not for the pull-back.
+   the read-out for the push and not for the pull-back. Without a read-out: is the predicted push's final latent
+   closer to the real final latent than to the latent of the same arm pose with the cube left where it was?
 3. Energy: the arm posed as in a push goal image, the cube at its start, half-way, and 1 cm from its goal: the
    isotropic latent distance to the goal latent (the `latent` term of the energy) should fall as the cube nears
    its goal.
+4. The hand term on a push's path: the `energy` term of one planned step with the hand where a push passes
+   (pushing height, under the goal pose; behind the cube's start), against what the cube term can gain.
 
     .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10]
 """
@@ -45,10 +48,12 @@ def random_scenes(bench: SimWorkbench, count: int, seed: int) -> tuple[np.ndarra
     return np.array(latents), np.array(cubes)
 
 
-def contact(bench: SimWorkbench, model, readout, scenes: int) -> np.ndarray:
+def contact(bench: SimWorkbench, model, readout, metric: EnergyMetric, scenes: int) -> tuple[np.ndarray, np.ndarray]:
     """Per scene, along the push direction (cm): real cube motion, read-out of the real final latent, of the
-    predicted push, of the predicted pull-back."""
-    rows = []
+    predicted push, of the predicted pull-back. And per scene, without a read-out: the isotropic distance of the
+    predicted push's final latent to the real final latent, and to the latent of the same final arm pose with
+    the cube left at its start (what a model that ignores contact predicts)."""
+    rows, distances = [], []
     for scene in range(scenes):
         bench.reset(1000 + scene)
         angle = np.random.default_rng(scene).uniform(-np.pi, np.pi)
@@ -60,19 +65,25 @@ def contact(bench: SimWorkbench, model, readout, scenes: int) -> np.ndarray:
                 bench.advance(DT)
         cube_start = bench.cube[:2].copy()
         z0 = bench.encode(bench.sim.render())
-        predicted = {}
+        predicted, final = {}, {}
         for name, sign in (('push', 1.0), ('pull', -1.0)):
             actions = torch.tensor(np.array([np.r_[sign * PUSH_STEP * direction, 0.0, -1.0]] * PUSH_STEPS),
                                    dtype=torch.float32)
             with torch.inference_mode():
-                z_end = model.rollout(torch.from_numpy(z0)[None], actions[None])[0, -1].numpy()
-            predicted[name] = (readout(z_end)[0] - readout(z0)[0]) @ direction
+                final[name] = model.rollout(torch.from_numpy(z0)[None], actions[None])[0, -1].numpy()
+            predicted[name] = (readout(final[name])[0] - readout(z0)[0]) @ direction
+        cube_z = bench.cube[2]
         for _ in range(PUSH_STEPS):
             bench.command(np.r_[PUSH_STEP * direction, 0.0, -1.0])
             bench.advance(DT)
-        real_readout = (readout(bench.encode(bench.sim.render()))[0] - readout(z0)[0]) @ direction
-        rows.append([(bench.cube[:2] - cube_start) @ direction, real_readout, predicted['push'], predicted['pull']])
-    return np.array(rows) * 100.0
+        z_real = bench.encode(bench.sim.render())
+        unpushed_image, _ = bench.sim.render_state(bench.q_arm, np.r_[cube_start, cube_z])
+        z_unpushed = bench.encode(unpushed_image)
+        distances.append([float(metric.isotropic(torch.from_numpy(final['push'] - z)))
+                          for z in (z_real, z_unpushed)])
+        rows.append([(bench.cube[:2] - cube_start) @ direction, (readout(z_real)[0] - readout(z0)[0]) @ direction,
+                     predicted['push'], predicted['pull']])
+    return np.array(rows) * 100.0, np.array(distances)
 
 
 def energy_along_push(bench: SimWorkbench, metric: EnergyMetric, scenes: int) -> np.ndarray:
@@ -94,6 +105,26 @@ def energy_along_push(bench: SimWorkbench, metric: EnergyMetric, scenes: int) ->
     return np.array(rows)
 
 
+def hand_term_on_the_push_path(bench: SimWorkbench, metric: EnergyMetric, scenes: int) -> np.ndarray:
+    """Per scene: the `energy` (hand) term of one planned step, relative to the push goal's latent, with the cube
+    already at its goal and the hand at pushing height under the goal image's pose, and behind the cube's start
+    (where a push begins): what a push path costs the planner per step against the cube term's gain."""
+    rows = []
+    for scene in range(scenes):
+        bench.reset(scene)
+        goal = make_goal('push', scene, bench.kinematics, bench.q_arm, bench.cube)
+        goal_latent = torch.from_numpy(bench.encode(bench.sim.render_state(goal.arm_q, goal.cube_position)[0]))
+        under_goal = bench.kinematics.fk(goal.arm_q) - np.array([0.0, 0.0, 0.05])
+        behind_start = np.r_[bench.cube[:2] - goal.push_direction * (CUBE_SIZE / 2 + 0.042), PUSH_HEIGHT]
+        row = []
+        for ee in (under_goal, behind_start):
+            image, _ = bench.sim.render_state(bench.kinematics.ik(goal.arm_q, ee), goal.cube_position)
+            row.append(float(metric.controllable(torch.from_numpy(bench.encode(image)) - goal_latent,
+                                                 bench.kinematics.max_step)))
+        rows.append(row)
+    return np.array(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--checkpoint', type=Path, default=None)
@@ -109,16 +140,25 @@ def main() -> int:
         probe = ridge_probe(latents, cubes, held_latents, held_cubes)
         print(f'{model.model_id}: cube read-out error {probe["error_cm"]:.1f} cm on {probe["test_frames"]} new scenes '
               f'(predicting the mean: {probe["mean_baseline_cm"]:.1f} cm)')
-        rows = contact(bench, model, fit_ridge(latents, cubes), args.scenes)
+        metric = EnergyMetric.of(model)
+        rows, distances = contact(bench, model, fit_ridge(latents, cubes), metric, args.scenes)
         real, seen, push, pull = rows.mean(0)
         print(f'1-s push from just behind the cube, along the push ({args.scenes} scenes, mean cm): cube moved '
               f'{real:.1f}; read-out of the real final latent {seen:+.1f}; predicted push {push:+.1f}; predicted '
               f'pull-back {pull:+.1f}')
-        energy = energy_along_push(bench, EnergyMetric.of(model), args.scenes)
+        to_pushed, to_unpushed = distances.mean(0)
+        print(f'predicted push vs the real outcome / the same arm pose with the cube unmoved (isotropic distance, '
+              f'mean): {to_pushed:.3f} / {to_unpushed:.3f}; closer to the pushed cube in '
+              f'{(distances[:, 0] < distances[:, 1]).sum()} of {args.scenes} scenes')
+        energy = energy_along_push(bench, metric, args.scenes)
         start, half, near = energy.mean(0)
         print(f'isotropic energy, arm as in the goal image, cube at start / half-way / 1 cm from the goal: '
               f'{start:.3f} / {half:.3f} / {near:.3f} (falls in {(np.diff(energy, axis=1) < 0).all(1).sum()} of '
               f'{args.scenes} scenes)')
+        under_goal, behind_start = hand_term_on_the_push_path(bench, metric, args.scenes).mean(0)
+        print(f'hand (energy) term per planned step, cube at its goal, hand at pushing height under the goal pose / '
+              f'behind the cube start: {under_goal:.2f} / {behind_start:.2f} (the cube term gains at most '
+              f'{start:.2f} per step at weight 1)')
     finally:
         bench.close()
     return 0

@@ -17,14 +17,22 @@ def test_existing_output_is_refused(tmp_path, capsys):
     assert 'already exists' in capsys.readouterr().err
 
 
+def test_a_missing_sim_camera_file_is_refused(tmp_path, capsys):
+    assert main(['--minutes', '1', '--out', str(tmp_path / 'play'), '--sim-camera', str(tmp_path / 'nope.yaml')]) == 2
+    assert 'nope.yaml' in capsys.readouterr().err and not (tmp_path / 'play').exists()
+
+
 @pytest.mark.integration
 def test_short_collection_writes_a_valid_mcap_bag_with_all_topics(tmp_path):
     bag = tmp_path / 'play'
+    # Play data seen from another (calibrated) camera: its params file reaches the sim node.
+    camera = tmp_path / 'sim_camera.yaml'
+    camera.write_text(yaml.safe_dump({'sim': {'ros__parameters': {'camera_width': 80, 'camera_height': 60}}}))
     # 7 sim seconds in episodes of 3-4 s: the seeded reset between episodes runs too. No --domain-id: the
     # collector picks a domain where it hears no other node.
     result = subprocess.run(
         [str(VENV_BIN / 'jepa'), 'collect', '--minutes', str(7 / 60), '--out', str(bag), '--seed', '3',
-         '--episode-seconds', '3', '4', '--no-progress'],
+         '--episode-seconds', '3', '4', '--no-progress', '--sim-camera', str(camera)],
         env=ros_env(0), cwd=REPO, capture_output=True, text=True, timeout=150)
     output = result.stdout + result.stderr
     log = (tmp_path / 'play.nodes.log').read_text(errors='replace') if (tmp_path / 'play.nodes.log').exists() else ''
@@ -50,6 +58,7 @@ def test_short_collection_writes_a_valid_mcap_bag_with_all_topics(tmp_path):
                     actions.append((stamp, np.asarray(msg.data)))
                 elif connection.topic == '/camera/image_raw':
                     assert msg.encoding == 'rgb8' and msg.data.size == msg.height * msg.step
+                    assert (msg.width, msg.height) == (80, 60)
                     image_stamps.add(stamp)
                 else:
                     ee.append([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])

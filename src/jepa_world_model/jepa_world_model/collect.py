@@ -453,6 +453,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--push-fraction', type=float, default=BabblingConfig.push_fraction,
                    help=f'share of motions that push the cube (default {BabblingConfig.push_fraction})')
     p.add_argument('--compression', choices=['zstd', 'none'], default='zstd', help='mcap chunk compression')
+    p.add_argument('--sim-camera', default='', metavar='FILE',
+                   help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graphs' "
+                        "sim_camera:= argument: play data from a real cell's viewpoint (default config/sim.yaml)")
     p.add_argument('--domain-id', type=int, default=None,
                    help='ROS_DOMAIN_ID of the collection graph (default: a random one of 100..199, so that a '
                         'running agent is not disturbed)')
@@ -464,11 +467,12 @@ class _Children:
     """sim_node and safety_node (graph `sim_arm` of config/graph.yaml) and recorder_node, each its own process
     (so the recorder's disk work and the simulator never hold up the control loop), output to one log."""
 
-    def __init__(self, real_time_factor: float, seed: int, bag: Path, compression: str, log_path: Path):
+    def __init__(self, real_time_factor: float, seed: int, bag: Path, compression: str, log_path: Path,
+                 sim_camera: str = ''):
         from jepa_bringup.graph import GraphFile, NodeSpec
         from jepa_bringup.launcher import NodeProcess, Printer, find_executable, ros_arguments
         from jepa_common.paths import package_share
-        specs = GraphFile().resolve('sim_arm', {'gui': 'false', 'use_sim_time': 'true'})
+        specs = GraphFile().resolve('sim_arm', {'gui': 'false', 'use_sim_time': 'true', 'sim_camera': sim_camera})
         for spec in specs:
             if spec.name == 'sim':
                 spec.parameters.update(real_time_factor=float(real_time_factor), seed=int(seed))
@@ -577,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0 or not 0 < args.episode_seconds[0] <= args.episode_seconds[1]:
         print('jepa collect: --minutes must be > 0 and --episode-seconds MIN MAX with 0 < MIN <= MAX', file=sys.stderr)
         return 2
+    if args.sim_camera and not Path(args.sim_camera).is_file():
+        print(f'jepa collect: --sim-camera {args.sim_camera}: no such file', file=sys.stderr)
+        return 2
     if args.domain_id is not None:
         domain_id = args.domain_id
     else:
@@ -595,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f'jepa collect: {args.minutes:g} sim minutes into {out} (seed {args.seed}, real_time_factor '
           f'{args.real_time_factor:g}, ROS_DOMAIN_ID {domain_id}; node output in {log_path})', flush=True)
-    children = _Children(args.real_time_factor, args.seed, out, args.compression, log_path)
+    children = _Children(args.real_time_factor, args.seed, out, args.compression, log_path, args.sim_camera)
     # Ctrl-C / SIGTERM end the collection through the loop below, which closes the bag and stops the
     # children; rclpy's own handler would invalidate the context under a running spin instead.
     interrupted = []
