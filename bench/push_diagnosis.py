@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_bringup.episodes import DT, PUSH_HEIGHT, make_goal, toward
+from jepa_bringup.episodes import DT, PUSH_HEIGHT, OraclePolicy, make_goal, toward
 from jepa_bringup.sim_episodes import SimWorkbench
 from jepa_planner.cost import EnergyMetric
 from jepa_sim.panda_sim import CUBE_REGION, CUBE_SIZE
@@ -115,7 +115,8 @@ def hand_term_on_the_push_path(bench: SimWorkbench, metric: EnergyMetric, scenes
         goal = make_goal('push', scene, bench.kinematics, bench.q_arm, bench.cube)
         goal_latent = torch.from_numpy(bench.encode(bench.sim.render_state(goal.arm_q, goal.cube_position)[0]))
         under_goal = bench.kinematics.fk(goal.arm_q) - np.array([0.0, 0.0, 0.05])
-        behind_start = np.r_[bench.cube[:2] - goal.push_direction * (CUBE_SIZE / 2 + 0.042), PUSH_HEIGHT]
+        # Where the scripted oracle starts its push.
+        behind_start = np.r_[bench.cube[:2] - goal.push_direction * (OraclePolicy.CONTACT + 0.03), PUSH_HEIGHT]
         row = []
         for ee in (under_goal, behind_start):
             image, _ = bench.sim.render_state(bench.kinematics.ik(goal.arm_q, ee), goal.cube_position)
