@@ -463,19 +463,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def collection_graph(real_time_factor: float, seed: int, sim_camera: str) -> list:
+    """The node specs of graph `sim_arm` (config/graph.yaml) as the collection runs it; GraphError naming what
+    is wrong (a `sim_camera` params file that does not exist, ...)."""
+    from jepa_bringup.graph import GraphFile
+    specs = GraphFile().resolve('sim_arm', {'gui': 'false', 'use_sim_time': 'true', 'sim_camera': sim_camera})
+    for spec in specs:
+        if spec.name == 'sim':
+            spec.parameters.update(real_time_factor=float(real_time_factor), seed=int(seed))
+    return specs
+
+
 class _Children:
-    """sim_node and safety_node (graph `sim_arm` of config/graph.yaml) and recorder_node, each its own process
+    """sim_node and safety_node (collection_graph's specs) and recorder_node, each its own process
     (so the recorder's disk work and the simulator never hold up the control loop), output to one log."""
 
-    def __init__(self, real_time_factor: float, seed: int, bag: Path, compression: str, log_path: Path,
-                 sim_camera: str = ''):
-        from jepa_bringup.graph import GraphFile, NodeSpec
+    def __init__(self, specs: list, bag: Path, compression: str, log_path: Path):
+        from jepa_bringup.graph import NodeSpec
         from jepa_bringup.launcher import NodeProcess, Printer, find_executable, ros_arguments
         from jepa_common.paths import package_share
-        specs = GraphFile().resolve('sim_arm', {'gui': 'false', 'use_sim_time': 'true', 'sim_camera': sim_camera})
-        for spec in specs:
-            if spec.name == 'sim':
-                spec.parameters.update(real_time_factor=float(real_time_factor), seed=int(seed))
         # Bag timestamps in sim time, like the message stamps, so that a replay's /clock matches them.
         self.recorder = NodeSpec('recorder', 'jepa_rosbag', 'recorder_node',
                                  params_files=[os.path.join(package_share('jepa_bringup'), 'config', 'recorder.yaml')],
@@ -581,8 +587,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0 or not 0 < args.episode_seconds[0] <= args.episode_seconds[1]:
         print('jepa collect: --minutes must be > 0 and --episode-seconds MIN MAX with 0 < MIN <= MAX', file=sys.stderr)
         return 2
-    if args.sim_camera and not Path(args.sim_camera).is_file():
-        print(f'jepa collect: --sim-camera {args.sim_camera}: no such file', file=sys.stderr)
+    from jepa_bringup.graph import GraphError
+    try:
+        specs = collection_graph(args.real_time_factor, args.seed, args.sim_camera)
+    except GraphError as e:
+        print(f'jepa collect: {e}', file=sys.stderr)
         return 2
     if args.domain_id is not None:
         domain_id = args.domain_id
@@ -602,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f'jepa collect: {args.minutes:g} sim minutes into {out} (seed {args.seed}, real_time_factor '
           f'{args.real_time_factor:g}, ROS_DOMAIN_ID {domain_id}; node output in {log_path})', flush=True)
-    children = _Children(args.real_time_factor, args.seed, out, args.compression, log_path, args.sim_camera)
+    children = _Children(specs, out, args.compression, log_path)
     # Ctrl-C / SIGTERM end the collection through the loop below, which closes the bag and stops the
     # children; rclpy's own handler would invalidate the context under a running spin instead.
     interrupted = []
