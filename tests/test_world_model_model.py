@@ -1,12 +1,13 @@
-"""World model core: shapes, differentiable rollout, bounded latent variable, anti-collapse regularizer,
-checkpoint save/load and mismatch errors."""
+"""World model core: shapes, differentiable rollout, bounded latent variable, anti-collapse regularizer, the
+slowness term keeping a small static object in the latent, checkpoint save/load and mismatch errors."""
 import numpy as np
 import pytest
 import torch
 
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
                                     load_checkpoint, save_checkpoint)
-from jepa_world_model.train import variance_covariance
+from jepa_world_model.evaluate import ridge_probe
+from jepa_world_model.train import TrainConfig, jepa_loss, variance_covariance
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -134,6 +135,51 @@ def test_variance_covariance_regularizer_prevents_collapse():
     assert std_plain.max() < 0.1              # without it the encoder collapses towards a constant
     assert std_reg.min() > 0.8                # with it every dimension keeps its spread
     assert corr_reg < 0.5
+
+
+def toy_play(rng, batch, length, size=16):
+    """Sequences of 16x16 frames: a bright 3x3 'arm' moved by the actions and a small red 2x2 'cube' that stays
+    where it is within a sequence (and differs between sequences), with the actions (ee_delta units)."""
+    arm = np.clip(rng.uniform(3, 12, (batch, 1, 2)) + np.cumsum(rng.uniform(-1, 1, (batch, length, 2)), axis=1), 1, 14)
+    cube = rng.integers(2, size - 3, (batch, 2))
+    frames = np.full((batch, length, size, size, 3), 100, np.uint8)
+    for b in range(batch):
+        frames[b, :, cube[b, 1]:cube[b, 1] + 2, cube[b, 0]:cube[b, 0] + 2] = (200, 40, 40)
+        for t, (x, y) in enumerate(np.round(arm[b]).astype(int)):
+            frames[b, t, y - 1:y + 2, x - 1:x + 2] = 255
+    actions = np.zeros((batch, length - 1, 4), np.float32)
+    actions[..., :2] = np.diff(arm, axis=1) * 0.03
+    return torch.from_numpy(frames), torch.from_numpy(actions), cube.astype(float)
+
+
+def cube_probe_after_training(slow_weight, steps=500):
+    """Train a tiny world model with the real objective on toy play, then read the cube out of its latent."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = WorldModel(WorldModelConfig(image_size=16, encoder_channels=(8, 16), keypoints=4, keypoint_stage=1,
+                                        latent_dim=8, predictor_hidden=64, z_dim=1))
+    cfg = TrainConfig(slow_weight=slow_weight, horizon=3, sequence_length=8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        frames, actions, _ = toy_play(rng, 16, 8)
+        loss, _ = jepa_loss(model, frames, actions, cfg)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    frames, _, cube = toy_play(np.random.default_rng(1), 600, 2)
+    with torch.no_grad():
+        latents = model.encode(frames[:, 0]).numpy()
+    # Pixels as "metres" / 100: the probe reports its error in pixels.
+    return ridge_probe(latents[:500], cube[:500] / 100, latents[500:], cube[500:] / 100)
+
+
+def test_slowness_keeps_a_small_static_object_in_the_latent():
+    without = cube_probe_after_training(slow_weight=0.0)
+    with_slowness = cube_probe_after_training(slow_weight=3.0)
+    # Without it the moving arm fills the latent and the cube is not in it (no better than the mean) ...
+    assert without['error_cm'] > 0.9 * without['mean_baseline_cm']
+    # ... with it the latent locates the cube.
+    assert with_slowness['error_cm'] < 0.5 * with_slowness['mean_baseline_cm']
 
 
 def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):

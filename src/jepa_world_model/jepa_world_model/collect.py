@@ -6,7 +6,8 @@
 camera, joint states, actions, commanded trajectories and the privileged poses into one mcap bag.
 
 `BabblingPolicy` is the ROS-free core: smooth random reaching around random waypoints plus deliberate
-pushes through the cube, so that the world model sees the cube move in a good fraction of the data.
+pushes through the cube, so that the world model sees the cube move in a good fraction of the data, and
+approaches that stop at the cube and back away, so that it also sees the hand beside the cube leave it put.
 """
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ class BabblingConfig:
     push_height: float = 0.035                  # end-effector height while pushing
     push_behind: float = 0.09                   # start this far behind the cube centre
     push_through: float = 0.10                  # and end this far beyond it
+    # Share of pushes that stop near the cube (short of it, touching it, or a few cm into it) and back away at
+    # pushing height: the hand beside the cube moving away leaves the cube where it is, which a world model
+    # that only saw pushes through would not know (it would predict the cube following the hand).
+    retreat_fraction: float = 0.4
+    retreat_distance: tuple = (0.06, 0.12)
     reach_tolerance: float = 0.02
     steps_per_waypoint: int = 60                # give up on a waypoint after this many periods
     wander_waypoints: tuple = (1, 2)
@@ -117,26 +123,32 @@ class BabblingPolicy:
                           self.rng.uniform(0.35, 1.0) * c.max_step, 1.0) for _ in range(count)]
 
     def _push_plan(self, cube: np.ndarray) -> list[_Waypoint] | None:
-        """Above-behind, down, through, up, along a random horizontal direction that keeps every point in reach."""
+        """Above-behind, down, through (or to near the cube and back away), up, along a random horizontal
+        direction that keeps every point in reach."""
         c = self.config
         for _ in range(16):
             angle = self.rng.uniform(-np.pi, np.pi)
             direction = np.array([np.cos(angle), np.sin(angle), 0.0])
             behind = cube - direction * c.push_behind
-            through = cube + direction * (c.push_through + self.rng.uniform(0.0, 0.06))
+            if self.rng.random() < c.retreat_fraction:
+                near = cube - direction * self.rng.uniform(0.0, 0.06)
+                away = angle + np.pi + self.rng.uniform(-np.pi / 3, np.pi / 3)
+                end = near + np.array([np.cos(away), np.sin(away), 0.0]) * self.rng.uniform(*c.retreat_distance)
+                path = [near, end]
+            else:
+                path = [cube + direction * (c.push_through + self.rng.uniform(0.0, 0.06))]
             low_z = max(c.push_height, self._low()[2])
-            points = [np.array([behind[0], behind[1], low_z + c.approach_height]),
-                      np.array([behind[0], behind[1], low_z]),
-                      np.array([through[0], through[1], low_z]),
-                      np.array([through[0], through[1], low_z + c.approach_height])]
+            points = ([np.array([behind[0], behind[1], low_z + c.approach_height]),
+                       np.array([behind[0], behind[1], low_z])]
+                      + [np.array([p[0], p[1], low_z]) for p in path]
+                      + [np.array([path[-1][0], path[-1][1], low_z + c.approach_height])])
             if all(self._inside(p) for p in points):
                 gripper = float(self.rng.choice([-1.0, 1.0]))
                 speed = self.rng.uniform(0.5, 0.9) * c.max_step
                 push_speed = self.rng.uniform(0.3, 0.6) * c.max_step
-                return [_Waypoint(points[0], gripper, speed, 0.5),
-                        _Waypoint(points[1], gripper, push_speed, 0.0),
-                        _Waypoint(points[2], gripper, push_speed, 0.0),
-                        _Waypoint(points[3], gripper, speed, 0.5)]
+                return ([_Waypoint(points[0], gripper, speed, 0.5)]
+                        + [_Waypoint(p, gripper, push_speed, 0.0) for p in points[1:-1]]
+                        + [_Waypoint(points[-1], gripper, speed, 0.5)])
         return None
 
     def _next_plan(self, cube: np.ndarray | None) -> None:

@@ -8,6 +8,10 @@ Objective on windows of H+1 control ticks (images o_0..o_H, actions a_0..a_{H-1}
   keeps a standard deviation >= 1 over the batch, and dimensions are decorrelated;
 - inverse dynamics: a head predicts a_k from (s_k, s_{k+1}), which forces the embedding to carry what the
   actions change (the arm), not only what is easy to keep still;
+- slowness: the embeddings' variance within each sequence (1.1 s) is penalized. With VICReg holding every
+  dimension's spread over the batch at >= 1, this makes the cheapest dimensions those that differ between
+  scenes but persist within one: the cube's position, which the arm's motion would otherwise crowd out of the
+  latent (the inverse-dynamics term keeps the arm in it);
 - latent variable z_k ~ q(z | s_k, s_{k+1}) with a KL penalty (bounded information); z is zeroed for a
   share of the samples so that the predictor is also good with z = 0, as it is used for planning.
 
@@ -50,6 +54,7 @@ class TrainConfig:
     var_weight: float = 1.0
     cov_weight: float = 0.04
     idm_weight: float = 1.0
+    slow_weight: float = 1.0
     kl_weight: float = 0.02
     z_drop: float = 0.5           # share of samples trained with z = 0
     val_fraction: float = 0.1
@@ -160,10 +165,11 @@ def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cf
     variance, covariance = variance_covariance(states.flatten(0, 1))
     inferred = model.inverse_dynamics(states[:, :-1].flatten(0, 1), states[:, 1:].flatten(0, 1))
     inverse = ((inferred - actions.flatten(0, 1)) / model.action_scale).pow(2).mean()
+    slowness = states.var(dim=1).mean()
     loss = (prediction + cfg.var_weight * variance + cfg.cov_weight * covariance + cfg.idm_weight * inverse
-            + cfg.kl_weight * kl)
+            + cfg.slow_weight * slowness + cfg.kl_weight * kl)
     terms = {'loss': loss, 'prediction': prediction, 'variance': variance, 'covariance': covariance,
-             'inverse': inverse, 'kl': kl}
+             'inverse': inverse, 'slowness': slowness, 'kl': kl}
     return loss, {k: float(v.detach()) for k, v in terms.items()}
 
 
@@ -220,7 +226,7 @@ def plot_training(state: TrainState, path: Path, title: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     steps = state.history.get('step', [])
     ax = axes[0, 0]
-    for name in ('loss', 'prediction', 'variance', 'covariance', 'inverse', 'kl'):
+    for name in ('loss', 'prediction', 'variance', 'covariance', 'inverse', 'slowness', 'kl'):
         if name in state.history:
             ax.plot(steps, np.maximum(state.history[name], 1e-6), label=name, lw=0.8)
     val_steps = [v['step'] for v in state.validations]
