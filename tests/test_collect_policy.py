@@ -86,3 +86,23 @@ def test_action_follow_through_fit_recovers_the_lag_structure():
         stats.add_motion(motion, actions[k], actions[k - 1])
     a, b, r2 = stats.action_follow_through()
     assert a == pytest.approx(0.6, abs=0.01) and b == pytest.approx(0.2, abs=0.01) and r2 > 0.99
+
+
+@pytest.mark.parametrize('retreat_fraction', [0.0, 1.0])
+def test_pushes_go_through_the_cube_or_stop_at_it_and_back_away(retreat_fraction):
+    config = BabblingConfig(retreat_fraction=retreat_fraction)
+    cube = np.array([0.5, 0.0, 0.025])
+    for seed in range(20):
+        plan = BabblingPolicy(config, seed=seed)._push_plan(cube)
+        low = [w.position for w in plan if w.position[2] < 0.07]
+        behind, end = low[0], low[-1]
+        direction = (cube - behind)[:2] / np.linalg.norm((cube - behind)[:2])
+        if retreat_fraction == 0.0:
+            # Down behind the cube, then through it: the last low point is beyond the cube.
+            assert len(low) == 2 and (end - cube)[:2] @ direction >= config.push_through
+        else:
+            # Down behind, to the cube (at most 6 cm into it), then away from it at pushing height.
+            near = low[1]
+            assert len(low) == 3 and -config.push_behind < (near - cube)[:2] @ direction <= 0.0
+            assert np.linalg.norm((end - cube)[:2]) > np.linalg.norm((near - cube)[:2]) + 0.03
+            assert (end - near)[:2] @ direction < 0.0

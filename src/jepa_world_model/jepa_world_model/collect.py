@@ -464,6 +464,9 @@ def parser() -> argparse.ArgumentParser:
                    help='sim seconds between resets, drawn per episode (default 20 30)')
     p.add_argument('--push-fraction', type=float, default=BabblingConfig.push_fraction,
                    help=f'share of motions that push the cube (default {BabblingConfig.push_fraction})')
+    p.add_argument('--retreat-fraction', type=float, default=BabblingConfig.retreat_fraction,
+                   help='share of those pushes that stop at the cube and back away instead of pushing through '
+                        f'(default {BabblingConfig.retreat_fraction}; 0: every push goes through, as before)')
     p.add_argument('--compression', choices=['zstd', 'none'], default='zstd', help='mcap chunk compression')
     p.add_argument('--sim-camera', default='', metavar='FILE',
                    help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graphs' "
@@ -637,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     collector = None
     error = None
     try:
-        config = BabblingConfig(push_fraction=args.push_fraction)
+        config = BabblingConfig(push_fraction=args.push_fraction, retreat_fraction=args.retreat_fraction)
         collector = PlayCollector(args.seed, args.minutes * 60.0, tuple(args.episode_seconds), policy_config=config)
         executor = SingleThreadedExecutor()
         executor.add_node(collector)
