@@ -22,6 +22,11 @@ def test_a_missing_sim_camera_file_is_refused(tmp_path, capsys):
     assert 'nope.yaml' in capsys.readouterr().err and not (tmp_path / 'play').exists()
 
 
+def test_a_share_outside_zero_to_one_is_refused(tmp_path, capsys):
+    assert main(['--minutes', '1', '--out', str(tmp_path / 'play'), '--retreat-fraction', '1.5']) == 2
+    assert '--retreat-fraction 1.5' in capsys.readouterr().err and not (tmp_path / 'play').exists()
+
+
 @pytest.mark.integration
 def test_short_collection_writes_a_valid_mcap_bag_with_all_topics(tmp_path):
     bag = tmp_path / 'play'

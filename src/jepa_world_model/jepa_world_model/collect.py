@@ -602,6 +602,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0 or not 0 < args.episode_seconds[0] <= args.episode_seconds[1]:
         print('jepa collect: --minutes must be > 0 and --episode-seconds MIN MAX with 0 < MIN <= MAX', file=sys.stderr)
         return 2
+    shares = {'--push-fraction': args.push_fraction, '--retreat-fraction': args.retreat_fraction}
+    outside = [f'{name} {value}' for name, value in shares.items() if not 0.0 <= value <= 1.0]
+    if outside:
+        print(f'jepa collect: {", ".join(outside)}: a share must be within [0, 1]', file=sys.stderr)
+        return 2
     from jepa_bringup.graph import GraphError
     try:
         specs = collection_graph(args.real_time_factor, args.seed, args.sim_camera)
