@@ -18,7 +18,9 @@ def test_full_graph_is_alive_and_the_agent_reaches_toward_a_goal_image(ros_graph
     referee = Referee(ArmKinematics(), context=ros_graph.context)
     try:
         referee.wait_for_graph(120.0)
-        assert AGENT_NODES <= set(ros_graph.node.get_node_names())
+        # Names arrive by discovery, which can trail the nodes' services and topics by a few seconds.
+        ros_graph.spin_until(lambda: AGENT_NODES <= set(ros_graph.node.get_node_names()), 10,
+                             f'the nodes {sorted(AGENT_NODES)} in the ROS graph')
 
         referee.set_task('idle')
         referee.reset(seed=3)

@@ -258,8 +258,9 @@ def test_launch_runs_the_real_simulated_arm_behind_its_gate(ros_graph):
     launcher = ros_graph.run(JEPA + ['launch', 'sim_arm'], 'launcher')
     ros_graph.spin_until(lambda: joint_states and diagnostics, 60, 'joint states from sim and diagnostics from safety')
     assert 'panda_joint1' in joint_states[-1].name
-    names = set(ros_graph.node.get_node_names())
-    assert {'sim', 'safety'} <= names, names
+    # A node's name reaches the graph by discovery, which can trail its first messages by a few seconds.
+    ros_graph.spin_until(lambda: {'sim', 'safety'} <= set(ros_graph.node.get_node_names()), 10,
+                         'the sim and safety nodes in the ROS graph')
     code = launcher.stop(timeout=30)
     output = launcher.log_path.read_text()
     assert all(process_gone(pid) for pid in pids_started(output)), output
