@@ -137,12 +137,16 @@ def test_variance_covariance_regularizer_prevents_collapse():
     assert corr_reg < 0.5
 
 
-def toy_play(rng, batch, length, size=16):
-    """Sequences of 16x16 frames: a bright 3x3 'arm' moved by the actions and a small red 2x2 'cube' that stays
-    where it is within a sequence (and differs between sequences), with the actions (ee_delta units)."""
-    arm = np.clip(rng.uniform(3, 12, (batch, 1, 2)) + np.cumsum(rng.uniform(-1, 1, (batch, length, 2)), axis=1), 1, 14)
-    cube = rng.integers(2, size - 3, (batch, 2))
-    frames = np.full((batch, length, size, size, 3), 100, np.uint8)
+TOY_SIZE = 16
+
+
+def toy_play(rng, batch, length):
+    """Sequences of TOY_SIZE^2 frames: a bright 3x3 'arm' moved by the actions and a small red 2x2 'cube' that
+    stays where it is within a sequence (and differs between sequences), with the actions (ee_delta units)."""
+    start = rng.uniform(3, TOY_SIZE - 4, (batch, 1, 2))
+    arm = np.clip(start + np.cumsum(rng.uniform(-1, 1, (batch, length, 2)), axis=1), 1, TOY_SIZE - 2)
+    cube = rng.integers(2, TOY_SIZE - 3, (batch, 2))
+    frames = np.full((batch, length, TOY_SIZE, TOY_SIZE, 3), 100, np.uint8)
     for b in range(batch):
         frames[b, :, cube[b, 1]:cube[b, 1] + 2, cube[b, 0]:cube[b, 0] + 2] = (200, 40, 40)
         for t, (x, y) in enumerate(np.round(arm[b]).astype(int)):
@@ -156,7 +160,7 @@ def cube_probe_after_training(slow_weight, steps=500):
     """Train a tiny world model with the real objective on toy play, then read the cube out of its latent."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = WorldModel(WorldModelConfig(image_size=16, encoder_channels=(8, 16), keypoints=4, keypoint_stage=1,
+    model = WorldModel(WorldModelConfig(image_size=TOY_SIZE, encoder_channels=(8, 16), keypoints=4, keypoint_stage=1,
                                         latent_dim=8, predictor_hidden=64, z_dim=1))
     cfg = TrainConfig(slow_weight=slow_weight, horizon=3, sequence_length=8)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
