@@ -23,6 +23,7 @@ from jepa_world_model.model import WorldModel, WorldModelConfig, save_checkpoint
 
 LATENT_DIM = 16
 LATENT_VAR = 4.0
+HELD_OUT_ONE_STEP_ERROR = 1e-6
 PARAMS = 'config/agent.yaml'
 
 
@@ -34,7 +35,8 @@ def checkpoint(tmp_path_factory):
                                         z_hidden=16, inverse_hidden=16))
     model.latent_var.fill_(LATENT_VAR)  # as if its training embeddings had this variance
     path = tmp_path_factory.mktemp('wm') / 'tiny.pt'
-    save_checkpoint(model, path)
+    # As if it had predicted its held-out data almost perfectly: any real error surprises the configurator.
+    save_checkpoint(model, path, metrics={'validation': {'normalized_error': [HELD_OUT_ONE_STEP_ERROR]}})
     return str(path), model.model_id
 
 
@@ -258,7 +260,9 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
 @pytest.mark.integration
 def test_repeated_surprise_adjusts_the_world_model_and_installs_it(ros_graph, checkpoint, tmp_path):
     """The world model mispredicts how latents move with the action; its own surprise makes the configurator
-    fine-tune the predictor on the short-term memory and install it through the world_model node."""
+    fine-tune the predictor on the short-term memory and install it through the world_model node. The
+    threshold (5) is in units of the served checkpoint's held-out error: as an absolute normalized error these
+    mispredictions (~0.2) would never reach it."""
     path, model_id = checkpoint
     adjustments = ros_graph.collect(String, '/configurator/adjustment')
     versions = ros_graph.collect(String, '/world_model/model_version', LATCHED)
@@ -267,7 +271,7 @@ def test_repeated_surprise_adjusts_the_world_model_and_installs_it(ros_graph, ch
     memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS)
     configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
         'configure_nodes': [''], 'adjust': ['world_model'], 'work_dir': str(tmp_path / 'agent'),
-        'surprise.threshold': 1e-6, 'surprise.patience': 30, 'surprise.cooldown': 0.0})
+        'surprise.threshold': 5.0, 'surprise.patience': 30, 'surprise.cooldown': 0.0})
     node = ros_graph.node
     latent_pub = node.create_publisher(LatentState, '/jepa/latent', 10)
     action_pub = node.create_publisher(ActionStamped, '/jepa/action', 10)

@@ -259,15 +259,33 @@ def test_critic_is_the_terminal_cost_of_a_plan():
 
 def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     from jepa_planner.configurator import SurpriseMonitor, task_weights
-    monitor = SurpriseMonitor(threshold=1.0, patience=3, cooldown=10.0)
-    fired = [monitor.observe(e, t) for t, e in enumerate([2, 2, 0.5, 2, 2, 2, 2, 2, 2, float('nan')])]
+    # Errors in units of the model's own held-out error (baseline 0.01): threshold 5 -> 0.05.
+    monitor = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=3, cooldown=10.0)
+    fired = [monitor.observe(e, t) for t, e in enumerate([0.06, 0.06, 0.04, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06,
+                                                          float('nan')])]
     assert fired == [False, False, False, False, False, True, False, False, False, False]
     # Still surprised when the cooldown ends: it fires again at once.
-    assert [monitor.observe(2.0, 20.0 + t) for t in range(3)] == [True, False, False]
+    assert [monitor.observe(0.06, 20.0 + t) for t in range(3)] == [True, False, False]
     assert monitor.fired == 2
+    # A model that errs more on its own data is not surprised by the same errors.
+    calm = SurpriseMonitor(threshold=5.0, baseline=0.02, patience=1, cooldown=0.0)
+    assert not any(calm.observe(0.06, t) for t in range(5))
     assert task_weights('reach', {'reach': {'energy': 2.0}}).energy == 2.0
     with pytest.raises(ValueError, match='swim'):
         task_weights('swim', {'reach': {}})
+
+
+def test_expected_surprise_is_the_checkpoints_held_out_one_step_error(tmp_path):
+    from jepa_planner.configurator import expected_surprise
+    from jepa_world_model.model import CheckpointError, WorldModel, WorldModelConfig, save_checkpoint
+    model = WorldModel(WorldModelConfig(image_size=16, encoder_channels=(4, 4), keypoints=0, latent_dim=8))
+    save_checkpoint(model, tmp_path / 'trained.pt', metrics={'validation': {'normalized_error': [0.006, 0.02]}})
+    assert expected_surprise(str(tmp_path / 'trained.pt')) == pytest.approx(0.006)
+    save_checkpoint(model, tmp_path / 'untrained.pt')
+    assert expected_surprise(str(tmp_path / 'untrained.pt')) is None
+    (tmp_path / 'broken.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='broken.pt'):
+        expected_surprise(str(tmp_path / 'broken.pt'))
 
 
 def test_energy_is_normalized_by_the_models_latent_variance():

@@ -3,7 +3,8 @@
 - /configurator/set_task (SetTask): the goal image (or a named goal rendered by /sim/render_state, or read
   from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on /jepa/goal_image (latched; perception turns it into /jepa/goal_latent);
   the task's cost weights and the mode go to the `cost` and `actor` nodes through their parameter services.
-- /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold`, the short-term
+- /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold` times the error the
+  model in service made on its held-out data (from its checkpoint, followed on /world_model/model_version), the short-term
   memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it: the world model's
   predictor is fine-tuned (kept only if it predicts the most recent transitions better; then installed
   through the `world_model` node's `checkpoint`, which announces it to every other module), and the critic
@@ -33,9 +34,11 @@ from jepa_common.conversions import image_to_rgb, rgb_to_image
 from jepa_common.node import run_node
 from jepa_interfaces.msg import Surprise
 from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
-from jepa_planner.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, adjust_from_memory, task_weights
+from jepa_planner.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, adjust_from_memory, expected_surprise, \
+    task_weights
 from jepa_planner.cost import CostWeights
 from jepa_planner.ros_common import LATCHED, declare_kinematics, normalize_mode
+from jepa_world_model.model import CheckpointError
 from jepa_world_model.world_model_node import resolve_checkpoint
 
 ANY = ParameterDescriptor(dynamic_typing=True)
@@ -57,9 +60,9 @@ class ConfiguratorNode(Node):
             if name:
                 self.goals[name] = {key: self.declare_parameter(f'goals.{name}.{key}', None, ANY).value
                                     for key in ('joint_positions', 'cube_position', 'image')}
-        self.monitor = SurpriseMonitor(self.declare_parameter('surprise.threshold', 1.0).value,
-                                       self.declare_parameter('surprise.patience', 5).value,
-                                       self.declare_parameter('surprise.cooldown', 30.0).value)
+        self.monitor = SurpriseMonitor(threshold=self.declare_parameter('surprise.threshold', 5.0).value,
+                                       patience=self.declare_parameter('surprise.patience', 5).value,
+                                       cooldown=self.declare_parameter('surprise.cooldown', 30.0).value)
         self.adjust = [a for a in self.declare_parameter('adjust', list(ADJUSTMENTS)).value if a]
         unknown = set(self.adjust) - set(ADJUSTMENTS)
         if unknown:
@@ -73,6 +76,7 @@ class ConfiguratorNode(Node):
                        'world_model_updates': 0, 'world_model_kept': 0, 'adjustment_failures': 0}
         # The world model in service ('' until announced: the shipped default).
         self.world_model_checkpoint = ''
+        self.follow_world_model('')
         self.last_event = ''
         self._training: concurrent.futures.Future | None = None
         self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -91,7 +95,7 @@ class ConfiguratorNode(Node):
         self.create_service(SetTask, '/configurator/set_task', self.on_set_task)
         self.create_subscription(Surprise, '/jepa/surprise', self.on_surprise, 10)
         self.create_subscription(String, '/world_model/model_version',
-                                 lambda msg: setattr(self, 'world_model_checkpoint', msg.data), LATCHED)
+                                 lambda msg: self.follow_world_model(msg.data), LATCHED)
         self.create_timer(0.5, self.check_training)
         self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
         if self.initial_goal:
@@ -211,11 +215,27 @@ class ConfiguratorNode(Node):
         return '' if response.result.successful else f'/{node_name} rejected {sorted(values)}: {response.result.reason}'
 
     # ----- surprise -> adjustment
+    def follow_world_model(self, checkpoint: str) -> None:
+        """The model in service changed: surprise is judged against the error it makes on its own held-out
+        data. A checkpoint without that figure leaves the threshold absolute (baseline 1); an unreadable one
+        keeps the current baseline."""
+        self.world_model_checkpoint = checkpoint
+        path = resolve_checkpoint(checkpoint)
+        try:
+            baseline = expected_surprise(path)
+        except CheckpointError as exc:
+            self.get_logger().error(f'surprise baseline of {path} unknown, keeping {self.monitor.baseline:.4g}: {exc}')
+            return
+        self.monitor.baseline = baseline or 1.0
+        self.get_logger().info(f'surprising above {self.monitor.threshold} x {self.monitor.baseline:.4g} normalized '
+                               f'error ({path}: {"held-out one-step error" if baseline else "no held-out figure"})')
+
     def on_surprise(self, msg: Surprise) -> None:
         if self.monitor.observe(float(msg.normalized_error), time.monotonic()):
             self.counts['surprise_triggers'] += 1
             reason = (f'{self.monitor.patience} consecutive steps with normalized surprise above '
-                      f'{self.monitor.threshold} (last {msg.normalized_error:.3f}, model {msg.model_id})')
+                      f'{self.monitor.threshold} x {self.monitor.baseline:.4g} (last {msg.normalized_error:.4f}, '
+                      f'model {msg.model_id})')
             self.get_logger().warn(f'plans keep missing their predicted outcome: {reason}')
             self.executor.create_task(self.adjust_after_surprise(reason))
 
@@ -288,7 +308,8 @@ class ConfiguratorNode(Node):
     def publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name='configurator', hardware_id='agent', level=DiagnosticStatus.OK,
                                   message=self.last_event or f'task {self.task}')
-        values = {'task': self.task, 'mode': self.mode, 'surprise_streak': self.monitor.streak,
+        values = {'task': self.task, 'mode': self.mode, 'surprise_baseline': f'{self.monitor.baseline:.4g}',
+                  'surprise_streak': self.monitor.streak,
                   'surprising_steps': self.monitor.surprising, 'surprise_observed': self.monitor.observed,
                   'critic_path': self.critic_path, **self.counts}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
