@@ -13,6 +13,11 @@ the pushed state? In one process, on the simulator (no ROS), with the shipped ch
    its goal.
 4. The hand term on a push's path: the `energy` term of one planned step with the hand where a push passes
    (pushing height, under the goal pose; behind the cube's start), against what the cube term can gain.
+5. Handover: the scripted oracle (privileged state) brings the hand behind the cube at pushing height, then
+   Mode-2 with the graph's push settings plans the rest of the episode: can the agent push once it is there?
+6. Long open loop: the oracle's first 30 actions (approach and push), executed for real and rolled out by the
+   model from the start latent; the `latent` term of the real and of the predicted final latent: can a
+   long-horizon search through the model see that the approach pays?
 
     .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10]
 """
@@ -22,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_bringup.episodes import DT, PUSH_HEIGHT, OraclePolicy, make_goal, toward
-from jepa_bringup.sim_episodes import SimWorkbench
+from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, OraclePolicy, final_distance, make_goal, \
+    toward
+from jepa_bringup.sim_episodes import SimWorkbench, graph_settings
+from jepa_planner.actor import Actor
 from jepa_planner.cost import EnergyMetric
 from jepa_sim.panda_sim import CUBE_REGION, CUBE_SIZE
 from jepa_world_model.evaluate import fit_ridge, ridge_probe
@@ -126,6 +133,54 @@ def hand_term_on_the_push_path(bench: SimWorkbench, metric: EnergyMetric, scenes
     return np.array(rows)
 
 
+def start_push_episode(bench: SimWorkbench, seed: int):
+    """Reset to the evaluation's seed: (goal, goal latent, the oracle for it)."""
+    bench.reset(seed)
+    goal = make_goal('push', seed, bench.kinematics, bench.q_arm, bench.cube)
+    goal_latent = bench.encode(bench.sim.render_state(goal.arm_q, goal.cube_position)[0])
+    return goal, goal_latent, OraclePolicy(goal, bench.kinematics.max_step)
+
+
+def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
+    """Per evaluation seed 0..scenes-1: the cube's final distance to its goal when the oracle brings the hand
+    behind the cube at pushing height and Mode-2 (the graph's push settings) plans the rest of the episode."""
+    config, weights = graph_settings('push')
+    actor = Actor(model, config, weights, bench.kinematics)
+    distances = []
+    for seed in range(scenes):
+        goal, goal_latent, oracle = start_push_episode(bench, seed)
+        actor.reset()
+        for step in range(STEPS['push']):
+            if oracle.phase != 'push':
+                action = oracle.act(bench.ee, bench.cube)
+            else:
+                action = actor.act(bench.encode(bench.sim.render()), goal_latent, bench.q_arm, 'mode2').action
+            bench.command(action)
+            bench.advance(DT)
+        distances.append(final_distance(goal, bench.ee, bench.cube))
+    return np.array(distances)
+
+
+def long_open_loop(bench: SimWorkbench, model, metric: EnergyMetric, scenes: int, steps: int = 30) -> np.ndarray:
+    """Per evaluation seed: `latent` term (isotropic distance to the goal latent) of the start, of the real state
+    after the oracle's first `steps` actions, and of the model's open-loop prediction of those actions."""
+    rows = []
+    for seed in range(scenes):
+        goal, goal_latent, oracle = start_push_episode(bench, seed)
+        goal_latent = torch.from_numpy(goal_latent)
+        start = torch.from_numpy(bench.encode(bench.sim.render()))
+        actions = []
+        for _ in range(steps):
+            actions.append(oracle.act(bench.ee, bench.cube))
+            bench.command(actions[-1])
+            bench.advance(DT)
+        real = torch.from_numpy(bench.encode(bench.sim.render()))
+        with torch.inference_mode():
+            predicted = model.rollout(start[None], torch.tensor(np.array(actions), dtype=torch.float32)[None])[0, -1]
+        rows.append([float(metric.isotropic(z - goal_latent)) for z in (start, real, predicted)])
+    return np.array(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--checkpoint', type=Path, default=None)
@@ -160,6 +215,14 @@ def main() -> int:
         print(f'hand (energy) term per planned step, cube at its goal, hand at pushing height under the goal pose / '
               f'behind the cube start: {under_goal:.2f} / {behind_start:.2f} (the cube term gains at most '
               f'{start:.2f} per step at weight 1)')
+        distances = handover(bench, model, args.scenes)
+        print(f'handover (oracle to behind the cube, then Mode-2, push settings; seeds 0-{args.scenes - 1}): '
+              f'{(distances < SUCCESS_RADIUS["push"]).sum()} of {args.scenes} within {SUCCESS_RADIUS["push"]} m, '
+              f'mean final distance {distances.mean():.3f} m')
+        latent_start, latent_real, latent_predicted = long_open_loop(bench, model, metric, args.scenes).T
+        print(f'the oracle\'s first 30 actions: latent term at the start {latent_start.mean():.3f}, after them for '
+              f'real {latent_real.mean():.3f}, as the model predicts them open loop {latent_predicted.mean():.3f} '
+              f'(prediction above the real outcome in {(latent_predicted > latent_real).sum()} of {args.scenes})')
     finally:
         bench.close()
     return 0

@@ -240,7 +240,10 @@ class ConfiguratorNode(Node):
             self.executor.create_task(self.adjust_after_surprise(reason))
 
     async def adjust_after_surprise(self, reason: str) -> None:
-        bag = self.work_dir / 'memory' / time.strftime(f'surprise-%Y%m%d-%H%M%S-{self.monitor.fired}')
+        # Named by time, process and trigger count: another run of the graph (its count starts again at 1) must
+        # not overwrite the checkpoints this one installed.
+        tag = time.strftime(f'%Y%m%d-%H%M%S-{os.getpid()}-{self.monitor.fired}')
+        bag = self.work_dir / 'memory' / f'surprise-{tag}'
         bag.parent.mkdir(parents=True, exist_ok=True)
         try:
             saved = await self.call(self.save_client, SaveEpisodes.Request(path=str(bag)), '/short_term_memory/save')
@@ -254,7 +257,7 @@ class ConfiguratorNode(Node):
             return self.event('an adjustment is already running; this trigger only saved the memory')
         self._training = self._trainer.submit(
             adjust_from_memory, str(bag), self.adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
-            self.monitor.fired, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
+            tag, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
             log=self.get_logger().warn)
         self.event(f'adjusting {self.adjust} on {saved.transitions} transitions from {bag} ({reason})')
 
