@@ -150,7 +150,7 @@ def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
     for seed in range(scenes):
         goal, goal_latent, oracle = start_push_episode(bench, seed)
         actor.reset()
-        for step in range(STEPS['push']):
+        for _ in range(STEPS['push']):
             if oracle.phase != 'push':
                 action = oracle.act(bench.ee, bench.cube)
             else:

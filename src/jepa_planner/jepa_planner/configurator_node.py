@@ -1,14 +1,15 @@
 """`configurator_node` (node `configurator`): gives the agent its task and adjusts it when it is surprised.
 
 - /configurator/set_task (SetTask): the goal image (or a named goal rendered by /sim/render_state, or read
-  from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on /jepa/goal_image (latched; perception turns it into /jepa/goal_latent);
-  the task's cost weights and the mode go to the `cost` and `actor` nodes through their parameter services.
+  from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on
+  /jepa/goal_image (latched; perception turns it into /jepa/goal_latent); the task's cost weights and the mode
+  go to the `cost` and `actor` nodes through their parameter services.
 - /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold` times the error the
-  model in service made on its held-out data (from its checkpoint, followed on /world_model/model_version), the short-term
-  memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it: the world model's
-  predictor is fine-tuned (kept only if it predicts the most recent transitions better; then installed
-  through the `world_model` node's `checkpoint`, which announces it to every other module), and the critic
-  is retrained and loaded by cost and actor through their `critic_path`. Each outcome is announced on
+  model in service made on its held-out data (read from its checkpoint, followed on /world_model/model_version),
+  the short-term memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it: the
+  world model's predictor is fine-tuned (kept only if it predicts the most recent transitions better; then
+  installed through the `world_model` node's `checkpoint`, which announces it to every other module), and the
+  critic is retrained and loaded by cost and actor through their `critic_path`. Each outcome is announced on
   /configurator/adjustment (std_msgs/String, JSON), logged and counted on /diagnostics.
 """
 import concurrent.futures
