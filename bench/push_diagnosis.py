@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, OraclePolicy, final_distance, make_goal, \
-    toward
+from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, OraclePolicy, final_distance, toward
 from jepa_bringup.sim_episodes import SimWorkbench, graph_settings
 from jepa_planner.actor import Actor
 from jepa_planner.cost import EnergyMetric
@@ -98,10 +97,8 @@ def energy_along_push(bench: SimWorkbench, metric: EnergyMetric, scenes: int) ->
     its start, half-way, and 1 cm short of its goal."""
     rows = []
     for scene in range(scenes):
-        bench.reset(scene)
-        goal = make_goal('push', scene, bench.kinematics, bench.q_arm, bench.cube)
-        goal_image, _ = bench.sim.render_state(goal.arm_q, goal.cube_position)
-        goal_latent = torch.from_numpy(bench.encode(goal_image))
+        goal, goal_latent = bench.start_episode('push', scene)
+        goal_latent = torch.from_numpy(goal_latent)
         start = bench.cube.copy()
         row = []
         for share in (0.0, 0.5, 1.0 - 0.01 / np.linalg.norm(goal.target[:2] - start[:2])):
@@ -118,9 +115,8 @@ def hand_term_on_the_push_path(bench: SimWorkbench, metric: EnergyMetric, scenes
     (where a push begins): what a push path costs the planner per step against the cube term's gain."""
     rows = []
     for scene in range(scenes):
-        bench.reset(scene)
-        goal = make_goal('push', scene, bench.kinematics, bench.q_arm, bench.cube)
-        goal_latent = torch.from_numpy(bench.encode(bench.sim.render_state(goal.arm_q, goal.cube_position)[0]))
+        goal, goal_latent = bench.start_episode('push', scene)
+        goal_latent = torch.from_numpy(goal_latent)
         under_goal = bench.kinematics.fk(goal.arm_q) - np.array([0.0, 0.0, 0.05])
         # Where the scripted oracle starts its push.
         behind_start = np.r_[bench.cube[:2] - goal.push_direction * (OraclePolicy.CONTACT + 0.03), PUSH_HEIGHT]
@@ -133,14 +129,6 @@ def hand_term_on_the_push_path(bench: SimWorkbench, metric: EnergyMetric, scenes
     return np.array(rows)
 
 
-def start_push_episode(bench: SimWorkbench, seed: int):
-    """Reset to the evaluation's seed: (goal, goal latent, the oracle for it)."""
-    bench.reset(seed)
-    goal = make_goal('push', seed, bench.kinematics, bench.q_arm, bench.cube)
-    goal_latent = bench.encode(bench.sim.render_state(goal.arm_q, goal.cube_position)[0])
-    return goal, goal_latent, OraclePolicy(goal, bench.kinematics.max_step)
-
-
 def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
     """Per evaluation seed 0..scenes-1: the cube's final distance to its goal when the oracle brings the hand
     behind the cube at pushing height and Mode-2 (the graph's push settings) plans the rest of the episode."""
@@ -148,7 +136,8 @@ def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
     actor = Actor(model, config, weights, bench.kinematics)
     distances = []
     for seed in range(scenes):
-        goal, goal_latent, oracle = start_push_episode(bench, seed)
+        goal, goal_latent = bench.start_episode('push', seed)
+        oracle = OraclePolicy(goal, bench.kinematics.max_step)
         actor.reset()
         for _ in range(STEPS['push']):
             if oracle.phase != 'push':
@@ -166,7 +155,8 @@ def long_open_loop(bench: SimWorkbench, model, metric: EnergyMetric, scenes: int
     after the oracle's first `steps` actions, and of the model's open-loop prediction of those actions."""
     rows = []
     for seed in range(scenes):
-        goal, goal_latent, oracle = start_push_episode(bench, seed)
+        goal, goal_latent = bench.start_episode('push', seed)
+        oracle = OraclePolicy(goal, bench.kinematics.max_step)
         goal_latent = torch.from_numpy(goal_latent)
         start = torch.from_numpy(bench.encode(bench.sim.render()))
         actions = []

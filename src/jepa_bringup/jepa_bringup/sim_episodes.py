@@ -63,6 +63,13 @@ class SimWorkbench:
         self.follower.hold(q, self.sim.time)
         self.advance(SETTLE)
 
+    def start_episode(self, task: str, seed: int):
+        """Reset to an evaluation episode's seed: (its goal, the latent of its goal image)."""
+        self.reset(seed)
+        goal = make_goal(task, seed, self.kinematics, self.q_arm, self.cube)
+        goal_image, _ = self.sim.render_state(goal.arm_q, goal.cube_position)
+        return goal, self.encode(goal_image)
+
     def command(self, action: np.ndarray) -> None:
         q_target, fingers = self.kinematics.action_to_joint_target(self.q_arm, action)
         self.follower.set_trajectory(self.sim.joint_names, [TrajectoryPoint(DT, np.r_[q_target, fingers])],
@@ -79,10 +86,7 @@ class SimWorkbench:
 
 
 def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: str, seed: int) -> dict:
-    bench.reset(seed)
-    goal = make_goal(task, seed, bench.kinematics, bench.q_arm, bench.cube)
-    goal_image, _ = bench.sim.render_state(goal.arm_q, goal.cube_position)
-    goal_latent = bench.encode(goal_image)
+    goal, goal_latent = bench.start_episode(task, seed)
     policy = None
     if condition == 'oracle':
         policy = OraclePolicy(goal, bench.kinematics.max_step)
