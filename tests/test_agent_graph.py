@@ -6,7 +6,7 @@ import pytest
 from jepa_interfaces.msg import CostTerms, LatentState, Surprise
 
 from jepa_bringup.episodes import Goal
-from jepa_bringup.evaluate import Referee
+from jepa_bringup.evaluate import Referee, perception_summary
 from jepa_common.kinematics import ArmKinematics
 
 AGENT_NODES = {'sim', 'safety', 'perception', 'world_model', 'cost', 'short_term_memory', 'actor', 'configurator'}
@@ -46,6 +46,10 @@ def test_full_graph_is_alive_and_the_agent_reaches_toward_a_goal_image(ros_graph
             assert received, f'nothing on {topic}'
         assert len(referee.plans) - plans_before >= 10, 'the actor replans every control step'
         assert best < 0.6 * start, f'the arm did not move toward the goal: {start:.3f} m -> best {best:.3f} m'
+        # What the eval reports of perception: its latency reports, CPU time within wall time.
+        summary = perception_summary(referee.perception_reports)
+        assert summary['reports'] >= 1, 'no latency report from perception on /diagnostics'
+        assert 0 < summary['cpu_ms']['p50'] <= summary['latency_ms']['p50'] <= summary['latency_ms']['p95']
         assert graph.alive()
     finally:
         referee.close()

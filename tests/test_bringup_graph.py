@@ -49,6 +49,14 @@ def test_gate_and_arm_are_required_never_respawned_and_learned_nodes_respawn(gra
             assert nodes[name].respawn and not nodes[name].required, (graph_name, name)
 
 
+def test_bookkeeping_nodes_yield_the_cores_to_the_command_path(graph):
+    nodes = by_name(graph.resolve('sim', {'record': 'true'}))
+    for name in ('world_model', 'cost', 'short_term_memory', 'configurator'):
+        assert nodes[name].nice == 10, name
+    for name in ('sim', 'safety', 'perception', 'actor', 'recorder'):
+        assert nodes[name].nice == 0, name
+
+
 def test_argument_values_reach_parameters_typed(graph):
     nodes = by_name(graph.resolve('sim', {'mode': 'policy', 'device': 'cuda:0', 'gui': 'true', 'task': 'push'}))
     assert nodes['actor'].parameters['mode'] == 'policy'
@@ -124,6 +132,9 @@ def test_malformed_graph_files_are_rejected_with_the_reason(tmp_path):
         load('graphs:\n  a: {include: [b]}\n  b: {include: [a]}\n')
     with pytest.raises(GraphError, match='both required and respawned'):
         load('graphs:\n  g:\n    nodes: [{name: n, package: p, executable: e, required: true, respawn: true}]\n')
+    for nice in (-5, 20, 2.5, "'ten'"):
+        with pytest.raises(GraphError, match=f"node 'n' of graph 'g': nice must be an integer from 0 to 19"):
+            load(f'graphs:\n  g:\n    nodes: [{{name: n, package: p, executable: e, nice: {nice}}}]\n')
     missing = load('graphs:\n  g:\n    nodes: [{name: n, package: p, executable: e, params: [nope.yaml]}]\n')
     with pytest.raises(GraphError, match='params file .*nope.yaml does not exist'):
         missing.resolve('g')

@@ -1,5 +1,5 @@
 """launch/*.launch.py: they compile, declare exactly the arguments config/graph.yaml gives their graph, and
-build one launch_ros Node per resolved node with the graph's name, parameters, remaps and restart policy.
+build one launch_ros Node per resolved node with the graph's name, parameters, remaps, restart policy and niceness.
 
 launch and launch_ros cannot be installed in the pip environment, so this runs the launch files against
 minimal stand-ins of the few classes they use, recording what they are given; the real `ros2 launch` runs in
@@ -104,6 +104,7 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
                    for key, value in spec.parameters.items())
         assert node['remappings'] == spec.remaps
         assert node['respawn'] == spec.respawn
+        assert node['prefix'] == (f'nice -n {spec.nice}' if spec.nice else None)
         assert bool(node['on_exit']) == spec.required  # a required node's exit shuts the launch down
     gate = nodes['safety']
     assert not gate['respawn'] and isinstance(gate['on_exit'][0], launch_stand_ins['Shutdown'])

@@ -1,6 +1,6 @@
-"""`jepa launch` as processes over real DDS: nodes start with their names, params files, overrides and remaps;
-Ctrl-C stops them all; a crashed respawnable node is restarted and reported; a required node's exit stops the
-graph. The nodes are a small real rclpy node installed like a colcon package into a temporary prefix."""
+"""`jepa launch` as processes over real DDS: nodes start with their names, params files, overrides, remaps and
+niceness; Ctrl-C stops them all; a crashed respawnable node is restarted and reported; a required node's exit stops
+the graph. The nodes are a small real rclpy node installed like a colcon package into a temporary prefix."""
 import json
 import os
 import re
@@ -86,6 +86,7 @@ graphs:
         params: [probe.yaml]
         remap: {chatter: chatter_b}
         if: with_b
+        nice: 7
   stubborn:
     arguments: []
     nodes:
@@ -194,6 +195,9 @@ def test_launch_starts_named_configured_nodes_and_ctrl_c_stops_them_all(ros_grap
     assert re.search(r'^\[talker_a\] .*probe ready', output, re.M)  # node output, prefixed with its name
     pids = pids_started(output)
     assert {a['pid'], b['pid']} <= pids
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, a['pid']) == own  # the graph's niceness, relative to the launcher's
+    assert os.getpriority(os.PRIO_PROCESS, b['pid']) == min(own + 7, 19)
 
     assert launcher.stop(timeout=30) == 0, launcher.log_path.read_text()
     output = launcher.log_path.read_text()

@@ -98,6 +98,9 @@ def test_latents_goal_latent_determinism_bad_images_and_reload(ros_graph, tmp_pa
     status = [s for d in diagnostics for s in d.status if s.name == 'perception: encoder'][-1]
     keys = {v.key: v.value for v in status.values}
     assert float(keys['latency_p95_ms']) >= float(keys['latency_p50_ms']) > 0
+    # The node's own CPU time per frame is part of its wall-clock latency, never more.
+    assert 0 < float(keys['cpu_p50_ms']) <= float(keys['latency_p50_ms'])
+    assert float(keys['cpu_p50_ms']) <= float(keys['cpu_p95_ms']) <= float(keys['latency_p95_ms'])
 
     # A new checkpoint announced by the world model: a missing file is refused (the model is kept), a
     # real one is loaded and the goal is encoded again with it (latents of two models do not compare).

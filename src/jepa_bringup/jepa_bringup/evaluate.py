@@ -37,6 +37,17 @@ from jepa_interfaces.srv import RenderState, ResetSim, SetTask
 from jepa_sim.panda_sim import CameraConfig
 
 
+PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms')
+
+
+def perception_summary(reports: list[dict[str, float]]) -> dict:
+    """The medians of perception's rolling reports over a task (each covers its last 500 frames): per-frame
+    latency (image received -> latent published, wall clock) and the node's own CPU time."""
+    median = lambda key: float(np.median([r[key] for r in reports])) if reports else None  # noqa: E731
+    return {'latency_ms': {'p50': median('latency_p50_ms'), 'p95': median('latency_p95_ms')},
+            'cpu_ms': {'p50': median('cpu_p50_ms'), 'p95': median('cpu_p95_ms')}, 'reports': len(reports)}
+
+
 class Referee(Node):
     """Talks to the running graph: resets, goals, tasks, and the privileged state it scores with."""
 
@@ -58,8 +69,9 @@ class Referee(Node):
         self.create_subscription(Plan, '/jepa/plan', self._on_plan, 10)
         # Readiness of the agent: each node's first sign of life once it spins (models loaded).
         self.alive: set[str] = set()
-        self.create_subscription(DiagnosticArray, '/diagnostics',
-                                 lambda m: self.alive.update(s.name.split(':')[0] for s in m.status), 10)
+        # Perception's latency reports (its rolling p50 / p95, wall and CPU time), for the report.
+        self.perception_reports: list[dict[str, float]] = []
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.create_subscription(LatentState, '/jepa/latent', lambda m: self.alive.add('latent'), 1)
         self.command_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
         self.reset_client = self.create_client(ResetSim, '/sim/reset')
@@ -85,6 +97,18 @@ class Referee(Node):
 
     def _on_image(self, msg: Image) -> None:
         self.image = image_to_rgb(msg)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            self.alive.add(status.name.split(':')[0])
+            if status.name.startswith('perception'):
+                values = {kv.key: kv.value for kv in status.values}
+                try:
+                    report = {key: float(values[key]) for key in PERCEPTION_KEYS}
+                except (KeyError, ValueError):
+                    continue  # no frames yet (nan is kept out below), or another perception node's format
+                if all(np.isfinite(v) for v in report.values()):
+                    self.perception_reports.append(report)
 
     def _on_plan(self, msg: Plan) -> None:
         self.plans.append(msg)
@@ -253,6 +277,7 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
 def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: list[str],
              video_path: Path | None, camera: CameraConfig, log=print) -> dict:
     per_condition = {}
+    referee.perception_reports.clear()
     for condition in conditions:
         results, plan_ms, e2e_ms = [], [], []
         for i in range(episodes):
@@ -276,6 +301,7 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
     for condition in agent[1:]:
         report[condition] = per_condition[condition]
     report['baselines'] = {c: per_condition[c] for c in conditions if c in BASELINES}
+    report['perception'] = perception_summary(referee.perception_reports)
     return report
 
 
@@ -339,8 +365,8 @@ def success_table(reports: dict) -> str:
     rows = [f'{"task":6s} {"condition":10s} {"success":>8s} {"final dist (m)":>15s} {"plan p50/p95 (ms)":>18s} '
             f'{"e2e p50/p95 (ms)":>17s}']
 
-    def fmt(pair):
-        return '-' if pair['p50'] is None else f'{pair["p50"]:.0f}/{pair["p95"]:.0f}'
+    def fmt(pair, digits=0):
+        return '-' if pair['p50'] is None else f'{pair["p50"]:.{digits}f}/{pair["p95"]:.{digits}f}'
 
     for task, report in reports.items():
         conditions = {}
@@ -351,6 +377,10 @@ def success_table(reports: dict) -> str:
         for name, r in conditions.items():
             rows.append(f'{task:6s} {name:10s} {r["success_rate"] * 100:7.0f}% {r["final_distance_m"]["mean"]:15.3f} '
                         f'{fmt(r["plan_latency_ms"]):>18s} {fmt(r["e2e_latency_ms"]):>17s}')
+        perception = report.get('perception') or {}
+        if perception.get('reports'):
+            rows.append(f'{task:6s} perception per frame p50/p95: {fmt(perception["latency_ms"], 1)} ms '
+                        f'(its own CPU time {fmt(perception["cpu_ms"], 1)} ms)')
     return '\n'.join(rows)
 
 

@@ -21,7 +21,9 @@ FALSE_WORDS = ('false', '0', 'no', 'off')
 _SUBSTITUTION = re.compile(r'\$\((\w+)\s+([^()\s]+)\s*\)')
 _GRAPH_KEYS = {'description', 'arguments', 'defaults', 'include', 'remap', 'parameters', 'nodes'}
 _NODE_KEYS = {'name', 'package', 'executable', 'params', 'parameters', 'remap', 'if', 'unless', 'respawn',
-              'respawn_delay', 'required'}
+              'respawn_delay', 'required', 'nice'}
+# Scheduling niceness a node may be given: lower priority only, which needs no privileges.
+NICE_RANGE = (0, 19)
 
 
 class GraphError(ValueError):
@@ -48,6 +50,7 @@ class NodeSpec:
     respawn: bool = False
     respawn_delay: float = 1.0
     required: bool = False
+    nice: int = 0
 
 
 def default_graph_file() -> str:
@@ -149,7 +152,7 @@ class GraphFile:
                     params_files=self._params_files(node.get('params') or [], values, preset, where),
                     respawn=bool(node.get('respawn', False)),
                     respawn_delay=float(node.get('respawn_delay', 1.0)),
-                    required=bool(node.get('required', False)))
+                    required=bool(node.get('required', False)), nice=int(node.get('nice', 0)))
                 # Graph-level parameters and remaps apply to every node of that graph and of the graphs it
                 # includes (like launch_ros SetParameter/SetRemap); the nearest scope wins, the node's own last.
                 for scope in (*chain, node):
@@ -225,6 +228,10 @@ class GraphFile:
             if unknown:
                 raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r} has unknown keys '
                                  f'{sorted(unknown)}')
+            nice = node.get('nice', 0)
+            if not isinstance(nice, int) or isinstance(nice, bool) or not NICE_RANGE[0] <= nice <= NICE_RANGE[1]:
+                raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r}: nice must be an integer '
+                                 f'from {NICE_RANGE[0]} to {NICE_RANGE[1]} (lower priority only), got {nice!r}')
             if node.get('respawn') and node.get('required'):
                 raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r} is both required and '
                                  f'respawned; a required node stops the graph when it exits')

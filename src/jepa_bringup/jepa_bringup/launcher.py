@@ -87,16 +87,22 @@ def describe_exit(code: int) -> str:
 
 
 try:
-    # Looked up here, not in the forked child: the child runs no more Python than one foreign call.
+    # Looked up here, not in the forked child: the child runs no more Python than two system calls.
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux
     _prctl = None
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: if the launcher itself is killed, get SIGTERM (run_node stops cleanly on it)."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+def child_setup(nice: int):
+    """What the child runs before exec: if the launcher itself is killed, get SIGTERM (run_node stops cleanly on
+    it); and take the node's niceness (the graph's `nice`), so bookkeeping nodes yield the cores to the
+    command path."""
+    def setup() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if nice:
+            os.nice(nice)
+    return setup
 
 
 class NodeProcess:
@@ -117,7 +123,7 @@ class NodeProcess:
     def start(self, env: dict) -> None:
         self.proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, process_group=0,
-                                     preexec_fn=_die_with_parent if _prctl is not None else None)
+                                     preexec_fn=child_setup(self.spec.nice))
         self.started_at = time.monotonic()
         self.restart_at = None
         self.starts += 1

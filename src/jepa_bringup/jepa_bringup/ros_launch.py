@@ -5,7 +5,7 @@ graphs with `jepa launch` instead. Both resolve the graph with jepa_bringup.grap
 with the same parameters. The nodes are built once the argument values are known (OpaqueFunction) because
 conditions, arm presets and typed parameter values are resolved by the graph loader, not by launch
 substitutions. Restarts: `respawn` nodes come back after a constant `respawn_delay` (launch has no back-off);
-a `required` node's exit shuts the whole launch down.
+a `required` node's exit shuts the whole launch down. A node's `nice` becomes a `nice -n` launch prefix.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
@@ -38,4 +38,5 @@ def node_action(spec) -> Node:
                   for key, value in spec.parameters.items()}
     return Node(package=spec.package, executable=spec.executable, name=spec.name, output='screen',
                 parameters=[*spec.params_files, parameters], remappings=spec.remaps,
-                respawn=spec.respawn, respawn_delay=spec.respawn_delay, on_exit=on_exit)
+                respawn=spec.respawn, respawn_delay=spec.respawn_delay, on_exit=on_exit,
+                prefix=f'nice -n {spec.nice}' if spec.nice else None)
