@@ -18,6 +18,11 @@ the pushed state? In one process, on the simulator (no ROS), with the shipped ch
 6. Long open loop: the oracle's first 30 actions (approach and push), executed for real and rolled out by the
    model from the start latent; the `latent` term of the real and of the predicted final latent: can a
    long-horizon search through the model see that the approach pays?
+7. Which way to push, seen 6 s ahead: the oracle's whole plan (approach, push, lift off) for the true goal and for
+   goals in 7 wrong directions (30 to 180 degrees off), imagined open loop (the hand integrates the actions, the
+   cube is carried in contact once pushed), rolled out by the model: is the true direction's predicted final
+   `latent` term the lowest? From the start, and again once the real oracle has the hand behind the cube. A
+   search over whole approach-and-push plans can only pick the right one if it is.
 
     .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10]
 """
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, OraclePolicy, final_distance, toward
+from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, final_distance, toward
 from jepa_bringup.sim_episodes import SimWorkbench, graph_settings
 from jepa_planner.actor import Actor
 from jepa_planner.cost import EnergyMetric
@@ -171,6 +176,60 @@ def long_open_loop(bench: SimWorkbench, model, metric: EnergyMetric, scenes: int
     return np.array(rows)
 
 
+WRONG_ANGLES = (30, -30, 60, -60, 90, -90, 180)   # degrees off the true push direction
+IMAGINED_STEPS = 60                                 # 6 s: approach, push and lift off fit
+
+
+def imagined_oracle_plan(goal: Goal, ee: np.ndarray, cube: np.ndarray, max_step: float) -> np.ndarray:
+    """The oracle's actions for `goal`, played open loop without the simulator: the hand moves by each action,
+    the cube stays put until the fingers reach it and is then carried ahead of them along the push."""
+    oracle, ee, cube = OraclePolicy(goal, max_step), ee.copy(), cube.copy()
+    actions = []
+    for _ in range(IMAGINED_STEPS):
+        actions.append(oracle.act(ee, cube))
+        ee = ee + actions[-1][:3]
+        if oracle.phase == 'push':
+            ahead = (ee[:2] - cube[:2]) @ oracle.direction + OraclePolicy.CONTACT
+            cube[:2] += max(ahead, 0.0) * oracle.direction
+    return np.array(actions)
+
+
+def push_direction_margin(bench: SimWorkbench, model, metric: EnergyMetric, goal: Goal, goal_latent: torch.Tensor,
+                          cube: np.ndarray) -> float:
+    """From the current state: the predicted final `latent` term of the oracle's imagined plan for the true goal
+    minus the lowest of the wrong directions' (< 0: the true push is ranked first)."""
+    offset = goal.target[:2] - cube[:2]
+    plans = []
+    for degrees in (0, *WRONG_ANGLES):
+        c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        target = np.r_[cube[:2] + np.array([[c, -s], [s, c]]) @ offset, goal.target[2]]
+        direction = (target[:2] - cube[:2]) / np.linalg.norm(offset)
+        plans.append(imagined_oracle_plan(Goal('push', target, goal.arm_q, target, direction), bench.ee, cube,
+                                          bench.kinematics.max_step))
+    z = torch.from_numpy(bench.encode(bench.sim.render()))
+    with torch.inference_mode():
+        final = model.rollout(z[None].expand(len(plans), -1), torch.tensor(np.array(plans), dtype=torch.float32))
+    cost = metric.isotropic(final[:, -1] - goal_latent).numpy()
+    return float(cost[0] - cost[1:].min())
+
+
+def long_horizon_direction(bench: SimWorkbench, model, metric: EnergyMetric, scenes: int) -> np.ndarray:
+    """Per evaluation seed: push_direction_margin at the start and once the real oracle has brought the hand
+    behind the cube."""
+    rows = []
+    for seed in range(scenes):
+        goal, goal_latent = bench.start_episode('push', seed)
+        goal_latent = torch.from_numpy(goal_latent)
+        row = [push_direction_margin(bench, model, metric, goal, goal_latent, bench.cube.copy())]
+        oracle = OraclePolicy(goal, bench.kinematics.max_step)
+        while oracle.phase != 'push':
+            bench.command(oracle.act(bench.ee, bench.cube))
+            bench.advance(DT)
+        row.append(push_direction_margin(bench, model, metric, goal, goal_latent, bench.cube.copy()))
+        rows.append(row)
+    return np.array(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--checkpoint', type=Path, default=None)
@@ -213,6 +272,11 @@ def main() -> int:
         print(f'the oracle\'s first 30 actions: latent term at the start {latent_start.mean():.3f}, after them for '
               f'real {latent_real.mean():.3f}, as the model predicts them open loop {latent_predicted.mean():.3f} '
               f'(prediction above the real outcome in {(latent_predicted > latent_real).sum()} of {args.scenes})')
+        margins = long_horizon_direction(bench, model, metric, args.scenes)
+        print(f'which way to push, 6 s open loop (the oracle\'s plan for the true goal against {len(WRONG_ANGLES)} '
+              f'wrong directions): the true one predicted cheapest in {(margins[:, 0] < 0).sum()} of {args.scenes} '
+              f'scenes from the start, {(margins[:, 1] < 0).sum()} of {args.scenes} with the hand behind the cube '
+              f'(mean margin {margins[:, 0].mean():+.3f} / {margins[:, 1].mean():+.3f}; < 0 ranks it first)')
     finally:
         bench.close()
     return 0
