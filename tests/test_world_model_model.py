@@ -7,7 +7,7 @@ import torch
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
                                     load_checkpoint, save_checkpoint)
 from jepa_world_model.evaluate import ridge_probe
-from jepa_world_model.train import TrainConfig, jepa_loss, variance_covariance
+from jepa_world_model.train import TrainConfig, jepa_loss, parse_overrides, split_overrides, variance_covariance
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -222,3 +222,15 @@ def test_checkpoint_round_trip_and_mismatch_errors(tmp_path):
         load_checkpoint(truncated)
     with pytest.raises(CheckpointError, match='no such checkpoint'):
         load_checkpoint(tmp_path / 'absent.pt')
+
+
+def test_config_overrides_are_typed_and_unknown_keys_named():
+    values = parse_overrides(['lr=3e-4', 'horizon=20', 'discount=0.95', 'encoder_channels=[8, 16, 32, 64]'])
+    assert values == {'lr': 3e-4, 'horizon': 20, 'discount': 0.95, 'encoder_channels': [8, 16, 32, 64]}
+    model_values, train_values = split_overrides(values)
+    assert TrainConfig.from_dict(train_values).lr == 3e-4
+    assert WorldModelConfig.from_dict(model_values).encoder_channels == (8, 16, 32, 64)
+    with pytest.raises(ValueError, match="unknown --set keys \\['lr_max'\\]"):
+        split_overrides(parse_overrides(['lr_max=1']))
+    with pytest.raises(ValueError, match='--set expects key=value'):
+        parse_overrides(['lr'])

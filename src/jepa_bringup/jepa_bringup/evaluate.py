@@ -107,8 +107,8 @@ class Referee(Node):
                 try:
                     report = {key: float(values[key]) for key in PERCEPTION_KEYS}
                 except (KeyError, ValueError):
-                    continue  # no frames yet (nan is kept out below), or another perception node's format
-                if all(np.isfinite(v) for v in report.values()):
+                    continue  # a perception node that does not report these
+                if all(np.isfinite(v) for v in report.values()):  # nan: no frames yet
                     self.perception_reports.append(report)
 
     def _on_plan(self, msg: Plan) -> None:

@@ -392,7 +392,14 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition('=')
         if not sep:
             raise ValueError(f'--set expects key=value, got {pair!r}')
-        values[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            # YAML 1.1 reads an exponent without a decimal point (3e-4) as a string.
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        values[key.strip()] = parsed
     return values
 
 
