@@ -4,7 +4,10 @@ from std_msgs.msg import String
 
 from rosharness import RosGraph
 
+# SIGINT reaches a spinning rclpy either as KeyboardInterrupt or, when rclpy's own handler shuts the context
+# down first, as ExternalShutdownException: both are a clean stop.
 TALKER = ('import rclpy, sys\n'
+          'from rclpy.executors import ExternalShutdownException\n'
           'from std_msgs.msg import String\n'
           'rclpy.init()\n'
           'n = rclpy.create_node("talker")\n'
@@ -12,7 +15,7 @@ TALKER = ('import rclpy, sys\n'
           'n.create_timer(0.1, lambda: p.publish(String(data="hello")))\n'
           'try:\n'
           '    rclpy.spin(n)\n'
-          'except KeyboardInterrupt:\n'
+          'except (KeyboardInterrupt, ExternalShutdownException):\n'
           '    pass\n'
           'rclpy.try_shutdown()\n')
 
