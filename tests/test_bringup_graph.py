@@ -133,7 +133,7 @@ def test_malformed_graph_files_are_rejected_with_the_reason(tmp_path):
     with pytest.raises(GraphError, match='both required and respawned'):
         load('graphs:\n  g:\n    nodes: [{name: n, package: p, executable: e, required: true, respawn: true}]\n')
     for nice in (-5, 20, 2.5, "'ten'"):
-        with pytest.raises(GraphError, match=f"node 'n' of graph 'g': nice must be an integer from 0 to 19"):
+        with pytest.raises(GraphError, match="node 'n' of graph 'g': nice must be an integer from 0 to 19"):
             load(f'graphs:\n  g:\n    nodes: [{{name: n, package: p, executable: e, nice: {nice}}}]\n')
     missing = load('graphs:\n  g:\n    nodes: [{name: n, package: p, executable: e, params: [nope.yaml]}]\n')
     with pytest.raises(GraphError, match='params file .*nope.yaml does not exist'):
