@@ -19,7 +19,8 @@ from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState, Plan, Sur
 from jepa_interfaces.srv import SaveEpisodes, SetTask
 from jepa_planner.bags import read_memory
 from jepa_planner.ros_common import LATCHED
-from jepa_world_model.model import WorldModel, WorldModelConfig, save_checkpoint
+from jepa_world_model.model import WorldModel, WorldModelConfig, read_checkpoint, save_checkpoint
+from jepa_world_model.world_model_node import resolve_checkpoint
 
 LATENT_DIM = 16
 LATENT_VAR = 4.0
@@ -156,6 +157,7 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     costs = ros_graph.collect(CostTerms, '/jepa/cost')
     goal_images = ros_graph.collect(Image, '/jepa/goal_image', LATCHED)
     adjustments = ros_graph.collect(String, '/configurator/adjustment')
+    diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
     cost = ros_graph.start('cost_node', 'cost', params_file=PARAMS, params={'checkpoint': checkpoint[0]})
     memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS)
     configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
@@ -234,19 +236,32 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     assert np.isfinite(episode['costs']).sum() >= 5 and np.isfinite(episode['actions']).all()
     assert np.isfinite(episode['predicted']).sum() >= 5
 
+    # No world_model node announced a model: the shipped default is in service, and only its surprise counts.
+    def configurator_says(key):
+        values = [v.value for d in diagnostics for s in d.status if s.name == 'configurator'
+                  for v in s.values if v.key == key]
+        return values[-1] if values else None
+
+    for _ in range(3):
+        surprise_pub.publish(Surprise(model_id=model_id, error=1.0, normalized_error=5.0))
+        step()
+    ros_graph.spin_until(lambda: configurator_says('surprise_of_other_models') == '3', 10, 'surprise of another model')
+    assert configurator_says('surprise_triggers') == '0'
+
     # Reach again (critic weight 0.5), then repeated surprise: memory saved, critic retrained and loaded.
     response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='reach', goal_image=rgb_to_image(rgb)))
     assert response.success, response.message
+    _, in_service = read_checkpoint(resolve_checkpoint(''))
     for _ in range(3):
-        surprise_pub.publish(Surprise(model_id=model_id, error=1.0, normalized_error=5.0))
+        surprise_pub.publish(Surprise(model_id=in_service, error=1.0, normalized_error=5.0))
         step()
     end = time.monotonic() + 40
     while not any(json.loads(a.data)['kind'] == 'critic' for a in adjustments) and time.monotonic() < end:
         step()
     kinds = [json.loads(a.data)['kind'] for a in adjustments]
     assert 'world_model' in kinds and 'critic' in kinds, configurator.output()[-3000:]
-    # No world_model node announced this test's model: the shipped default is in service, whose latent space
-    # the memory is not in, so it is kept (and says why) while the critic is still retrained.
+    # The memory is not in the latent space of the model in service, so that model is kept (and says why)
+    # while the critic is still retrained.
     world_model = next(json.loads(a.data) for a in adjustments if json.loads(a.data)['kind'] == 'world_model')
     assert not world_model['installed'] and model_id in world_model['reason']
     count = len(costs)

@@ -270,6 +270,13 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     # A model that errs more on its own data is not surprised by the same errors.
     calm = SurpriseMonitor(threshold=5.0, baseline=0.02, patience=1, cooldown=0.0)
     assert not any(calm.observe(0.06, t) for t in range(5))
+    # Only the model in service is surprised; a new one starts a new streak against its own baseline.
+    served = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=2, cooldown=0.0, model_id='old')
+    assert not served.observe(0.06, 0.0, 'old') and served.streak == 1
+    served.serve('new', 0.01)
+    assert served.streak == 0
+    assert [served.observe(0.06, t, m) for t, m in enumerate(['old', 'old', 'new', 'new'])] == [False] * 3 + [True]
+    assert served.other_model == 2
     assert task_weights('reach', {'reach': {'energy': 2.0}}).energy == 2.0
     with pytest.raises(ValueError, match='swim'):
         task_weights('swim', {'reach': {}})
@@ -280,9 +287,10 @@ def test_expected_surprise_is_the_checkpoints_held_out_one_step_error(tmp_path):
     from jepa_world_model.model import CheckpointError, WorldModel, WorldModelConfig, save_checkpoint
     model = WorldModel(WorldModelConfig(image_size=16, encoder_channels=(4, 4), keypoints=0, latent_dim=8))
     save_checkpoint(model, tmp_path / 'trained.pt', metrics={'validation': {'normalized_error': [0.006, 0.02]}})
-    assert expected_surprise(str(tmp_path / 'trained.pt')) == pytest.approx(0.006)
+    baseline, model_id = expected_surprise(str(tmp_path / 'trained.pt'))
+    assert baseline == pytest.approx(0.006) and model_id == model.model_id
     save_checkpoint(model, tmp_path / 'untrained.pt')
-    assert expected_surprise(str(tmp_path / 'untrained.pt')) is None
+    assert expected_surprise(str(tmp_path / 'untrained.pt'))[0] is None
     (tmp_path / 'broken.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(CheckpointError, match='broken.pt'):
         expected_surprise(str(tmp_path / 'broken.pt'))

@@ -19,19 +19,30 @@ class SurpriseMonitor:
     predicted outcome, so the world model or the critic needs adjusting (learning only when planning
     alone does not do it). Relative, because what counts as surprising depends on the model: the former
     absolute threshold, a normalized error of 1, is 160 times the shipped model's held-out one-step error and
-    was never reached."""
+    was never reached. Only the model in service (`model_id`, when known) can be surprised: errors another model
+    made (still in flight when a new one was installed) are not counted."""
     threshold: float = 5.0
     baseline: float = 1.0
     patience: int = 5
     cooldown: float = 30.0
+    model_id: str = ''
     streak: int = 0
     fired: int = 0
     observed: int = 0
     surprising: int = 0
+    other_model: int = 0
     _last_fired: float = -math.inf
 
-    def observe(self, normalized_error: float, now: float) -> bool:
+    def serve(self, model_id: str, baseline: float) -> None:
+        """A new model is in service: its surprise is judged against its own held-out error, and the streak
+        starts again (the misses of the model it replaced say nothing about it)."""
+        self.model_id, self.baseline, self.streak = model_id, baseline, 0
+
+    def observe(self, normalized_error: float, now: float, model_id: str = '') -> bool:
         if not math.isfinite(normalized_error):
+            return False
+        if self.model_id and model_id and model_id != self.model_id:
+            self.other_model += 1
             return False
         self.observed += 1
         if normalized_error > self.threshold * self.baseline:
@@ -47,15 +58,15 @@ class SurpriseMonitor:
         return False
 
 
-def expected_surprise(checkpoint_path: str) -> float | None:
+def expected_surprise(checkpoint_path: str) -> tuple[float | None, str]:
     """The normalized one-step prediction error a world model made on its held-out windows when it was
-    trained (checkpoint metrics: validation normalized_error at horizon 1); None when the checkpoint does not
-    record it. Adjusted checkpoints carry their original's metrics: same encoder, same scale. Raises
-    CheckpointError for an unreadable checkpoint."""
-    checkpoint, _ = read_checkpoint(checkpoint_path)
+    trained (checkpoint metrics: validation normalized_error at horizon 1), None when the checkpoint does not
+    record it, and the model's id. Adjusted checkpoints carry their original's metrics: same encoder, same
+    scale. Raises CheckpointError for an unreadable checkpoint."""
+    checkpoint, model_id = read_checkpoint(checkpoint_path)
     errors = (checkpoint.get('metrics') or {}).get('validation', {}).get('normalized_error') or []
     first = float(errors[0]) if errors else math.nan
-    return first if math.isfinite(first) and first > 0 else None
+    return (first if math.isfinite(first) and first > 0 else None), model_id
 
 
 def task_weights(task: str, profiles: dict[str, dict[str, float]]) -> CostWeights:

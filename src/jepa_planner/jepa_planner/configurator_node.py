@@ -5,8 +5,9 @@
   /jepa/goal_image (latched; perception turns it into /jepa/goal_latent); the task's cost weights and the mode
   go to the `cost` and `actor` nodes through their parameter services.
 - /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold` times the error the
-  model in service made on its held-out data (read from its checkpoint, followed on /world_model/model_version),
-  the short-term memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it: the
+  model in service made on its held-out data (read from its checkpoint, followed on /world_model/model_version;
+  surprise reported by another model is not counted), the short-term memory is saved to a bag and, in a worker
+  thread, what `adjust` names is corrected on it (one adjustment at a time, from trigger to install): the
   world model's predictor is fine-tuned (kept only if it predicts the most recent transitions better; then
   installed through the `world_model` node's `checkpoint`, which announces it to every other module), and the
   critic is retrained and loaded by cost and actor through their `critic_path`. Each outcome is announced on
@@ -80,6 +81,10 @@ class ConfiguratorNode(Node):
         self.follow_world_model('')
         self.last_event = ''
         self._training: concurrent.futures.Future | None = None
+        # An adjustment runs from its trigger until what it produced is installed (or refused): a trigger in
+        # between must not start another from a half-installed state (a critic for the new model, latents
+        # and model of the old one).
+        self._adjusting = False
         self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         torch.set_num_threads(1)  # adjustments share the machine with the planner
 
@@ -218,21 +223,22 @@ class ConfiguratorNode(Node):
     # ----- surprise -> adjustment
     def follow_world_model(self, checkpoint: str) -> None:
         """The model in service changed: surprise is judged against the error it makes on its own held-out
-        data. A checkpoint without that figure leaves the threshold absolute (baseline 1); an unreadable one
-        keeps the current baseline."""
+        data, and only its own surprise counts. A checkpoint without that figure leaves the threshold absolute
+        (baseline 1); an unreadable one keeps the current baseline and counts every model's surprise."""
         self.world_model_checkpoint = checkpoint
         path = resolve_checkpoint(checkpoint)
         try:
-            baseline = expected_surprise(path)
+            baseline, model_id = expected_surprise(path)
         except CheckpointError as exc:
             self.get_logger().error(f'surprise baseline of {path} unknown, keeping {self.monitor.baseline:.4g}: {exc}')
+            self.monitor.model_id = ''
             return
-        self.monitor.baseline = baseline or 1.0
+        self.monitor.serve(model_id, baseline or 1.0)
         self.get_logger().info(f'surprising above {self.monitor.threshold} x {self.monitor.baseline:.4g} normalized '
                                f'error ({path}: {"held-out one-step error" if baseline else "no held-out figure"})')
 
     def on_surprise(self, msg: Surprise) -> None:
-        if self.monitor.observe(float(msg.normalized_error), time.monotonic()):
+        if self.monitor.observe(float(msg.normalized_error), time.monotonic(), msg.model_id):
             self.counts['surprise_triggers'] += 1
             reason = (f'{self.monitor.patience} consecutive steps with normalized surprise above '
                       f'{self.monitor.threshold} x {self.monitor.baseline:.4g} (last {msg.normalized_error:.4f}, '
@@ -254,8 +260,9 @@ class ConfiguratorNode(Node):
             return self.adjustment_failed(f'saving the short-term memory failed: {saved.message}')
         if not self.adjust:
             return self.event(f'saved the short-term memory to {bag}; adjusting nothing (adjust is empty)')
-        if self._training is not None and not self._training.done():
+        if self._adjusting:
             return self.event('an adjustment is already running; this trigger only saved the memory')
+        self._adjusting = True
         self._training = self._trainer.submit(
             adjust_from_memory, str(bag), self.adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
             tag, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
@@ -269,10 +276,17 @@ class ConfiguratorNode(Node):
         try:
             result = future.result()
         except Exception as exc:  # any failure of the worker is reported, the node carries on
+            self._adjusting = False
             return self.adjustment_failed(f'adjustment failed: {exc}')
         self.executor.create_task(self.install_adjustment(result))
 
     async def install_adjustment(self, result: dict) -> None:
+        try:
+            await self._install(result)
+        finally:
+            self._adjusting = False
+
+    async def _install(self, result: dict) -> None:
         """The world model first (its node announces it; the actor loads it here, before a critic for its
         latents arrives), then the critic."""
         model = result.get('world_model')
@@ -286,6 +300,7 @@ class ConfiguratorNode(Node):
             if problem:
                 return self.adjustment_failed(f'adjusted world model {model["out"]} not installed: {problem}')
             self.counts['world_model_updates'] += 1
+            self.follow_world_model(model['out'])  # the next adjustment starts from it, announced yet or not
             self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'installed': True, **model})))
             self.event(f'world model adjusted: {model}')
         critic = result.get('critic')
@@ -315,6 +330,7 @@ class ConfiguratorNode(Node):
         values = {'task': self.task, 'mode': self.mode, 'surprise_baseline': f'{self.monitor.baseline:.4g}',
                   'surprise_streak': self.monitor.streak,
                   'surprising_steps': self.monitor.surprising, 'surprise_observed': self.monitor.observed,
+                  'surprise_of_other_models': self.monitor.other_model,
                   'critic_path': self.critic_path, **self.counts}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
