@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -37,12 +38,20 @@ class Commander:
         self.arm = list(preset['joints']['arm'])
         self.output: list[tuple[float, JointTrajectory]] = []
         self.state: JointState | None = None
+        # The gate's events as it reports them (last_event of each /diagnostics status), newest last.
+        self.gate_events: list[str] = []
         node = graph.node
+        node.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 10)
         node.create_subscription(JointTrajectory, preset['controller']['topic'],
                                  lambda m: self.output.append((time.monotonic(), m)), RELIABLE)
         node.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'state', m), 10)
         self.command_pub = node.create_publisher(JointTrajectory, '/jepa/joint_trajectory', RELIABLE)
         self.estop_pub = node.create_publisher(Bool, '/jepa/estop', RELIABLE)
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(': gate'):
+                self.gate_events += [kv.value for kv in status.values if kv.key == 'last_event']
 
     def positions(self) -> np.ndarray:
         index = {n: i for i, n in enumerate(self.state.name)}
@@ -60,6 +69,21 @@ class Commander:
         self.graph.spin_until(lambda: len(self.output) > before, timeout, 'the gate\'s answer')
         arrived, msg = self.output[before]
         return arrived - sent, msg
+
+    def forwarded(self, positions, attempts: int = 5) -> JointTrajectory:
+        """The gate's checked version of a command. On a loaded 2-core machine the driver's joint states
+        can be late by more than the stale timeout; the gate then rightly holds, and that hold may be the
+        next output. Such a hold (and only such) is answered by sending the command again."""
+        for _ in range(attempts):
+            events = len(self.gate_events)
+            _, msg = self.next_output(lambda: self.send(positions))
+            if msg.points:
+                return msg
+            # The hold's reason reaches /diagnostics at once (a periodic status may come first).
+            self.graph.spin_until(lambda: any('stale' in e for e in self.gate_events[events:]), 3,
+                                  'stale joint states as the reason the gate held a valid command')
+            print(f'held for stale joint states, sending again: {self.gate_events[events:]}')
+        raise AssertionError(f'joint states stayed stale through {attempts} commands')
 
 
 def is_hold(msg: JointTrajectory) -> bool:
@@ -81,16 +105,15 @@ def test_real_arm_launch_with_fake_arm_proves_the_gate(ros_graph):
     # Out of the joint limits: clamped.
     beyond = home.copy()
     beyond[0] = 5.0
-    _, msg = commander.next_output(lambda: commander.send(beyond))
-    assert msg.points and msg.points[-1].positions[0] <= kinematics.upper[0] + 1e-9
+    msg = commander.forwarded(beyond)
+    assert msg.points[-1].positions[0] <= kinematics.upper[0] + 1e-9
 
     # Out of the preset's workspace box (elbow straightened: the hand ends up ~1 m high): the forwarded
     # target's end effector stays inside.
     outside = home.copy()
     outside[3] = -1.0
     assert np.any(kinematics.fk(outside) > box_max)
-    _, msg = commander.next_output(lambda: commander.send(outside))
-    assert msg.points
+    msg = commander.forwarded(outside)
     ee = kinematics.fk(np.array(msg.points[-1].positions[:7]))
     assert np.all(ee >= box_min - 0.005) and np.all(ee <= box_max + 0.005), ee
 
