@@ -14,7 +14,8 @@ the pushed state? In one process, on the simulator (no ROS), with the shipped ch
 4. The hand term on a push's path: the `energy` term of one planned step with the hand where a push passes
    (pushing height, under the goal pose; behind the cube's start), against what the cube term can gain.
 5. Handover: the scripted oracle (privileged state) brings the hand behind the cube at pushing height, then
-   Mode-2 with the graph's push settings plans the rest of the episode: can the agent push once it is there?
+   Mode-2 plans the rest of the episode towards the goal image's latent, without the push skill (the push
+   profile before it, where the cube's `latent` term leads): can planning alone push once the hand is there?
 6. Long open loop: the oracle's first 30 actions (approach and push), executed for real and rolled out by the
    model from the start latent; the `latent` term of the real and of the predicted final latent: can a
    long-horizon search through the model see that the approach pays?
@@ -23,6 +24,9 @@ the pushed state? In one process, on the simulator (no ROS), with the shipped ch
    cube is carried in contact once pushed), rolled out by the model: is the true direction's predicted final
    `latent` term the lowest? From the start, and again once the real oracle has the hand behind the cube. A
    search over whole approach-and-push plans can only pick the right one if it is.
+
+8. The push skill, as the graph pushes (the push settings of config/agent.yaml, the shipped cube read-out
+   fitted without labels): success on the same seeds, and how far the read-out places the goal image's cube.
 
     .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10]
 """
@@ -33,15 +37,17 @@ import numpy as np
 import torch
 
 from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, final_distance, toward
-from jepa_bringup.sim_episodes import SimWorkbench, graph_settings
+from jepa_bringup.sim_episodes import SimWorkbench, graph_readout, graph_settings, run_episode
 from jepa_planner.actor import Actor
-from jepa_planner.cost import EnergyMetric
+from jepa_planner.cost import CostWeights, EnergyMetric
 from jepa_sim.panda_sim import CUBE_REGION, CUBE_SIZE
 from jepa_world_model.evaluate import fit_ridge, ridge_probe
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
 PUSH_STEP = 0.015     # metres per control step while pushing
 PUSH_STEPS = 10       # 1 s
+# The push profile before the push skill: planning towards the goal image, the cube's latent term leading.
+PLANNING_ONLY_PUSH = CostWeights(energy=0.1, latent=1.0, effort=0.02, joint_limits=1.0, workspace=1.0, critic=0.5)
 
 
 def random_scenes(bench: SimWorkbench, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,9 +142,9 @@ def hand_term_on_the_push_path(bench: SimWorkbench, metric: EnergyMetric, scenes
 
 def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
     """Per evaluation seed 0..scenes-1: the cube's final distance to its goal when the oracle brings the hand
-    behind the cube at pushing height and Mode-2 (the graph's push settings) plans the rest of the episode."""
-    config, weights = graph_settings('push')
-    actor = Actor(model, config, weights, bench.kinematics)
+    behind the cube at pushing height and Mode-2 (without the skill) plans the rest of the episode."""
+    config, _ = graph_settings('push')
+    actor = Actor(model, config.changed(skill=''), PLANNING_ONLY_PUSH, bench.kinematics)
     distances = []
     for seed in range(scenes):
         goal, goal_latent = bench.start_episode('push', seed)
@@ -153,6 +159,20 @@ def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
             bench.advance(DT)
         distances.append(final_distance(goal, bench.ee, bench.cube))
     return np.array(distances)
+
+
+def skill_push(bench: SimWorkbench, model, scenes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per evaluation seed: the cube's final distance to its goal with the graph's push settings (the push skill
+    on the shipped read-out), and the read-out's error on the goal image's cube."""
+    config, weights = graph_settings('push')
+    readout = graph_readout(model)
+    actor = Actor(model, config, weights, bench.kinematics, readout=readout)
+    distances, goal_errors = [], []
+    for seed in range(scenes):
+        goal, goal_latent = bench.start_episode('push', seed)
+        goal_errors.append(np.linalg.norm(readout(goal_latent) - goal.target[:2]))
+        distances.append(run_episode(bench, actor, 'mode2', 'push', seed)['final_distance_m'])
+    return np.array(distances), np.array(goal_errors)
 
 
 def long_open_loop(bench: SimWorkbench, model, metric: EnergyMetric, scenes: int, steps: int = 30) -> np.ndarray:
@@ -189,8 +209,8 @@ def imagined_oracle_plan(goal: Goal, ee: np.ndarray, cube: np.ndarray, max_step:
         actions.append(oracle.act(ee, cube))
         ee = ee + actions[-1][:3]
         if oracle.phase == 'push':
-            ahead = (ee[:2] - cube[:2]) @ oracle.direction + OraclePolicy.CONTACT
-            cube[:2] += max(ahead, 0.0) * oracle.direction
+            ahead = (ee[:2] - cube[:2]) @ oracle.skill.direction + OraclePolicy.CONTACT
+            cube[:2] += max(ahead, 0.0) * oracle.skill.direction
     return np.array(actions)
 
 
@@ -265,7 +285,7 @@ def main() -> int:
               f'behind the cube start: {under_goal:.2f} / {behind_start:.2f} (the cube term gains at most '
               f'{start:.2f} per step at weight 1)')
         distances = handover(bench, model, args.scenes)
-        print(f'handover (oracle to behind the cube, then Mode-2, push settings; seeds 0-{args.scenes - 1}): '
+        print(f'handover (oracle to behind the cube, then Mode-2 without the skill; seeds 0-{args.scenes - 1}): '
               f'{(distances < SUCCESS_RADIUS["push"]).sum()} of {args.scenes} within {SUCCESS_RADIUS["push"]} m, '
               f'mean final distance {distances.mean():.3f} m')
         latent_start, latent_real, latent_predicted = long_open_loop(bench, model, metric, args.scenes).T
@@ -277,6 +297,11 @@ def main() -> int:
               f'wrong directions): the true one predicted cheapest in {(margins[:, 0] < 0).sum()} of {args.scenes} '
               f'scenes from the start, {(margins[:, 1] < 0).sum()} of {args.scenes} with the hand behind the cube '
               f'(mean margin {margins[:, 0].mean():+.3f} / {margins[:, 1].mean():+.3f}; < 0 ranks it first)')
+        distances, goal_errors = skill_push(bench, model, args.scenes)
+        print(f'the push skill (graph settings, shipped read-out; seeds 0-{args.scenes - 1}): '
+              f'{(distances < SUCCESS_RADIUS["push"]).sum()} of {args.scenes} within {SUCCESS_RADIUS["push"]} m, '
+              f'mean final distance {distances.mean():.3f} m; the goal image\'s cube read out '
+              f'{goal_errors.mean() * 100:.1f} cm off (median {np.median(goal_errors) * 100:.1f})')
     finally:
         bench.close()
     return 0

@@ -12,6 +12,7 @@ COMMANDS = {
     'eval-model': ('jepa_world_model.evaluate', 'latent prediction error vs horizon against baselines'),
     'surprise': ('jepa_world_model.surprise', 'plot predicted vs actual latent error over an episode'),
     'train-critic': ('jepa_planner.train_critic', 'fit the critic from recorded episodes'),
+    'fit-readout': ('jepa_planner.fit_readout', 'fit the push skill\'s cube read-out from play bags, without labels'),
     'adjust-world-model': ('jepa_planner.adjust_world_model', 'fine-tune the predictor where its predictions failed'),
     'eval': ('jepa_bringup.evaluate', 'run seeded reach/push episodes through the full graph'),
     'calibrate': ('jepa_bringup.calibrate', 'record camera pose and goal images from a real scene'),

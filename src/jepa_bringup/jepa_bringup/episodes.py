@@ -11,6 +11,7 @@ import yaml
 
 from jepa_common.kinematics import ArmKinematics
 from jepa_common.paths import package_share
+from jepa_planner.push_skill import PushSkill, PushSkillConfig
 from jepa_sim.panda_sim import CameraConfig
 
 AGENT_CONDITIONS = ('mode2', 'mode1')
@@ -79,8 +80,9 @@ def toward(ee: np.ndarray, point: np.ndarray, max_step: float, gripper: float = 
 class OraclePolicy:
     """Scripted controller with privileged sim state (end-effector and cube positions): the upper reference.
 
-    Push: come down behind the cube on the line from the cube to the goal, then push along that line until
-    the contact point, not the end effector, has reached the goal; re-approach if the cube slid off the line.
+    Push: the agent's push skill (jepa_planner.push_skill) on the true positions, each of its steps executed
+    directly: come down behind the cube on the line from the cube to the goal, push along that line until the
+    contact point, not the end effector, has reached the goal; re-approach if the cube slid off the line.
     """
 
     # End effector to cube centre while pushing: half the cube plus the fingers' half thickness.
@@ -89,34 +91,18 @@ class OraclePolicy:
     def __init__(self, goal: Goal, max_step: float):
         self.goal = goal
         self.max_step = max_step
-        self.phase = 'approach'
-        self.direction = goal.push_direction
+        self.skill = PushSkill(PushSkillConfig(push_height=PUSH_HEIGHT, contact=self.CONTACT))
+        self.skill.reset(goal.target[:2])
+
+    @property
+    def phase(self) -> str:
+        return self.skill.phase
 
     def act(self, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
         if self.goal.task == 'reach':
             return toward(ee, self.goal.target, self.max_step)
-        to_goal = self.goal.target[:2] - cube[:2]
-        if np.linalg.norm(to_goal) < 0.01:
-            return toward(ee, np.r_[ee[:2], PUSH_HEIGHT + 0.05], self.max_step)  # done: lift off
-        if self.phase == 'approach':
-            self.direction = to_goal / np.linalg.norm(to_goal)
-        behind = cube[:2] - self.direction * (self.CONTACT + 0.03)
-        if self.phase == 'approach':
-            # Come from above so the approach does not knock the cube.
-            if np.linalg.norm(ee[:2] - behind) < 0.012:
-                self.phase = 'descend'
-            return toward(ee, np.r_[behind, PUSH_HEIGHT + 0.08], self.max_step)
-        if self.phase == 'descend':
-            if ee[2] < PUSH_HEIGHT + 0.01:
-                self.phase = 'push'
-            return toward(ee, np.r_[behind, PUSH_HEIGHT], self.max_step)
-        offset = cube[:2] - ee[:2]
-        lateral = abs(offset[0] * self.direction[1] - offset[1] * self.direction[0])
-        if lateral > 0.02 or offset @ self.direction < 0:
-            self.phase = 'approach'  # the cube slid off the pushing line: go round again
-            return toward(ee, np.r_[ee[:2], PUSH_HEIGHT + 0.08], self.max_step)
-        contact_at_goal = self.goal.target[:2] - self.direction * self.CONTACT
-        return toward(ee, np.r_[contact_at_goal, PUSH_HEIGHT], self.max_step * 0.5)
+        target, speed = self.skill.target(ee, cube)
+        return toward(ee, target, self.max_step * speed)
 
 
 class RandomPolicy:

@@ -27,9 +27,10 @@ from jepa_common.paths import package_share
 from jepa_planner.actor import Actor, ActorConfig
 from jepa_planner.configurator import task_weights
 from jepa_planner.cost import CostWeights
+from jepa_planner.push_skill import CubeReadout, ReadoutError, default_readout_path
 from jepa_sim.panda_sim import CameraConfig, PandaSim
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
-from jepa_world_model.model import default_checkpoint_path, load_checkpoint
+from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
 
 
 class SimWorkbench:
@@ -117,11 +118,18 @@ def agent_params() -> dict:
 
 
 def graph_settings(task: str) -> tuple[ActorConfig, CostWeights]:
-    """The actor's settings and the task's cost weights as the graph's params file sets them."""
+    """The actor's settings (with the task's skill) and the task's cost weights as the graph's params file
+    sets them."""
     params = agent_params()
-    actor = params['actor']
+    actor, configurator = params['actor'], params['configurator']
     config = ActorConfig().changed(**{k: v for k, v in actor.items() if k in ActorConfig.names()})
-    return config, task_weights(task, params['configurator']['tasks'])
+    config = config.changed(skill=configurator.get('skills', {}).get(task, ''))
+    return config, task_weights(task, configurator['tasks'])
+
+
+def graph_readout(model) -> CubeReadout:
+    """The cube read-out the graph's actor loads for this model (its readout_path, '' = the shipped one)."""
+    return CubeReadout.load(agent_params()['actor'].get('readout_path') or default_readout_path(), encoder_id(model))
 
 
 def parse_assignments(items: list[str], what: str) -> dict:
@@ -164,11 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint or default_checkpoint_path())
+    try:
+        readout = graph_readout(model) if config.skill else None
+    except ReadoutError as exc:
+        parser.error(f'skill {config.skill!r}: {exc}')
     bench = SimWorkbench(model, camera)
     report = {}
     try:
         # One actor for both modes, as in the graph: Mode-1 acts with the policy distilled from Mode-2 so far.
-        actor = Actor(model, config, weights, bench.kinematics)
+        actor = Actor(model, config, weights, bench.kinematics, readout=readout)
         for condition in conditions:
             results = []
             for i in range(args.episodes):

@@ -10,6 +10,10 @@ action, over `subgoal_horizon` such actions, through the same world model (each 
 for a stride: `MacroModel`). Its action is the lower level's goal: the latent its first action is predicted
 to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards, until the higher level replans
 one stride later.
+
+Skill (`skill: push`): the higher level is the hard-wired push skill (push_skill.py) on cube positions read out
+of the latents; each of its hand steps, mapped into the latent space by the world model's effector map, is
+the goal the control level plans towards.
 """
 import time
 from dataclasses import dataclass, fields, replace
@@ -20,8 +24,10 @@ import torch
 from jepa_planner.cost import ArmContext, Critic, CostWeights, EnergyMetric, IntrinsicCost, PlanObjective
 from jepa_planner.planner import make_planner
 from jepa_planner.policy import PolicyDistiller, ReactivePolicy
+from jepa_planner.push_skill import CubeReadout, PushSkill
 
 MODES = ('mode2', 'mode1', 'idle')
+SKILLS = ('', 'push')
 
 
 @dataclass
@@ -46,6 +52,8 @@ class ActorConfig:
     subgoal_horizon: int = 4
     subgoal_samples: int = 128
     subgoal_iterations: int = 3
+    # '': plan towards the goal (or the higher level's sub-goal); 'push': the push skill sets the sub-goals.
+    skill: str = ''
     seed: int = 0
 
     @classmethod
@@ -66,6 +74,10 @@ class ActorConfig:
             raise ValueError(f'these settings must be >= 1: {counts}')
         if self.levels not in (1, 2):
             raise ValueError(f'levels must be 1 or 2, got {self.levels}')
+        if self.skill not in SKILLS:
+            raise ValueError(f'skill must be one of {SKILLS}, got {self.skill!r}')
+        if self.skill and self.levels != 1:
+            raise ValueError(f'skill {self.skill!r} is the higher level: it needs levels 1, got {self.levels}')
 
 
 @dataclass
@@ -75,7 +87,8 @@ class Decision:
     actions: np.ndarray           # (T, A) the plan
     latents: np.ndarray           # (T, D) predicted latents along the plan
     ee_path: np.ndarray | None    # (T + 1, 3) end-effector path from the current position, if the arm is known
-    subgoal: np.ndarray | None    # (D,) the higher level's current action, the goal planned towards (levels 2)
+    subgoal: np.ndarray | None    # (D,) the higher level's current action, the goal planned towards (levels 2,
+                                  # or a skill)
     expected_cost: float
     cost_terms: dict              # weighted term sums of the plan
     sampled_cost: float           # best cost before gradient refinement (mode2)
@@ -84,7 +97,8 @@ class Decision:
 
 class Actor:
     def __init__(self, model, config: ActorConfig | None = None, weights: CostWeights | None = None,
-                 kinematics=None, critic: Critic | None = None, policy: ReactivePolicy | None = None):
+                 kinematics=None, critic: Critic | None = None, policy: ReactivePolicy | None = None,
+                 readout: CubeReadout | None = None):
         self.config = config or ActorConfig()
         self.model = model.eval()
         self.device = next(model.parameters()).device if any(True for _ in model.parameters()) \
@@ -94,6 +108,11 @@ class Actor:
         self.kinematics = kinematics
         self.intrinsic = IntrinsicCost(weights or CostWeights(), max_step=self.config.max_step,
                                        metric=EnergyMetric.of(model, self.device))
+        self.readout = readout
+        self.skill = PushSkill()
+        effector_map = self.intrinsic.metric.effector_map
+        # A hand step -> the latent step that moves the hand by it and nothing else the map reads.
+        self.effector_inverse = None if effector_map is None else torch.linalg.pinv(effector_map)
         self.critic = critic.to(self.device) if critic is not None else None
         m = self.config.max_step
         self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]
@@ -135,6 +154,7 @@ class Actor:
         self.planner.reset()
         self.high_planner.reset()
         self.subgoal = None
+        self.skill = PushSkill(self.skill.config)
 
     def plan_subgoal(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """The higher level: every subgoal_stride calls, plan held actions over the long horizon towards the
@@ -149,6 +169,23 @@ class Actor:
             self.steps_since_subgoal = 0
         self.steps_since_subgoal += 1
         return self.subgoal
+
+    def skill_subgoal(self, z: torch.Tensor, goal: torch.Tensor, arm: ArmContext | None) -> torch.Tensor:
+        """The push skill's next hand step, from the cube and its goal as the read-out sees them in the current
+        and goal latents, as a goal latent: the current one moved by that step through the effector map."""
+        problems = [what for what, missing in (('a cube read-out (the actor\'s readout_path)', self.readout is None),
+                                              ('the arm\'s joint state', arm is None),
+                                              ('a world model with an effector map', self.effector_inverse is None))
+                    if missing]
+        if problems:
+            raise ValueError(f'skill {self.config.skill!r} needs ' + ', '.join(problems))
+        if self.skill.goal is None:
+            self.skill.reset(self.readout(goal.cpu().numpy()))
+        ee = arm.ee.cpu().numpy().astype(np.float64)
+        target, speed = self.skill.target(ee, self.readout(z.cpu().numpy()))
+        bound = self.config.max_step * speed
+        step = torch.as_tensor(np.clip(target - ee, -bound, bound), dtype=torch.float32, device=self.device)
+        return z + self.effector_inverse @ step
 
     def arm_context(self, q_arm) -> ArmContext | None:
         if self.kinematics is None or q_arm is None:
@@ -165,7 +202,8 @@ class Actor:
                              f'model\'s latent_dim {self.model.latent_dim}')
         arm = self.arm_context(q_arm)
         t0 = time.perf_counter()
-        subgoal = self.plan_subgoal(z_t, goal_t) if self.config.levels == 2 else None
+        subgoal = self.skill_subgoal(z_t, goal_t, arm) if self.config.skill else \
+            self.plan_subgoal(z_t, goal_t) if self.config.levels == 2 else None
         if subgoal is not None:
             goal_t = subgoal
         objective = PlanObjective(self.model, self.intrinsic, z_t, goal_t, arm, self.critic, self.config.discount)
@@ -187,6 +225,9 @@ class Actor:
             # Both levels' planning time: what stands between a state and its command.
             actions, plan_ms, sampled = result.actions, (time.perf_counter() - t0) * 1e3, result.sampled_cost
             self._distill(z_t, goal_t, actions[0])
+        if self.config.skill:
+            actions = actions.clone()
+            actions[:, 3] = self.skill.config.gripper  # the skill pushes with the hand closed
         with torch.no_grad():
             total, latents, terms = objective.evaluate(actions[None])
         ee_path = None

@@ -3,7 +3,7 @@
 /jepa/latent + /jepa/goal_latent + /joint_states -> plan (Mode-2 MPC, or the Mode-1 policy) ->
 /jepa/joint_trajectory (one point, dt ahead), /jepa/action (stamped with the state's stamp), /jepa/plan,
 /jepa/planned_path (MarkerArray), /jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
-control level plans towards), /diagnostics (plan and end-to-end latency). The world model is loaded
+control level plans towards, or with skill: push, the push skill's), /diagnostics (plan and end-to-end latency). The world model is loaded
 in-process from the checkpoint /world_model/model_version announces, so planning never waits on DDS.
 A stale or missing state, goal or joint state gives no command: the gate then holds the arm.
 """
@@ -29,9 +29,10 @@ from jepa_interfaces.msg import ActionStamped, LatentState, Plan
 from jepa_planner.actor import Actor, ActorConfig, Decision
 from jepa_planner.cost import Critic, CriticError
 from jepa_planner.policy import PolicyError, ReactivePolicy
+from jepa_planner.push_skill import CubeReadout, ReadoutError, default_readout_path
 from jepa_planner.ros_common import LATCHED, NEWEST, JointStateCache, declare_kinematics, declare_weights, \
     normalize_mode, weight_changes
-from jepa_world_model.model import CheckpointError
+from jepa_world_model.model import CheckpointError, encoder_id
 from jepa_world_model.world_model_node import LoadedModel
 
 
@@ -59,6 +60,8 @@ class ActorNode(Node):
         self.critic_path = self.declare_parameter('critic_path', '').value
         self.policy_path = self.declare_parameter('policy_path', '').value
         self.policy_save_path = self.declare_parameter('policy_save_path', '').value
+        # The push skill's cube read-out ('' = the shipped model's); refused for another encoder's latents.
+        self.readout_path = self.declare_parameter('readout_path', '').value
         diagnostics_period = self.declare_parameter('diagnostics_period', 1.0).value
 
         self.loaded: LoadedModel | None = None
@@ -99,7 +102,8 @@ class ActorNode(Node):
                 return True, 'already loaded'
             model = self.loaded.model
             self.actor = Actor(model, self.config, self.weights, self.kinematics,
-                               self._load_critic(self.critic_path, model), self._load_policy(self.policy_path, model))
+                               self._load_critic(self.critic_path, model), self._load_policy(self.policy_path, model),
+                               self._load_readout(self.readout_path, model))
         except (CheckpointError, OSError, ValueError) as exc:
             self.problem(f'cannot load world model: {exc}', error=True, kind='load')
             return False, str(exc)
@@ -114,6 +118,14 @@ class ActorNode(Node):
             return Critic.load(path, model.latent_dim, model.model_id)
         except CriticError as exc:
             self.problem(f'planning without a critic: {exc}', error=True)
+            return None
+
+    def _load_readout(self, path: str, model) -> CubeReadout | None:
+        try:
+            return CubeReadout.load(path or default_readout_path(), encoder_id(model))
+        except ReadoutError as exc:
+            # Only the push skill needs it: reach plans on, a push names the missing read-out per step.
+            self.problem(f'no cube read-out for the push skill: {exc}', error=bool(path))
             return None
 
     def _load_policy(self, path: str, model) -> ReactivePolicy | None:
@@ -149,6 +161,11 @@ class ActorNode(Node):
             if changes['critic_path'] and critic is None:
                 return SetParametersResult(successful=False, reason=self.last_problem)
             self.critic_path, self.actor.critic = changes['critic_path'], critic
+        if 'readout_path' in changes and self.actor is not None:
+            readout = self._load_readout(changes['readout_path'], self.actor.model)
+            if readout is None:
+                return SetParametersResult(successful=False, reason=self.last_problem)
+            self.readout_path, self.actor.readout = changes['readout_path'], readout
         for name, value in weights.items():
             setattr(self.weights, name, value)
         if mode is not None and mode != self.mode:

@@ -57,6 +57,8 @@ class ConfiguratorNode(Node):
         self.targets = [n for n in self.declare_parameter('configure_nodes', ['cost', 'actor']).value if n]
         self.profiles = {task: {w: float(self.declare_parameter(f'tasks.{task}.{w}', getattr(CostWeights(), w)).value)
                                 for w in CostWeights.names()} for task in TASKS}
+        # The actor's higher level per task ('' = plan towards the goal itself; 'push': the push skill).
+        self.skills = {task: self.declare_parameter(f'skills.{task}', '').value for task in TASKS}
         self.goals = {}
         for name in self.declare_parameter('goal_names', [''], ANY).value or []:
             if name:
@@ -148,6 +150,7 @@ class ConfiguratorNode(Node):
             values = {f'weights.{w}': float(v) for w, v in weights.as_dict().items()}
             if name == 'actor':
                 values['mode'] = mode
+                values['skill'] = self.skills[task]
             problem = await self.set_parameters(name, values)
             if problem:
                 problems.append(problem)

@@ -141,13 +141,20 @@ def generative_errors(baseline: GenerativeBaseline, jepa: WorldModel, sampler: W
             'copy_last_pixel_space': (torch.cat(copy_pixel_sq).mean(dim=0) / pixel_spread).tolist()}
 
 
-def fit_ridge(train_x: np.ndarray, train_y: np.ndarray, alpha: float = 1.0):
-    """A ridge regression fitted on standardized inputs: returns x (N, D) -> predicted y (N, K)."""
+def ridge_parameters(train_x: np.ndarray, train_y: np.ndarray, alpha: float = 1.0):
+    """A ridge regression on standardized inputs: (mean_x, std_x, weights, mean_y), predicting
+    (x - mean_x) / std_x @ weights + mean_y."""
     x, y = train_x.astype(np.float64), train_y.astype(np.float64)
     mean_x, std_x = x.mean(axis=0), x.std(axis=0) + 1e-8
     mean_y = y.mean(axis=0)
     xs = (x - mean_x) / std_x
     weights = np.linalg.solve(xs.T @ xs + alpha * np.eye(xs.shape[1]), xs.T @ (y - mean_y))
+    return mean_x, std_x, weights, mean_y
+
+
+def fit_ridge(train_x: np.ndarray, train_y: np.ndarray, alpha: float = 1.0):
+    """A ridge regression fitted on standardized inputs: returns x (N, D) -> predicted y (N, K)."""
+    mean_x, std_x, weights, mean_y = ridge_parameters(train_x, train_y, alpha)
     return lambda inputs: ((np.atleast_2d(inputs) - mean_x) / std_x) @ weights + mean_y
 
 

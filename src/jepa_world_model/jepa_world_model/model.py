@@ -275,6 +275,16 @@ def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
 
 # ---------------------------------------------------------------- checkpoints
 
+def encoder_id(model: WorldModel) -> str:
+    """A fingerprint of the encoder's weights: two models with one encoder_id encode into one latent space (the
+    configurator's adjustments fine-tune the predictor only and keep it; every retraining changes it)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:10]
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     tmp.write_bytes(data)

@@ -1,0 +1,259 @@
+"""The push task's higher level (ROS-free): where the hand goes next, from where the cube and its goal are.
+
+Planning through the world model alone does not push: the detour behind the cube is longer than the horizon
+the model predicts well (README, "Why push fails"). So the push task has a hard-wired skill above Mode-2:
+`PushSkill` decomposes a push into approach (above the point behind the cube on the line to its goal),
+descend, and push along that line, re-approaching when the cube slides off it. It works on positions, and the
+agent gets them from its own latents: `CubeReadout` is a linear map latent -> cube (x, y), fitted on play data
+without labels (`fit_cube_readout`). Each skill step becomes a goal latent for the control level (the
+hierarchy's rule: a higher level's action is the lower level's goal): the current latent moved, through the
+world model's effector map, by the hand step the skill asks for (`Actor`, ActorConfig.skill = 'push').
+
+How play labels the cube without being told where it is: the cube only moves when the hand pushes it, so a
+latent step that the hand's own motion does not explain is contact. At the onset of a contact with the hand
+closed, low and moving straight, the cube's centre is one contact distance ahead of the hand along its motion
+(the hand's position is known from the arm's kinematics); the cube rested there since the previous contact, so
+every frame back to it gets that label. A ridge regression from latents to labels, refitted without its worst
+fifth a few times (false onsets give labels centimetres off), is the read-out.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from jepa_world_model.evaluate import ridge_parameters
+from jepa_world_model.model import default_checkpoint_path
+
+
+def default_readout_path() -> Path:
+    """The cube read-out of the shipped world model (fitted by `jepa fit-readout`), next to its checkpoint."""
+    return default_checkpoint_path().with_name('default_cube_readout.npz')
+
+
+class ReadoutError(ValueError):
+    """A cube read-out that cannot be fitted or used (too little contact in the play, another latent space,
+    an unreadable file)."""
+
+
+@dataclass
+class PushSkillConfig:
+    # Defaults: the simulated 5-cm cube and the evaluation's push geometry (jepa_bringup.episodes).
+    push_height: float = 0.035      # end-effector height while pushing (fingertips above the table)
+    contact: float = 0.037          # end effector to cube centre in contact: half the cube + half the fingers
+    standoff: float = 0.03          # start the push this far behind the contact point
+    clearance: float = 0.08         # above push_height while moving behind the cube
+    aligned: float = 0.012          # behind the cube within this (x, y) distance: descend
+    descended: float = 0.01         # within this height above push_height: push
+    off_line: float = 0.02          # the cube this far beside the pushing line: go round again
+    done: float = 0.01              # the cube this close to its goal: lift off
+    lift: float = 0.05              # above push_height when done
+    push_speed: float = 0.5         # share of the action bound while pushing
+    gripper: float = -1.0           # closed: the fingers push with one flat face
+
+
+class PushSkill:
+    """The phases of one push, on positions: `reset(goal_xy)`, then per step `target(ee, cube_xy)` -> (the
+    end-effector position to move towards, the share of the action bound to move at)."""
+
+    def __init__(self, config: PushSkillConfig | None = None):
+        self.config = config or PushSkillConfig()
+        self.goal: np.ndarray | None = None
+        self.phase = 'approach'
+        self.direction = np.zeros(2)
+
+    def reset(self, goal_xy) -> None:
+        self.goal = np.asarray(goal_xy, dtype=float)[:2].copy()
+        self.phase = 'approach'
+        self.direction = np.zeros(2)
+
+    def target(self, ee, cube_xy) -> tuple[np.ndarray, float]:
+        if self.goal is None:
+            raise RuntimeError('PushSkill.target before reset(goal_xy)')
+        c = self.config
+        ee, cube = np.asarray(ee, dtype=float), np.asarray(cube_xy, dtype=float)[:2]
+        to_goal = self.goal - cube
+        if np.linalg.norm(to_goal) < c.done:
+            return np.r_[ee[:2], c.push_height + c.lift], 1.0
+        if self.phase == 'approach':
+            self.direction = to_goal / np.linalg.norm(to_goal)
+        behind = cube - self.direction * (c.contact + c.standoff)
+        if self.phase == 'approach':
+            # From above, so that moving behind the cube does not knock it.
+            if np.linalg.norm(ee[:2] - behind) < c.aligned:
+                self.phase = 'descend'
+            return np.r_[behind, c.push_height + c.clearance], 1.0
+        if self.phase == 'descend':
+            if ee[2] < c.push_height + c.descended:
+                self.phase = 'push'
+            return np.r_[behind, c.push_height], 1.0
+        offset = cube - ee[:2]
+        lateral = abs(offset[0] * self.direction[1] - offset[1] * self.direction[0])
+        if lateral > c.off_line or offset @ self.direction < 0:
+            self.phase = 'approach'
+            return np.r_[ee[:2], c.push_height + c.clearance], 1.0
+        return np.r_[self.goal - self.direction * c.contact, c.push_height], c.push_speed
+
+
+@dataclass
+class ReadoutFit:
+    """What fitting found in the play data (counts, and the labels' agreement with the fit)."""
+    frames: int = 0
+    contact_frames: int = 0
+    onsets: int = 0
+    labelled_frames: int = 0
+    kept_frames: int = 0
+    fit_residual_m: float = float('nan')   # median over the kept labels
+
+
+@dataclass
+class ReadoutSettings:
+    contact: float = 0.045          # cube centre ahead of the closed hand at the onset of contact (measured)
+    threshold_mads: float = 6.0     # contact: unexplained latent step above median + this many MADs
+    quiet_before: int = 5           # no contact in the ticks before an onset
+    persist: int = 2                # and contact in the ticks after it
+    min_motion: float = 0.003       # metres per tick the hand must move (horizontally) at the onset
+    max_opening: float = 0.03       # finger opening (sum of the two finger joints) counted as closed
+    max_height: float = 0.08        # the hand this low at the onset
+    trim_rounds: int = 8
+    keep_share: float = 0.8
+    alpha: float = 10.0             # ridge regularization on standardized latents
+    predictor_steps: int = 4000
+    seed: int = 0
+
+
+@dataclass
+class CubeReadout:
+    """latent (D,) or (N, D) -> cube (x, y) in metres (2,) or (N, 2), for latents of one encoder."""
+    mean_x: np.ndarray
+    std_x: np.ndarray
+    weights: np.ndarray
+    mean_y: np.ndarray
+    encoder_id: str
+    fit: ReadoutFit = field(default_factory=ReadoutFit)
+
+    def __call__(self, latents) -> np.ndarray:
+        z = np.asarray(latents, dtype=np.float64)
+        if z.shape[-1] != self.mean_x.shape[0]:
+            raise ReadoutError(f'latent of size {z.shape[-1]}; the cube read-out takes {self.mean_x.shape[0]}')
+        return (z - self.mean_x) / self.std_x @ self.weights + self.mean_y
+
+    def save(self, path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, 'wb') as f:  # np.savez would append .npz to a path without it
+            np.savez(f, mean_x=self.mean_x, std_x=self.std_x, weights=self.weights, mean_y=self.mean_y,
+                     meta=np.array(json.dumps({'encoder_id': self.encoder_id, 'fit': asdict(self.fit)})))
+
+    @classmethod
+    def load(cls, path, encoder_id: str | None = None) -> 'CubeReadout':
+        """The read-out stored at path; with encoder_id, refused unless it was fitted on that encoder's latents."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k].astype(np.float64) for k in ('mean_x', 'std_x', 'weights', 'mean_y')}
+                meta = json.loads(str(f['meta']))
+            readout = cls(**arrays, encoder_id=str(meta['encoder_id']), fit=ReadoutFit(**meta['fit']))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReadoutError(f'{path}: not a cube read-out ({type(exc).__name__}: {exc})') from exc
+        d = readout.mean_x.shape
+        if readout.std_x.shape != d or readout.weights.shape != (d[0], 2) or readout.mean_y.shape != (2,):
+            raise ReadoutError(f'{path}: inconsistent shapes {({k: v.shape for k, v in arrays.items()})}')
+        if encoder_id is not None and readout.encoder_id != encoder_id:
+            raise ReadoutError(f'{path}: fitted on latents of encoder {readout.encoder_id}, the model in service '
+                               f'encodes with {encoder_id}')
+        return readout
+
+
+def unexplained_steps(latents: np.ndarray, hand: np.ndarray, opening: np.ndarray, segment: np.ndarray,
+                      settings: ReadoutSettings) -> np.ndarray:
+    """Per tick k: the norm of the latent step k -> k+1 that the hand's own state and motion do not explain (a
+    small network fitted to predict the step from them, with an L1 loss so that the rare contacts stay
+    unexplained); 0 where k+1 is in another segment."""
+    same = np.r_[segment[1:] == segment[:-1], False]
+    hand_state = np.c_[hand, opening]
+    features = np.c_[hand_state, np.r_[hand_state[1:], hand_state[-1:]] - hand_state].astype(np.float32)
+    steps = np.r_[latents[1:] - latents[:-1], np.zeros((1, latents.shape[1]))].astype(np.float32)
+    x, y = torch.from_numpy(features[same]), torch.from_numpy(steps[same])
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
+                        nn.Linear(256, y.shape[1]))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(settings.predictor_steps):
+        batch = torch.randint(0, len(x), (512,), generator=generator)
+        loss = (net((x[batch] - mean) / std) - y[batch]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        residual = steps - net((torch.from_numpy(features) - mean) / std).numpy()
+    score = np.linalg.norm(residual, axis=1)
+    score[~same] = 0.0
+    return score
+
+
+def contact_labels(score: np.ndarray, hand: np.ndarray, opening: np.ndarray, segment: np.ndarray,
+                   settings: ReadoutSettings) -> tuple[np.ndarray, int, int]:
+    """Cube (x, y) labels per tick (NaN where unknown) from contact onsets; also the counts of contact ticks
+    and of onsets."""
+    s = settings
+    same = np.r_[segment[1:] == segment[:-1], False]
+    median = np.median(score[same])
+    contact = score > median + s.threshold_mads * np.median(np.abs(score[same] - median))
+    motion = np.r_[np.diff(hand[:, :2], axis=0), np.zeros((1, 2))]
+    speed = np.linalg.norm(motion, axis=1)
+    labels = np.full((len(score), 2), np.nan)
+    onsets = 0
+    for k in range(s.quiet_before, len(score) - s.persist - 1):
+        if not contact[k] or contact[k - s.quiet_before:k].any() or not contact[k + 1:k + 1 + s.persist].all():
+            continue
+        if (segment[k - s.quiet_before:k + 2] != segment[k]).any():
+            continue
+        if speed[k] < s.min_motion or opening[k] > s.max_opening or hand[k, 2] > s.max_height:
+            continue
+        straight = motion[k - 1] @ motion[k] >= 0.8 * speed[k - 1] * speed[k]
+        level = abs(hand[k + 1, 2] - hand[k, 2]) <= 0.005
+        if not (straight and level):
+            continue
+        onsets += 1
+        start = k
+        while start > 0 and segment[start - 1] == segment[k] and not contact[start - 1]:
+            start -= 1
+        labels[start:k + 1] = hand[k, :2] + s.contact * motion[k] / speed[k]
+    return labels, int(contact.sum()), onsets
+
+
+def fit_cube_readout(latents, hand, opening, segment, encoder_id: str,
+                     settings: ReadoutSettings | None = None) -> CubeReadout:
+    """The cube read-out from play: latents (N, D) of consecutive ticks, the end effector's position (N, 3)
+    from the arm's kinematics, the finger opening (N,), and segment ids (N,) (ticks of one segment are
+    consecutive control steps)."""
+    s = settings or ReadoutSettings()
+    latents, hand = np.asarray(latents, dtype=np.float64), np.asarray(hand, dtype=np.float64)
+    opening, segment = np.asarray(opening, dtype=np.float64), np.asarray(segment)
+    n = len(latents)
+    if not (hand.shape == (n, 3) and opening.shape == (n,) and segment.shape == (n,)) or latents.ndim != 2:
+        raise ReadoutError(f'expected latents (N, D), hand (N, 3), opening (N,), segment (N,); got '
+                           f'{latents.shape}, {hand.shape}, {opening.shape}, {segment.shape}')
+    finite = np.isfinite(latents).all(1) & np.isfinite(hand).all(1) & np.isfinite(opening)
+    if not finite.all():
+        raise ReadoutError(f'{int((~finite).sum())} of {n} ticks hold NaN or inf')
+    score = unexplained_steps(latents, hand, opening, segment, s)
+    labels, contact_frames, onsets = contact_labels(score, hand, opening, segment, s)
+    labelled = np.isfinite(labels[:, 0])
+    if onsets < 10:
+        raise ReadoutError(f'the play shows {onsets} usable contact onsets (of {contact_frames} contact ticks in '
+                           f'{n}); the read-out needs at least 10: record more play with pushes')
+    x, y = latents[labelled], labels[labelled]
+    keep = np.ones(len(y), bool)
+    for _ in range(s.trim_rounds):
+        mean_x, std_x, weights, mean_y = ridge_parameters(x[keep], y[keep], s.alpha)
+        residual = np.linalg.norm((x - mean_x) / std_x @ weights + mean_y - y, axis=1)
+        keep = residual < max(np.quantile(residual, s.keep_share), 0.02)
+    mean_x, std_x, weights, mean_y = ridge_parameters(x[keep], y[keep], s.alpha)
+    residual = np.linalg.norm((x[keep] - mean_x) / std_x @ weights + mean_y - y[keep], axis=1)
+    fit = ReadoutFit(n, contact_frames, onsets, int(labelled.sum()), int(keep.sum()), float(np.median(residual)))
+    return CubeReadout(mean_x, std_x, weights, mean_y, encoder_id, fit)

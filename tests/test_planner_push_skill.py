@@ -1,0 +1,171 @@
+"""The push task's higher level: the skill on positions, the cube read-out learned from play without labels, and
+the actor turning skill steps into sub-goal latents."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jepa_common.kinematics import PANDA_HOME, ArmKinematics
+from jepa_planner.actor import Actor, ActorConfig
+from jepa_planner.cost import CostWeights
+from jepa_planner.push_skill import CubeReadout, PushSkill, ReadoutError, ReadoutSettings, fit_cube_readout
+
+CONTACT = PushSkill().config.contact
+FAST = ReadoutSettings(predictor_steps=1500)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pushed(cube_xy: np.ndarray, hand: np.ndarray, contact: float = CONTACT) -> np.ndarray:
+    """A toy contact: a low hand closer than `contact` to the cube's centre shoves it out to that distance."""
+    offset = cube_xy - hand[:2]
+    distance = np.linalg.norm(offset)
+    if hand[2] > 0.06 or distance >= contact:
+        return cube_xy
+    return hand[:2] + contact * offset / max(distance, 1e-9)
+
+
+def test_push_skill_goes_behind_the_cube_then_pushes_it_to_its_goal():
+    skill = PushSkill()
+    cube, goal = np.array([0.5, 0.0]), np.array([0.42, 0.06])
+    hand = np.array([0.6, -0.1, 0.25])
+    skill.reset(goal)
+    phases = []
+    for _ in range(200):
+        target, speed = skill.target(hand, cube)
+        hand = hand + np.clip(target - hand, -0.03 * speed, 0.03 * speed)
+        cube = pushed(cube, hand)
+        phases.append(skill.phase)
+    assert np.linalg.norm(cube - goal) < 0.01
+    # It came down behind the cube before it pushed (and went round again when the push turned the cube off
+    # its line: the hand's steps are clipped per axis, so it does not move exactly along the line).
+    first = {phase: phases.index(phase) for phase in ('approach', 'descend', 'push')}
+    assert first['approach'] < first['descend'] < first['push']
+    assert phases[-1] == 'push'
+
+
+def test_push_skill_needs_a_goal():
+    with pytest.raises(RuntimeError, match='reset'):
+        PushSkill().target(np.zeros(3), np.zeros(2))
+
+
+def synthetic_play(segments: int, seed: int, pushes: bool = True):
+    """Play in a world whose latent is (10 x hand, 10 x cube, noise): half the segments push the cube from
+    behind along a random direction with the hand closed and low, the other half wander without touching it."""
+    rng = np.random.default_rng(seed)
+    latents, hands, cubes, segment = [], [], [], []
+    for s in range(segments):
+        cube = rng.uniform([0.4, -0.2], [0.6, 0.2])
+        angle = rng.uniform(-np.pi, np.pi)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        if pushes and s % 2 == 0:
+            start = np.r_[cube - 0.15 * direction, 0.035]
+            path = [start + np.r_[direction, 0.0] * 0.01 * k for k in range(30)]
+        else:
+            start = np.r_[cube + 0.2 * direction, rng.uniform(0.05, 0.3)]
+            path = [start + np.r_[rng.normal(0, 0.01, 2), 0.0] * k for k in range(30)]
+        for hand in path:
+            cube = pushed(cube, hand)
+            latents.append(np.r_[10 * hand, 10 * cube, rng.normal(0, 1e-3, 3)])
+            hands.append(hand)
+            cubes.append(cube.copy())
+            segment.append(s)
+    return np.array(latents), np.array(hands), np.zeros(len(hands)), np.array(segment), np.array(cubes)
+
+
+def test_readout_learns_where_the_cube_is_from_contact_alone():
+    latents, hands, opening, segment, cubes = synthetic_play(80, seed=0)
+    readout = fit_cube_readout(latents, hands, opening, segment, 'toy-encoder', FAST)
+    assert readout.fit.onsets >= 30  # of 40 pushes
+    held_out, _, _, _, true_cubes = synthetic_play(20, seed=1)
+    errors = np.linalg.norm(readout(held_out) - true_cubes, axis=1)
+    assert np.median(errors) < 0.01, np.median(errors)
+
+
+def test_readout_refuses_play_without_contact_and_bad_ticks():
+    latents, hands, opening, segment, _ = synthetic_play(20, seed=2, pushes=False)
+    with pytest.raises(ReadoutError, match='contact onsets'):
+        fit_cube_readout(latents, hands, opening, segment, 'toy-encoder', FAST)
+    hands[3, 1] = np.nan
+    with pytest.raises(ReadoutError, match='NaN'):
+        fit_cube_readout(latents, hands, opening, segment, 'toy-encoder', FAST)
+    with pytest.raises(ReadoutError, match='hand'):
+        fit_cube_readout(latents, hands[:5], opening, segment, 'toy-encoder', FAST)
+
+
+def toy_readout(encoder_id: str = 'toy-encoder') -> CubeReadout:
+    """Reads the cube out of the toy latent (10 x hand, 10 x cube)."""
+    weights = np.zeros((5, 2))
+    weights[3, 0] = weights[4, 1] = 0.1
+    return CubeReadout(np.zeros(5), np.ones(5), weights, np.zeros(2), encoder_id)
+
+
+def test_readout_file_round_trip_and_its_latent_space(tmp_path):
+    readout = toy_readout()
+    readout.save(tmp_path / 'readout.npz')
+    loaded = CubeReadout.load(tmp_path / 'readout.npz', 'toy-encoder')
+    latent = np.r_[1.0, 2.0, 3.0, 4.5, -1.0]
+    assert np.allclose(loaded(latent), [0.45, -0.1])
+    with pytest.raises(ReadoutError, match='other-encoder'):
+        CubeReadout.load(tmp_path / 'readout.npz', 'other-encoder')
+    with pytest.raises(ReadoutError, match='latent of size 3'):
+        loaded(np.zeros(3))
+    (tmp_path / 'broken.npz').write_bytes(b'not a read-out')
+    with pytest.raises(ReadoutError, match='broken.npz'):
+        CubeReadout.load(tmp_path / 'broken.npz')
+
+
+class HandAndCubeModel(nn.Module):
+    """A world model whose latent is (10 x end effector, 10 x cube), exact for the hand, blind to contact, with
+    the effector map (inverse-dynamics head) the energy and the skill read."""
+    latent_dim, action_dim, model_id = 5, 4, 'hand-and-cube'
+
+    def __init__(self):
+        super().__init__()
+        self.inverse_translation = nn.Linear(5, 3, bias=False)
+        with torch.no_grad():
+            self.inverse_translation.weight.copy_(torch.cat([0.1 * torch.eye(3), torch.zeros(3, 2)], dim=1))
+        self.register_buffer('action_scale', torch.ones(4))
+
+    def predict(self, z, action, latent_var=None):
+        return z + torch.nn.functional.pad(action[..., :3] * 10, (0, 2))
+
+    def rollout(self, z0, actions):
+        return z0[:, None, :] + torch.cumsum(torch.nn.functional.pad(actions[..., :3] * 10, (0, 2)), dim=1)
+
+
+def test_actor_pushes_through_skill_subgoals_with_the_arm_in_the_loop():
+    kinematics = ArmKinematics()
+    config = ActorConfig(horizon=4, samples=64, iterations=2, grad_steps=1, skill='push')
+    weights = CostWeights(energy=1.0, latent=0.0, effort=0.05, joint_limits=1.0, workspace=1.0, critic=0.0)
+    actor = Actor(HandAndCubeModel(), config, weights, kinematics, readout=toy_readout())
+    q = kinematics.ik(np.array(PANDA_HOME), np.array([0.55, -0.1, 0.2]))
+    cube, goal = np.array([0.5, 0.0]), np.array([0.42, 0.05])
+    goal_latent = np.r_[10 * np.array([0.4, 0.1, 0.1]), 10 * goal]  # the goal image's hand is somewhere else
+    start = np.linalg.norm(cube - goal)
+    for _ in range(120):
+        z = np.r_[10 * kinematics.fk(q), 10 * cube]
+        decision = actor.act(z, goal_latent, q)
+        # The sub-goal moves the hand by the skill's step and leaves the cube where the latent has it.
+        assert np.allclose(decision.subgoal[3:], z[3:], atol=1e-5)
+        assert np.linalg.norm(decision.subgoal[:3] - z[:3]) <= 10 * 0.03 * 3 ** 0.5 + 1e-4
+        assert decision.action[3] == -1.0
+        q, _ = kinematics.action_to_joint_target(q, decision.action)
+        cube = pushed(cube, kinematics.fk(q))
+    assert np.linalg.norm(cube - goal) < 0.25 * start, (cube, goal)
+
+
+def test_actor_skill_names_what_it_is_missing():
+    actor = Actor(HandAndCubeModel(), ActorConfig(horizon=2, samples=8, iterations=1, skill='push'))
+    with pytest.raises(ValueError, match='read-out.*joint state'):
+        actor.act(np.zeros(5), np.zeros(5))
+    with pytest.raises(ValueError, match='skill'):
+        ActorConfig(skill='juggle').validate()
+    with pytest.raises(ValueError, match='levels'):
+        ActorConfig(skill='push', levels=2).validate()
