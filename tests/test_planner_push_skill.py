@@ -14,12 +14,7 @@ CONTACT = PushSkill().config.contact
 FAST = ReadoutSettings(predictor_steps=1500)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def pushed(cube_xy: np.ndarray, hand: np.ndarray, contact: float = CONTACT) -> np.ndarray:
@@ -169,3 +164,16 @@ def test_actor_skill_names_what_it_is_missing():
         ActorConfig(skill='juggle').validate()
     with pytest.raises(ValueError, match='levels'):
         ActorConfig(skill='push', levels=2).validate()
+
+
+def test_a_new_model_with_the_same_encoder_continues_the_push_in_progress():
+    config = ActorConfig(horizon=2, samples=8, iterations=1, skill='push')
+    previous = Actor(HandAndCubeModel(), config, readout=toy_readout())
+    previous.skill.reset([0.4, 0.0])
+    previous.skill.phase = 'push'
+    same_encoder = Actor(HandAndCubeModel(), config, readout=toy_readout())
+    same_encoder.continue_skill(previous)
+    assert same_encoder.skill is previous.skill and same_encoder.skill.phase == 'push'
+    other_encoder = Actor(HandAndCubeModel(), config, readout=toy_readout('retrained'))
+    other_encoder.continue_skill(previous)
+    assert other_encoder.skill.phase == 'approach' and other_encoder.skill.goal is None

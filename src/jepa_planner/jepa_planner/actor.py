@@ -170,6 +170,14 @@ class Actor:
         self.steps_since_subgoal += 1
         return self.subgoal
 
+    def continue_skill(self, previous: 'Actor') -> None:
+        """This actor replaces `previous` mid-task (a new world model was installed): if both read the cube out
+        of the same encoder's latents, the skill's phase and goal are still valid and the push goes on instead
+        of starting over from the approach (the configurator's adjustments keep the encoder)."""
+        if self.readout is not None and previous.readout is not None \
+                and self.readout.encoder_id == previous.readout.encoder_id:
+            self.skill = previous.skill
+
     def skill_subgoal(self, z: torch.Tensor, goal: torch.Tensor, arm: ArmContext | None) -> torch.Tensor:
         """The push skill's next hand step, from the cube and its goal as the read-out sees them in the current
         and goal latents, as a goal latent: the current one moved by that step through the effector map."""

@@ -101,9 +101,11 @@ class ActorNode(Node):
             elif not self.loaded.load(checkpoint):
                 return True, 'already loaded'
             model = self.loaded.model
-            self.actor = Actor(model, self.config, self.weights, self.kinematics,
-                               self._load_critic(self.critic_path, model), self._load_policy(self.policy_path, model),
-                               self._load_readout(self.readout_path, model))
+            previous, self.actor = self.actor, Actor(
+                model, self.config, self.weights, self.kinematics, self._load_critic(self.critic_path, model),
+                self._load_policy(self.policy_path, model), self._load_readout(self.readout_path, model))
+            if previous is not None:
+                self.actor.continue_skill(previous)
         except (CheckpointError, OSError, ValueError) as exc:
             self.problem(f'cannot load world model: {exc}', error=True, kind='load')
             return False, str(exc)
@@ -197,12 +199,15 @@ class ActorNode(Node):
 
     def on_goal(self, msg: LatentState) -> None:
         try:
-            self.goal = msg_to_latent(msg).reshape(-1)
-            self.goal_model_id = msg.model_id
+            goal = msg_to_latent(msg).reshape(-1)
         except ValueError as exc:
             self.problem(f'ignored goal latent: {exc}', error=True)
             return
-        if self.actor is not None:
+        # Perception encodes the goal image again for every new model: with the same encoder it is the same
+        # goal, and the task in progress goes on.
+        same = self.goal is not None and goal.shape == self.goal.shape and np.allclose(goal, self.goal, atol=1e-6)
+        self.goal, self.goal_model_id = goal, msg.model_id
+        if self.actor is not None and not same:
             self.actor.reset()  # a new goal: the old plan's warm start points elsewhere
 
     def on_latent(self, msg: LatentState) -> None:
