@@ -68,9 +68,13 @@ class ConfiguratorNode(Node):
                                        patience=self.declare_parameter('surprise.patience', 5).value,
                                        cooldown=self.declare_parameter('surprise.cooldown', 30.0).value)
         self.adjust = [a for a in self.declare_parameter('adjust', list(ADJUSTMENTS)).value if a]
-        unknown = set(self.adjust) - set(ADJUSTMENTS)
-        if unknown:
-            raise ValueError(f'adjust has unknown entries {sorted(unknown)} (known: {ADJUSTMENTS})')
+        # What a task's surprise may adjust, where it differs from `adjust`.
+        self.task_adjust = {task: [a for a in self.declare_parameter(f'task_adjust.{task}', self.adjust or [''],
+                                                                     ANY).value or [] if a] for task in TASKS}
+        for name, entries in [('adjust', self.adjust), *((f'task_adjust.{t}', a) for t, a in self.task_adjust.items())]:
+            unknown = set(entries) - set(ADJUSTMENTS)
+            if unknown:
+                raise ValueError(f'{name} has unknown entries {sorted(unknown)} (known: {ADJUSTMENTS})')
         self.work_dir = Path(os.path.expanduser(self.declare_parameter('work_dir', '~/.jepa/agent').value))
         self.critic_epochs = self.declare_parameter('critic_epochs', 100).value
         self.critic_path = self.declare_parameter('critic_path', '').value
@@ -261,16 +265,17 @@ class ConfiguratorNode(Node):
             return self.adjustment_failed(f'cannot save the short-term memory: {exc}')
         if not saved.success:
             return self.adjustment_failed(f'saving the short-term memory failed: {saved.message}')
-        if not self.adjust:
-            return self.event(f'saved the short-term memory to {bag}; adjusting nothing (adjust is empty)')
+        adjust = self.task_adjust.get(self.task, self.adjust)
+        if not adjust:
+            return self.event(f'saved the short-term memory to {bag}; adjusting nothing in task {self.task}')
         if self._adjusting:
             return self.event('an adjustment is already running; this trigger only saved the memory')
         self._adjusting = True
         self._training = self._trainer.submit(
-            adjust_from_memory, str(bag), self.adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
+            adjust_from_memory, str(bag), adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
             tag, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
             log=self.get_logger().warn)
-        self.event(f'adjusting {self.adjust} on {saved.transitions} transitions from {bag} ({reason})')
+        self.event(f'adjusting {adjust} on {saved.transitions} transitions from {bag} ({reason})')
 
     def check_training(self) -> None:
         if self._training is None or not self._training.done():
