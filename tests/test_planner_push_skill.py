@@ -166,14 +166,17 @@ def test_actor_skill_names_what_it_is_missing():
         ActorConfig(skill='push', levels=2).validate()
 
 
-def test_a_new_model_with_the_same_encoder_continues_the_push_in_progress():
+def test_an_actor_for_a_new_model_of_the_same_latent_space_continues_the_task_in_progress():
     config = ActorConfig(horizon=2, samples=8, iterations=1, skill='push')
     previous = Actor(HandAndCubeModel(), config, readout=toy_readout())
     previous.skill.reset([0.4, 0.0])
     previous.skill.phase = 'push'
-    same_encoder = Actor(HandAndCubeModel(), config, readout=toy_readout())
-    same_encoder.continue_skill(previous)
-    assert same_encoder.skill is previous.skill and same_encoder.skill.phase == 'push'
-    other_encoder = Actor(HandAndCubeModel(), config, readout=toy_readout('retrained'))
-    other_encoder.continue_skill(previous)
-    assert other_encoder.skill.phase == 'approach' and other_encoder.skill.goal is None
+    model = HandAndCubeModel()
+    model.model_id = 'hand-and-cube-adjusted'
+    actor = Actor(model, config, readout=toy_readout())
+    assert actor.skill.phase == 'approach' and actor.policy is not previous.policy
+    actor.continue_from(previous)
+    assert actor.skill is previous.skill and actor.skill.phase == 'push'
+    # Mode-1 keeps what it was taught, now labelled with the model it serves.
+    assert actor.policy is previous.policy and actor.distiller is previous.distiller
+    assert actor.policy.model_id == 'hand-and-cube-adjusted'

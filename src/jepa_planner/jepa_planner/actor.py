@@ -170,13 +170,13 @@ class Actor:
         self.steps_since_subgoal += 1
         return self.subgoal
 
-    def continue_skill(self, previous: 'Actor') -> None:
-        """This actor replaces `previous` mid-task (a new world model was installed): if both read the cube out
-        of the same encoder's latents, the skill's phase and goal are still valid and the push goes on instead
-        of starting over from the approach (the configurator's adjustments keep the encoder)."""
-        if self.readout is not None and previous.readout is not None \
-                and self.readout.encoder_id == previous.readout.encoder_id:
-            self.skill = previous.skill
+    def continue_from(self, previous: 'Actor') -> None:
+        """This actor replaces `previous` mid-task with a world model of the same latent space (the configurator's
+        adjustments fine-tune the predictor only, the encoder stays): the push in progress goes on instead of
+        starting over from the approach, and Mode-1 keeps the policy distilled so far instead of an untrained one."""
+        self.skill = previous.skill
+        self.policy, self.distiller = previous.policy, previous.distiller
+        self.policy.model_id = self.model.model_id
 
     def skill_subgoal(self, z: torch.Tensor, goal: torch.Tensor, arm: ArmContext | None) -> torch.Tensor:
         """The push skill's next hand step, from the cube and its goal as the read-out sees them in the current

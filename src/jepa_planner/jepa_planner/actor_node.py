@@ -3,8 +3,9 @@
 /jepa/latent + /jepa/goal_latent + /joint_states -> plan (Mode-2 MPC, or the Mode-1 policy) ->
 /jepa/joint_trajectory (one point, dt ahead), /jepa/action (stamped with the state's stamp), /jepa/plan,
 /jepa/planned_path (MarkerArray), /jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
-control level plans towards, or with skill: push, the push skill's), /diagnostics (plan and end-to-end latency). The world model is loaded
-in-process from the checkpoint /world_model/model_version announces, so planning never waits on DDS.
+control level plans towards, or with skill: push, the push skill's), /diagnostics (plan and end-to-end
+latency). The world model is loaded in-process from the checkpoint /world_model/model_version announces, so
+planning never waits on DDS.
 A stale or missing state, goal or joint state gives no command: the gate then holds the arm.
 """
 import collections
@@ -104,8 +105,8 @@ class ActorNode(Node):
             previous, self.actor = self.actor, Actor(
                 model, self.config, self.weights, self.kinematics, self._load_critic(self.critic_path, model),
                 self._load_policy(self.policy_path, model), self._load_readout(self.readout_path, model))
-            if previous is not None:
-                self.actor.continue_skill(previous)
+            if previous is not None and encoder_id(previous.model) == encoder_id(model):
+                self.actor.continue_from(previous)
         except (CheckpointError, OSError, ValueError) as exc:
             self.problem(f'cannot load world model: {exc}', error=True, kind='load')
             return False, str(exc)

@@ -158,6 +158,8 @@ class ConfiguratorNode(Node):
             problem = await self.set_parameters(name, values)
             if problem:
                 problems.append(problem)
+        if task != self.task:
+            self.monitor.streak = 0  # a streak of surprise belongs to the task it happened in
         self.task, self.mode = task, mode
         goal = 'a goal image' if image is not None and not goal_name else goal_name or 'no goal'
         if problems:
