@@ -180,3 +180,10 @@ def test_an_actor_for_a_new_model_of_the_same_latent_space_continues_the_task_in
     # Mode-1 keeps what it was taught, now labelled with the model it serves.
     assert actor.policy is previous.policy and actor.distiller is previous.distiller
     assert actor.policy.model_id == 'hand-and-cube-adjusted'
+
+
+def test_fit_readout_command_names_a_missing_bag(tmp_path, capsys):
+    from jepa_planner.fit_readout import main
+    assert main(['--bag', str(tmp_path / 'no_such_play'), '--out', str(tmp_path / 'readout.npz')]) == 1
+    assert 'no_such_play' in capsys.readouterr().err
+    assert not (tmp_path / 'readout.npz').exists()

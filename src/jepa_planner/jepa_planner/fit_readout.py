@@ -15,7 +15,7 @@ import torch
 
 from jepa_common.cli import print_summary
 from jepa_common.kinematics import ArmKinematics
-from jepa_planner.push_skill import CubeReadout, ReadoutError, default_readout_path, fit_cube_readout
+from jepa_planner.push_skill import ReadoutError, default_readout_path, fit_cube_readout
 from jepa_rosbag.reader import BagError
 from jepa_world_model.dataset import load_bags
 from jepa_world_model.model import CheckpointError, default_checkpoint_path, encoder_id, load_checkpoint
