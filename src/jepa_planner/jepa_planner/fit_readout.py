@@ -19,16 +19,7 @@ from jepa_planner.push_skill import ReadoutError, default_readout_path, fit_cube
 from jepa_rosbag.reader import BagError
 from jepa_world_model.dataset import load_bags
 from jepa_world_model.model import CheckpointError, default_checkpoint_path, encoder_id, load_checkpoint
-
-
-def encode_ticks(model, ticks, batch: int = 512) -> np.ndarray:
-    latents = []
-    with torch.inference_mode():
-        for start in range(0, len(ticks), batch):
-            part = slice(start, start + batch)
-            proprio = ticks.proprio[part] if model.config.use_proprio else None
-            latents.append(model.encode(ticks.images[part], proprio).cpu().numpy())
-    return np.concatenate(latents)
+from jepa_world_model.train import encode_ticks
 
 
 def readout_from_bags(bags: list[str], checkpoint: str | None, out: str | None) -> dict:
@@ -39,7 +30,7 @@ def readout_from_bags(bags: list[str], checkpoint: str | None, out: str | None) 
     arm = len(kinematics.arm_joints)
     hand = np.array([kinematics.fk(q) for q in ticks.proprio[:, :arm].astype(np.float64)])
     opening = ticks.proprio[:, arm:].sum(axis=1)
-    latents = encode_ticks(model, ticks)
+    latents = encode_ticks(model, ticks.images).cpu().numpy()
     readout = fit_cube_readout(latents, hand, opening, ticks.segment, encoder_id(model))
     out = Path(out) if out else default_readout_path() if checkpoint is None else \
         Path(checkpoint).with_name(f'{Path(checkpoint).stem}_cube_readout.npz')
