@@ -11,7 +11,7 @@ from jepa_planner.cost import CostWeights
 from jepa_planner.push_skill import CubeReadout, PushSkill, ReadoutError, ReadoutSettings, fit_cube_readout
 
 CONTACT = PushSkill().config.contact
-FAST = ReadoutSettings(predictor_steps=1500)
+FAST = ReadoutSettings(predictor_steps=1500, readout_steps=1500)
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -98,7 +98,7 @@ def toy_readout(encoder_id: str = 'toy-encoder') -> CubeReadout:
     """Reads the cube out of the toy latent (10 x hand, 10 x cube)."""
     weights = np.zeros((5, 2))
     weights[3, 0] = weights[4, 1] = 0.1
-    return CubeReadout(np.zeros(5), np.ones(5), weights, np.zeros(2), encoder_id)
+    return CubeReadout(np.zeros(5), np.ones(5), [(weights, np.zeros(2))], encoder_id)
 
 
 def test_readout_file_round_trip_and_its_latent_space(tmp_path):
