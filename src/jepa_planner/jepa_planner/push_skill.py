@@ -4,8 +4,8 @@ Planning through the world model alone does not push: the detour behind the cube
 the model predicts well (README, "Why planning alone does not push"). So the push task has a hard-wired skill
 above Mode-2: `PushSkill` decomposes a push into approach (above the point behind the cube on the line to its
 goal), descend, and push along that line, re-approaching when the cube slides off it. It works on positions; the
-agent gets them from its own latents: `CubeReadout` is a linear map latent -> cube (x, y), fitted on play data
-without labels (`fit_cube_readout`). Each skill step becomes a goal latent for the control level (the
+agent gets them from its own latents: `CubeReadout` is a small network latent -> cube (x, y), fitted on play
+data without labels (`fit_cube_readout`). Each skill step becomes a goal latent for the control level (the
 hierarchy's rule: a higher level's action is the lower level's goal): the current latent moved, through the
 world model's effector map, by the hand step the skill asks for (`Actor`, ActorConfig.skill = 'push').
 
