@@ -253,9 +253,11 @@ class ConfiguratorNode(Node):
                       f'{self.monitor.threshold} x {self.monitor.baseline:.4g} (last {msg.normalized_error:.4f}, '
                       f'model {msg.model_id})')
             self.get_logger().warn(f'plans keep missing their predicted outcome: {reason}')
-            self.executor.create_task(self.adjust_after_surprise(reason))
+            self.executor.create_task(self.adjust_after_surprise(reason, self.task))
 
-    async def adjust_after_surprise(self, reason: str) -> None:
+    async def adjust_after_surprise(self, reason: str, task: str) -> None:
+        """Saves the short-term memory and adjusts what `task` (the task the surprise happened in) adjusts; the
+        task is fixed at the trigger because an episode may end, and the task turn idle, while the save runs."""
         # Named by time, process and trigger count: another run of the graph (its count starts again at 1) must
         # not overwrite the checkpoints this one installed.
         tag = time.strftime(f'%Y%m%d-%H%M%S-{os.getpid()}-{self.monitor.fired}')
@@ -267,9 +269,9 @@ class ConfiguratorNode(Node):
             return self.adjustment_failed(f'cannot save the short-term memory: {exc}')
         if not saved.success:
             return self.adjustment_failed(f'saving the short-term memory failed: {saved.message}')
-        adjust = self.task_adjust.get(self.task, self.adjust)
+        adjust = self.task_adjust.get(task, self.adjust)
         if not adjust:
-            return self.event(f'saved the short-term memory to {bag}; adjusting nothing in task {self.task}')
+            return self.event(f'saved the short-term memory to {bag}; adjusting nothing in task {task}')
         if self._adjusting:
             return self.event('an adjustment is already running; this trigger only saved the memory')
         self._adjusting = True

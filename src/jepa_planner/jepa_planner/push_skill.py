@@ -4,8 +4,8 @@ Planning through the world model alone does not push: the detour behind the cube
 the model predicts well (README, "Why planning alone does not push"). So the push task has a hard-wired skill
 above Mode-2: `PushSkill` decomposes a push into approach (above the point behind the cube on the line to its
 goal), descend, and push along that line, re-approaching when the cube slides off it. It works on positions; the
-agent gets them from its own latents: `CubeReadout` is a linear map latent -> cube (x, y), fitted on play data
-without labels (`fit_cube_readout`). Each skill step becomes a goal latent for the control level (the
+agent gets them from its own latents: `CubeReadout` is a small network latent -> cube (x, y), fitted on play
+data without labels (`fit_cube_readout`). Each skill step becomes a goal latent for the control level (the
 hierarchy's rule: a higher level's action is the lower level's goal): the current latent moved, through the
 world model's effector map, by the hand step the skill asks for (`Actor`, ActorConfig.skill = 'push').
 
@@ -13,8 +13,11 @@ How play labels the cube without being told where it is: the cube only moves whe
 latent step that the hand's own motion does not explain is contact. At the onset of a contact with the hand
 closed, low and moving straight, the cube's centre is one contact distance ahead of the hand along its motion
 (the hand's position is known from the arm's kinematics); the cube rested there since the previous contact, so
-every frame back to it gets that label. A ridge regression from latents to labels, refitted without its worst
-fifth a few times (false onsets give labels centimetres off), is the read-out.
+every frame back to it gets that label. Onsets are few (a few hundred in 100 minutes of play) and the latent
+holds the cube nonlinearly (a linear map reads it 2-3 times worse than a small network, both fitted on true
+positions), so the read-out is a small network, and the frames between any two contacts, labelled or not, teach
+it what onsets cannot: the cube is where it was, wherever the hand goes meanwhile (their read-outs are pulled
+together). False onsets give labels centimetres off: the worst fifth is dropped and the network fitted again.
 """
 import json
 from dataclasses import asdict, dataclass, field
@@ -24,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from jepa_world_model.evaluate import ridge_parameters
 from jepa_world_model.model import default_checkpoint_path
 
 
@@ -105,32 +107,39 @@ class ReadoutFit:
     onsets: int = 0
     labelled_frames: int = 0
     kept_frames: int = 0
+    rest_intervals: int = 0
     fit_residual_m: float = float('nan')   # median over the kept labels
 
 
 @dataclass
 class ReadoutSettings:
     contact: float = 0.045          # cube centre ahead of the closed hand at the onset of contact (measured)
-    threshold_mads: float = 6.0     # contact: unexplained latent step above median + this many MADs
+    threshold_mads: float = 4.0     # contact: unexplained latent step above median + this many MADs
     quiet_before: int = 5           # no contact in the ticks before an onset
-    persist: int = 2                # and contact in the ticks after it
+    persist: int = 1                # and contact in the ticks after it
     min_motion: float = 0.003       # metres per tick the hand must move (horizontally) at the onset
     max_opening: float = 0.03       # finger opening (sum of the two finger joints) counted as closed
     max_height: float = 0.08        # the hand this low at the onset
-    trim_rounds: int = 8
+    hidden: int = 256               # the read-out network's two hidden layers
+    rest_weight: float = 3.0        # pull between read-outs of two frames between the same two contacts
+    trim_rounds: int = 1
     keep_share: float = 0.8
-    alpha: float = 10.0             # ridge regularization on standardized latents
+    readout_steps: int = 4000
     predictor_steps: int = 4000
     seed: int = 0
 
 
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
 @dataclass
 class CubeReadout:
-    """latent (D,) or (N, D) -> cube (x, y) in metres (2,) or (N, 2), for latents of one encoder."""
+    """latent (D,) or (N, D) -> cube (x, y) in metres (2,) or (N, 2), for latents of one encoder: standardize,
+    then dense layers (weights (in, out), bias (out,)) with SiLU between them."""
     mean_x: np.ndarray
     std_x: np.ndarray
-    weights: np.ndarray
-    mean_y: np.ndarray
+    layers: list[tuple[np.ndarray, np.ndarray]]
     encoder_id: str
     fit: ReadoutFit = field(default_factory=ReadoutFit)
 
@@ -138,28 +147,41 @@ class CubeReadout:
         z = np.asarray(latents, dtype=np.float64)
         if z.shape[-1] != self.mean_x.shape[0]:
             raise ReadoutError(f'latent of size {z.shape[-1]}; the cube read-out takes {self.mean_x.shape[0]}')
-        return (z - self.mean_x) / self.std_x @ self.weights + self.mean_y
+        h = (z - self.mean_x) / self.std_x
+        for i, (weights, bias) in enumerate(self.layers):
+            h = h @ weights + bias
+            if i < len(self.layers) - 1:
+                h = silu(h)
+        return h
 
     def save(self, path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        layers = {f'{kind}{i}': array for i, layer in enumerate(self.layers) for kind, array in zip('wb', layer)}
         with open(path, 'wb') as f:  # np.savez would append .npz to a path without it
-            np.savez(f, mean_x=self.mean_x, std_x=self.std_x, weights=self.weights, mean_y=self.mean_y,
-                     meta=np.array(json.dumps({'encoder_id': self.encoder_id, 'fit': asdict(self.fit)})))
+            np.savez(f, mean_x=self.mean_x, std_x=self.std_x, **layers,
+                     meta=np.array(json.dumps({'encoder_id': self.encoder_id, 'layers': len(self.layers),
+                                               'fit': asdict(self.fit)})))
 
     @classmethod
     def load(cls, path, encoder_id: str | None = None) -> 'CubeReadout':
         """The read-out stored at path; with encoder_id, refused unless it was fitted on that encoder's latents."""
         try:
             with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k].astype(np.float64) for k in ('mean_x', 'std_x', 'weights', 'mean_y')}
                 meta = json.loads(str(f['meta']))
-            readout = cls(**arrays, encoder_id=str(meta['encoder_id']), fit=ReadoutFit(**meta['fit']))
+                mean_x, std_x = f['mean_x'].astype(np.float64), f['std_x'].astype(np.float64)
+                layers = [(f[f'w{i}'].astype(np.float64), f[f'b{i}'].astype(np.float64))
+                          for i in range(int(meta['layers']))]
+            readout = cls(mean_x, std_x, layers, encoder_id=str(meta['encoder_id']), fit=ReadoutFit(**meta['fit']))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ReadoutError(f'{path}: not a cube read-out ({type(exc).__name__}: {exc})') from exc
-        d = readout.mean_x.shape
-        if readout.std_x.shape != d or readout.weights.shape != (d[0], 2) or readout.mean_y.shape != (2,):
-            raise ReadoutError(f'{path}: inconsistent shapes {({k: v.shape for k, v in arrays.items()})}')
+        width, consistent = mean_x.shape[0], std_x.shape == mean_x.shape and bool(layers)
+        for weights, bias in layers:
+            consistent &= weights.ndim == 2 and weights.shape[0] == width and bias.shape == weights.shape[1:]
+            width = weights.shape[-1]
+        if not consistent or width != 2:
+            shapes = {'mean_x': mean_x.shape, 'std_x': std_x.shape, 'layers': [(w.shape, b.shape) for w, b in layers]}
+            raise ReadoutError(f'{path}: inconsistent shapes {shapes}')
         if encoder_id is not None and readout.encoder_id != encoder_id:
             raise ReadoutError(f'{path}: fitted on latents of encoder {readout.encoder_id}, the model in service '
                                f'encodes with {encoder_id}')
@@ -195,19 +217,22 @@ def unexplained_steps(latents: np.ndarray, hand: np.ndarray, opening: np.ndarray
     return score
 
 
-def contact_labels(score: np.ndarray, hand: np.ndarray, opening: np.ndarray, segment: np.ndarray,
-                   settings: ReadoutSettings) -> tuple[np.ndarray, int, int]:
-    """Cube (x, y) labels per tick (NaN where unknown) from contact onsets; also the counts of contact ticks
-    and of onsets."""
-    s = settings
+def contact_steps(score: np.ndarray, segment: np.ndarray, settings: ReadoutSettings) -> np.ndarray:
+    """Per tick k: whether the step k -> k+1 is contact (its unexplained part is an outlier)."""
     same = np.r_[segment[1:] == segment[:-1], False]
     median = np.median(score[same])
-    contact = score > median + s.threshold_mads * np.median(np.abs(score[same] - median))
+    return score > median + settings.threshold_mads * np.median(np.abs(score[same] - median))
+
+
+def contact_labels(contact: np.ndarray, hand: np.ndarray, opening: np.ndarray, segment: np.ndarray,
+                   settings: ReadoutSettings) -> tuple[np.ndarray, int]:
+    """Cube (x, y) labels per tick (NaN where unknown) from contact onsets; also the count of onsets."""
+    s = settings
     motion = np.r_[np.diff(hand[:, :2], axis=0), np.zeros((1, 2))]
     speed = np.linalg.norm(motion, axis=1)
-    labels = np.full((len(score), 2), np.nan)
+    labels = np.full((len(contact), 2), np.nan)
     onsets = 0
-    for k in range(s.quiet_before, len(score) - s.persist - 1):
+    for k in range(s.quiet_before, len(contact) - s.persist - 1):
         if not contact[k] or contact[k - s.quiet_before:k].any() or not contact[k + 1:k + 1 + s.persist].all():
             continue
         if (segment[k - s.quiet_before:k + 2] != segment[k]).any():
@@ -223,7 +248,73 @@ def contact_labels(score: np.ndarray, hand: np.ndarray, opening: np.ndarray, seg
         while start > 0 and segment[start - 1] == segment[k] and not contact[start - 1]:
             start -= 1
         labels[start:k + 1] = hand[k, :2] + s.contact * motion[k] / speed[k]
-    return labels, int(contact.sum()), onsets
+    return labels, onsets
+
+
+def rest_intervals(contact: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Per tick: the id of the stretch between two contacts it lies in (the cube rests all through it), -1 for
+    the ticks a contact moves the cube into or out of."""
+    moving = contact | np.r_[False, contact[:-1]]
+    ids = np.cumsum(np.r_[True, (segment[1:] != segment[:-1]) | moving[1:]])
+    ids[moving] = -1
+    return ids
+
+
+class ReadoutTraining:
+    """Fits the read-out network: an L1 loss on the labelled ticks plus `rest_weight` times the L1 distance
+    between the read-outs of two ticks of one rest interval."""
+
+    def __init__(self, latents: np.ndarray, intervals: np.ndarray, settings: ReadoutSettings):
+        self.settings = settings
+        x = torch.from_numpy(latents.astype(np.float32))
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+        self.x = (x - self.mean) / self.std
+        resting = np.nonzero(intervals >= 0)[0]
+        resting = resting[np.argsort(intervals[resting], kind='stable')]
+        sorted_ids = intervals[resting]
+        starts = np.r_[0, np.nonzero(sorted_ids[1:] != sorted_ids[:-1])[0] + 1]
+        ends = np.r_[starts[1:], len(resting)]
+        several = ends - starts > 1
+        self.resting, self.starts, self.lengths = resting, starts[several], (ends - starts)[several]
+
+    @property
+    def intervals(self) -> int:
+        return len(self.starts)
+
+    def rest_pairs(self, count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        which = rng.integers(0, len(self.starts), count)
+        first, second = (self.starts[which] + (rng.random(count) * self.lengths[which]).astype(int) for _ in range(2))
+        return torch.from_numpy(self.resting[first]), torch.from_numpy(self.resting[second])
+
+    def fit(self, index: np.ndarray, labels: np.ndarray) -> nn.Sequential:
+        s = self.settings
+        torch.manual_seed(s.seed)
+        rng = np.random.default_rng(s.seed)
+        d = self.x.shape[1]
+        net = nn.Sequential(nn.Linear(d, s.hidden), nn.SiLU(), nn.Linear(s.hidden, s.hidden), nn.SiLU(),
+                            nn.Linear(s.hidden, 2))
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        y = torch.from_numpy(labels.astype(np.float32))
+        for _ in range(s.readout_steps):
+            batch = torch.from_numpy(rng.integers(0, len(index), 256))
+            loss = (net(self.x[index[batch]]) - y[batch]).abs().sum(1).mean()
+            if s.rest_weight > 0 and self.intervals:
+                first, second = self.rest_pairs(512, rng)
+                loss = loss + s.rest_weight * (net(self.x[first]) - net(self.x[second])).abs().sum(1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return net.eval()
+
+    def residuals(self, net: nn.Sequential, index: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.linalg.norm(net(self.x[index]).numpy() - labels, axis=1)
+
+    def readout(self, net: nn.Sequential, encoder_id: str, fit: ReadoutFit) -> CubeReadout:
+        layers = [(m.weight.detach().numpy().T.astype(np.float64), m.bias.detach().numpy().astype(np.float64))
+                  for m in net if isinstance(m, nn.Linear)]
+        return CubeReadout(self.mean.numpy().astype(np.float64), self.std.numpy().astype(np.float64), layers,
+                           encoder_id, fit)
 
 
 def fit_cube_readout(latents, hand, opening, segment, encoder_id: str,
@@ -241,19 +332,19 @@ def fit_cube_readout(latents, hand, opening, segment, encoder_id: str,
     finite = np.isfinite(latents).all(1) & np.isfinite(hand).all(1) & np.isfinite(opening)
     if not finite.all():
         raise ReadoutError(f'{int((~finite).sum())} of {n} ticks hold NaN or inf')
-    score = unexplained_steps(latents, hand, opening, segment, s)
-    labels, contact_frames, onsets = contact_labels(score, hand, opening, segment, s)
-    labelled = np.isfinite(labels[:, 0])
+    contact = contact_steps(unexplained_steps(latents, hand, opening, segment, s), segment, s)
+    labels, onsets = contact_labels(contact, hand, opening, segment, s)
     if onsets < 10:
-        raise ReadoutError(f'the play shows {onsets} usable contact onsets (of {contact_frames} contact ticks in '
-                           f'{n}); the read-out needs at least 10: record more play with pushes')
-    x, y = latents[labelled], labels[labelled]
-    keep = np.ones(len(y), bool)
+        raise ReadoutError(f'the play shows {onsets} usable contact onsets (of {int(contact.sum())} contact ticks '
+                           f'in {n}); the read-out needs at least 10: record more play with pushes')
+    training = ReadoutTraining(latents, rest_intervals(contact, segment), s)
+    labelled = np.nonzero(np.isfinite(labels[:, 0]))[0]
+    keep = labelled
+    net = training.fit(keep, labels[keep])
     for _ in range(s.trim_rounds):
-        mean_x, std_x, weights, mean_y = ridge_parameters(x[keep], y[keep], s.alpha)
-        residual = np.linalg.norm((x - mean_x) / std_x @ weights + mean_y - y, axis=1)
-        keep = residual < max(np.quantile(residual, s.keep_share), 0.02)
-    mean_x, std_x, weights, mean_y = ridge_parameters(x[keep], y[keep], s.alpha)
-    residual = np.linalg.norm((x[keep] - mean_x) / std_x @ weights + mean_y - y[keep], axis=1)
-    fit = ReadoutFit(n, contact_frames, onsets, int(labelled.sum()), int(keep.sum()), float(np.median(residual)))
-    return CubeReadout(mean_x, std_x, weights, mean_y, encoder_id, fit)
+        residual = training.residuals(net, labelled, labels[labelled])
+        keep = labelled[residual < max(np.quantile(residual, s.keep_share), 0.02)]
+        net = training.fit(keep, labels[keep])
+    fit = ReadoutFit(n, int(contact.sum()), onsets, len(labelled), len(keep), training.intervals,
+                     float(np.median(training.residuals(net, keep, labels[keep]))))
+    return training.readout(net, encoder_id, fit)
