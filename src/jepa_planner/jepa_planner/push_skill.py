@@ -13,7 +13,7 @@ How play labels the cube without being told where it is: the cube only moves whe
 latent step that the hand's own motion does not explain is contact. At the onset of a contact with the hand
 closed, low and moving straight, the cube's centre is one contact distance ahead of the hand along its motion
 (the hand's position is known from the arm's kinematics); the cube rested there since the previous contact, so
-every frame back to it gets that label. Onsets are few (a few hundred in 100 minutes of play) and the latent
+every frame back to it gets that label. Onsets are few (185 in 100 minutes of play) and the latent
 holds the cube nonlinearly (a linear map reads it 2-3 times worse than a small network, both fitted on true
 positions), so the read-out is a small network, and the frames between any two contacts, labelled or not, teach
 it what onsets cannot: the cube is where it was, wherever the hand goes meanwhile (their read-outs are pulled
