@@ -133,6 +133,13 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
+def silu_network(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    """Two hidden layers with SiLU: the contact detector's step predictor and the read-out (which `CubeReadout`
+    evaluates in numpy)."""
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                         nn.Linear(hidden, outputs))
+
+
 @dataclass
 class CubeReadout:
     """latent (D,) or (N, D) -> cube (x, y) in metres (2,) or (N, 2), for latents of one encoder: standardize,
@@ -201,8 +208,7 @@ def unexplained_steps(latents: np.ndarray, hand: np.ndarray, opening: np.ndarray
     mean, std = x.mean(0), x.std(0) + 1e-6
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
-                        nn.Linear(256, y.shape[1]))
+    net = silu_network(x.shape[1], 256, y.shape[1])
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(settings.predictor_steps):
         batch = torch.randint(0, len(x), (512,), generator=generator)
@@ -290,9 +296,7 @@ class ReadoutTraining:
         s = self.settings
         torch.manual_seed(s.seed)
         rng = np.random.default_rng(s.seed)
-        d = self.x.shape[1]
-        net = nn.Sequential(nn.Linear(d, s.hidden), nn.SiLU(), nn.Linear(s.hidden, s.hidden), nn.SiLU(),
-                            nn.Linear(s.hidden, 2))
+        net = silu_network(self.x.shape[1], s.hidden, 2)
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
         y = torch.from_numpy(labels.astype(np.float32))
         for _ in range(s.readout_steps):
