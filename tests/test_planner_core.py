@@ -1,4 +1,6 @@
 """ROS-free cores of the agent: planners, intrinsic cost, critic, short-term memory, Mode-1 distillation."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,11 @@ def test_intrinsic_terms_penalize_what_they_name():
     assert float(terms['effort'][0, 0]) == pytest.approx(1 / 3)
     assert float(terms['workspace'][0, -1]) > float(terms['workspace'][0, 0]) == 0.0
     assert float(terms['joint_limits'][0, -1]) > float(terms['joint_limits'][0, 0])
+    assert float(terms['hand'].abs().sum()) == 0.0  # no hand goal set
+    # A hand goal 2 control steps ahead in x: the hand term counts the squared steps still missing after each step.
+    toward = replace(arm, hand_goal=arm.ee + torch.tensor([0.06, 0.0, 0.0]))
+    terms = cost.terms(torch.zeros(1, 3, 3), goal, torch.tensor([[[0.03, 0.0, 0.0, 0.0]] * 3]), toward)
+    assert terms['hand'][0].tolist() == pytest.approx([1.0, 0.0, 1.0], abs=1e-5)
 
 
 def chain_episodes(n_states=8, episodes=40, discount=0.9, seed=0):

@@ -155,6 +155,33 @@ def test_actor_pushes_through_skill_subgoals_with_the_arm_in_the_loop():
     assert np.linalg.norm(cube - goal) < 0.25 * start, (cube, goal)
 
 
+class HalfGainModel(HandAndCubeModel):
+    """Predicts the hand moving half as far as it does: an effector map that misreads hand steps, as the shipped
+    one does near the table."""
+
+    def rollout(self, z0, actions):
+        return super().rollout(z0, actions / 2)
+
+
+@pytest.mark.parametrize('weights, expected_x', [({'energy': 1.0, 'hand': 0.0}, -0.03), ({'energy': 0.0, 'hand': 1.0}, -0.02)])
+def test_the_hand_term_takes_the_skills_step_where_the_world_model_misjudges_it(weights, expected_x):
+    """2 cm in front of where the skill's approach wants the hand: the energy through a world model that halves
+    hand steps asks for twice the step (clipped to the 3-cm bound), the kinematic hand term for the step itself."""
+    kinematics = ArmKinematics()
+    config = ActorConfig(horizon=4, samples=256, iterations=3, grad_steps=2, skill='push')
+    cost = CostWeights(latent=0.0, effort=0.0, joint_limits=0.0, workspace=0.0, critic=0.0, **weights)
+    actor = Actor(HalfGainModel(), config, cost, kinematics, readout=toy_readout())
+    skill = PushSkill()
+    skill.reset([0.42, 0.05])
+    approach, _ = skill.target(np.zeros(3), [0.5, 0.0])
+    q = kinematics.ik(np.array(PANDA_HOME), approach + [0.02, 0.0, 0.0])
+    ee = kinematics.fk(q)
+    z = np.r_[10 * ee, 10 * np.array([0.5, 0.0])]
+    decision = actor.act(z, np.r_[10 * np.array([0.4, 0.1, 0.1]), 10 * np.array([0.42, 0.05])], q)
+    assert actor.skill.phase == 'approach'
+    assert decision.action[0] == pytest.approx(expected_x + (approach - ee)[0] + 0.02, abs=0.005)
+
+
 def test_actor_skill_names_what_it_is_missing():
     actor = Actor(HandAndCubeModel(), ActorConfig(horizon=2, samples=8, iterations=1, skill='push'))
     with pytest.raises(ValueError, match='read-out.*joint state'):

@@ -348,7 +348,8 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     # command path would otherwise wait for. It yields (after starting the graph, which must not inherit this);
     # it acts on sim time, so a referee a few ms late measures the same episodes.
     os.nice(REFEREE_NICE)
-    rclpy.init()
+    # Not this process's command line: its graph arguments (name:=value) are the graph's, not ROS remaps.
+    rclpy.init(args=[])
     referee = Referee(ArmKinematics())
     reports = {}
     try:

@@ -32,12 +32,20 @@ def run_node(make_node: Callable[[], Node], args=None) -> int:
         executor.add_node(node)
 
         def spin() -> None:
+            # spin_once with a timeout, not spin(): the executor is shut down only once this loop has left it.
+            # Shutting it down while another thread spins it races rclpy's cleanup of its guard conditions
+            # (ros2/rclpy#968: a callback in flight then fails with "'NoneType' object has no attribute
+            # 'trigger'", and a node that stopped cleanly exits with an error).
             try:
-                executor.spin()
+                while not stop.is_set() and executor.context.ok():
+                    executor.spin_once(timeout_sec=0.1)
             except ExternalShutdownException:
                 pass
             except BaseException as exc:  # re-raised in the main thread after the clean shutdown
-                failure.append(exc)
+                # A node may end itself by shutting its context down (the recorder at its duration); what its
+                # wait then raises is that ending, not a failure.
+                if executor.context.ok():
+                    failure.append(exc)
             finally:
                 stop.set()
 
@@ -45,10 +53,10 @@ def run_node(make_node: Callable[[], Node], args=None) -> int:
         spinner.start()
         while not stop.wait(0.5):
             pass
-        # No callback runs once the executor is down, so close() never races one; the context is still
-        # valid, so close() can publish.
-        executor.shutdown(timeout_sec=5.0)
+        # The callback in flight finishes first; then no callback runs, so close() never races one; the
+        # context is still valid, so close() can publish.
         spinner.join(timeout=5.0)
+        executor.shutdown(timeout_sec=5.0)
         try:
             close = getattr(node, 'close', None)
             if callable(close):

@@ -13,7 +13,7 @@ one stride later.
 
 Skill (`skill: push`): the higher level is the hard-wired push skill (push_skill.py) on cube positions read out
 of the latents; each of its hand steps, mapped into the latent space by the world model's effector map, is
-the goal the control level plans towards.
+the goal the control level plans towards, and, as a position, the arm's hand goal (the cost's `hand` term).
 """
 import time
 from dataclasses import dataclass, fields, replace
@@ -178,9 +178,12 @@ class Actor:
         self.policy, self.distiller = previous.policy, previous.distiller
         self.policy.model_id = self.model.model_id
 
-    def skill_subgoal(self, z: torch.Tensor, goal: torch.Tensor, arm: ArmContext | None) -> torch.Tensor:
+    def skill_subgoal(self, z: torch.Tensor, goal: torch.Tensor, arm: ArmContext | None
+                      ) -> tuple[torch.Tensor, ArmContext]:
         """The push skill's next hand step, from the cube and its goal as the read-out sees them in the current
-        and goal latents, as a goal latent: the current one moved by that step through the effector map."""
+        and goal latents, as a goal latent (the current one moved by that step through the effector map) and as
+        the arm's hand goal (the `hand` term: the kinematics know where the hand goes, the effector map only
+        approximately)."""
         problems = [what for what, missing in (('a cube read-out (the actor\'s readout_path)', self.readout is None),
                                               ('the arm\'s joint state', arm is None),
                                               ('a world model with an effector map', self.effector_inverse is None))
@@ -193,7 +196,7 @@ class Actor:
         target, speed = self.skill.target(ee, self.readout(z.cpu().numpy()))
         bound = self.config.max_step * speed
         step = torch.as_tensor(np.clip(target - ee, -bound, bound), dtype=torch.float32, device=self.device)
-        return z + self.effector_inverse @ step
+        return z + self.effector_inverse @ step, replace(arm, hand_goal=arm.ee + step)
 
     def arm_context(self, q_arm) -> ArmContext | None:
         if self.kinematics is None or q_arm is None:
@@ -210,8 +213,11 @@ class Actor:
                              f'model\'s latent_dim {self.model.latent_dim}')
         arm = self.arm_context(q_arm)
         t0 = time.perf_counter()
-        subgoal = self.skill_subgoal(z_t, goal_t, arm) if self.config.skill else \
-            self.plan_subgoal(z_t, goal_t) if self.config.levels == 2 else None
+        subgoal = None
+        if self.config.skill:
+            subgoal, arm = self.skill_subgoal(z_t, goal_t, arm)
+        elif self.config.levels == 2:
+            subgoal = self.plan_subgoal(z_t, goal_t)
         if subgoal is not None:
             goal_t = subgoal
         objective = PlanObjective(self.model, self.intrinsic, z_t, goal_t, arm, self.critic, self.config.discount)

@@ -4,7 +4,7 @@ Everything is torch and vectorized over (batch of candidate plans, horizon) so t
 candidates in one call and differentiates through them for gradient refinement.
 
 Convention for jepa_interfaces/CostTerms: every term field holds the *weighted* term, so
-`total = energy + effort + joint_limits + workspace + critic` and the intrinsic cost is `total - critic`.
+`total = energy + latent + effort + joint_limits + workspace + hand + critic` and the intrinsic cost is `total - critic`.
 """
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-TERMS = ('energy', 'latent', 'effort', 'joint_limits', 'workspace')
+TERMS = ('energy', 'latent', 'effort', 'joint_limits', 'workspace', 'hand')
 CRITIC_FORMAT_VERSION = 1
 
 
@@ -28,6 +28,7 @@ class CostWeights:
     effort: float = 0.05
     joint_limits: float = 1.0
     workspace: float = 1.0
+    hand: float = 0.0
     critic: float = 0.0
 
     @classmethod
@@ -42,13 +43,15 @@ class CostWeights:
 class ArmContext:
     """What the geometric terms need about the arm right now, linearized about the current configuration:
     end effector position, joint positions and the map from an end-effector step to a joint step.
-    The linearization makes the terms batched and differentiable without IK per candidate."""
+    The linearization makes the terms batched and differentiable without IK per candidate.
+    hand_goal: where a higher level that works on positions (the push skill) wants the end effector next."""
     ee: torch.Tensor          # (3,)
     q: torch.Tensor           # (n,)
     dq_dx: torch.Tensor       # (n, 3): damped pseudo-inverse of the position Jacobian
     lower: torch.Tensor       # (n,)
     upper: torch.Tensor       # (n,)
     workspace: torch.Tensor   # (3, 2)
+    hand_goal: torch.Tensor | None = None   # (3,)
 
     @classmethod
     def from_kinematics(cls, kinematics, q_arm, eps: float = 1e-4, damping: float = 1e-4,
@@ -72,7 +75,10 @@ class IntrinsicCost(nn.Module):
     energy and latent: the JEPA energy, the distance between predicted and goal latent, in two metrics of
     `EnergyMetric` (controllable displacement, and isotropic); effort: squared step size relative to max_step;
     joint_limits: squared intrusion into a margin near each joint limit (fraction of the range); workspace:
-    squared excursion outside the workspace box, in max_steps.
+    squared excursion outside the workspace box, in max_steps; hand: squared distance in max_steps between the
+    end effector after each step and the arm's hand_goal (0 without one), the proprioceptive twin of the energy
+    for a goal given as a hand position: near the table the effector map misreads hand steps by about half their
+    length, the arm's kinematics does not (README, "Push by a skill").
     """
 
     def __init__(self, weights: CostWeights | None = None, max_step: float = 0.03,
@@ -93,7 +99,8 @@ class IntrinsicCost(nn.Module):
         effort = (actions[..., :3] / self.max_step).pow(2).mean(-1)
         zero = torch.zeros_like(energy)
         if arm is None:
-            return {'energy': energy, 'latent': latent, 'effort': effort, 'joint_limits': zero, 'workspace': zero}
+            return {'energy': energy, 'latent': latent, 'effort': effort, 'joint_limits': zero, 'workspace': zero,
+                    'hand': zero}
         steps = torch.cumsum(actions[..., :3], dim=-2)
         q = arm.q + steps @ arm.dq_dx.T
         fraction = (q - arm.lower) / (arm.upper - arm.lower)
@@ -102,8 +109,9 @@ class IntrinsicCost(nn.Module):
         ee = arm.ee + steps
         outside = torch.relu(arm.workspace[:, 0] - ee) + torch.relu(ee - arm.workspace[:, 1])
         workspace = (outside / self.max_step).pow(2).sum(-1)
+        hand = zero if arm.hand_goal is None else ((ee - arm.hand_goal) / self.max_step).pow(2).sum(-1)
         return {'energy': energy, 'latent': latent, 'effort': effort, 'joint_limits': joint_limits,
-                'workspace': workspace}
+                'workspace': workspace, 'hand': hand}
 
     def state_terms(self, z: torch.Tensor, goal: torch.Tensor, last_action: torch.Tensor | None = None,
                     arm: ArmContext | None = None) -> dict[str, float]:
