@@ -163,7 +163,8 @@ class HalfGainModel(HandAndCubeModel):
         return super().rollout(z0, actions / 2)
 
 
-@pytest.mark.parametrize('weights, expected_x', [({'energy': 1.0, 'hand': 0.0}, -0.03), ({'energy': 0.0, 'hand': 1.0}, -0.02)])
+@pytest.mark.parametrize('weights, expected_x', [({'energy': 1.0, 'hand': 0.0}, -0.03),
+                                                 ({'energy': 0.0, 'hand': 1.0}, -0.02)])
 def test_the_hand_term_takes_the_skills_step_where_the_world_model_misjudges_it(weights, expected_x):
     """2 cm in front of where the skill's approach wants the hand: the energy through a world model that halves
     hand steps asks for twice the step (clipped to the 3-cm bound), the kinematic hand term for the step itself."""

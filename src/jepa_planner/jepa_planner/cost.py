@@ -4,7 +4,8 @@ Everything is torch and vectorized over (batch of candidate plans, horizon) so t
 candidates in one call and differentiates through them for gradient refinement.
 
 Convention for jepa_interfaces/CostTerms: every term field holds the *weighted* term, so
-`total = energy + latent + effort + joint_limits + workspace + hand + critic` and the intrinsic cost is `total - critic`.
+`total = energy + latent + effort + joint_limits + workspace + hand + critic` and the intrinsic cost is
+`total - critic`.
 """
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -77,7 +78,7 @@ class IntrinsicCost(nn.Module):
     joint_limits: squared intrusion into a margin near each joint limit (fraction of the range); workspace:
     squared excursion outside the workspace box, in max_steps; hand: squared distance in max_steps between the
     end effector after each step and the arm's hand_goal (0 without one), the proprioceptive twin of the energy
-    for a goal given as a hand position: near the table the effector map misreads hand steps by about half their
+    for a goal given as a hand position: near the table the effector map misreads hand steps by 40-45 % of their
     length, the arm's kinematics does not (README, "Push by a skill").
     """
 
