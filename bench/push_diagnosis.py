@@ -27,6 +27,9 @@ the pushed state? In one process, on the simulator (no ROS), with the shipped ch
 
 8. The push skill, as the graph pushes (the push settings of config/agent.yaml, the shipped cube read-out
    fitted without labels): success on the same seeds, and how far the read-out places the goal image's cube.
+9. Why the skill's hand steps are measured with the arm's kinematics (the cost's `hand` term) and not through the
+   world model: along those episodes, how far the effector map's reading of each real latent step,
+   effector_map (z' - z), is from the real hand step, with the hand near the table and above it.
 
     .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10]
 """
@@ -175,6 +178,30 @@ def skill_push(bench: SimWorkbench, model, scenes: int) -> tuple[np.ndarray, np.
     return np.array(distances), np.array(goal_errors)
 
 
+def effector_map_by_height(bench: SimWorkbench, model, scenes: int, low: float = 0.09) -> dict[str, np.ndarray]:
+    """Along the push skill's episodes (graph settings, seeds 0..scenes-1), per control step: the effector map's
+    error reading the real hand step from the real latent step, and the step's length (cm), for steps starting
+    with the hand below `low` (m) and above it."""
+    config, weights = graph_settings('push')
+    actor = Actor(model, config, weights, bench.kinematics, readout=graph_readout(model))
+    effector_map = actor.intrinsic.metric.effector_map.cpu().numpy()
+    rows = {'low': [], 'high': []}
+    for seed in range(scenes):
+        _, goal_latent = bench.start_episode('push', seed)
+        actor.reset()
+        z = bench.encode(bench.sim.render())
+        for _ in range(STEPS['push']):
+            ee = bench.ee.copy()
+            bench.command(actor.act(z, goal_latent, bench.q_arm).action)
+            bench.advance(DT)
+            z_next = bench.encode(bench.sim.render())
+            step = bench.ee - ee
+            rows['low' if ee[2] < low else 'high'].append(
+                (np.linalg.norm(effector_map @ (z_next - z) - step), np.linalg.norm(step)))
+            z = z_next
+    return {where: np.array(values).reshape(-1, 2) * 100.0 for where, values in rows.items()}
+
+
 def long_open_loop(bench: SimWorkbench, model, metric: EnergyMetric, scenes: int, steps: int = 30) -> np.ndarray:
     """Per evaluation seed: `latent` term (isotropic distance to the goal latent) of the start, of the real state
     after the oracle's first `steps` actions, and of the model's open-loop prediction of those actions."""
@@ -302,6 +329,11 @@ def main() -> int:
               f'{(distances < SUCCESS_RADIUS["push"]).sum()} of {args.scenes} within {SUCCESS_RADIUS["push"]} m, '
               f'mean final distance {distances.mean():.3f} m; the goal image\'s cube read out '
               f'{goal_errors.mean() * 100:.1f} cm off (median {np.median(goal_errors) * 100:.1f})')
+        by_height = effector_map_by_height(bench, model, args.scenes)
+        print('the effector map reading real hand steps along those pushes (median error / median step, cm): ' +
+              '; '.join(f'hand {where} 9 cm {np.median(rows[:, 0]):.2f} / '
+                        f'{np.median(rows[:, 1]):.2f} ({len(rows)} steps)'
+                        for where, rows in (('below', by_height['low']), ('above', by_height['high']))))
     finally:
         bench.close()
     return 0

@@ -51,6 +51,9 @@ def test_command_line_rejects_unknown_settings(capsys):
     with pytest.raises(SystemExit):
         main(['--weight', 'bogus=1'])
     assert 'bogus' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['--command-delay', '0.1'])  # a whole control period late: the next frame's command would be due
+    assert 'command-delay' in capsys.readouterr().err
 
 
 def test_the_graphs_push_is_the_skill_on_the_shipped_models_cube_readout(bench):
@@ -59,6 +62,7 @@ def test_the_graphs_push_is_the_skill_on_the_shipped_models_cube_readout(bench):
     assert graph_settings('reach')[0].skill == ''
     config, weights = graph_settings('push')
     assert config.skill == 'push' and weights.latent == 0.0 and weights.critic == 0.0
+    assert weights.hand > 0.0  # the skill's hand steps are measured with the arm's kinematics
     # Fitted without labels on the shipped encoder's latents; a retrained model without a refitted read-out
     # fails here (refused by encoder), a read-out that does not see the cube fails on the error.
     readout = graph_readout(bench.model)

@@ -5,10 +5,13 @@ plain Python objects stepped in lock-step (no DDS, no real time, no latency).
 tuning the cost and planner from a notebook or the command line, where one episode takes seconds. The same
 goals (episodes.make_goal), success radii, episode lengths, kinematics and joint-trajectory following are used,
 so a change that helps here should help there; the numbers reported in the README come from `jepa eval`.
+`--command-delay` sends each command that long after its frame, while the arm goes on with the previous one, as
+in the graph (its end-to-end delay, image stamp -> command, is 8-80 ms).
 The actor's settings and the task's cost weights are the graph's (config/agent.yaml: the `actor` parameters and
 the configurator's task profile); --set and --weight override them.
 
     python -m jepa_bringup.sim_episodes --task reach --episodes 10 --set horizon=12 --weight energy=2
+    python -m jepa_bringup.sim_episodes --task push --episodes 30 --command-delay 0.05 --weight hand=0 --weight energy=1
 """
 import argparse
 import json
@@ -71,8 +74,9 @@ class SimWorkbench:
         goal_image, _ = self.sim.render_state(goal.arm_q, goal.cube_position)
         return goal, self.encode(goal_image)
 
-    def command(self, action: np.ndarray) -> None:
-        q_target, fingers = self.kinematics.action_to_joint_target(self.q_arm, action)
+    def command(self, action: np.ndarray, q_arm: np.ndarray | None = None) -> None:
+        """Follow the action from q_arm (the joint state it was chosen at; default: now), as the actor's command."""
+        q_target, fingers = self.kinematics.action_to_joint_target(self.q_arm if q_arm is None else q_arm, action)
         self.follower.set_trajectory(self.sim.joint_names, [TrajectoryPoint(DT, np.r_[q_target, fingers])],
                                      self.sim.time, self.sim.joint_positions())
 
@@ -86,7 +90,12 @@ class SimWorkbench:
         self.sim.close()
 
 
-def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: str, seed: int) -> dict:
+def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: str, seed: int,
+                command_delay: float = 0.0) -> dict:
+    """One episode; the agent's commands are sent command_delay seconds after the frame they were chosen from
+    (0 to DT), the baselines' at once."""
+    if not 0.0 <= command_delay < DT:
+        raise ValueError(f'command_delay must be in [0, {DT}) s, got {command_delay}')
     goal, goal_latent = bench.start_episode(task, seed)
     policy = None
     if condition == 'oracle':
@@ -99,13 +108,15 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
     plan_ms = []
     for _ in range(STEPS[task]):
         if policy is not None:
-            action = policy.act(bench.ee, bench.cube)
-        else:
-            decision = actor.act(bench.encode(bench.sim.render()), goal_latent, bench.q_arm, condition)
-            action = decision.action
-            plan_ms.append(decision.plan_time_ms)
-        bench.command(action)
-        bench.advance(DT)
+            bench.command(policy.act(bench.ee, bench.cube))
+            bench.advance(DT)
+            continue
+        q_arm = bench.q_arm
+        decision = actor.act(bench.encode(bench.sim.render()), goal_latent, q_arm, condition)
+        plan_ms.append(decision.plan_time_ms)
+        bench.advance(command_delay)
+        bench.command(decision.action, q_arm)
+        bench.advance(DT - command_delay)
     distance = final_distance(goal, bench.ee, bench.cube)
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
             'start_distance_m': start_distance, 'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}
@@ -156,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--sim-camera', type=Path, metavar='FILE',
                         help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graph's "
                              'sim_camera:= argument; default config/sim.yaml')
+    parser.add_argument('--command-delay', type=float, default=0.0, metavar='SECONDS',
+                        help=f'send each agent command this long after its frame, 0 to {DT} (default 0)')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
@@ -168,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         config.validate()
         weights = replace(weights, **{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
         camera = sim_camera(args.sim_camera)
+        if not 0.0 <= args.command_delay < DT:
+            raise ValueError(f'--command-delay must be in [0, {DT}) s, got {args.command_delay}')
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
@@ -185,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             results = []
             for i in range(args.episodes):
                 t0 = time.monotonic()
-                result = run_episode(bench, actor, condition, args.task, args.seed + i)
+                result = run_episode(bench, actor, condition, args.task, args.seed + i, args.command_delay)
                 results.append(result)
                 print(f'{args.task} {condition} seed {result["seed"]}: {result["start_distance_m"]:.3f} -> '
                       f'{result["final_distance_m"]:.3f} m {"success" if result["success"] else "fail"} '

@@ -78,7 +78,7 @@ class IntrinsicCost(nn.Module):
     joint_limits: squared intrusion into a margin near each joint limit (fraction of the range); workspace:
     squared excursion outside the workspace box, in max_steps; hand: squared distance in max_steps between the
     end effector after each step and the arm's hand_goal (0 without one), the proprioceptive twin of the energy
-    for a goal given as a hand position: near the table the effector map misreads hand steps by 40-45 % of their
+    for a goal given as a hand position: near the table the effector map misreads hand steps by about half their
     length, the arm's kinematics does not (README, "Push by a skill").
     """
 
