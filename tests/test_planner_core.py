@@ -284,6 +284,10 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     assert served.streak == 0
     assert [served.observe(0.06, t, m) for t, m in enumerate(['old', 'old', 'new', 'new'])] == [False] * 3 + [True]
     assert served.other_model == 2
+    # A streak begun in one task does not carry into the next.
+    served.observe(0.06, 10.0, 'new')
+    served.new_task()
+    assert not served.observe(0.06, 11.0, 'new') and served.streak == 1
     assert task_weights('reach', {'reach': {'energy': 2.0}}).energy == 2.0
     with pytest.raises(ValueError, match='swim'):
         task_weights('swim', {'reach': {}})

@@ -38,6 +38,10 @@ class SurpriseMonitor:
         starts again (the misses of the model it replaced say nothing about it)."""
         self.model_id, self.baseline, self.streak = model_id, baseline, 0
 
+    def new_task(self) -> None:
+        """The task changed: a streak of surprise belongs to the task it happened in."""
+        self.streak = 0
+
     def observe(self, normalized_error: float, now: float, model_id: str = '') -> bool:
         if not math.isfinite(normalized_error):
             return False

@@ -159,7 +159,7 @@ class ConfiguratorNode(Node):
             if problem:
                 problems.append(problem)
         if task != self.task:
-            self.monitor.streak = 0  # a streak of surprise belongs to the task it happened in
+            self.monitor.new_task()
         self.task, self.mode = task, mode
         goal = 'a goal image' if image is not None and not goal_name else goal_name or 'no goal'
         if problems:
