@@ -1,5 +1,5 @@
 """The evaluation's seeded episodes in one process, without ROS: simulator, perception, actor and referee as
-plain Python objects stepped in lock-step (no DDS, no real time, no latency).
+plain Python objects stepped in lock-step (no DDS, no real time, no latency but the --command-delay one asks for).
 
 `jepa eval` is the measurement (the full graph, separate processes, real time); this is the workbench for
 tuning the cost and planner from a notebook or the command line, where one episode takes seconds. The same
