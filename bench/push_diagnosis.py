@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, final_distance, toward
-from jepa_bringup.sim_episodes import SimWorkbench, graph_readout, graph_settings, run_episode
+from jepa_bringup.sim_episodes import SimWorkbench, graph_readout, graph_settings
 from jepa_planner.actor import Actor
 from jepa_planner.cost import CostWeights, EnergyMetric
 from jepa_sim.panda_sim import CUBE_REGION, CUBE_SIZE
@@ -164,30 +164,20 @@ def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
     return np.array(distances)
 
 
-def skill_push(bench: SimWorkbench, model, scenes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per evaluation seed: the cube's final distance to its goal with the graph's push settings (the push skill
-    on the shipped read-out), and the read-out's error on the goal image's cube."""
+def skill_push(bench: SimWorkbench, model, scenes: int, low: float = 0.09
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per evaluation seed, with the graph's push settings (the push skill on the shipped read-out): the cube's
+    final distance to its goal and the read-out's error on the goal image's cube. And per control step of those
+    episodes: the effector map's error reading the real hand step from the real latent step, and the step's
+    length (cm), for steps starting with the hand below `low` (m) and above it."""
     config, weights = graph_settings('push')
     readout = graph_readout(model)
     actor = Actor(model, config, weights, bench.kinematics, readout=readout)
-    distances, goal_errors = [], []
+    effector_map = actor.intrinsic.metric.effector_map.cpu().numpy()
+    distances, goal_errors, steps = [], [], {'low': [], 'high': []}
     for seed in range(scenes):
         goal, goal_latent = bench.start_episode('push', seed)
         goal_errors.append(np.linalg.norm(readout(goal_latent) - goal.target[:2]))
-        distances.append(run_episode(bench, actor, 'mode2', 'push', seed)['final_distance_m'])
-    return np.array(distances), np.array(goal_errors)
-
-
-def effector_map_by_height(bench: SimWorkbench, model, scenes: int, low: float = 0.09) -> dict[str, np.ndarray]:
-    """Along the push skill's episodes (graph settings, seeds 0..scenes-1), per control step: the effector map's
-    error reading the real hand step from the real latent step, and the step's length (cm), for steps starting
-    with the hand below `low` (m) and above it."""
-    config, weights = graph_settings('push')
-    actor = Actor(model, config, weights, bench.kinematics, readout=graph_readout(model))
-    effector_map = actor.intrinsic.metric.effector_map.cpu().numpy()
-    rows = {'low': [], 'high': []}
-    for seed in range(scenes):
-        _, goal_latent = bench.start_episode('push', seed)
         actor.reset()
         z = bench.encode(bench.sim.render())
         for _ in range(STEPS['push']):
@@ -196,10 +186,12 @@ def effector_map_by_height(bench: SimWorkbench, model, scenes: int, low: float =
             bench.advance(DT)
             z_next = bench.encode(bench.sim.render())
             step = bench.ee - ee
-            rows['low' if ee[2] < low else 'high'].append(
+            steps['low' if ee[2] < low else 'high'].append(
                 (np.linalg.norm(effector_map @ (z_next - z) - step), np.linalg.norm(step)))
             z = z_next
-    return {where: np.array(values).reshape(-1, 2) * 100.0 for where, values in rows.items()}
+        distances.append(final_distance(goal, bench.ee, bench.cube))
+    by_height = {where: np.array(values).reshape(-1, 2) * 100.0 for where, values in steps.items()}
+    return np.array(distances), np.array(goal_errors), by_height
 
 
 def long_open_loop(bench: SimWorkbench, model, metric: EnergyMetric, scenes: int, steps: int = 30) -> np.ndarray:
@@ -324,12 +316,11 @@ def main() -> int:
               f'wrong directions): the true one predicted cheapest in {(margins[:, 0] < 0).sum()} of {args.scenes} '
               f'scenes from the start, {(margins[:, 1] < 0).sum()} of {args.scenes} with the hand behind the cube '
               f'(mean margin {margins[:, 0].mean():+.3f} / {margins[:, 1].mean():+.3f}; < 0 ranks it first)')
-        distances, goal_errors = skill_push(bench, model, args.scenes)
+        distances, goal_errors, by_height = skill_push(bench, model, args.scenes)
         print(f'the push skill (graph settings, shipped read-out; seeds 0-{args.scenes - 1}): '
               f'{(distances < SUCCESS_RADIUS["push"]).sum()} of {args.scenes} within {SUCCESS_RADIUS["push"]} m, '
               f'mean final distance {distances.mean():.3f} m; the goal image\'s cube read out '
               f'{goal_errors.mean() * 100:.1f} cm off (median {np.median(goal_errors) * 100:.1f})')
-        by_height = effector_map_by_height(bench, model, args.scenes)
         print('the effector map reading real hand steps along those pushes (median error / median step, cm): ' +
               '; '.join(f'hand {where} 9 cm {np.median(rows[:, 0]):.2f} / '
                         f'{np.median(rows[:, 1]):.2f} ({len(rows)} steps)'

@@ -53,7 +53,7 @@ def test_command_line_rejects_unknown_settings(capsys):
     assert 'bogus' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(['--command-delay', '0.1'])  # a whole control period late: the next frame's command would be due
-    assert 'command-delay' in capsys.readouterr().err
+    assert 'command delay must be in [0, 0.1) s, got 0.1' in capsys.readouterr().err
 
 
 def test_the_graphs_push_is_the_skill_on_the_shipped_models_cube_readout(bench):

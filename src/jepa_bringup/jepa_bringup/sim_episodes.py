@@ -90,12 +90,17 @@ class SimWorkbench:
         self.sim.close()
 
 
+def check_command_delay(seconds: float) -> None:
+    """A command sent 0 to DT s after its frame: a whole period late, the next frame's command would be due."""
+    if not 0.0 <= seconds < DT:
+        raise ValueError(f'command delay must be in [0, {DT}) s, got {seconds}')
+
+
 def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: str, seed: int,
                 command_delay: float = 0.0) -> dict:
     """One episode; the agent's commands are sent command_delay seconds after the frame they were chosen from
     (0 to DT), the baselines' at once."""
-    if not 0.0 <= command_delay < DT:
-        raise ValueError(f'command_delay must be in [0, {DT}) s, got {command_delay}')
+    check_command_delay(command_delay)
     goal, goal_latent = bench.start_episode(task, seed)
     policy = None
     if condition == 'oracle':
@@ -181,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         config.validate()
         weights = replace(weights, **{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
         camera = sim_camera(args.sim_camera)
-        if not 0.0 <= args.command_delay < DT:
-            raise ValueError(f'--command-delay must be in [0, {DT}) s, got {args.command_delay}')
+        check_command_delay(args.command_delay)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
