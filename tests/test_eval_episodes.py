@@ -1,11 +1,15 @@
-"""ROS-free parts of `jepa eval`: seeded goals, the oracle/random reference policies, the graph's camera."""
+"""ROS-free parts of `jepa eval`: seeded goals, the oracle/random reference policies, the graph's camera, the
+report's summary and provenance."""
+import hashlib
+
 import numpy as np
 import pytest
 import yaml
 
-from jepa_bringup.episodes import PUSH_DISTANCE, REACH_REGION, OraclePolicy, RandomPolicy, final_distance, make_goal, \
-    sim_camera
-from jepa_bringup.evaluate import graph_camera
+from jepa_bringup.episodes import PUSH_DISTANCE, PUSH_MIN_DISTANCE, PUSH_REGION, RADII, REACH_REGION, REACH_STEPS, \
+    OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize
+from jepa_bringup.evaluate import condition_seeds, graph_camera
+from jepa_bringup.provenance import files_sha256, provenance
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
 
 
@@ -22,9 +26,60 @@ def test_goals_are_seeded_and_inside_their_regions(kinematics):
         for (lo, hi), value in zip(REACH_REGION, a.target):
             assert lo - 0.01 <= value <= hi + 0.01  # the IK reaches the sampled point within a centimetre
         push = make_goal('push', seed, kinematics, q, cube)
-        assert PUSH_DISTANCE[0] - 0.03 <= np.linalg.norm(push.target[:2] - cube[:2]) <= PUSH_DISTANCE[1] + 1e-9
+        assert PUSH_DISTANCE[0] - 1e-9 <= np.linalg.norm(push.target[:2] - cube[:2]) <= PUSH_DISTANCE[1] + 1e-9
     assert not np.allclose(make_goal('reach', 0, kinematics, q, cube).target,
                            make_goal('reach', 1, kinematics, q, cube).target)
+
+
+def test_push_goals_near_the_table_edge_stay_far_enough_and_on_the_table(kinematics):
+    # A cube in a corner of the region: clipping would pull many goals close; they are redrawn instead.
+    q, cube = np.array(PANDA_HOME), np.array([0.36, -0.27, 0.025])
+    for seed in range(40):
+        push = make_goal('push', seed, kinematics, q, cube)
+        assert np.linalg.norm(push.target[:2] - cube[:2]) >= PUSH_MIN_DISTANCE
+        for (lo, hi), value in zip(PUSH_REGION, push.target[:2]):
+            assert lo <= value <= hi
+
+
+def test_episode_time_is_fixed_for_reach_and_grows_with_the_push_distance(kinematics):
+    q, cube = np.array(PANDA_HOME), np.array([0.5, 0.0, 0.025])
+    assert episode_steps(make_goal('reach', 0, kinematics, q, cube), cube) == REACH_STEPS
+    pushes = [make_goal('push', seed, kinematics, q, cube) for seed in range(20)]
+    by_distance = sorted(pushes, key=lambda g: np.linalg.norm(g.target[:2] - cube[:2]))
+    steps = [episode_steps(g, cube) for g in by_distance]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+
+
+def test_summary_reports_every_radius_and_the_distance_distribution():
+    results = [{'success': d < 0.025, 'final_distance_m': d} for d in (0.005, 0.015, 0.022, 0.028, 0.04, 0.2)]
+    summary = summarize(results, {'plan_latency': [40.0, 60.0], 'e2e_wall_latency': []})
+    assert summary['success_rate'] == pytest.approx(3 / 6)
+    assert [summary['success_at_radius'][f'{r:g}'] for r in RADII] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6])
+    assert summary['final_distance_m']['p50'] == pytest.approx(0.025)
+    assert summary['plan_latency_ms']['p50'] == pytest.approx(50.0)
+    assert summary['e2e_wall_latency_ms'] == {'p50': None, 'p95': None}
+
+
+def test_fresh_mode1_seeds_are_new_and_references_share_the_agents_seeds():
+    assert list(condition_seeds('mode2', 0, 50, 20)) == list(range(50))
+    assert list(condition_seeds('mode1', 0, 50, 20)) == list(range(50))
+    assert list(condition_seeds('mode1_fresh', 0, 50, 20)) == list(range(50, 100))
+    for reference in ('scripted_skill', 'random', 'oracle'):
+        assert list(condition_seeds(reference, 0, 50, 20)) == list(range(20))
+
+
+def test_provenance_names_the_commit_the_machine_and_the_files(tmp_path):
+    record = provenance(['jepa', 'eval', '--episodes', '1'])
+    assert len(record['git']['commit']) == 40 and isinstance(record['git']['dirty'], bool)
+    assert record['machine']['cores'] >= 1 and record['machine']['cpu']
+    assert len(record['load_start']['loadavg_1_5_15']) == 3
+    assert record['command'] == ['jepa', 'eval', '--episodes', '1']
+    checkpoint = tmp_path / 'model.pt'
+    checkpoint.write_bytes(b'weights')
+    files = files_sha256({'actor.checkpoint': checkpoint, 'actor.critic_path': '', 'cost.checkpoint': tmp_path / 'no'})
+    assert files['actor.checkpoint']['sha256'] == hashlib.sha256(b'weights').hexdigest()
+    assert files['actor.critic_path']['sha256'] is None
+    assert files['cost.checkpoint']['problem'] == 'not a file'
 
 
 def test_unknown_task_is_refused(kinematics):

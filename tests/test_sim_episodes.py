@@ -56,11 +56,13 @@ def test_command_line_rejects_unknown_settings(capsys):
     assert 'command delay must be in [0, 0.1) s, got 0.1' in capsys.readouterr().err
 
 
-def test_the_graphs_push_is_the_skill_on_the_shipped_models_cube_readout(bench):
+def test_the_graphs_push_plans_and_its_scripted_skill_reference_uses_the_shipped_models_cube_readout(bench):
     import numpy as np
     from jepa_bringup.sim_episodes import graph_readout, graph_settings
     assert graph_settings('reach')[0].skill == ''
     config, weights = graph_settings('push')
+    assert config.skill == '' and weights.latent > 0.0 and weights.hand == 0.0  # planning towards the goal image
+    config, weights = graph_settings('push_skill')
     assert config.skill == 'push' and weights.latent == 0.0 and weights.critic == 0.0
     assert weights.hand > 0.0  # the skill's hand steps are measured with the arm's kinematics
     # Fitted without labels on the shipped encoder's latents; a retrained model without a refitted read-out

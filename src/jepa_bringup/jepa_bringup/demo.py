@@ -2,9 +2,10 @@
 
 1. The arm: `jepa launch sim_arm` (simulator + safety gate), then a contract-only client (arm_check) drives it
    through the gate and measures the rates and tracking error.
-2. The agent: `jepa eval` brings up the full graph and runs a few seeded reach and push episodes, Mode-2 and
-   Mode-1 beside the random and oracle baselines, prints the success table and writes a video of one episode
-   per task with the planned end-effector path drawn over the camera image.
+2. The agent: `jepa eval` brings up the full graph and runs a few seeded reach and push episodes of every
+   condition (the agent's Mode-2 and Mode-1, and the scripted_skill, oracle and random references), prints the
+   success table and writes a video of one episode per task with the planned end-effector path drawn over the
+   camera image.
 """
 import argparse
 import json
@@ -45,10 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     arm = arm_part(args.out)
 
     print(f'\n== 2/2  the agent: {args.episodes} seeded episodes per task and condition', flush=True)
-    reports = run(['reach', 'push'], args.episodes, args.seed, [*AGENT_CONDITIONS, *BASELINES],
-                  args.launch_args, args.out / 'episode.mp4', args.out, camera, log=lambda s: print(s, flush=True))
-    print('\n' + success_table(reports))
-    summary = {'arm': arm, 'eval': reports, 'wall_time_s': time.monotonic() - started}
+    result = run(['reach', 'push'], args.episodes, args.seed, [*AGENT_CONDITIONS, *BASELINES],
+                 args.launch_args, args.out / 'episode.mp4', args.out, camera,
+                 command=['jepa_bringup.demo', *(sys.argv[1:] if argv is None else argv)],
+                 log=lambda s: print(s, flush=True))
+    print('\n' + success_table(result))
+    summary = {'arm': arm, 'eval': result, 'wall_time_s': time.monotonic() - started}
     (args.out / 'demo.json').write_text(json.dumps(summary, indent=2))
     print(f'\nwrote {args.out / "demo.json"}, videos in {args.out}/ ({summary["wall_time_s"]:.0f} s)')
     return 0 if arm['ok'] else 1

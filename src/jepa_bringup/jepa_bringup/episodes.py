@@ -14,18 +14,32 @@ from jepa_common.paths import package_share
 from jepa_planner.push_skill import PushSkill, PushSkillConfig
 from jepa_sim.panda_sim import CameraConfig
 
-AGENT_CONDITIONS = ('mode2', 'mode1')
-BASELINES = ('random', 'oracle')
+# The agent's conditions. mode1 is scored on the seeds Mode-2 has just taught it (its distilled policy learned on
+# them); mode1_fresh on as many seeds after those, with DAgger labelling and distillation off, so it acts alone.
+AGENT_CONDITIONS = ('mode2', 'mode1', 'mode1_fresh')
+# References, never "the agent": scripted_skill is the agent's graph with the hand-written push skill as its
+# higher level (push only); oracle a scripted controller on privileged state; random the floor.
+BASELINES = ('scripted_skill', 'random', 'oracle')
+TASK_CONDITIONS = {'reach': ('mode2', 'mode1', 'mode1_fresh', 'random', 'oracle'),
+                   'push': (*AGENT_CONDITIONS, *BASELINES)}
 # Control period (s): one action, one camera frame.
 DT = 0.1
 # The arm settles after a reset before the episode starts (sim seconds).
 SETTLE = 0.5
-# Episode lengths in control steps and success radii (metres).
-STEPS = {'reach': 60, 'push': 120}
-SUCCESS_RADIUS = {'reach': 0.05, 'push': 0.05}
+# Success: the end effector (reach) or the cube centre (push) within this of its goal (half the cube's side).
+SUCCESS_RADIUS = {'reach': 0.025, 'push': 0.025}
+# Every report also gives the success rate at these radii (m), and the final distances' distribution.
+RADII = (0.01, 0.02, 0.025, 0.03, 0.05)
 # Reach goals: where the end effector can go without touching the table or leaving the camera's view.
 REACH_REGION = ((0.35, 0.65), (-0.22, 0.22), (0.12, 0.38))
-PUSH_DISTANCE = (0.08, 0.12)
+REACH_STEPS = 60
+# Push goals: this far from the cube (m), kept at least PUSH_MIN_DISTANCE after clipping to the table region.
+PUSH_DISTANCE = (0.10, 0.18)
+PUSH_MIN_DISTANCE = 0.09
+PUSH_REGION = ((0.35, 0.7), (-0.28, 0.28))
+# Push episodes get time for the approach behind the cube plus the push itself at a fraction of full speed.
+PUSH_BASE_SECONDS = 6.0
+PUSH_SECONDS_PER_METRE = 50.0
 CUBE_HALF = 0.025
 # The fingertips' height while pushing (end-effector z): low enough to hit the cube, above the table.
 PUSH_HEIGHT = 0.035
@@ -50,19 +64,30 @@ def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray
         arm_q = kinematics.ik(q_now, target)
         return Goal(task, kinematics.fk(arm_q), arm_q, np.asarray(cube_now, float))
     if task == 'push':
-        angle = rng.uniform(-np.pi, np.pi)
-        direction = np.array([np.cos(angle), np.sin(angle)])
-        goal_xy = np.asarray(cube_now[:2], float) + direction * rng.uniform(*PUSH_DISTANCE)
-        (x_lo, x_hi), (y_lo, y_hi) = ((0.35, 0.7), (-0.28, 0.28))
-        goal_xy = np.clip(goal_xy, [x_lo, y_lo], [x_hi, y_hi])
-        direction = goal_xy - cube_now[:2]
-        direction /= max(np.linalg.norm(direction), 1e-9)
+        cube_xy = np.asarray(cube_now[:2], float)
+        (x_lo, x_hi), (y_lo, y_hi) = PUSH_REGION
+        # Redrawn (seeded) until the goal, clipped to the table region, is still far enough away.
+        while True:
+            angle = rng.uniform(-np.pi, np.pi)
+            goal_xy = cube_xy + np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(*PUSH_DISTANCE)
+            goal_xy = np.clip(goal_xy, [x_lo, y_lo], [x_hi, y_hi])
+            if np.linalg.norm(goal_xy - cube_xy) >= PUSH_MIN_DISTANCE:
+                break
+        direction = (goal_xy - cube_xy) / np.linalg.norm(goal_xy - cube_xy)
         cube_goal = np.array([goal_xy[0], goal_xy[1], cube_now[2]])
         # The goal image shows the gripper where a push would leave it: just behind the cube.
         behind = goal_xy - direction * (CUBE_HALF + 0.03)
         arm_q = kinematics.ik(q_now, np.array([behind[0], behind[1], PUSH_HEIGHT + 0.05]))
         return Goal(task, cube_goal, arm_q, cube_goal, direction)
     raise ValueError(f'unknown task {task!r} (reach, push)')
+
+
+def episode_steps(goal: Goal, cube_now: np.ndarray) -> int:
+    """Control steps of an episode: fixed for reach, scaled to the push distance for push."""
+    if goal.task == 'reach':
+        return REACH_STEPS
+    distance = float(np.linalg.norm(goal.target[:2] - np.asarray(cube_now, float)[:2]))
+    return int(round((PUSH_BASE_SECONDS + PUSH_SECONDS_PER_METRE * distance) / DT))
 
 
 def final_distance(goal: Goal, ee: np.ndarray, cube: np.ndarray) -> float:
@@ -131,20 +156,22 @@ def sim_camera(override: Path | str | None = None) -> CameraConfig:
     return CameraConfig.from_parameters(params.get)
 
 
-def percentiles(values) -> dict:
+def percentiles(values, qs=(50, 95)) -> dict:
     if not len(values):
-        return {'p50': None, 'p95': None}
-    return {'p50': float(np.percentile(values, 50)), 'p95': float(np.percentile(values, 95))}
+        return {f'p{q}': None for q in qs}
+    return {f'p{q}': float(np.percentile(values, q)) for q in qs}
 
 
-def summarize(results: list[dict], plan_ms: list[float], e2e_ms: list[float]) -> dict:
-    """The per-condition record of the eval JSON."""
+def summarize(results: list[dict], latencies: dict[str, list[float]]) -> dict:
+    """The per-condition record of the eval JSON: success at the task's radius and at every one of RADII, the
+    final distances' distribution, and p50 / p95 of each latency series (ms)."""
+    final = np.array([r['final_distance_m'] for r in results])
     return {
         'episodes': len(results),
         'success_rate': float(np.mean([r['success'] for r in results])) if results else None,
-        'final_distance_m': {'mean': float(np.mean([r['final_distance_m'] for r in results])) if results else None,
-                             'per_episode': [r['final_distance_m'] for r in results]},
-        'plan_latency_ms': percentiles(plan_ms),
-        'e2e_latency_ms': percentiles(e2e_ms),
+        'success_at_radius': {f'{radius:g}': float(np.mean(final < radius)) if results else None for radius in RADII},
+        'final_distance_m': {'mean': float(final.mean()) if results else None,
+                             **percentiles(final, (10, 25, 50, 75, 90)), 'per_episode': final.tolist()},
+        **{f'{name}_ms': percentiles(values) for name, values in latencies.items()},
         'per_episode': results,
     }

@@ -4,10 +4,18 @@ The graph (`jepa launch sim`: simulator, safety gate and the six agent nodes, ea
 real time on sim time. This process is only the referee: per episode it resets the simulator with the seed,
 renders the goal image of a seeded goal state (/sim/render_state), hands the task to the configurator
 (/configurator/set_task), and measures the outcome with privileged sim state (/sim/ee_pose, /sim/cube_pose).
-In the same run and on the same seeds it drives the two baselines itself, through the same safety gate:
-random actions, and a scripted oracle that sees the privileged state. The agent is told `idle` meanwhile.
+
+Conditions (episodes.TASK_CONDITIONS): the agent's mode2, mode1 (on the seeds Mode-2 just taught it) and
+mode1_fresh (on new seeds, with DAgger labelling and distillation off); and, on the same seeds in the same run,
+the references: scripted_skill (push: the graph with the hand-written push skill as its higher level), a
+scripted oracle on privileged state and random actions, the last two driven by the referee itself through the
+same safety gate while the agent is told `idle`.
+
+Latency is measured from outside the actor, on the wall clock: the arrival here of each camera frame, of its
+latent and of the plan the actor chose from it (/jepa/plan, published with its command).
 """
 import argparse
+import collections
 import json
 import os
 import random
@@ -22,22 +30,33 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose, PoseStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.node import Node
+from rclpy.parameter import Parameter, parameter_value_to_python
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, SETTLE, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, \
-    RandomPolicy, final_distance, make_goal, sim_camera, summarize
+from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, RADII, SETTLE, SUCCESS_RADIUS, TASK_CONDITIONS, \
+    Goal, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize
 from jepa_bringup.graph import parse_assignments
+from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
+from jepa_planner.push_skill import default_readout_path
 from jepa_sim.panda_sim import CameraConfig
+from jepa_world_model.world_model_node import resolve_checkpoint
 
 
 REFEREE_NICE = 10
+# The conditions the agent's graph drives: the actor's mode, and the configurator task it is given (scripted_skill
+# is push with the push skill as the higher level, the configurator's push_skill profile).
+GRAPH_MODES = {'mode2': 'mode2', 'mode1': 'mode1', 'mode1_fresh': 'mode1', 'scripted_skill': 'mode2'}
+GRAPH_TASKS = {'scripted_skill': {'push': 'push_skill'}}
+# The nodes whose effective parameters every report records, and the learned files they name.
+LEARNED_NODES = ('perception', 'world_model', 'cost', 'actor', 'configurator')
 PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms')
 
 
@@ -61,6 +80,13 @@ class Referee(Node):
         self.camera_info: CameraInfo | None = None
         self.plans: list[Plan] = []
         self.latest_plan: Plan | None = None
+        # Wall-clock arrival here of recent frames and of their latents, by image stamp; one latency record per
+        # plan (frame -> latent -> plan), in the order the plans came.
+        self.frame_arrivals: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self.latent_arrivals: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self.latencies: list[dict[str, float]] = []
+        # The last /diagnostics values of each node (the configurator's adjustment counts, for the report).
+        self.status: dict[str, dict[str, str]] = {}
         self.create_subscription(Clock, '/clock', self._on_clock, 10)
         self.create_subscription(PoseStamped, '/sim/ee_pose', lambda m: setattr(self, 'ee', _position(m.pose)), 10)
         self.create_subscription(PoseStamped, '/sim/cube_pose', lambda m: setattr(self, 'cube', _position(m.pose)), 10)
@@ -73,11 +99,12 @@ class Referee(Node):
         # Perception's latency reports (its rolling p50 / p95, wall and CPU time), for the report.
         self.perception_reports: list[dict[str, float]] = []
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
-        self.create_subscription(LatentState, '/jepa/latent', lambda m: self.alive.add('latent'), 1)
+        self.create_subscription(LatentState, '/jepa/latent', self._on_latent, 10)
         self.command_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
         self.reset_client = self.create_client(ResetSim, '/sim/reset')
         self.render_client = self.create_client(RenderState, '/sim/render_state')
         self.task_client = self.create_client(SetTask, '/configurator/set_task')
+        self._service_clients: dict[str, object] = {}
         self.executor_ = SingleThreadedExecutor(context=context)
         self.executor_.add_node(self)
 
@@ -97,11 +124,17 @@ class Referee(Node):
             pass
 
     def _on_image(self, msg: Image) -> None:
+        _remember(self.frame_arrivals, _stamp_ns(msg.header.stamp))
         self.image = image_to_rgb(msg)
+
+    def _on_latent(self, msg: LatentState) -> None:
+        _remember(self.latent_arrivals, _stamp_ns(msg.header.stamp))
+        self.alive.add('latent')
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             self.alive.add(status.name.split(':')[0])
+            self.status[status.name] = {kv.key: kv.value for kv in status.values}
             if status.name.startswith('perception'):
                 values = {kv.key: kv.value for kv in status.values}
                 try:
@@ -112,8 +145,19 @@ class Referee(Node):
                     self.perception_reports.append(report)
 
     def _on_plan(self, msg: Plan) -> None:
+        arrived = time.perf_counter()
         self.plans.append(msg)
         self.latest_plan = msg
+        source = _stamp_ns(msg.source_stamp)
+        frame, latent = self.frame_arrivals.get(source), self.latent_arrivals.get(source)
+        record = {'plan': msg.plan_time_ms,
+                  'e2e_sim': (stamp_to_sec(msg.header.stamp) - stamp_to_sec(msg.source_stamp)) * 1e3}
+        if frame is not None:
+            record['e2e_wall'] = (arrived - frame) * 1e3
+            if latent is not None:
+                record['perception_wall'] = (latent - frame) * 1e3
+                record['actor_wall'] = (arrived - latent) * 1e3
+        self.latencies.append(record)
 
     # -- waiting without blocking the callbacks
     def spin_until(self, predicate, timeout: float, what) -> None:
@@ -126,6 +170,24 @@ class Referee(Node):
     def sleep_sim(self, seconds: float) -> None:
         until = self.sim_time + seconds
         self.spin_until(lambda: self.sim_time >= until, 30 + 10 * seconds, f'{seconds} s of sim time')
+
+    def node_parameters(self, node: str) -> dict:
+        """Every parameter a node has, as it has it now (its effective settings)."""
+        names = self.call(self._client(ListParameters, f'/{node}/list_parameters'), ListParameters.Request()).result.names
+        values = self.call(self._client(GetParameters, f'/{node}/get_parameters'), GetParameters.Request(names=names)).values
+        return {name: parameter_value_to_python(value) for name, value in zip(names, values)}
+
+    def set_node_parameters(self, node: str, values: dict) -> None:
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        results = self.call(self._client(SetParameters, f'/{node}/set_parameters'), request).results
+        refused = [f'{name}: {r.reason}' for name, r in zip(values, results) if not r.successful]
+        if refused:
+            raise RuntimeError(f'/{node} refused {refused}')
+
+    def _client(self, srv_type, name: str):
+        if name not in self._service_clients:
+            self._service_clients[name] = self.create_client(srv_type, name)
+        return self._service_clients[name]
 
     def call(self, client, request, timeout: float = 30.0):
         self.spin_until(client.service_is_ready, 60.0, f'service {client.srv_name}')
@@ -180,6 +242,16 @@ class Referee(Node):
     def hold(self) -> None:
         self.command_pub.publish(JointTrajectory(
             joint_names=[*self.kinematics.arm_joints, *self.kinematics.finger_joints]))
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def _remember(arrivals: collections.OrderedDict, key: int, keep: int = 200) -> None:
+    arrivals[key] = time.perf_counter()
+    while len(arrivals) > keep:
+        arrivals.popitem(last=False)
 
 
 def _position(pose: Pose) -> np.ndarray:
@@ -250,15 +322,16 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     referee.reset(seed)
     goal = make_goal(task, seed, referee.kinematics, referee.q, referee.cube)
     goal_image = referee.render_goal(goal)
+    steps = episode_steps(goal, referee.cube)
     policy = None
-    if condition in AGENT_CONDITIONS:
-        referee.set_task(task, goal_image, condition)
+    if condition in GRAPH_MODES:
+        referee.set_task(GRAPH_TASKS.get(condition, {}).get(task, task), goal_image, GRAPH_MODES[condition])
     else:
         policy = (OraclePolicy(goal, referee.kinematics.max_step) if condition == 'oracle'
                   else RandomPolicy(seed, referee.kinematics.max_step))
-    start_plans = len(referee.plans)
+    start_plans, start_latencies = len(referee.plans), len(referee.latencies)
     start_distance = final_distance(goal, referee.ee, referee.cube)
-    for step in range(STEPS[task]):
+    for step in range(steps):
         if policy is not None:
             referee.command(policy.act(referee.ee, referee.cube))
         referee.sleep_sim(DT)
@@ -268,42 +341,69 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     referee.set_task('idle')
     referee.hold()
     distance = final_distance(goal, referee.ee, referee.cube)
-    plans = referee.plans[start_plans:]
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
-            'start_distance_m': start_distance, 'plans': len(plans),
-            'plan_ms': [p.plan_time_ms for p in plans],
-            'e2e_ms': [(stamp_to_sec(p.header.stamp) - stamp_to_sec(p.source_stamp)) * 1e3 for p in plans]}
+            'start_distance_m': start_distance, 'steps': steps, 'plans': len(referee.plans) - start_plans,
+            'latencies': referee.latencies[start_latencies:]}
+
+
+LATENCY_SERIES = {'plan': 'plan_latency', 'e2e_wall': 'e2e_wall_latency', 'e2e_sim': 'e2e_sim_latency',
+                  'perception_wall': 'frame_to_latent_latency', 'actor_wall': 'latent_to_plan_latency'}
+
+
+def condition_seeds(condition: str, seed: int, episodes: int, reference_episodes: int) -> range:
+    """mode1_fresh plays the seeds after the taught ones; references a prefix of the agent's seeds."""
+    if condition == 'mode1_fresh':
+        return range(seed + episodes, seed + 2 * episodes)
+    return range(seed, seed + (reference_episodes if condition in BASELINES else episodes))
 
 
 def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: list[str],
-             video_path: Path | None, camera: CameraConfig, log=print) -> dict:
-    per_condition = {}
+             video_path: Path | None, camera: CameraConfig, reference_episodes: int | None = None,
+             log=print) -> dict:
+    per_condition, seeds = {}, {}
     referee.perception_reports.clear()
+    conditions = [c for c in conditions if c in TASK_CONDITIONS[task]]
     for condition in conditions:
-        results, plan_ms, e2e_ms = [], [], []
-        for i in range(episodes):
-            video = VideoRecorder(video_path, camera.eye, camera.target) \
-                if video_path is not None and i == 0 and condition == conditions[0] else None
-            result = run_episode(referee, condition, task, seed + i, video)
-            plan_ms += result.pop('plan_ms')
-            e2e_ms += result.pop('e2e_ms')
-            results.append(result)
-            log(f'  {task:5s} {condition:6s} seed {seed + i:4d}: distance {result["start_distance_m"]:.3f} -> '
-                f'{result["final_distance_m"]:.3f} m  {"success" if result["success"] else "fail"}')
-            if video is not None:
-                written = video.write()
-                log(f'  wrote {written}')
-        per_condition[condition] = summarize(results, plan_ms, e2e_ms)
-    report = {'task': task, 'seed': seed, 'success_radius_m': SUCCESS_RADIUS[task], 'episode_steps': STEPS[task]}
-    agent = [c for c in conditions if c in AGENT_CONDITIONS]
-    if agent:
-        report.update(per_condition[agent[0]])
-        report['mode'] = agent[0]
-    for condition in agent[1:]:
-        report[condition] = per_condition[condition]
-    report['baselines'] = {c: per_condition[c] for c in conditions if c in BASELINES}
-    report['perception'] = perception_summary(referee.perception_reports)
-    return report
+        results, latencies = [], {name: [] for name in LATENCY_SERIES}
+        run_seeds = condition_seeds(condition, seed, episodes, episodes if reference_episodes is None
+                                    else reference_episodes)
+        seeds[condition] = [run_seeds.start, run_seeds.stop - 1]
+        # mode1_fresh: the policy acts alone, learning nothing from the seeds it is scored on.
+        restore = None
+        if condition == 'mode1_fresh':
+            restore = {'dagger_every': referee.node_parameters('actor')['dagger_every']}
+            referee.set_node_parameters('actor', {'dagger_every': 0})
+        try:
+            for i, episode_seed in enumerate(run_seeds):
+                video = VideoRecorder(video_path, camera.eye, camera.target) \
+                    if video_path is not None and i == 0 and condition == conditions[0] else None
+                result = run_episode(referee, condition, task, episode_seed, video)
+                for record in result.pop('latencies'):
+                    for name in LATENCY_SERIES:
+                        if name in record:
+                            latencies[name].append(record[name])
+                results.append(result)
+                log(f'  {task:5s} {condition:14s} seed {episode_seed:4d}: distance {result["start_distance_m"]:.3f} -> '
+                    f'{result["final_distance_m"]:.3f} m  {"success" if result["success"] else "fail"}')
+                if video is not None:
+                    log(f'  wrote {video.write()}')
+        finally:
+            if restore is not None:
+                referee.set_node_parameters('actor', restore)
+        per_condition[condition] = summarize(results, {LATENCY_SERIES[k]: v for k, v in latencies.items()})
+    return {'task': task, 'success_radius_m': SUCCESS_RADIUS[task], 'radii_m': list(RADII), 'seeds': seeds,
+            'conditions': per_condition, 'perception': perception_summary(referee.perception_reports)}
+
+
+def learned_files(parameters: dict[str, dict]) -> dict:
+    """The learned files the agent's nodes load, by what their parameters name ('' = the shipped default)."""
+    actor = parameters.get('actor', {})
+    files = {f'{node}.checkpoint': resolve_checkpoint(parameters[node].get('checkpoint', ''))
+             for node in ('perception', 'world_model', 'cost', 'actor') if node in parameters}
+    files['actor.readout_path'] = actor.get('readout_path') or str(default_readout_path())
+    for node, name in (('actor', 'critic_path'), ('actor', 'policy_path'), ('cost', 'critic_path')):
+        files[f'{node}.{name}'] = parameters.get(node, {}).get(name, '')
+    return files_sha256(files)
 
 
 def start_graph(graph: str, launch_args: list[str], log_path: Path) -> subprocess.Popen:
@@ -338,9 +438,12 @@ def graph_camera(launch_args: list[str]) -> CameraConfig:
 
 
 def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launch_args: list[str],
-        video_path: Path | None, log_dir: Path, camera: CameraConfig, log=print) -> dict:
+        video_path: Path | None, log_dir: Path, camera: CameraConfig, reference_episodes: int | None = None,
+        command: list[str] | None = None, log=print) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
-    simulated camera (sim_camera), for the video overlay."""
+    simulated camera (sim_camera), for the video overlay. Returns {'provenance': ..., 'tasks': {task: report}}."""
+    record = provenance(command or sys.argv)
+    record['launch_args'] = launch_args
     graph_log = log_dir / 'graph.log'
     graph = start_graph('sim', ['task:=idle', *launch_args], graph_log)
     log(f'started the graph (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, log {graph_log})')
@@ -354,39 +457,46 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     reports = {}
     try:
         referee.wait_for_graph(120.0)
+        record['parameters'] = {node: referee.node_parameters(node) for node in LEARNED_NODES}
+        record['files'] = learned_files(record['parameters'])
         for task in tasks:
             task_video = None if video_path is None else video_path.with_name(f'{video_path.stem}_{task}{video_path.suffix}')
-            reports[task] = evaluate(referee, task, episodes, seed, conditions, task_video, camera, log)
+            reports[task] = evaluate(referee, task, episodes, seed, conditions, task_video, camera, reference_episodes,
+                                     log)
             if graph.poll() is not None:
                 raise RuntimeError(f'the graph stopped (exit {graph.returncode}); see {graph_log}')
+        # What the run itself changed: adjustments the configurator made, and the files in service at the end.
+        record['adjustments'] = {k: v for k, v in referee.status.get('configurator', {}).items()
+                                 if k in ('surprise_triggers', 'world_model_updates', 'world_model_kept',
+                                          'critic_updates', 'adjustment_failures')}
+        record['files_end'] = learned_files({node: referee.node_parameters(node) for node in LEARNED_NODES})
     finally:
         referee.close()
         rclpy.try_shutdown()
         code = stop_graph(graph)
         log(f'graph stopped (exit {code})')
-    return reports
+    record['load_end'] = machine_load()
+    return {'provenance': record, 'tasks': reports}
 
 
-def success_table(reports: dict) -> str:
-    rows = [f'{"task":6s} {"condition":10s} {"success":>8s} {"final dist (m)":>15s} {"plan p50/p95 (ms)":>18s} '
-            f'{"e2e p50/p95 (ms)":>17s}']
+def success_table(result: dict) -> str:
+    radii = '  '.join(f'{r * 100:g}cm' for r in RADII)
+    rows = [f'{"task":6s} {"condition":15s} {"n":>3s} {"success":>8s}  at {radii:28s} {"final p50 (m)":>13s} '
+            f'{"plan p50/p95":>13s} {"e2e wall p50/p95 (ms)":>22s}']
 
-    def fmt(pair, digits=0):
-        return '-' if pair['p50'] is None else f'{pair["p50"]:.{digits}f}/{pair["p95"]:.{digits}f}'
+    def fmt(pair):
+        return '-' if pair['p50'] is None else f'{pair["p50"]:.0f}/{pair["p95"]:.0f}'
 
-    for task, report in reports.items():
-        conditions = {}
-        if 'mode' in report:
-            conditions[report['mode']] = report
-        conditions.update({c: report[c] for c in AGENT_CONDITIONS if c in report})
-        conditions.update(report['baselines'])
-        for name, r in conditions.items():
-            rows.append(f'{task:6s} {name:10s} {r["success_rate"] * 100:7.0f}% {r["final_distance_m"]["mean"]:15.3f} '
-                        f'{fmt(r["plan_latency_ms"]):>18s} {fmt(r["e2e_latency_ms"]):>17s}')
+    for task, report in result['tasks'].items():
+        for name, r in report['conditions'].items():
+            at = '  '.join(f'{r["success_at_radius"][f"{radius:g}"] * 100:3.0f}%' for radius in RADII)
+            rows.append(f'{task:6s} {name:15s} {r["episodes"]:3d} {r["success_rate"] * 100:7.0f}%  at {at:28s} '
+                        f'{r["final_distance_m"]["p50"]:13.3f} {fmt(r["plan_latency_ms"]):>13s} '
+                        f'{fmt(r["e2e_wall_latency_ms"]):>22s}')
         perception = report.get('perception') or {}
         if perception.get('reports'):
-            rows.append(f'{task:6s} perception per frame p50/p95: {fmt(perception["latency_ms"], 1)} ms '
-                        f'(its own CPU time {fmt(perception["cpu_ms"], 1)} ms)')
+            rows.append(f'{task:6s} perception per frame p50/p95: {fmt(perception["latency_ms"])} ms '
+                        f'(its own CPU time {fmt(perception["cpu_ms"])} ms)')
     return '\n'.join(rows)
 
 
@@ -394,37 +504,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='jepa eval', description=__doc__.split('\n')[0])
     parser.add_argument('--task', choices=['reach', 'push'], action='append',
                         help='task to evaluate (repeat for both; default reach)')
-    parser.add_argument('--episodes', type=int, default=10)
+    parser.add_argument('--episodes', type=int, default=10, help='episodes of each agent condition')
+    parser.add_argument('--reference-episodes', type=int, default=None,
+                        help='episodes of each reference (scripted_skill, random, oracle), on the first of the '
+                             "agent's seeds (default: --episodes)")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', type=Path, help='write the report here')
-    parser.add_argument('--conditions', default='mode2,mode1,random,oracle',
-                        help='comma-separated subset of mode2, mode1, random, oracle')
+    every = [*AGENT_CONDITIONS, *BASELINES]
+    parser.add_argument('--conditions', default=','.join(every),
+                        help=f'comma-separated subset of {", ".join(every)} (default: all that apply to the task; '
+                             'scripted_skill applies to push only)')
     parser.add_argument('--video', type=Path, help='MP4 of the first episode with the planned path drawn')
     parser.add_argument('--log-dir', type=Path, default=Path('runs/eval'))
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, checkpoint:=...)')
     args = parser.parse_args(argv)
     conditions = [c for c in args.conditions.split(',') if c]
-    unknown = set(conditions) - set(AGENT_CONDITIONS) - set(BASELINES)
+    unknown = set(conditions) - set(every)
     if unknown or not conditions:
-        parser.error(f'unknown conditions {sorted(unknown)} (mode2, mode1, random, oracle)')
-    if args.episodes < 1:
-        parser.error('--episodes must be >= 1')
+        parser.error(f'unknown conditions {sorted(unknown)} ({", ".join(every)})')
+    if args.episodes < 1 or (args.reference_episodes is not None and args.reference_episodes < 1):
+        parser.error('--episodes and --reference-episodes must be >= 1')
     try:
         camera = graph_camera(args.launch_args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        reports = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
-                      args.log_dir, camera)
+        result = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
+                     args.log_dir, camera, args.reference_episodes,
+                     command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)])
     except (KeyboardInterrupt, ExternalShutdownException):
         # rclpy turns Ctrl-C into a context shutdown; run() has already brought the graph down.
         print('jepa eval: interrupted; no report written', file=sys.stderr)
         return 130
-    print(success_table(reports))
+    print(success_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = reports[next(iter(reports))] if len(reports) == 1 else reports
-        args.json.write_text(json.dumps(out, indent=2))
+        args.json.write_text(json.dumps(result, indent=2))
         print(f'wrote {args.json}')
     return 0
 

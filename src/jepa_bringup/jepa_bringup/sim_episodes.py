@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import yaml
 
-from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, SETTLE, STEPS, SUCCESS_RADIUS, OraclePolicy, \
-    RandomPolicy, final_distance, make_goal, sim_camera
+from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, episode_steps, \
+    final_distance, make_goal, sim_camera
 from jepa_common.paths import package_share
 from jepa_planner.actor import Actor, ActorConfig
 from jepa_planner.configurator import task_weights
@@ -111,7 +111,7 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
         actor.reset()
     start_distance = final_distance(goal, bench.ee, bench.cube)
     plan_ms = []
-    for _ in range(STEPS[task]):
+    for _ in range(episode_steps(goal, bench.cube)):
         if policy is not None:
             bench.command(policy.act(bench.ee, bench.cube))
             bench.advance(DT)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
     conditions = [c for c in args.conditions.split(',') if c]
-    if not conditions or set(conditions) - {*AGENT_CONDITIONS, *BASELINES}:
+    if not conditions or set(conditions) - {'mode2', 'mode1', 'random', 'oracle'}:
         parser.error(f'--conditions {args.conditions!r}: a comma-separated subset of mode2, mode1, random, oracle')
     try:
         config, weights = graph_settings(args.task)

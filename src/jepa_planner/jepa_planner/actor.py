@@ -123,6 +123,8 @@ class Actor:
         self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
         self.plans = 0
         self.mode1_steps = 0
+        # What decisions taught, not yet learned: Mode-1 distillation and DAgger labelling (`learn`).
+        self.pending: list = []
         self.subgoal: torch.Tensor | None = None
         self.steps_since_subgoal = 0
         self._make_planners()
@@ -203,7 +205,11 @@ class Actor:
             return None
         return ArmContext.from_kinematics(self.kinematics, q_arm, device=self.device)
 
-    def act(self, z: np.ndarray, goal: np.ndarray, q_arm: np.ndarray | None = None, mode: str = 'mode2') -> Decision:
+    def act(self, z: np.ndarray, goal: np.ndarray, q_arm: np.ndarray | None = None, mode: str = 'mode2',
+            learn_now: bool = True) -> Decision:
+        """One decision. What it teaches Mode-1 (distilling the plan, or in mode1 a DAgger label planned by Mode-2)
+        is learned before returning, or with learn_now=False left to `learn()`, so that a node can send the command
+        first: none of it changes the decision just made."""
         if mode not in ('mode2', 'mode1'):
             raise ValueError(f'actor mode {mode!r} does not act (acting modes: mode2, mode1)')
         z_t = torch.as_tensor(np.asarray(z, dtype=np.float32).reshape(-1), device=self.device)
@@ -228,8 +234,7 @@ class Actor:
             sampled = float('nan')
             self.mode1_steps += 1
             if self.config.dagger_every > 0 and self.mode1_steps % self.config.dagger_every == 0:
-                self.planner.reset()  # its last plan is several steps old
-                self._distill(z_t, goal_t, self.planner.plan(objective).actions[0])
+                self.pending.append(lambda: self._label_by_planning(objective, z_t, goal_t))
         else:
             proposals = None
             if self.config.policy_proposals and self.distiller.updates > 0:
@@ -238,7 +243,8 @@ class Actor:
             result = self.planner.plan(objective, proposals)
             # Both levels' planning time: what stands between a state and its command.
             actions, plan_ms, sampled = result.actions, (time.perf_counter() - t0) * 1e3, result.sampled_cost
-            self._distill(z_t, goal_t, actions[0])
+            first = actions[0]
+            self.pending.append(lambda: self._distill(z_t, goal_t, first))
         if self.config.skill:
             actions = actions.clone()
             actions[:, 3] = self.skill.config.gripper  # the skill pushes with the hand closed
@@ -248,9 +254,23 @@ class Actor:
         if arm is not None:
             ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).cpu().numpy().astype(np.float64)
         actions, latents = actions.cpu(), latents.cpu()
-        return Decision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
-                        None if subgoal is None else subgoal.cpu().numpy().copy(), float(total[0]),
-                        {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
+        decision = Decision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
+                            None if subgoal is None else subgoal.cpu().numpy().copy(), float(total[0]),
+                            {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
+        if learn_now:
+            self.learn()
+        return decision
+
+    def learn(self) -> None:
+        """Learn what the decisions since the last call taught Mode-1."""
+        pending, self.pending = self.pending, []
+        for lesson in pending:
+            lesson()
+
+    def _label_by_planning(self, objective: PlanObjective, z: torch.Tensor, goal: torch.Tensor) -> None:
+        """DAgger: Mode-2 plans (not executed) from a state the Mode-1 policy led to, and labels it."""
+        self.planner.reset()  # its last plan is several steps old
+        self._distill(z, goal, self.planner.plan(objective).actions[0])
 
     def _distill(self, z, goal, action) -> None:
         self.distiller.add(z, goal, action)

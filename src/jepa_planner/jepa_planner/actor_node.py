@@ -6,9 +6,13 @@
 control level plans towards, or with skill: push, the push skill's), /diagnostics (plan and end-to-end
 latency). The world model is loaded in-process from the checkpoint /world_model/model_version announces, so
 planning never waits on DDS.
+Deciding (latents, goals, model installs, parameter changes) is one callback group under one lock; /clock, joint
+states and diagnostics are another, served by a second executor thread while a plan runs, so sim time and the
+joint state go on during planning and the latency the actor reports includes its plan.
 A stale or missing state, goal or joint state gives no command: the gate then holds the arm.
 """
 import collections
+import threading
 import time
 
 import numpy as np
@@ -17,6 +21,7 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -85,10 +90,14 @@ class ActorNode(Node):
         self.subgoal_pub = self.create_publisher(LatentState, '/jepa/subgoal_latent', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.load_model(self.declare_parameter('checkpoint', '').value)
-        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, NEWEST)
-        self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED)
+        # Parameter changes come in on the default group's services: the lock keeps them out of a plan in flight.
+        self.deciding = threading.Lock()
+        decisions = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, NEWEST, callback_group=decisions)
+        self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED, callback_group=decisions)
         self.create_subscription(JointState, '/joint_states', self.joints.on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
+        self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED,
+                                 callback_group=decisions)
         self.create_timer(diagnostics_period, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self.on_parameters)
 
@@ -142,9 +151,14 @@ class ActorNode(Node):
 
     def on_model_version(self, msg: String) -> None:
         if self.follow_model_version and msg.data:
-            self.load_model(msg.data)
+            with self.deciding:
+                self.load_model(msg.data)
 
     def on_parameters(self, parameters) -> SetParametersResult:
+        with self.deciding:
+            return self._apply_parameters(parameters)
+
+    def _apply_parameters(self, parameters) -> SetParametersResult:
         try:
             weights = weight_changes(parameters)
             changes = {p.name: p.value for p in parameters}
@@ -199,6 +213,10 @@ class ActorNode(Node):
                 self.get_logger().warn(text)
 
     def on_goal(self, msg: LatentState) -> None:
+        with self.deciding:
+            self._set_goal(msg)
+
+    def _set_goal(self, msg: LatentState) -> None:
         try:
             goal = msg_to_latent(msg).reshape(-1)
         except ValueError as exc:
@@ -212,6 +230,10 @@ class ActorNode(Node):
             self.actor.reset()  # a new goal: the old plan's warm start points elsewhere
 
     def on_latent(self, msg: LatentState) -> None:
+        with self.deciding:
+            self._decide(msg)
+
+    def _decide(self, msg: LatentState) -> None:
         received = self.get_clock().now()
         received_wall = time.perf_counter()
         if self.mode == 'idle':
@@ -239,12 +261,13 @@ class ActorNode(Node):
                                 f'{self.joint_state_timeout} s: not acting', kind='no_joint_state')
         try:
             z = msg_to_latent(msg).reshape(-1)
-            decision = self.actor.act(z, self.goal, q, self.mode)
+            decision = self.actor.act(z, self.goal, q, self.mode, learn_now=False)
             if not np.all(np.isfinite(decision.action)):
                 raise ValueError(f'the plan\'s first action is not finite: {decision.action.tolist()}')
             q_target, fingers = self.kinematics.action_to_joint_target(q, decision.action)
         except (ValueError, RuntimeError) as exc:
             self.counts['errors'] += 1
+            self.actor.pending.clear()  # a decision that was not sent teaches nothing
             return self.problem(f'no command for this state: {exc}', error=True, kind='error')
         self.publish_command(q_target, fingers)
         e2e_ms = (self.get_clock().now().nanoseconds * 1e-9 - stamp_to_sec(msg.header.stamp)) * 1e3
@@ -256,6 +279,8 @@ class ActorNode(Node):
         self.publish_plan(msg, decision, model_id)
         if decision.subgoal is not None:
             self.subgoal_pub.publish(latent_to_msg(decision.subgoal, msg.header.stamp, model_id))
+        # Mode-1's lessons from this decision once its command is out: they cannot change it.
+        self.actor.learn()
 
     def publish_command(self, q_target: np.ndarray, fingers: np.ndarray) -> None:
         self.trajectory_pub.publish(joint_target_trajectory(
@@ -324,4 +349,4 @@ class ActorNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(ActorNode, args)
+    return run_node(ActorNode, args, threads=2)

@@ -7,7 +7,8 @@ from pathlib import Path
 from jepa_planner.cost import CostWeights
 from jepa_world_model.model import read_checkpoint
 
-TASKS = ('reach', 'push', 'idle')
+# push_skill: push with the hand-written push skill as the actor's higher level (a reference, not the agent).
+TASKS = ('reach', 'push', 'push_skill', 'idle')
 ADJUSTMENTS = ('critic', 'world_model')
 
 
