@@ -8,7 +8,7 @@ SETUP_INPUTS := requirements.txt scripts/setup_venv.sh $(wildcard src/*/setup.py
 	$(wildcard src/jepa_interfaces/msg/*.msg src/jepa_interfaces/srv/*.srv src/jepa_interfaces/CMakeLists.txt) \
 	$(wildcard config/*.yaml config/*/*.yaml launch/*.py)
 
-.PHONY: setup test test-unit test-integration demo bench lint clean colcon
+.PHONY: setup test test-unit test-integration demo bench bench-quick lint clean colcon
 
 setup: $(STAMP)
 
@@ -28,8 +28,13 @@ test-integration: setup
 demo: setup
 	$(PY) -m jepa_bringup.demo
 
+# Every bench script, full size (hours: bench/agent_tasks.py runs the graph's eval episodes in real time).
 bench: setup
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS) || exit 1; done
+
+# Every bench script at a tiny size (a few minutes in all); tests/test_bench_quick.py runs the same in `make test`.
+bench-quick: BENCH_ARGS = --quick
+bench-quick: bench
 
 lint: setup
 	$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.cuda

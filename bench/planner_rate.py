@@ -6,9 +6,10 @@ against baselines measured in the same run:
 - Mode-1: one policy rollout instead of a plan.
 
 Uses the shipped world-model checkpoint when there is one, else a randomly initialized model of the default
-size (speed does not depend on the weights). Prints figures; asserts nothing.
+size (speed does not depend on the weights). Prints figures; asserts nothing. --quick: 2 timed plans each and a
+batch-1 loop of 8 calls (seconds).
 
-    .venv/bin/python bench/planner_rate.py [--plans 30] [--threads 1]
+    .venv/bin/python bench/planner_rate.py [--plans 30] [--threads 1] [--quick]
 """
 import argparse
 import os
@@ -43,7 +44,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--plans', type=int, default=30)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: the actor\'s `threads`)')
+    parser.add_argument('--quick', action='store_true', help='2 plans per figure, a batch-1 loop of 8 calls')
     args = parser.parse_args(argv)
+    plans, batch1_calls = (2, 8) if args.quick else (args.plans, 64)
     # The graph's reach settings: the actor's parameters and the configurator's reach weights.
     config, weights = graph_settings('reach')
     torch.set_num_threads(args.threads or agent_params()['actor'].get('threads', 1))
@@ -75,10 +78,10 @@ def main(argv=None) -> int:
     print(f'load average {open("/proc/loadavg").read().split()[0]} on {os.cpu_count()} cores')
 
     actor = Actor(model, config, weights, kinematics)
-    report('mode2 default (sampling + gradient refinement)', time_plans(actor, z, goal, q, 'mode2', args.plans))
+    report('mode2 default (sampling + gradient refinement)', time_plans(actor, z, goal, q, 'mode2', plans))
     sampling_only = Actor(model, config.changed(grad_steps=0), weights, kinematics)
-    report('mode2 sampling only (grad_steps 0)', time_plans(sampling_only, z, goal, q, 'mode2', args.plans))
-    report('mode1 policy rollout', time_plans(actor, z, goal, q, 'mode1', args.plans))
+    report('mode2 sampling only (grad_steps 0)', time_plans(sampling_only, z, goal, q, 'mode2', plans))
+    report('mode1 policy rollout', time_plans(actor, z, goal, q, 'mode1', plans))
 
     # Batch-1 baseline: score one population of candidates one rollout call at a time.
     objective = PlanObjective(model, actor.intrinsic, torch.from_numpy(z), torch.from_numpy(goal),
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
         start = time.thread_time()
         objective(candidates)
         batched_ms = (time.thread_time() - start) * 1e3
-        n = min(config.samples, 64)
+        n = min(config.samples, batch1_calls)
         start = time.thread_time()
         for c in candidates[:n]:
             objective(c[None])

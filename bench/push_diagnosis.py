@@ -31,7 +31,10 @@ the pushed state? In one process, on the simulator (no ROS), with the shipped ch
    world model: along those episodes, how far the effector map's reading of each real latent step,
    effector_map (z' - z), is from the real hand step, with the hand near the table and above it.
 
-    .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10]
+--quick: one scene each, 50 scenes for the read-out, episodes cut to 2 s (seconds; checks the bench runs, its
+figures mean little).
+
+    .venv/bin/python bench/push_diagnosis.py [--checkpoint CKPT] [--scenes 10] [--quick]
 """
 import argparse
 from pathlib import Path
@@ -39,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_bringup.episodes import DT, PUSH_HEIGHT, STEPS, SUCCESS_RADIUS, Goal, OraclePolicy, final_distance, toward
+from jepa_bringup.episodes import DT, PUSH_HEIGHT, SUCCESS_RADIUS, Goal, OraclePolicy, episode_steps, final_distance, \
+    toward
 from jepa_bringup.sim_episodes import SimWorkbench, graph_readout, graph_settings
 from jepa_planner.actor import Actor
 from jepa_planner.cost import CostWeights, EnergyMetric
@@ -143,9 +147,10 @@ def hand_term_on_the_push_path(bench: SimWorkbench, metric: EnergyMetric, scenes
     return np.array(rows)
 
 
-def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
+def handover(bench: SimWorkbench, model, scenes: int, max_steps: int | None = None) -> np.ndarray:
     """Per evaluation seed 0..scenes-1: the cube's final distance to its goal when the oracle brings the hand
-    behind the cube at pushing height and Mode-2 (without the skill) plans the rest of the episode."""
+    behind the cube at pushing height and Mode-2 (without the skill) plans the rest of the episode (at most
+    max_steps)."""
     config, _ = graph_settings('push')
     actor = Actor(model, config.changed(skill=''), PLANNING_ONLY_PUSH, bench.kinematics)
     distances = []
@@ -153,7 +158,7 @@ def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
         goal, goal_latent = bench.start_episode('push', seed)
         oracle = OraclePolicy(goal, bench.kinematics.max_step)
         actor.reset()
-        for _ in range(STEPS['push']):
+        for _ in range(episode_steps(goal, bench.cube))[:max_steps]:
             if oracle.phase != 'push':
                 action = oracle.act(bench.ee, bench.cube)
             else:
@@ -164,12 +169,12 @@ def handover(bench: SimWorkbench, model, scenes: int) -> np.ndarray:
     return np.array(distances)
 
 
-def skill_push(bench: SimWorkbench, model, scenes: int, low: float = 0.09
+def skill_push(bench: SimWorkbench, model, scenes: int, low: float = 0.09, max_steps: int | None = None
                ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Per evaluation seed, with the graph's push settings (the push skill on the shipped read-out): the cube's
-    final distance to its goal and the read-out's error on the goal image's cube. And per control step of those
-    episodes: the effector map's error reading the real hand step from the real latent step, and the step's
-    length (cm), for steps starting with the hand below `low` (m) and above it."""
+    """Per evaluation seed, with the graph's push settings (the push skill on the shipped read-out), episodes of
+    at most max_steps: the cube's final distance to its goal and the read-out's error on the goal image's cube.
+    And per control step of those episodes: the effector map's error reading the real hand step from the real
+    latent step, and the step's length (cm), for steps starting with the hand below `low` (m) and above it."""
     config, weights = graph_settings('push')
     readout = graph_readout(model)
     actor = Actor(model, config, weights, bench.kinematics, readout=readout)
@@ -180,7 +185,7 @@ def skill_push(bench: SimWorkbench, model, scenes: int, low: float = 0.09
         goal_errors.append(np.linalg.norm(readout(goal_latent) - goal.target[:2]))
         actor.reset()
         z = bench.encode(bench.sim.render())
-        for _ in range(STEPS['push']):
+        for _ in range(episode_steps(goal, bench.cube))[:max_steps]:
             ee = bench.ee.copy()
             bench.command(actor.act(z, goal_latent, bench.q_arm).action)
             bench.advance(DT)
@@ -274,7 +279,11 @@ def main() -> int:
     parser.add_argument('--checkpoint', type=Path, default=None)
     parser.add_argument('--scenes', type=int, default=10)
     parser.add_argument('--readout-scenes', type=int, default=1500)
+    parser.add_argument('--quick', action='store_true', help='1 scene, 50 read-out scenes, episodes cut to 2 s')
     args = parser.parse_args()
+    if args.quick:
+        args.scenes, args.readout_scenes = 1, 50
+    max_steps = 20 if args.quick else None
     torch.set_num_threads(1)
     model = load_checkpoint(args.checkpoint or default_checkpoint_path())
     bench = SimWorkbench(model)
@@ -303,7 +312,7 @@ def main() -> int:
         print(f'hand (energy) term per planned step, cube at its goal, hand at pushing height under the goal pose / '
               f'behind the cube start: {under_goal:.2f} / {behind_start:.2f} (the cube term gains at most '
               f'{start:.2f} per step at weight 1)')
-        distances = handover(bench, model, args.scenes)
+        distances = handover(bench, model, args.scenes, max_steps)
         print(f'handover (oracle to behind the cube, then Mode-2 without the skill; seeds 0-{args.scenes - 1}): '
               f'{(distances < SUCCESS_RADIUS["push"]).sum()} of {args.scenes} within {SUCCESS_RADIUS["push"]} m, '
               f'mean final distance {distances.mean():.3f} m')
@@ -316,7 +325,7 @@ def main() -> int:
               f'wrong directions): the true one predicted cheapest in {(margins[:, 0] < 0).sum()} of {args.scenes} '
               f'scenes from the start, {(margins[:, 1] < 0).sum()} of {args.scenes} with the hand behind the cube '
               f'(mean margin {margins[:, 0].mean():+.3f} / {margins[:, 1].mean():+.3f}; < 0 ranks it first)')
-        distances, goal_errors, by_height = skill_push(bench, model, args.scenes)
+        distances, goal_errors, by_height = skill_push(bench, model, args.scenes, max_steps=max_steps)
         print(f'the push skill (graph settings, shipped read-out; seeds 0-{args.scenes - 1}): '
               f'{(distances < SUCCESS_RADIUS["push"]).sum()} of {args.scenes} within {SUCCESS_RADIUS["push"]} m, '
               f'mean final distance {distances.mean():.3f} m; the goal image\'s cube read out '

@@ -6,7 +6,10 @@ Scenarios (each in a fresh ROS domain, publisher and recorder in separate proces
 Baselines:
   writer   BagRecorder writing the same messages in-process, no DDS (the disk/format ceiling)
   dds      the flood received by a raw subscriber that only counts (what DDS + rclpy deliver)
-Prints figures and ratios; asserts nothing.  Usage: python bench/record_throughput.py [--seconds 4]
+Prints figures and ratios; asserts nothing. --quick: 1 s per scenario and a writer baseline of 20 images (the
+processes' start-up and DDS discovery make most of its half minute).
+
+    .venv/bin/python bench/record_throughput.py [--seconds 4] [--quick]
 """
 import argparse
 import os
@@ -172,26 +175,28 @@ def writer_baseline(workdir: Path, n_images: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seconds', type=float, default=4.0, help='publishing time per scenario')
+    parser.add_argument('--quick', action='store_true', help='1 s per scenario, a writer baseline of 20 images')
     args = parser.parse_args()
+    seconds, writer_images = (1.0, 20) if args.quick else (args.seconds, 200)
     domain = random.Random(os.getpid()).randrange(100, 200)
     with tempfile.TemporaryDirectory(prefix='record_bench_') as tmp:
         workdir = Path(tmp)
-        base = writer_baseline(workdir, 200)
+        base = writer_baseline(workdir, writer_images)
         w_mbs, w_rate = base['bytes'] / base['seconds'] / 1e6, base['msgs'] / base['seconds']
         print(f'writer baseline (BagRecorder in-process, no DDS): {w_mbs:8.1f} MB/s {w_rate:9.0f} msg/s')
 
-        nominal = run_recorder('nominal', args.seconds, workdir, domain)
+        nominal = run_recorder('nominal', seconds, workdir, domain)
         print(f'nominal 30 Hz 640x480 images + 100 Hz joint states, {nominal["seconds"]:.1f} s:')
         print(f'  images {nominal["recorded_img"]}/{nominal["published_img"]} recorded, joint states '
               f'{nominal["recorded_js"]}/{nominal["published_js"]}; recorder-detected loss {nominal["gaps"]}, '
               f'dropped {nominal["dropped"]}; {nominal["bytes"] / nominal["seconds"] / 1e6:.1f} MB/s on disk')
 
-        dds = run_counter(args.seconds, domain + 1)
+        dds = run_counter(seconds, domain + 1)
         d_mbs, d_rate = dds['bytes'] / dds['seconds'] / 1e6, dds['received'] / dds['seconds']
         print(f'flood, DDS baseline (raw subscriber that only counts): received {dds["received"]}/'
               f'{dds["published"]} ({dds["published"] - dds["received"]} lost): {d_mbs:8.1f} MB/s {d_rate:9.0f} msg/s')
 
-        flood = run_recorder('flood', args.seconds, workdir, domain + 2)
+        flood = run_recorder('flood', seconds, workdir, domain + 2)
         f_mbs, f_rate = flood['bytes'] / flood['seconds'] / 1e6, flood['recorded'] / flood['seconds']
         print(f'flood, recorder: recorded {flood["recorded"]}/{flood["published"]} '
               f'({flood["published"] - flood["recorded"]} not recorded; recorder-detected loss {flood["gaps"]}, '
