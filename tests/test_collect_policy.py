@@ -52,12 +52,40 @@ def test_motion_is_smooth_and_stays_in_the_workspace():
 
 def test_policy_visits_the_cube_low_and_moves_it():
     actions, ee_path, cube_moves = _play(seed=7)
-    policy = BabblingPolicy(seed=0)
     assert cube_moves > 0.05 * len(actions), f'cube moved in only {cube_moves} of {len(actions)} steps'
     # Both kinds of motion occur: low pushes near the table and high wandering.
     assert (ee_path[:, 2] < 0.07).mean() > 0.1
     assert (ee_path[:, 2] > 0.2).mean() > 0.1
-    assert policy.mode in ('idle', 'wander', 'push')
+
+
+@pytest.mark.parametrize('push_fraction, retreat_fraction', [(0.7, 0.4), (0.3, 0.75)])
+def test_plans_come_in_the_configured_shares_and_pushes_aim_at_the_cube(push_fraction, retreat_fraction):
+    config = BabblingConfig(push_fraction=push_fraction, retreat_fraction=retreat_fraction)
+    policy = BabblingPolicy(config, seed=4)
+    rng = np.random.default_rng(4)
+    plans, pushes, retreats = 2000, 0, 0
+    for _ in range(plans):
+        # Anywhere in the simulator's cube region: most directions keep a push there inside the workspace and
+        # the policy tries 16, so each plan is a push when its draw says so.
+        cube = np.array([rng.uniform(0.4, 0.65), rng.uniform(-0.2, 0.2), 0.025])
+        policy._next_plan(cube)
+        if policy.mode != 'push':
+            assert policy.mode == 'wander'
+            continue
+        pushes += 1
+        low = [w.position[:2] - cube[:2] for w in policy._plan if w.position[2] < 0.07]
+        retreats += len(low) == 3
+        # Down push_behind from the cube's centre, then along the line through the centre to the cube (a
+        # retreat stops at most 6 cm short of it) or beyond it.
+        behind, towards = low[0], low[1]
+        assert np.linalg.norm(behind) == pytest.approx(config.push_behind)
+        direction = -behind / np.linalg.norm(behind)
+        assert abs(direction[0] * towards[1] - direction[1] * towards[0]) < 1e-9
+        assert (towards - behind) @ direction >= config.push_behind - 0.06 - 1e-9
+    assert policy.pushes_started == pushes
+    # Binomial shares of 2000 draws (and of the pushes among them) within about four standard deviations.
+    assert pushes / plans == pytest.approx(push_fraction, abs=0.045)
+    assert retreats / pushes == pytest.approx(retreat_fraction, abs=0.06)
 
 
 def test_same_seed_same_actions_and_different_seed_different_actions():
