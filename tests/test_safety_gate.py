@@ -169,16 +169,106 @@ def test_joint_states_may_arrive_split_and_all_gated_joints_must_be_fresh():
     assert 'stale' in gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.3).reasons[0]
 
 
-@pytest.mark.parametrize('names, positions, expected', [
-    (NAMES, HOME[:-1], 'names but'),
-    (NAMES, np.r_[HOME[:-1], math.nan], 'NaN or inf'),
-    (NAMES, list(HOME[:-1]) + ['x'], 'not a number'),
-])
-def test_bad_joint_states_are_reported_and_change_nothing(names, positions, expected):
+def test_a_joint_state_whose_names_and_positions_do_not_pair_up_is_reported_and_changes_nothing():
     gate = ready_gate()
-    error = gate.on_joint_state(names, positions, 0.1)
-    assert expected in error and gate.counters['bad_joint_states'] == 1
-    assert gate._state_age(0.1) == pytest.approx(0.1)
+    error = gate.on_joint_state(NAMES, HOME[:-1], 0.1)
+    assert 'names but' in error and gate.counters['bad_joint_states'] == 1
+    assert gate._state_age(0.1) == pytest.approx(0.1) and gate.state(0.1) == 'holding'
+
+
+def test_an_out_of_limit_measured_state_is_never_the_start_of_a_forwarded_command():
+    """A glitching encoder, a wrong URDF or a spoofed driver reports panda_joint1 = 10 (limit +-2.9671): an
+    in-limit command used to leave with panda_joint1 = 10 (the workspace clamp slid it back to the measurement)."""
+    gate = make_gate()
+    error = gate.on_joint_state(NAMES, np.r_[10.0, HOME[1:]], 0.0)
+    assert 'panda_joint1' in error and '10.0000' in error and 'limits' in error
+    decision = gate.on_trajectory(arm_cmd((1.0, PANDA_HOME)), 0.0)
+    assert decision.rejected and 'panda_joint1 measured 10.0000' in decision.reasons[0]
+    assert gate.state(0.0) == 'fault' and gate.counters['forwarded'] == 0
+
+
+@pytest.mark.parametrize('value, expected', [
+    (10.0, 'outside its limits'),
+    (-2.9671 - 0.02, 'outside its limits'),
+    (math.nan, 'not a finite number'),
+    (math.inf, 'not a finite number'),
+    ('x', 'not a finite number'),
+    (0.5, 'faster than its velocity limit'),   # 0.5 rad in 10 ms: 50 rad/s
+])
+def test_an_implausible_joint_state_holds_once_refuses_commands_and_clears_when_states_are_plausible(value, expected):
+    gate = ready_gate()
+    assert not gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.0).hold
+    error = gate.on_joint_state(NAMES, [value, *HOME[1:]], 0.01)
+    assert error.startswith('panda_joint1 measured') and expected in error
+    decision = gate.tick(0.011)
+    assert decision.hold and expected in decision.reasons[0] and expected in gate.last_error
+    assert gate.tick(0.012) is None, 'one hold per fault'
+    refused = gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.013)
+    assert refused.rejected and 'panda_joint1 measured' in refused.reasons[0]
+    assert gate.state(0.013) == 'fault'
+    assert gate.counters['state_faults'] == 1 and gate.counters['bad_joint_states'] == 1
+    # The encoder recovers: a plausible reading of the joint ends the fault (after a jump the way back is a
+    # jump too, so the reading after it).
+    gate.on_joint_state(NAMES, HOME, 0.02)
+    assert gate.on_joint_state(NAMES, HOME, 0.03) is None
+    assert gate.tick(0.031) is None and gate.state(0.031) == 'holding'
+    assert not gate.on_trajectory(arm_cmd((0.1, PANDA_HOME)), 0.032).hold
+
+
+def test_the_jump_check_follows_real_motion_and_trusts_a_new_position_once_readings_agree_again():
+    gate = ready_gate()
+    moving = HOME.copy()
+    for k in range(1, 11):  # 2 rad/s, just under panda_joint1's 2.175 rad/s
+        moving[0] += 0.02
+        assert gate.on_joint_state(NAMES, moving, 0.01 * k) is None
+    # Two readings that arrive together are fine: the check allows state_jitter (0.05 s) of arrival jitter.
+    moving[0] += 0.02
+    assert gate.on_joint_state(NAMES, moving, 0.1) is None
+    # A simulator reset moves the arm 1 rad at once: a fault, until the next reading agrees with it.
+    reset = moving.copy()
+    reset[0] -= 1.0
+    assert 'faster than' in gate.on_joint_state(NAMES, reset, 0.11)
+    assert gate.state(0.11) == 'fault'
+    assert gate.on_joint_state(NAMES, reset, 0.12) is None and gate.state(0.12) == 'holding'
+    # A one-reading spike faults the joint twice (out and back) and then it is trusted again.
+    spike = reset.copy()
+    spike[0] += 0.5
+    assert gate.on_joint_state(NAMES, spike, 0.13) and gate.on_joint_state(NAMES, reset, 0.14)
+    assert gate.on_joint_state(NAMES, reset, 0.15) is None and gate.state(0.15) == 'holding'
+
+
+def test_a_measured_state_just_past_a_limit_counts_as_at_the_limit():
+    """Within state_tolerance (sensor noise, a controller settling at a limit) a reading is plausible, and the
+    workspace clamp slides targets back towards the limit, not towards the reading past it."""
+    start = HOME.copy()
+    start[0] = LIMITS.upper[0] + 0.005     # turned round to the back: far outside the box
+    gate = ready_gate(start)
+    assert BOX.excess(KIN.fk(start[:7])) > 0.5
+    target = np.array(PANDA_HOME) + [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    target[0] = 2.9                          # and straightening the elbow: further out, so clamped
+    decision = gate.on_trajectory(arm_cmd((10.0, target)), 0.0)
+    assert not decision.hold and gate.counters['clamped_workspace'] == 1
+    positions = decision.trajectory.points[0].positions
+    assert np.all(positions <= LIMITS.upper[:7]) and np.all(positions >= LIMITS.lower[:7])
+
+
+@pytest.mark.parametrize('sabotage, expected', [
+    # A workspace clamp that lets everything through, or slides the wrong way past a joint limit, and a
+    # retimer that keeps the commanded times.
+    (dict(_workspace_fraction=lambda start, target, allowed: 1.0), 'outside the workspace box'),
+    (dict(_workspace_fraction=lambda start, target, allowed: -2.0), 'outside its limits'),
+    (dict(_retime=lambda idx, times, positions: times), 'faster than its velocity limit'),
+])
+def test_the_output_check_holds_whatever_computed_an_unsafe_trajectory(sabotage, expected):
+    gate = ready_gate()
+    for name, broken in sabotage.items():
+        setattr(gate, name, broken)
+    # Joint 1 by 1.6 rad and straightening the elbow (out through the box's ceiling) in 0.1 s.
+    target = np.array(PANDA_HOME) + [1.6, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    decision = gate.on_trajectory(arm_cmd((0.1, target)), 0.0)
+    assert decision.hold and decision.rejected
+    assert 'output check failed' in decision.reasons[0] and expected in decision.reasons[0]
+    assert gate.counters['output_check_failures'] == 1 and gate.counters['forwarded'] == 0
 
 
 def test_stale_joint_states_hold_once_and_refuse_commands_until_fresh():

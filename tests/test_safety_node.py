@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -261,6 +263,79 @@ def test_with_a_physical_arm_preset_the_fake_arm_never_exceeds_the_scaled_veloci
     xyz = kinematics.fk(positions)
     assert np.all(xyz >= np.array(box_min) - 2e-3) and np.all(xyz <= np.array(box_max) + 2e-3)
     assert xyz[-1, 2] == pytest.approx(box_max[2], abs=0.01), 'stopped at the ceiling'
+
+
+def forwarding_gate(ros_graph):
+    """The gate (no silent-commander hold, stale only after 2 s) and the test's fake arm, once a command passed."""
+    safety = ros_graph.start('safety_node', 'safety', params_file=PARAMS,
+                             params={'command_timeout': 0.0, 'stale_timeout': 2.0})
+    arm = FakeArm(ros_graph)
+    arm.wait_connected()
+    ros_graph.spin_until(lambda: arm.send(ARM, [(0.2, PANDA_HOME)]).points, 20, 'a forwarded command')
+    return safety, arm
+
+
+@pytest.mark.integration
+def test_an_out_of_limit_joint_state_holds_at_once_refuses_commands_and_says_which_joint(ros_graph):
+    safety, arm = forwarding_gate(ros_graph)
+    glitched = []
+
+    def glitch():  # the encoder of joint 1 reads 10 rad (limit 2.9671)
+        arm.positions = [10.0] + HOME[1:]
+        glitched.append(time.monotonic())
+    arrived, _ = arm.next_output(glitch, match=is_hold)
+    assert arrived - glitched[0] < 0.5, 'held on the glitch itself, not on stale states (2 s)'
+    assert is_hold(arm.send(ARM, [(0.2, PANDA_HOME)])), 'an in-limit command is refused too'
+    ros_graph.spin_until(lambda: 'panda_joint1 measured 10.0000' in safety.output(), 5, 'the fault logged')
+    ros_graph.spin_until(lambda: arm.diagnostics and arm.diagnostic_values()['state'] == 'fault', 5, 'state fault')
+    arm.positions = list(HOME)
+    ros_graph.spin_until(lambda: arm.send(ARM, [(0.2, PANDA_HOME)]).points, 10, 'commands to flow again')
+    kinematics = ArmKinematics()
+    for _, msg in arm.outputs:
+        for point in msg.points:
+            assert np.all(point.positions >= kinematics.lower) and np.all(point.positions <= kinematics.upper)
+
+
+@pytest.mark.integration
+def test_set_parameters_over_dds_either_changes_what_the_gate_does_or_is_refused_with_a_reason(ros_graph):
+    safety, arm = forwarding_gate(ros_graph)
+
+    def set_parameters(**values) -> list:
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return ros_graph.call(SetParameters, '/safety/set_parameters', request).results
+
+    def duration(msg: JointTrajectory) -> float:
+        return msg.points[-1].time_from_start.sec + msg.points[-1].time_from_start.nanosec * 1e-9
+
+    forwarded = lambda msg: len(msg.points) > 0  # noqa: E731
+    step = np.array(PANDA_HOME) + [0.5, 0, 0, 0, 0, 0, 0]  # the fake arm stays at home: 0.5 rad every time
+    assert duration(arm.send(ARM, [(0.1, step)], match=forwarded)) == pytest.approx(0.5 / 2.175, rel=1e-3)
+
+    # Tightening: accepted and in force for the next command.
+    (result,) = set_parameters(max_joint_velocity_scale=0.2)
+    assert result.successful, result.reason
+    assert duration(arm.send(ARM, [(0.1, step)], match=forwarded)) == pytest.approx(0.5 / (2.175 * 0.2), rel=1e-3)
+
+    # The reliability probe's changes: refused, each with its reason, and nothing changes.
+    refused = set_parameters(workspace_enabled=False, stale_timeout=100.0, max_reach=0.5)
+    assert [r.successful for r in refused] == [False, False, False]
+    assert 'e-stop is latched' in refused[0].reason and 'out of range' in refused[1].reason
+    assert 'read-only' in refused[2].reason
+    values = ros_graph.call(GetParameters, '/safety/get_parameters', GetParameters.Request(
+        names=['workspace_enabled', 'stale_timeout', 'max_reach'])).values
+    assert (values[0].bool_value, values[1].double_value, values[2].double_value) == (True, 2.0, 1.3)
+    elbow = np.array(PANDA_HOME) + [0, 0, 0, 1.0, 0, 0, 0]  # out through the box's ceiling
+    assert arm.send(ARM, [(1.0, elbow)], match=forwarded).points[0].positions[3] < elbow[3] - 0.1
+
+    # Loosening with the e-stop latched: accepted, and after the release the box is gone.
+    arm.next_output(lambda: arm.estop_pub.publish(Bool(data=True)), match=is_hold)
+    (result,) = set_parameters(workspace_enabled=False)
+    assert result.successful, result.reason
+    arm.estop_pub.publish(Bool(data=False))
+    ros_graph.spin_for(0.3)
+    assert ros_graph.call(Trigger, '/safety/release_estop', Trigger.Request()).success
+    np.testing.assert_allclose(arm.send(ARM, [(1.0, elbow)], match=forwarded).points[0].positions, elbow)
+    assert safety.alive()
 
 
 @pytest.mark.integration

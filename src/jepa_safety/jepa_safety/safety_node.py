@@ -3,6 +3,7 @@
 /jepa/joint_trajectory -> SafetyGate -> output_topic (checked trajectory, or a hold: joint names, no points)
 /joint_states, /jepa/estop (true = hold now, latched) and a steady-clock watchdog timer feed the gate;
 /safety/release_estop unlatches; /diagnostics reports state and counters periodically and on every event.
+/safety/set_parameters applies the live parameters (_LIVE) through SafetyGate.reconfigure; the rest are read-only.
 """
 import array
 import os
@@ -11,8 +12,9 @@ import time
 import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -26,22 +28,43 @@ from jepa_common.node import run_node
 from jepa_safety.gate import Decision, JointLimits, SafetyGate, Trajectory, TrajectoryPoint, WorkspaceBox
 
 _LEVELS = {'forwarding': DiagnosticStatus.OK, 'holding': DiagnosticStatus.OK, 'no_state': DiagnosticStatus.WARN,
-           'stale': DiagnosticStatus.WARN, 'estop': DiagnosticStatus.ERROR}
+           'stale': DiagnosticStatus.WARN, 'fault': DiagnosticStatus.ERROR, 'estop': DiagnosticStatus.ERROR}
+# Parameters applied while the node runs (SafetyGate.reconfigure: tightening at once, loosening only with the
+# e-stop latched) -> the gate setting each feeds; every other parameter is read-only.
+_LIVE = {'max_joint_velocity_scale': 'velocity_scale', 'stale_timeout': 'stale_timeout',
+         'command_timeout': 'command_timeout', 'workspace_enabled': 'workspace', 'workspace_min': 'workspace',
+         'workspace_max': 'workspace'}
+
+
+def declare(node: Node, name: str, default, description: str, span: tuple | None = None, **options):
+    """Declare a parameter with its description, read-only unless it is in _LIVE; span (lo, hi) is the
+    range of a numeric one (an IntegerRange for an int default); options: more ParameterDescriptor fields."""
+    descriptor = ParameterDescriptor(description=description, read_only=name not in _LIVE, **options)
+    if isinstance(default, int) and span is not None:
+        descriptor.integer_range = [IntegerRange(from_value=span[0], to_value=span[1], step=1)]
+    elif span is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=span[0], to_value=span[1], step=0.0)]
+    return node.declare_parameter(name, default, descriptor).value
+
+
+def workspace_box(enabled: bool, lower, upper) -> WorkspaceBox | None:
+    return WorkspaceBox(lower, upper) if enabled else None
 
 
 def build_gate(node: Node) -> SafetyGate:
     """Declare the gate's parameters on node and build the gate: limits from the URDF, overridden per joint
     by limits.<joint>.lower / upper / velocity, velocities scaled by max_joint_velocity_scale."""
-    urdf_path = node.declare_parameter('urdf_path', '').value
-    ee_frame = node.declare_parameter('ee_frame', '').value
-    arm_joints = list(node.declare_parameter('arm_joints', list(PANDA_ARM_JOINTS)).value)
-    gripper_joints = list(node.declare_parameter(
-        'gripper_joints', list(PANDA_FINGER_JOINTS),
-        ParameterDescriptor(dynamic_typing=True, description='may be empty for an arm without gripper')).value or [])
-    velocity_scale = float(node.declare_parameter('max_joint_velocity_scale', 1.0).value)
-    workspace_enabled = node.declare_parameter('workspace_enabled', True).value
-    workspace_min = node.declare_parameter('workspace_min', [lo for lo, _ in DEFAULT_WORKSPACE]).value
-    workspace_max = node.declare_parameter('workspace_max', [hi for _, hi in DEFAULT_WORKSPACE]).value
+    urdf_path = declare(node, 'urdf_path', '', "arm URDF for joint limits and FK; '' = the default Panda")
+    ee_frame = declare(node, 'ee_frame', '', "end-effector frame of the workspace check; '' = panda_grasptarget")
+    arm_joints = list(declare(node, 'arm_joints', list(PANDA_ARM_JOINTS), 'arm joints, the ones a hold names'))
+    gripper_joints = list(declare(node, 'gripper_joints', list(PANDA_FINGER_JOINTS),
+                                  'gripper joints, limited like the arm; may be empty', dynamic_typing=True) or [])
+    velocity_scale = declare(node, 'max_joint_velocity_scale', 1.0,
+                             'commands move joints at up to this fraction of their velocity limits', (0.01, 1.0))
+    workspace = workspace_box(
+        declare(node, 'workspace_enabled', True, 'keep the end effector in the workspace box'),
+        declare(node, 'workspace_min', [lo for lo, _ in DEFAULT_WORKSPACE], 'box corner x, y, z (m, base frame)'),
+        declare(node, 'workspace_max', [hi for _, hi in DEFAULT_WORKSPACE], 'box corner x, y, z (m, base frame)'))
 
     kinematics = ArmKinematics(os.path.expanduser(urdf_path) or None, arm_joints=arm_joints,
                                finger_joints=gripper_joints, ee_frame=ee_frame or PANDA_EE_FRAME)
@@ -49,22 +72,26 @@ def build_gate(node: Node) -> SafetyGate:
     table = {'lower': [], 'upper': [], 'velocity': []}
     for name in names:
         for column, urdf_value in zip(('lower', 'upper', 'velocity'), kinematics.limits[name]):
-            override = node.declare_parameter(f'limits.{name}.{column}', None,
-                                              ParameterDescriptor(dynamic_typing=True)).value
+            # Dynamically typed (an int or a double), so no range: JointLimits validates the result.
+            override = declare(node, f'limits.{name}.{column}', None,
+                               f'override of the URDF {column} limit of {name} (rad, m, rad/s or m/s)',
+                               dynamic_typing=True)
             table[column].append(float(urdf_value if override is None else override))
-    if not 0 < velocity_scale <= 1:
-        raise ValueError(f'max_joint_velocity_scale must be in (0, 1], got {velocity_scale}')
-    limits = JointLimits(names, np.array(table['lower']), np.array(table['upper']),
-                         np.array(table['velocity']) * velocity_scale)
+    limits = JointLimits(names, np.array(table['lower']), np.array(table['upper']), np.array(table['velocity']))
     return SafetyGate(
-        limits,
-        workspace=WorkspaceBox(workspace_min, workspace_max) if workspace_enabled else None,
-        fk=kinematics.fk, fk_joints=arm_joints,
-        stale_timeout=node.declare_parameter('stale_timeout', 0.2).value,
-        command_timeout=node.declare_parameter('command_timeout', 0.5).value,
-        max_points=node.declare_parameter('max_points', 1000).value,
-        max_reach=node.declare_parameter('max_reach', 1.3).value,
-        max_check_time=node.declare_parameter('max_check_time', 0.05).value or None)
+        limits, workspace=workspace, fk=kinematics.fk, fk_joints=arm_joints, velocity_scale=velocity_scale,
+        stale_timeout=declare(node, 'stale_timeout', 0.2, 'hold when a joint state is older (s)', (0.01, 10.0)),
+        command_timeout=declare(node, 'command_timeout', 0.5,
+                                'hold when the commander is silent this long (s, node clock); 0 disables',
+                                (0.0, 60.0)),
+        max_points=declare(node, 'max_points', 1000, 'most points a command may have', (1, 100_000)),
+        max_reach=declare(node, 'max_reach', 1.3, "upper bound (m) on the end effector's lever arm", (0.01, 10.0)),
+        max_check_time=declare(node, 'max_check_time', 0.05,
+                               'CPU-time budget (s) for checking one command; 0 = unlimited', (0.0, 1.0)) or None,
+        state_tolerance=declare(node, 'state_tolerance', 0.01,
+                                'how far (rad or m) a measured position may lie outside its limits', (0.0, 0.1)),
+        state_jitter=declare(node, 'state_jitter', 0.05,
+                             'arrival jitter (s) the measured-state jump check allows', (0.0, 1.0)))
 
 
 def trajectory_from_msg(msg: JointTrajectory) -> Trajectory:
@@ -88,11 +115,11 @@ def trajectory_to_msg(trajectory: Trajectory) -> JointTrajectory:
 
 
 class SafetyNode(Node):
-    def __init__(self):
-        super().__init__('safety')
+    def __init__(self, **node_options):
+        super().__init__('safety', **node_options)
         try:
             self.gate = build_gate(self)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, ParameterException) as error:
             # Without its limits and kinematics the gate cannot verify anything: refuse to run at all.
             self.get_logger().fatal(f'cannot set up the safety gate: {error}')
             raise
@@ -100,9 +127,12 @@ class SafetyNode(Node):
         # controller of their own that would reject the whole message (a hold stops all the arm
         # controller's joints whichever it names).
         self.hold_names = list(self.get_parameter('arm_joints').value)
-        output_topic = self.declare_parameter('output_topic', '/arm_controller/joint_trajectory').value
-        check_period = self.declare_parameter('check_period', 0.02).value
-        diagnostics_period = self.declare_parameter('diagnostics_period', 1.0).value
+        output_topic = declare(self, 'output_topic', '/arm_controller/joint_trajectory',
+                               'where checked trajectories and holds go: the arm controller')
+        check_period = declare(self, 'check_period', 0.02, 'period (s, steady clock) of the watchdog checks',
+                               (0.001, 1.0))
+        diagnostics_period = declare(self, 'diagnostics_period', 1.0, 'period (s) of the periodic /diagnostics',
+                                     (0.01, 60.0))
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.output = self.create_publisher(JointTrajectory, output_topic, reliable)
@@ -118,6 +148,7 @@ class SafetyNode(Node):
         self.create_timer(diagnostics_period, self.publish_diagnostics, clock=steady)
         self.last_reason = ''
         self.last_rejection, self.last_rejection_logged = '', -float('inf')
+        self.add_on_set_parameters_callback(self.on_parameters)
         box = self.gate.workspace
         self.get_logger().info(f'gating {list(self.gate.joint_names)} -> {self.output.topic_name}; workspace '
                                f'{"off" if box is None else [box.lower.tolist(), box.upper.tolist()]}')
@@ -146,6 +177,30 @@ class SafetyNode(Node):
         error = self.gate.on_joint_state(msg.name, msg.position, time.monotonic())
         if error:
             self.get_logger().error(f'ignored joint state: {error}', throttle_duration_sec=1.0)
+            # An implausible reading holds now, not at the next watchdog tick.
+            self.on_check()
+
+    def on_parameters(self, parameters) -> SetParametersResult:
+        """Live parameters -> SafetyGate.reconfigure, which refuses (with the reason) anything invalid and any
+        loosening while the e-stop is not latched. Read-only ones never get here: rclpy refuses them."""
+        values = {p.name: p.value for p in parameters if p.name in _LIVE}
+        changes = {_LIVE[name]: value for name, value in values.items() if _LIVE[name] != 'workspace'}
+        try:
+            if 'workspace' in (_LIVE[name] for name in values):
+                changes['workspace'] = workspace_box(*(
+                    values.get(name, self.get_parameter(name).value)
+                    for name in ('workspace_enabled', 'workspace_min', 'workspace_max')))
+            decision = self.gate.reconfigure(**changes)
+        except ValueError as error:
+            self.get_logger().warn(f'refused parameters {values}: {error}')
+            return SetParametersResult(successful=False, reason=str(error))
+        if values:
+            self.get_logger().info(f'parameters applied: {values}')
+            self.last_reason = f'parameters applied: {values}'
+            self.publish_diagnostics()
+        if decision is not None:
+            self.apply(decision, event=True)
+        return SetParametersResult(successful=True)
 
     def on_estop(self, msg: Bool) -> None:
         decision = self.gate.on_estop(msg.data)
