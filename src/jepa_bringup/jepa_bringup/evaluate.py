@@ -150,8 +150,7 @@ class Referee(Node):
         self.latest_plan = msg
         source = _stamp_ns(msg.source_stamp)
         frame, latent = self.frame_arrivals.get(source), self.latent_arrivals.get(source)
-        record = {'plan': msg.plan_time_ms,
-                  'e2e_sim': (stamp_to_sec(msg.header.stamp) - stamp_to_sec(msg.source_stamp)) * 1e3}
+        record = {'plan': msg.plan_time_ms}
         if frame is not None:
             record['e2e_wall'] = (arrived - frame) * 1e3
             if latent is not None:
@@ -346,7 +345,8 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
             'latencies': referee.latencies[start_latencies:]}
 
 
-LATENCY_SERIES = {'plan': 'plan_latency', 'e2e_wall': 'e2e_wall_latency', 'e2e_sim': 'e2e_sim_latency',
+# Wall clock, here: frame -> plan (the command goes out just before its plan), and its two parts.
+LATENCY_SERIES = {'plan': 'plan_latency', 'e2e_wall': 'e2e_wall_latency',
                   'perception_wall': 'frame_to_latent_latency', 'actor_wall': 'latent_to_plan_latency'}
 
 

@@ -5,16 +5,13 @@ import threading
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 
-def run_node(make_node: Callable[[], Node], args=None, threads: int = 1) -> int:
+def run_node(make_node: Callable[[], Node], args=None) -> int:
     """Create the node, spin it until SIGINT/SIGTERM, then call its optional `close()` and shut down.
-
-    `threads` > 1 spins a multi-threaded executor: callbacks of different callback groups then run side by side
-    (a node whose long callback must not stop its /clock, joint states or timers puts it in a group of its own).
 
     rclpy's own signal handler is not installed: it shuts the context down inside the signal, before the
     node's `close()` could run, and `close()` must still be able to publish (the safety gate's last word is
@@ -31,7 +28,7 @@ def run_node(make_node: Callable[[], Node], args=None, threads: int = 1) -> int:
     failure: list[BaseException] = []
     try:
         node = make_node()
-        executor = SingleThreadedExecutor() if threads <= 1 else MultiThreadedExecutor(num_threads=threads)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
 
         def spin() -> None:

@@ -3,16 +3,16 @@
 /jepa/latent + /jepa/goal_latent + /joint_states -> plan (Mode-2 MPC, or the Mode-1 policy) ->
 /jepa/joint_trajectory (one point, dt ahead), /jepa/action (stamped with the state's stamp), /jepa/plan,
 /jepa/planned_path (MarkerArray), /jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
-control level plans towards, or with skill: push, the push skill's), /diagnostics (plan and end-to-end
-latency). The world model is loaded in-process from the checkpoint /world_model/model_version announces, so
-planning never waits on DDS.
-Deciding (latents, goals, model installs, parameter changes) is one callback group under one lock; /clock, joint
-states and diagnostics are another, served by a second executor thread while a plan runs, so sim time and the
-joint state go on during planning and the latency the actor reports includes its plan.
+control level plans towards, or with skill: push, the push skill's), /diagnostics (plan time, and latent
+received -> command sent, on the wall clock). The world model is loaded in-process from the checkpoint /world_model/model_version
+announces, so planning never waits on DDS.
+One executor thread serves every callback, so this node's /clock stands still while it plans: its sim-time stamps
+do not show the plan's duration, hence wall-clock latencies (`jepa eval` measures frame -> command from outside).
+A second executor thread for /clock and joint states would let sim time go on, but on two cores it halved the
+planning rate (docs/results/LOG.md).
 A stale or missing state, goal or joint state gives no command: the gate then holds the arm.
 """
 import collections
-import threading
 import time
 
 import numpy as np
@@ -21,7 +21,6 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -76,7 +75,6 @@ class ActorNode(Node):
         self.goal_model_id = ''
         self.joints = JointStateCache(self, self.kinematics.arm_joints)
         self.plan_ms = collections.deque(maxlen=300)
-        self.e2e_ms = collections.deque(maxlen=300)  # image stamp -> command, on the node's clock (sim time in sim)
         self.node_ms = collections.deque(maxlen=300)  # latent callback start -> command, wall clock
         self.counts = collections.Counter()
         self.last_problem = ''
@@ -90,14 +88,10 @@ class ActorNode(Node):
         self.subgoal_pub = self.create_publisher(LatentState, '/jepa/subgoal_latent', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.load_model(self.declare_parameter('checkpoint', '').value)
-        # Parameter changes come in on the default group's services: the lock keeps them out of a plan in flight.
-        self.deciding = threading.Lock()
-        decisions = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, NEWEST, callback_group=decisions)
-        self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED, callback_group=decisions)
+        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, NEWEST)
+        self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED)
         self.create_subscription(JointState, '/joint_states', self.joints.on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED,
-                                 callback_group=decisions)
+        self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
         self.create_timer(diagnostics_period, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self.on_parameters)
 
@@ -151,14 +145,9 @@ class ActorNode(Node):
 
     def on_model_version(self, msg: String) -> None:
         if self.follow_model_version and msg.data:
-            with self.deciding:
-                self.load_model(msg.data)
+            self.load_model(msg.data)
 
     def on_parameters(self, parameters) -> SetParametersResult:
-        with self.deciding:
-            return self._apply_parameters(parameters)
-
-    def _apply_parameters(self, parameters) -> SetParametersResult:
         try:
             weights = weight_changes(parameters)
             changes = {p.name: p.value for p in parameters}
@@ -213,10 +202,6 @@ class ActorNode(Node):
                 self.get_logger().warn(text)
 
     def on_goal(self, msg: LatentState) -> None:
-        with self.deciding:
-            self._set_goal(msg)
-
-    def _set_goal(self, msg: LatentState) -> None:
         try:
             goal = msg_to_latent(msg).reshape(-1)
         except ValueError as exc:
@@ -230,10 +215,6 @@ class ActorNode(Node):
             self.actor.reset()  # a new goal: the old plan's warm start points elsewhere
 
     def on_latent(self, msg: LatentState) -> None:
-        with self.deciding:
-            self._decide(msg)
-
-    def _decide(self, msg: LatentState) -> None:
         received = self.get_clock().now()
         received_wall = time.perf_counter()
         if self.mode == 'idle':
@@ -270,9 +251,7 @@ class ActorNode(Node):
             self.actor.pending.clear()  # a decision that was not sent teaches nothing
             return self.problem(f'no command for this state: {exc}', error=True, kind='error')
         self.publish_command(q_target, fingers)
-        e2e_ms = (self.get_clock().now().nanoseconds * 1e-9 - stamp_to_sec(msg.header.stamp)) * 1e3
         self.plan_ms.append(decision.plan_time_ms)
-        self.e2e_ms.append(e2e_ms)
         self.node_ms.append((time.perf_counter() - received_wall) * 1e3)
         self.counts['commands'] += 1
         self.publish_action(msg, decision)
@@ -331,7 +310,6 @@ class ActorNode(Node):
             'mode': self.mode, 'planner': self.config.planner,
             'model_id': self.actor.model.model_id if self.actor else '',
             'plan_ms_p50': f'{percentile(self.plan_ms, 50):.1f}', 'plan_ms_p95': f'{percentile(self.plan_ms, 95):.1f}',
-            'e2e_ms_p50': f'{percentile(self.e2e_ms, 50):.1f}', 'e2e_ms_p95': f'{percentile(self.e2e_ms, 95):.1f}',
             'in_node_ms_p50': f'{percentile(self.node_ms, 50):.1f}', 'in_node_ms_p95': f'{percentile(self.node_ms, 95):.1f}',
             'replan_hz': f'{1e3 / percentile(self.plan_ms, 50):.1f}' if self.plan_ms else 'nan',
             'policy_updates': self.actor.distiller.updates if self.actor else 0,
@@ -349,4 +327,4 @@ class ActorNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(ActorNode, args, threads=2)
+    return run_node(ActorNode, args)
