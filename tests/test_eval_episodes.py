@@ -1,6 +1,7 @@
 """ROS-free parts of `jepa eval`: seeded goals, the oracle/random reference policies, the graph's camera, the
 report's summary and provenance."""
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -134,3 +135,21 @@ def test_an_unreadable_sim_camera_file_is_named(tmp_path, content):
         sim_camera(bad)
     with pytest.raises(ValueError, match='missing.yaml'):
         sim_camera(tmp_path / 'missing.yaml')
+
+
+def test_a_written_report_is_reprinted_and_plotted_without_running_anything(tmp_path, capsys):
+    from jepa_bringup.evaluate import main
+    results = [{'success': d < 0.025, 'final_distance_m': d} for d in (0.01, 0.04)]
+    condition = summarize(results, {'plan_latency': [40.0], 'e2e_wall_latency': [60.0]})
+    report = {'provenance': {'git': {'commit': 'abc', 'dirty': False}},
+              'tasks': {'push': {'task': 'push', 'success_radius_m': 0.025, 'conditions': {'mode2': condition}}}}
+    path = tmp_path / 'report.json'
+    path.write_text(json.dumps(report))
+    assert main(['--from-json', str(path), '--plot', str(tmp_path / 'curves.png')]) == 0
+    out = capsys.readouterr().out
+    assert 'push   mode2' in out and '50%' in out
+    assert (tmp_path / 'curves.png').stat().st_size > 1000
+    path.write_text('{"tasks": 3}')
+    with pytest.raises(SystemExit):
+        main(['--from-json', str(path)])
+    assert 'not a report of jepa eval' in capsys.readouterr().err

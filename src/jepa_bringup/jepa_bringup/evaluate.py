@@ -500,6 +500,36 @@ def success_table(result: dict) -> str:
     return '\n'.join(rows)
 
 
+def plot_success_curves(result: dict, path: Path) -> Path:
+    """Per task, the share of episodes of each condition that ended within each distance of the goal: the success
+    rate as a curve over the radius, with the reported radii marked."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    tasks = result['tasks']
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    radii = np.linspace(0.0, 0.2, 401)
+    for ax, (task, report) in zip(axes[0], tasks.items()):
+        for name, condition in report['conditions'].items():
+            final = np.array(condition['final_distance_m']['per_episode'])
+            ax.plot(radii * 100, [(final < r).mean() * 100 for r in radii], label=f'{name} (n={len(final)})',
+                    linestyle='--' if name in BASELINES else '-')
+        for radius in RADII:
+            ax.axvline(radius * 100, color='grey', linewidth=0.5, linestyle=':')
+        ax.axvline(report['success_radius_m'] * 100, color='black', linewidth=0.8)
+        ax.set(title=f'{task}: success within radius', xlabel='final distance to the goal (cm)', ylabel='episodes (%)',
+               xlim=(0, 20), ylim=(-2, 102))
+        ax.legend(fontsize=8, loc='lower right')
+    commit = result.get('provenance', {}).get('git', {})
+    fig.suptitle(f'jepa eval, commit {str(commit.get("commit", "?"))[:10]}{" (dirty)" if commit.get("dirty") else ""}',
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='jepa eval', description=__doc__.split('\n')[0])
     parser.add_argument('--task', choices=['reach', 'push'], action='append',
@@ -515,9 +545,21 @@ def main(argv: list[str] | None = None) -> int:
                         help=f'comma-separated subset of {", ".join(every)} (default: all that apply to the task; '
                              'scripted_skill applies to push only)')
     parser.add_argument('--video', type=Path, help='MP4 of the first episode with the planned path drawn')
+    parser.add_argument('--plot', type=Path, help='PNG of success against the radius, per task and condition')
+    parser.add_argument('--from-json', type=Path, metavar='REPORT',
+                        help='run nothing: print the table (and --plot) of a report an earlier run wrote')
     parser.add_argument('--log-dir', type=Path, default=Path('runs/eval'))
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, checkpoint:=...)')
     args = parser.parse_args(argv)
+    if args.from_json:
+        try:
+            result = json.loads(args.from_json.read_text())
+            print(success_table(result))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            parser.error(f'--from-json {args.from_json}: not a report of jepa eval ({exc!r})')
+        if args.plot:
+            print(f'wrote {plot_success_curves(result, args.plot)}')
+        return 0
     conditions = [c for c in args.conditions.split(',') if c]
     unknown = set(conditions) - set(every)
     if unknown or not conditions:
@@ -541,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
         print(f'wrote {args.json}')
+    if args.plot:
+        print(f'wrote {plot_success_curves(result, args.plot)}')
     return 0
 
 
