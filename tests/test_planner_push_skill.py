@@ -9,7 +9,7 @@ from jepa_bringup.episodes import make_goal, sim_camera
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
 from jepa_planner.actor import Actor, ActorConfig
 from jepa_planner.cost import CostWeights
-from jepa_planner.push_skill import CubeReadout, PushSkill, ReadoutError, ReadoutSettings, default_readout_path, \
+from jepa_planner.push_skill import CubeReadout, PushSkill, PushSkillConfig, ReadoutError, ReadoutSettings, default_readout_path, \
     fit_cube_readout
 from jepa_sim.panda_sim import PandaSim
 from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
@@ -247,3 +247,14 @@ def test_fit_readout_command_names_a_missing_bag(tmp_path, capsys):
     assert main(['--bag', str(tmp_path / 'no_such_play'), '--out', str(tmp_path / 'readout.npz')]) == 1
     assert 'no_such_play' in capsys.readouterr().err
     assert not (tmp_path / 'readout.npz').exists()
+
+
+def test_a_steering_push_aims_from_where_the_cube_is_now():
+    # The cube drifted 1 cm to the left of the approach's line (y = 0) while being pushed towards (0.6, 0).
+    for steer, expected_y in ((False, 0.0), (True, 0.037 * 0.01 / np.hypot(0.1, 0.01))):
+        skill = PushSkill(PushSkillConfig(steer=steer))
+        skill.reset([0.6, 0.0])
+        skill.phase, skill.direction = 'push', np.array([1.0, 0.0])
+        target, _ = skill.target(np.array([0.45, 0.0, skill.config.push_height]), [0.5, 0.01])
+        # Steering puts the hand's target on the cube's current line to the goal: to the cube's side of the old one.
+        assert target[1] == pytest.approx(expected_y, abs=1e-9)

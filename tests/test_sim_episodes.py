@@ -33,6 +33,12 @@ def test_oracle_reaches_and_random_does_not_on_the_same_seed(bench):
     assert not random['success']
 
 
+def test_the_oracle_is_the_push_ceiling_at_the_strict_radius(bench):
+    # The reference every push figure is read against: it must end within 2.5 cm (half the cube) nearly always.
+    results = [run_episode(bench, None, 'oracle', 'push', seed) for seed in range(100, 110)]
+    assert sum(r['success'] for r in results) >= 9, [round(r['final_distance_m'], 3) for r in results]
+
+
 def test_mode2_closes_the_distance_through_the_world_models_energy(bench, one_torch_thread):
     # Seed 3: the goal is 0.26 m from the start; a small planner still gets most of the way there.
     actor = Actor(bench.model, ActorConfig(samples=64, iterations=1, grad_steps=1), kinematics=bench.kinematics)

@@ -105,9 +105,10 @@ def toward(ee: np.ndarray, point: np.ndarray, max_step: float, gripper: float = 
 class OraclePolicy:
     """Scripted controller with privileged sim state (end-effector and cube positions): the upper reference.
 
-    Push: the agent's push skill (jepa_planner.push_skill) on the true positions, each of its steps executed
-    directly: come down behind the cube on the line from the cube to the goal, push along that line until the
-    contact point, not the end effector, has reached the goal; re-approach if the cube slid off the line.
+    Push: the push skill (jepa_planner.push_skill) on the true positions, each of its steps executed directly:
+    come down behind the cube on the line from the cube to the goal, push along the line from where the cube is
+    now to the goal (steering: a cube that drifts sideways is not left beside its goal) until the contact point,
+    not the end effector, has reached the goal; re-approach if the cube slid off the line.
     """
 
     # End effector to cube centre while pushing: half the cube plus the fingers' half thickness.
@@ -116,7 +117,7 @@ class OraclePolicy:
     def __init__(self, goal: Goal, max_step: float):
         self.goal = goal
         self.max_step = max_step
-        self.skill = PushSkill(PushSkillConfig(push_height=PUSH_HEIGHT, contact=self.CONTACT))
+        self.skill = PushSkill(PushSkillConfig(push_height=PUSH_HEIGHT, contact=self.CONTACT, steer=True))
         self.skill.reset(goal.target[:2])
 
     @property

@@ -332,7 +332,9 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     start_distance = final_distance(goal, referee.ee, referee.cube)
     for step in range(steps):
         if policy is not None:
-            referee.command(policy.act(referee.ee, referee.cube))
+            # The hand where the joint state the command is built from puts it (/sim/ee_pose comes with the camera,
+            # up to a frame older: a step computed from it lands beyond its target).
+            referee.command(policy.act(referee.kinematics.fk(referee.q), referee.cube))
         referee.sleep_sim(DT)
         if video is not None and referee.image is not None:
             video.add(referee.image, referee.camera_info, referee.latest_plan,

@@ -53,6 +53,7 @@ class PushSkillConfig:
     done: float = 0.01              # the cube this close to its goal: lift off
     lift: float = 0.05              # above push_height when done
     push_speed: float = 0.5         # share of the action bound while pushing
+    steer: bool = False             # while pushing, aim along the cube's current line to the goal (not the approach's)
     gripper: float = -1.0           # closed: the fingers push with one flat face
 
 
@@ -91,6 +92,10 @@ class PushSkill:
             if ee[2] < c.push_height + c.descended:
                 self.phase = 'push'
             return np.r_[behind, c.push_height], 1.0
+        if c.steer:
+            # A cube that drifted sideways is pushed from where it is now: its offset from the first line stays
+            # otherwise, up to `off_line`.
+            self.direction = to_goal / np.linalg.norm(to_goal)
         offset = cube - ee[:2]
         lateral = abs(offset[0] * self.direction[1] - offset[1] * self.direction[0])
         if lateral > c.off_line or offset @ self.direction < 0:
