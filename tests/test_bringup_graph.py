@@ -9,6 +9,8 @@ from jepa_bringup.graph import GraphError, GraphFile, parse_assignments
 
 CONFIG = Path(__file__).resolve().parents[1] / 'config'
 AGENT_NODES = {'perception', 'world_model', 'cost', 'short_term_memory', 'actor', 'configurator'}
+# robot_description and TF for RViz (ROS install only; tests/test_bringup_description.py).
+DESCRIPTION_NODES = {'robot_state_publisher', 'camera_tf'}
 PRESETS = ('franka_fr3', 'panda', 'ur5e', 'kinova_gen3')
 
 
@@ -23,7 +25,7 @@ def by_name(specs):
 
 def test_sim_graph_starts_simulator_gate_and_agent_and_recorder_only_when_recording(graph):
     nodes = by_name(graph.resolve('sim'))
-    assert set(nodes) == {'sim', 'safety'} | AGENT_NODES
+    assert set(nodes) == {'sim', 'safety'} | AGENT_NODES | DESCRIPTION_NODES
     assert (nodes['sim'].package, nodes['sim'].executable) == ('jepa_sim', 'sim_node')
     assert (nodes['actor'].package, nodes['actor'].executable) == ('jepa_planner', 'actor_node')
     recorded = by_name(graph.resolve('sim', {'record': 'true'}))
@@ -35,7 +37,7 @@ def test_arm_graph_replaces_the_simulator_by_the_driver_or_fake_arm(graph):
     nodes = by_name(graph.resolve('arm'))
     assert set(nodes) == {'safety'} | AGENT_NODES
     with_fake = by_name(graph.resolve('arm', {'fake_arm': 'true'}))
-    assert set(with_fake) == {'safety', 'fake_arm'} | AGENT_NODES
+    assert set(with_fake) == {'safety', 'fake_arm', 'robot_state_publisher'} | AGENT_NODES
     assert with_fake['fake_arm'].executable == 'fake_arm_node'
 
 

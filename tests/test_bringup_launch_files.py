@@ -1,5 +1,6 @@
 """launch/*.launch.py: they compile, declare exactly the arguments config/graph.yaml gives their graph, and
-build one launch_ros Node per resolved node with the graph's name, parameters, remaps, restart policy and niceness.
+build one launch_ros Node per resolved node with the graph's name, command-line arguments, parameters (values read
+from a URDF read in), remaps, restart policy and niceness.
 
 launch and launch_ros cannot be installed in the pip environment, so this runs the launch files against
 minimal stand-ins of the few classes they use, recording what they are given; the real `ros2 launch` runs in
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jepa_bringup.description import materialize
 from jepa_bringup.graph import GraphFile
+from jepa_common.kinematics import panda_urdf_path
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = {'sim': REPO / 'launch' / 'sim.launch.py', 'arm': REPO / 'launch' / 'arm.launch.py'}
@@ -76,7 +79,7 @@ def test_launch_file_compiles(graph, tmp_path):
 
 
 @pytest.mark.parametrize('graph', sorted(LAUNCH_FILES))
-def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, launch_stand_ins):
+def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, launch_stand_ins, tmp_path):
     description = runpy.run_path(str(LAUNCH_FILES[graph]))['generate_launch_description']()
     entities = description.args[0]
     declared = {e.args[0]: e.kwargs for e in entities if isinstance(e, launch_stand_ins['DeclareLaunchArgument'])}
@@ -88,7 +91,13 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
 
     # ros2 launch fills the configurations from defaults and command line, then runs the OpaqueFunction.
     values = {name: kwargs['default_value'] for name, kwargs in declared.items()}
-    values.update({'sim': {'record': 'true'}, 'arm': {'fake_arm': 'true', 'arm': 'ur5e'}}[graph])
+    camera = tmp_path / 'sim_camera.yaml'
+    camera.write_text(yaml.safe_dump({'sim': {'ros__parameters': {'camera_eye': [1.0, 0.5, 0.8],
+                                                                   'camera_target': [0.5, 0.0, 0.1]}}}))
+    # The ur5e preset's URDF is not on this machine: robot_state_publisher (fake_arm) gets the Panda's.
+    values.update({'sim': {'record': 'true'},
+                   'arm': {'fake_arm': 'true', 'arm': 'ur5e', 'urdf': panda_urdf_path(),
+                           'camera_pose': str(camera)}}[graph])
     context = types.SimpleNamespace(launch_configurations=values)
     opaque = [e for e in entities if isinstance(e, launch_stand_ins['OpaqueFunction'])]
     assert len(opaque) == 1
@@ -98,13 +107,19 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
     for name, spec in specs.items():
         node = nodes[name]
         assert (node['package'], node['executable']) == (spec.package, spec.executable)
-        assert node['parameters'] == [*spec.params_files, spec.parameters]
+        assert node['arguments'] == materialize(spec.args)
+        parameters = materialize(spec.parameters)
+        assert node['parameters'] == [*spec.params_files, parameters]
         # Strings stay strings (launch_ros would read 'true' as a bool); typed values pass as they are.
         assert all(isinstance(node['parameters'][-1][key], ParameterValue) == isinstance(value, str)
-                   for key, value in spec.parameters.items())
+                   for key, value in parameters.items())
         assert node['remappings'] == spec.remaps
         assert node['respawn'] == spec.respawn
         assert node['prefix'] == (f'nice -n {spec.nice}' if spec.nice else None)
         assert bool(node['on_exit']) == spec.required  # a required node's exit shuts the launch down
     gate = nodes['safety']
     assert not gate['respawn'] and isinstance(gate['on_exit'][0], launch_stand_ins['Shutdown'])
+    # RViz's robot model and TF, on a ROS install: the URDF's text, the camera under the URDF's root link.
+    assert '<robot name="panda"' in nodes['robot_state_publisher']['parameters'][-1]['robot_description'].args[0]
+    camera_tf = nodes['camera_tf']['arguments']
+    assert camera_tf[camera_tf.index('--frame-id') + 1] == 'panda_link0'

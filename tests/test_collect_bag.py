@@ -8,7 +8,7 @@ import yaml
 from rosbags.highlevel import AnyReader
 
 from jepa_rosbag.typestore import jepa_typestore
-from jepa_world_model.collect import RECORDED_TOPICS, main
+from jepa_bringup.collect import RECORDED_TOPICS, main
 from rosharness import REPO, VENV_BIN, ros_env
 
 

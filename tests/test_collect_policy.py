@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jepa_world_model.collect import BabblingConfig, BabblingPolicy
+from jepa_bringup.collect import BabblingConfig, BabblingPolicy
 
 
 def _play(seed: int, episodes: int = 6, steps: int = 250, tracking: float = 0.9):
@@ -105,7 +105,7 @@ def test_without_a_cube_pose_it_only_wanders():
 
 
 def test_action_follow_through_fit_recovers_the_lag_structure():
-    from jepa_world_model.collect import CollectStats
+    from jepa_bringup.collect import CollectStats
     rng = np.random.default_rng(0)
     stats = CollectStats()
     actions = rng.uniform(-0.03, 0.03, (400, 3))

@@ -1,9 +1,9 @@
 """The graph description (config/graph.yaml) resolved into the node processes to start. ROS-free.
 
 `GraphFile(path).resolve('sim', {'gui': 'true'})` returns one `NodeSpec` per node to run: executable, node name,
-params files, parameter overrides, remaps and restart policy. `launch/*.launch.py` and `jepa launch` both build
-their processes from these specs, so the two launchers cannot drift apart. The file format is documented at the
-top of config/graph.yaml.
+command-line arguments, params files, parameter overrides, remaps and restart policy. `launch/*.launch.py` and
+`jepa launch` both build their processes from these specs, so the two launchers cannot drift apart. The file
+format is documented at the top of config/graph.yaml.
 """
 import os
 import re
@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from jepa_bringup.description import SIM_PARAMS_FILE, DescriptionError, UrdfValue, camera_transform_arguments
+
 GRAPH_FILE_NAME = 'graph.yaml'
 PRESET_ARGUMENT = 'arm'
 PRESET_DIR = 'arms'
@@ -20,8 +22,10 @@ TRUE_WORDS = ('true', '1', 'yes', 'on')
 FALSE_WORDS = ('false', '0', 'no', 'off')
 _SUBSTITUTION = re.compile(r'\$\((\w+)\s+([^()\s]+)\s*\)')
 _GRAPH_KEYS = {'description', 'arguments', 'defaults', 'include', 'remap', 'parameters', 'nodes'}
-_NODE_KEYS = {'name', 'package', 'executable', 'params', 'parameters', 'remap', 'if', 'unless', 'respawn',
-              'respawn_delay', 'required', 'nice'}
+_NODE_KEYS = {'name', 'package', 'executable', 'args', 'params', 'parameters', 'remap', 'if', 'unless', 'respawn',
+              'respawn_delay', 'required', 'nice', 'requires_ros_install'}
+# Substitutions read from the URDF file a launch argument names when the node starts (jepa_bringup/description.py).
+_URDF_SUBSTITUTIONS = set(UrdfValue.READERS)
 # Scheduling niceness a node may be given: lower priority only, which needs no privileges.
 NICE_RANGE = (0, 19)
 
@@ -44,6 +48,8 @@ class NodeSpec:
     name: str
     package: str
     executable: str
+    # Command-line arguments before the ROS ones (static_transform_publisher takes its transform this way).
+    args: list = field(default_factory=list)
     params_files: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     remaps: list[tuple[str, str]] = field(default_factory=list)
@@ -51,6 +57,9 @@ class NodeSpec:
     respawn_delay: float = 1.0
     required: bool = False
     nice: int = 0
+    # Its package is not on PyPI (robot_state_publisher, tf2_ros): `jepa launch` leaves the node out where it is
+    # not installed instead of failing.
+    requires_ros_install: bool = False
 
 
 def default_graph_file() -> str:
@@ -149,10 +158,12 @@ class GraphFile:
                     continue
                 spec = NodeSpec(
                     name=node['name'], package=node['package'], executable=node['executable'],
+                    args=self._command_arguments(node.get('args') or [], values, preset, where),
                     params_files=self._params_files(node.get('params') or [], values, preset, where),
                     respawn=bool(node.get('respawn', False)),
                     respawn_delay=float(node.get('respawn_delay', 1.0)),
-                    required=bool(node.get('required', False)), nice=int(node.get('nice', 0)))
+                    required=bool(node.get('required', False)), nice=int(node.get('nice', 0)),
+                    requires_ros_install=bool(node.get('requires_ros_install', False)))
                 # Graph-level parameters and remaps apply to every node of that graph and of the graphs it
                 # includes (like launch_ros SetParameter/SetRemap); the nearest scope wins, the node's own last.
                 for scope in (*chain, node):
@@ -232,6 +243,8 @@ class GraphFile:
             if not isinstance(nice, int) or isinstance(nice, bool) or not NICE_RANGE[0] <= nice <= NICE_RANGE[1]:
                 raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r}: nice must be an integer '
                                  f'from {NICE_RANGE[0]} to {NICE_RANGE[1]} (lower priority only), got {nice!r}')
+            if not isinstance(node.get('args', []), list):
+                raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r}: args must be a list')
             if node.get('respawn') and node.get('required'):
                 raise GraphError(f'{self.path}: node {node["name"]!r} of graph {name!r} is both required and '
                                  f'respawned; a required node stops the graph when it exits')
@@ -239,14 +252,26 @@ class GraphFile:
             self._check_graph(included, stack + (name,))
 
     def _condition_holds(self, node: dict, values: dict[str, str], where: str) -> bool:
+        """`if: NAME` holds when a boolean argument (choices true, false) is true, or another one is not empty
+        (a file given); `unless: NAME` when it does not."""
         for key, expected in (('if', True), ('unless', False)):
             if key in node:
                 arg = node[key]
                 if arg not in values:
                     raise GraphError(f'{where}: condition `{key}: {arg}` names an argument the graph does not have')
-                if as_bool(arg, values[arg]) != expected:
+                boolean = set(self._arguments[arg].choices or ()) == {'true', 'false'}
+                if (as_bool(arg, values[arg]) if boolean else values[arg] != '') != expected:
                     return False
         return True
+
+    def _command_arguments(self, entries: list, values: Mapping[str, str], preset: dict | None,
+                           where: str) -> list:
+        """A node's command-line arguments: each entry substituted, one that yields a list spliced in."""
+        arguments = []
+        for entry in entries:
+            value = self._substitute(str(entry), values, preset, where, typed=False)
+            arguments += value if isinstance(value, list) else [value if isinstance(value, UrdfValue) else str(value)]
+        return arguments
 
     def _params_files(self, entries: list[str], values: Mapping[str, str], preset: dict | None,
                       where: str) -> list[str]:
@@ -272,15 +297,29 @@ class GraphFile:
         except GraphError as error:
             raise GraphError(f'graph {graph!r}: {error}') from error
 
-    def _substitute(self, value, values: Mapping[str, str], preset: dict | None, where: str):
-        """Fill in $(var NAME) and $(preset KEY). A string that is exactly one substitution takes the type of
-        what it refers to (YAML-typed argument value, or the preset entry as is); otherwise text is spliced."""
+    def _substitute(self, value, values: Mapping[str, str], preset: dict | None, where: str, typed: bool = True):
+        """Fill in the substitutions (config/graph.yaml lists them). A string that is exactly one substitution
+        takes the type of what it refers to (the argument value YAML-typed unless `typed` is false, the preset
+        entry as is, a list, a UrdfValue); otherwise text is spliced."""
         if isinstance(value, list):
-            return [self._substitute(v, values, preset, where) for v in value]
+            return [self._substitute(v, values, preset, where, typed) for v in value]
         if not isinstance(value, str) or '$(' not in value:
             return value
 
         def lookup(kind: str, key: str):
+            if kind in _URDF_SUBSTITUTIONS or kind == 'camera_transform':
+                if key not in self._arguments:
+                    raise GraphError(f'{where}: $({kind} {key}) names no argument declared under arguments:')
+            if kind in _URDF_SUBSTITUTIONS:
+                # A graph that does not take the argument runs the simulator's Panda: its URDF is ''.
+                return UrdfValue(kind, values.get(key, ''))
+            if kind == 'camera_transform':
+                files = [str(self.config_dir / SIM_PARAMS_FILE)] + self._params_files([f'$(var {key})'], values,
+                                                                                       preset, where)
+                try:
+                    return camera_transform_arguments(files)
+                except DescriptionError as error:
+                    raise GraphError(f'{where}: {error}') from error
             if kind == 'var':
                 if key not in values:
                     raise GraphError(f'{where}: $(var {key}) names an argument the graph does not declare')
@@ -295,19 +334,20 @@ class GraphFile:
                     entry = entry[part]
                 # Presets name files relative to the user's home (~/.jepa/arms/...): expand here, once.
                 return os.path.expanduser(entry) if isinstance(entry, str) and entry.startswith('~') else entry
-            raise GraphError(f'{where}: unknown substitution $({kind} {key}); use $(var NAME) or $(preset KEY)')
+            raise GraphError(f'{where}: unknown substitution $({kind} {key}); use $(var NAME), $(preset KEY), '
+                             f'$(robot_description NAME), $(root_link NAME) or $(camera_transform NAME)')
 
         whole = _SUBSTITUTION.fullmatch(value.strip())
         if whole:
             kind, key = whole.groups()
             result = lookup(kind, key)
-            return _typed(result) if kind == 'var' else result
+            return _typed(result) if kind == 'var' and typed else result
         if re.search(r'\$\((?!\w+\s+[^()\s]+\s*\))', value):
             raise GraphError(f'{where}: malformed substitution in {value!r}; use $(var NAME) or $(preset KEY)')
 
         def splice(match):
             result = lookup(*match.groups())
-            if isinstance(result, (dict, list)):
+            if isinstance(result, (dict, list, UrdfValue)):
                 raise GraphError(f'{where}: $({match.group(1)} {match.group(2)}) is a {type(result).__name__} '
                                  f'and cannot be part of the text {value!r}')
             return str(result)

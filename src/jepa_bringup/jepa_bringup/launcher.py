@@ -7,6 +7,8 @@ and SIGKILL. A node that exits on its own is reported with its exit code and las
 restarted if the graph allows it (`respawn`, with a doubling back-off), and if it is `required` (the safety gate,
 the simulator, the arm stand-in) the whole graph is stopped: nothing may command the arm without the gate.
 The exit status is 0 only if no node crashed, no required node exited and every node stopped when asked.
+Nodes of packages that are not on PyPI (robot_state_publisher and tf2_ros, which give RViz the robot model and
+TF) are left out with a one-line notice where they are not installed.
 """
 import argparse
 import collections
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from jepa_bringup.description import DescriptionError, materialize
 from jepa_bringup.graph import GraphError, GraphFile, NodeSpec, parse_assignments
 
 MAX_RESPAWN_DELAY = 30.0
@@ -38,7 +41,7 @@ def ros_arguments(spec: NodeSpec) -> list[str]:
     for params_file in spec.params_files:
         args += ['--params-file', params_file]
     for key, value in spec.parameters.items():
-        args += ['-p', f'{key}:={parameter_text(value)}']
+        args += ['-p', f'{key}:={parameter_text(materialize(value))}']
     for src, dst in spec.remaps:
         args += ['-r', f'{src}:={dst}']
     return args
@@ -70,6 +73,38 @@ def find_executable(spec: NodeSpec) -> str:
         return found
     raise GraphError(f'executable {spec.executable!r} of package {spec.package!r} (node {spec.name!r}) not found; '
                      f'is {spec.package} installed (make setup / colcon build)?')
+
+
+def node_command(spec: NodeSpec) -> list[str]:
+    """The node's command line: executable, its own arguments, ROS arguments. Values read from a URDF are read
+    here, when the node is about to start."""
+    try:
+        return [find_executable(spec), *materialize(spec.args), *ros_arguments(spec)]
+    except DescriptionError as error:
+        raise GraphError(f'node {spec.name!r}: {error}') from error
+
+
+def installed(specs: list[NodeSpec]) -> tuple[list[NodeSpec], list[NodeSpec]]:
+    """(the nodes to start, the nodes left out): a node that requires a ROS install is left out where its
+    executable is not found; any other missing executable is an error (GraphError)."""
+    start, left_out = [], []
+    for spec in specs:
+        try:
+            find_executable(spec)
+        except GraphError:
+            if not spec.requires_ros_install:
+                raise
+            left_out.append(spec)
+        else:
+            start.append(spec)
+    return start, left_out
+
+
+def left_out_notice(left_out: list[NodeSpec]) -> str:
+    packages = sorted({s.package for s in left_out})
+    return (f'not starting {", ".join(s.name for s in left_out)}: {" and ".join(packages)} are not on PyPI (a ROS '
+            f'install has them), so RViz gets no robot model and no TF to place the plan and the camera with '
+            f'(docs/launch.md, "RViz")')
 
 
 def respawn_backoff(first_delay: float, crashes_in_a_row: int) -> float:
@@ -176,7 +211,10 @@ class Launcher:
     def __init__(self, specs: list[NodeSpec], sigint_timeout: float = 10.0, sigterm_timeout: float = 5.0,
                  printer: Printer | None = None):
         self.printer = printer or Printer()
-        self.nodes = [NodeProcess(s, [find_executable(s), *ros_arguments(s)], self.printer) for s in specs]
+        specs, left_out = installed(specs)
+        if left_out:
+            self.printer.launcher(left_out_notice(left_out))
+        self.nodes = [NodeProcess(s, node_command(s), self.printer) for s in specs]
         self.sigint_timeout = sigint_timeout
         self.sigterm_timeout = sigterm_timeout
         self.stop_requests = 0
@@ -300,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         if not specs:
             raise GraphError(f'graph {args.graph!r} has no node to start with these arguments')
         if args.print_only:
+            specs, left_out = installed(specs)
+            if left_out:
+                print(f'jepa launch: {left_out_notice(left_out)}', file=sys.stderr)
             for spec in specs:
-                print(' '.join([find_executable(spec), *ros_arguments(spec)]))
+                print(' '.join(node_command(spec)))
             return 0
         launcher = Launcher(specs, args.sigint_timeout, args.sigterm_timeout)
     except GraphError as error:

@@ -5,7 +5,8 @@ graphs with `jepa launch` instead. Both resolve the graph with jepa_bringup.grap
 with the same parameters. The nodes are built once the argument values are known (OpaqueFunction) because
 conditions, arm presets and typed parameter values are resolved by the graph loader, not by launch
 substitutions. Restarts: `respawn` nodes come back after a constant `respawn_delay` (launch has no back-off);
-a `required` node's exit shuts the whole launch down. A node's `nice` becomes a `nice -n` launch prefix.
+a `required` node's exit shuts the whole launch down. A node's `nice` becomes a `nice -n` launch prefix. Values
+read from a URDF (robot_description) are read as the nodes are built, when the launch starts.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
@@ -13,6 +14,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from jepa_bringup.description import materialize
 from jepa_bringup.graph import GraphFile
 
 
@@ -35,8 +37,8 @@ def node_action(spec) -> Node:
     # The graph loader has typed every value already; launch_ros would re-read plain strings as YAML
     # ('true' -> bool), so strings are marked as strings.
     parameters = {key: ParameterValue(value, value_type=str) if isinstance(value, str) else value
-                  for key, value in spec.parameters.items()}
+                  for key, value in materialize(spec.parameters).items()}
     return Node(package=spec.package, executable=spec.executable, name=spec.name, output='screen',
-                parameters=[*spec.params_files, parameters], remappings=spec.remaps,
-                respawn=spec.respawn, respawn_delay=spec.respawn_delay, on_exit=on_exit,
+                arguments=materialize(spec.args), parameters=[*spec.params_files, parameters],
+                remappings=spec.remaps, respawn=spec.respawn, respawn_delay=spec.respawn_delay, on_exit=on_exit,
                 prefix=f'nice -n {spec.nice}' if spec.nice else None)

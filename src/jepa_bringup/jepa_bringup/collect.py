@@ -8,6 +8,9 @@ camera, joint states, actions, commanded trajectories and the privileged poses i
 `BabblingPolicy` is the ROS-free core: smooth random reaching around random waypoints plus deliberate
 pushes through the cube, so that the world model sees the cube move in a good fraction of the data, and
 approaches that stop at the cube and back away, so that it also sees the hand beside the cube leave it put.
+
+It lives in jepa_bringup because it brings up graph `sim_arm` of config/graph.yaml with the launcher's process
+supervision; the world model only reads the bags it writes.
 """
 from __future__ import annotations
 
@@ -32,8 +35,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from jepa_bringup.graph import GraphError, GraphFile, NodeSpec
+from jepa_bringup.launcher import NodeProcess, Printer, describe_exit, node_command
 from jepa_common.conversions import joint_positions, joint_target_trajectory
 from jepa_common.kinematics import ArmKinematics
+from jepa_common.paths import package_share
 from jepa_interfaces.msg import ActionStamped
 from jepa_interfaces.srv import ResetSim
 
@@ -481,7 +487,6 @@ def parser() -> argparse.ArgumentParser:
 def collection_graph(real_time_factor: float, seed: int, sim_camera: str) -> list:
     """The node specs of graph `sim_arm` (config/graph.yaml) as the collection runs it; GraphError naming what
     is wrong (a `sim_camera` params file that does not exist, ...)."""
-    from jepa_bringup.graph import GraphFile
     specs = GraphFile().resolve('sim_arm', {'gui': 'false', 'use_sim_time': 'true', 'sim_camera': sim_camera})
     for spec in specs:
         if spec.name == 'sim':
@@ -494,9 +499,6 @@ class _Children:
     (so the recorder's disk work and the simulator never hold up the control loop), output to one log."""
 
     def __init__(self, specs: list, bag: Path, compression: str, log_path: Path):
-        from jepa_bringup.graph import NodeSpec
-        from jepa_bringup.launcher import NodeProcess, Printer, find_executable, ros_arguments
-        from jepa_common.paths import package_share
         # Bag timestamps in sim time, like the message stamps, so that a replay's /clock matches them.
         self.recorder = NodeSpec('recorder', 'jepa_rosbag', 'recorder_node',
                                  params_files=[os.path.join(package_share('jepa_bringup'), 'config', 'recorder.yaml')],
@@ -505,8 +507,7 @@ class _Children:
                                              'use_sim_time': True})
         self.log = open(log_path, 'w')
         printer = Printer(self.log)
-        self.nodes = [NodeProcess(s, [find_executable(s), *ros_arguments(s)], printer)
-                      for s in [*specs, self.recorder]]
+        self.nodes = [NodeProcess(s, node_command(s), printer) for s in [*specs, self.recorder]]
         env = dict(os.environ, PYTHONUNBUFFERED='1')
         # Each child interpreter bootstraps the ROS wheels' library path itself.
         env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
@@ -516,7 +517,6 @@ class _Children:
 
     def dead(self) -> str | None:
         """Description of a child that exited, with its last output, or None."""
-        from jepa_bringup.launcher import describe_exit
         for node in self.nodes:
             if not node.running():
                 node.finish_output()
@@ -607,7 +607,6 @@ def main(argv: list[str] | None = None) -> int:
     if outside:
         print(f'jepa collect: {", ".join(outside)}: a share must be within [0, 1]', file=sys.stderr)
         return 2
-    from jepa_bringup.graph import GraphError
     try:
         specs = collection_graph(args.real_time_factor, args.seed, args.sim_camera)
     except GraphError as e:
