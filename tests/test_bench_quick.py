@@ -12,6 +12,10 @@ from rosharness import REPO, next_domain_id, ros_env
 BENCH = REPO / 'bench'
 # What each script's results look like: lines with its figures and their ratios to the baselines of the run.
 RESULT_LINES = {
+    'adaptation_guard.py': [r'burst of 50 noise frames: guarded: refused 50 of them',
+                            r'adjustments with the guard: \d+ over [\d.]+ min nominal and 4 bursts of 50 corrupt '
+                            r'frames \(target 0: (met|MISSED)\); unguarded: \d+'],
+    'bag_fuzz.py': [r'bag fuzz: \d+ damaged copies of \d+ bags in [\d.]+ s: 0 broken rules'],
     'agent_tasks.py': [r'reach mode2: \d+% of 1 \(target 95%: (met|missed)\); (\d+\.\d\dx the oracle|oracle 0 %)'],
     'planner_rate.py': [r'mode2 default .* cpu p50 +[\d.]+ p95 +[\d.]+ ms = +[\d.]+ Hz on a free core',
                         r'default vs sampling-only: [\d.]+x the time; vs batch-1 loop: \d+x faster',

@@ -13,7 +13,7 @@ import yaml
 from mcap.reader import make_reader
 
 from jepa_rosbag.reader import BagError, BagReader, reindex
-from jepa_rosbag.recorder import BagRecorder, RecorderError, SequenceGaps
+from jepa_rosbag.recorder import BagRecorder, RecorderError, RecordingWindow, SequenceGaps
 from jepa_rosbag.replay import BagPlayer
 from jepa_rosbag.typestore import jepa_typestore
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -62,6 +62,11 @@ def write_bag(path: Path, n: int = 20, storage: str = 'mcap', image_side: int = 
             written[topic].append((stamp, data))
     recorder.close()
     return written
+
+
+def files_of(path: Path) -> dict:
+    """Every file under path with its content, to show that nothing was changed."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob('*')) if p.is_file()}
 
 
 def read_raw(path: Path) -> dict:
@@ -223,16 +228,20 @@ def test_missing_metadata_is_reported_and_reindex_rebuilds_it(tmp_path):
     written = write_bag(bag, max_split_bytes=3000)
     original = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     (bag / 'metadata.yaml').unlink()
-    with pytest.raises(BagError, match=r'no metadata.yaml.*jepa record --reindex'):
+    before = files_of(bag)
+    with pytest.raises(BagError, match=r'no metadata.yaml.*jepa record --reindex .*bag_reindexed'):
         BagReader(bag)
     report = reindex(bag)
-    assert not report.recovered and not report.unreadable
-    rebuilt = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert report.out == tmp_path / 'bag_reindexed' and not report.recovered and not report.unreadable
+    assert files_of(bag) == before  # the damaged bag is left as it was
+    rebuilt = yaml.safe_load((report.out / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     for key in ('relative_file_paths', 'message_count', 'starting_time', 'duration', 'files', 'version'):
         assert rebuilt[key] == original[key], key
     assert ({t['topic_metadata']['name']: t for t in rebuilt['topics_with_message_count']}
             == {t['topic_metadata']['name']: t for t in original['topics_with_message_count']})
-    assert read_raw(bag) == written
+    assert read_raw(report.out) == written
+    with pytest.raises(BagError, match=r'bag_reindexed exists .*never overwritten'):
+        reindex(bag)
 
 
 def test_truncated_mcap_error_and_recovery(tmp_path):
@@ -245,9 +254,9 @@ def test_truncated_mcap_error_and_recovery(tmp_path):
     with pytest.raises(BagError, match=r'bag_0.mcap is truncated or corrupt.*reindex'):
         BagReader(bag)
     report = reindex(bag)
-    assert report.recovered == ['bag_0.mcap']
-    assert (bag / 'bag_0.mcap.truncated').read_bytes() == data[:int(len(data) * 0.7)]  # nothing thrown away
-    recovered = read_raw(bag)
+    assert len(report.recovered) == 1 and report.recovered[0].startswith('bag_0.mcap (')
+    assert storage.read_bytes() == data[:int(len(data) * 0.7)]  # nothing thrown away or changed
+    recovered = read_raw(report.out)
     assert 0 < sum(map(len, recovered.values())) < 180
     for topic, messages in recovered.items():
         assert messages == written[topic][:len(messages)]  # a prefix, byte-identical
@@ -266,9 +275,12 @@ def test_open_split_left_by_a_killed_recorder_is_recovered(tmp_path):
     # 1 MiB chunk (images 8-13) and holds image 14 in memory.
     with BagReader(bag) as reader:
         assert reader.message_count == 8
+    before = files_of(bag)
     report = reindex(bag)
-    assert report.recovered == ['bag_1.mcap'] and not (bag / 'bag_1').exists()
-    assert [d for _, d in read_raw(bag)['/camera/image_raw']] == images[:14]
+    assert [note.split(' ')[0] for note in report.recovered] == ['bag_1/bag_1.mcap']
+    assert files_of(bag) == before
+    assert sorted(p.name for p in report.out.iterdir()) == ['bag_0.mcap', 'bag_1.mcap', 'metadata.yaml']
+    assert [d for _, d in read_raw(report.out)['/camera/image_raw']] == images[:14]
 
 
 def test_corrupt_chunk_is_a_bag_error(tmp_path):
@@ -289,6 +301,13 @@ def test_sequence_gaps_count_missing_publication_numbers():
         gaps.observe('/a', seq)
     gaps.observe('/b', None)
     assert gaps.gaps == {'/a': 3}
+
+
+def test_recording_window_starts_with_the_first_message():
+    window = RecordingWindow(2.0)
+    assert [window.admit(t) for t in (5_000_000_000, 6_000_000_000, 6_999_999_999, 7_000_000_000)] == \
+        [True, True, True, False]
+    assert all(RecordingWindow(0.0).admit(t) for t in (1, 10**18))  # no duration: no limit
 
 
 class FakeTime:
@@ -339,15 +358,15 @@ def test_player_loops_until_stopped(tmp_path):
     assert len(sent) == 12 and sent[:5] == sent[5:10]
 
 
-def test_damaged_metadata_points_to_reindex_which_keeps_a_backup(tmp_path):
+def test_damaged_metadata_points_to_reindex_into_a_new_bag(tmp_path):
     bag = tmp_path / 'bag'
     written = write_bag(bag, n=5)
     (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: {version: 9}\n')
     with pytest.raises(BagError, match=r'metadata.yaml does not describe the bag.*--reindex'):
         BagReader(bag)
-    reindex(bag)
-    assert (bag / 'metadata.yaml.bak').read_text() == 'rosbag2_bagfile_information: {version: 9}\n'
-    assert read_raw(bag) == written
+    report = reindex(bag, tmp_path / 'fixed')
+    assert (bag / 'metadata.yaml').read_text() == 'rosbag2_bagfile_information: {version: 9}\n'
+    assert read_raw(tmp_path / 'fixed') == written == read_raw(report.out)
 
 
 def test_messages_serialized_by_rclpy_read_back_despite_trailing_bytes(tmp_path):

@@ -164,9 +164,9 @@ def test_sigkill_loses_at_most_the_open_split(ros_graph, tmp_path):
     survived = assert_prefix_of_wire(bag_bytes(bag))  # the closed splits, readable as they are
     assert survived > 0
     (bag / 'metadata.yaml').unlink()  # as if the kill had come before the first split closed
-    report = reindex(bag)
+    report = reindex(bag)  # into a new bag beside it
     assert len(report.files) >= 3  # the open split may have had nothing on disk yet
-    assert assert_prefix_of_wire(bag_bytes(bag)) >= survived
+    assert assert_prefix_of_wire(bag_bytes(report.out)) >= survived
 
 
 @pytest.mark.integration
@@ -180,18 +180,21 @@ def test_record_cli_refuses_an_existing_bag(tmp_path):
 
 @pytest.mark.integration
 def test_record_cli_sqlite3_zstd_duration_and_latched_topic(ros_graph, tmp_path):
-    """`jepa record` flags: sqlite3 + zstd, stops by itself after --duration; a transient-local topic's last
-    message, published before the recorder started, is recorded with its QoS."""
+    """`jepa record` flags: sqlite3 + zstd, records --duration seconds of data (counted from the first message,
+    here 1.5 s after the recorder started: that time used to count) and stops by itself; a transient-local
+    topic's last message, published before the recorder subscribed, is recorded with its QoS."""
     node = ros_graph.node
     goal = f'{NS}/jepa/goal_latent'
-    latched = node.create_publisher(LatentState, goal, QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-    latched.publish(make_message(LATENT, 42))
-    joints = node.create_publisher(JointState, JOINTS, QOS)
     bag = tmp_path / 'cli'
     record = ros_graph.run([sys.executable, '-m', 'jepa_rosbag.record', '--out', str(bag), '--storage', 'sqlite3',
                             '--compression', 'zstd', '--duration', '5', '--topics', goal, JOINTS], 'record')
     ros_graph.processes.remove(record)  # it is meant to exit by itself
+    ros_graph.spin_until(lambda: 'recording into' in record.output(), 30, 'the recorder starting')
+    ros_graph.spin_for(1.5)
+    latched = node.create_publisher(LatentState, goal, QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    latched.publish(make_message(LATENT, 42))
+    joints = node.create_publisher(JointState, JOINTS, QOS)
     end = time.monotonic() + 40
     i = 0
     while record.proc.poll() is None and time.monotonic() < end:
@@ -206,7 +209,9 @@ def test_record_cli_sqlite3_zstd_duration_and_latched_topic(ros_graph, tmp_path)
         assert reader.topics[goal].offered_qos[0].durability.name == 'TRANSIENT_LOCAL'
         goals = [m.message for m in reader.messages([goal])]
         positions = [m.message.position.tolist() for m in reader.messages([JOINTS])]
+        span_s = (reader.end_ns - 1 - reader.start_ns) / 1e9
     assert len(goals) == 1 and goals[0].data.tolist() == [42.0, 42.5, -42.0]
+    assert 4.9 <= span_s < 5.0, span_s  # joint states every ~20 ms for the whole 5 s
     assert len(positions) > 10
     np.testing.assert_allclose(np.diff([p[0] for p in positions]), 0.1)  # consecutive: nothing lost in between
 

@@ -53,14 +53,18 @@ def make_episode(n_ticks, seed, start=(0.5, 0.0, 0.25)):
 
 
 def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP, encoding='rgb8', poses=True,
-              image_topic='/camera/image_raw', t0=100.0, steps=None):
+              image_topic='/camera/image_raw', t0=100.0, steps=None, stamp=lambda topic, t: t,
+              log_time=lambda topic, t: t, rclpy_bytes=False):
+    """A bag of an episode at t0 + k * DT. stamp(topic, t) is the header stamp and log_time(topic, t) the time
+    the bag records; rclpy_bytes writes what rclpy's serialize_message makes of each message (as a plain rclpy
+    subscriber saving its messages with rosbags does)."""
     store = jepa_typestore()
     T = store.types
     writer = Writer(path, version=9, storage_plugin=storage)
     writer.open()
 
     def header(t):
-        sec = int(t)
+        sec = int(np.floor(t))
         stamp = T['builtin_interfaces/msg/Time'](sec=sec, nanosec=int(round((t - sec) * 1e9)))
         return T['std_msgs/msg/Header'](stamp=stamp, frame_id='world')
 
@@ -73,10 +77,15 @@ def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP
         conns['cube'] = writer.add_connection('/sim/cube_pose', 'geometry_msgs/msg/PoseStamped', typestore=store)
 
     def put(name, t, msg, msgtype):
-        writer.write(conns[name], int(t * 1e9), store.serialize_cdr(msg, msgtype))
+        data = store.serialize_cdr(msg, msgtype)
+        if rclpy_bytes:
+            from jepa_rosbag.endpoints import message_class
+            from rclpy.serialization import deserialize_message, serialize_message
+            data = serialize_message(deserialize_message(bytes(data), message_class(msgtype)))
+        writer.write(conns[name], int(round(log_time(name, t) * 1e9)), data)
 
-    def pose(t, xyz):
-        return T['geometry_msgs/msg/PoseStamped'](header=header(t), pose=T['geometry_msgs/msg/Pose'](
+    def pose(t, xyz, name):
+        return T['geometry_msgs/msg/PoseStamped'](header=header(stamp(name, t)), pose=T['geometry_msgs/msg/Pose'](
             position=T['geometry_msgs/msg/Point'](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
             orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0)))
 
@@ -84,19 +93,19 @@ def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP
     for k, (q, fingers, ee, cube, action) in enumerate(steps or make_episode(n_ticks, seed)):
         t = t0 + k * DT
         pixels = render(ee, cube, encoding=encoding)
-        put('image', t, T['sensor_msgs/msg/Image'](header=header(t), height=CAMERA, width=CAMERA, encoding=encoding,
+        put('image', t, T['sensor_msgs/msg/Image'](header=header(stamp('image', t)), height=CAMERA, width=CAMERA, encoding=encoding,
                                                    is_bigendian=0, step=CAMERA * 3, data=pixels.reshape(-1)),
             'sensor_msgs/msg/Image')
-        put('joints', t, T['sensor_msgs/msg/JointState'](header=header(t), name=names,
+        put('joints', t, T['sensor_msgs/msg/JointState'](header=header(stamp('joints', t)), name=names,
                                                          position=np.r_[fingers, q].astype(np.float64),
                                                          velocity=np.zeros(0), effort=np.zeros(0)),
             'sensor_msgs/msg/JointState')
         if poses:
-            put('ee', t, pose(t, ee), 'geometry_msgs/msg/PoseStamped')
-            put('cube', t, pose(t, cube), 'geometry_msgs/msg/PoseStamped')
+            put('ee', t, pose(t, ee, 'ee'), 'geometry_msgs/msg/PoseStamped')
+            put('cube', t, pose(t, cube, 'cube'), 'geometry_msgs/msg/PoseStamped')
         if actions:
             put('action', t + 0.002, T['jepa_interfaces/msg/ActionStamped'](
-                header=header(t + 0.002), space='ee_delta', data=action.astype(np.float32)),
+                header=header(stamp('action', t + 0.002)), space='ee_delta', data=action.astype(np.float32)),
                 'jepa_interfaces/msg/ActionStamped')
     writer.close()
     return Path(path)
@@ -206,6 +215,80 @@ def test_bad_bags_give_clear_errors(tmp_path, problem):
     assert str(bag) in message
     for part in expected:
         assert part in message
+
+
+WALL = 1.8e9   # a wall-clock time (2027), as a recorder without use_sim_time stamps what it receives
+
+
+@pytest.mark.parametrize('actions', [False, True])
+def test_sim_time_starting_at_zero_is_one_time_base(tmp_path, actions):
+    """The simulator's first image and joint state are stamped 0.0 (sim time starts there), recorded at
+    wall-clock time: the zero is a time, not "unset". It used to be replaced by its log time (1.8e9 s): the
+    first tick was lost, and without /jepa/action the grid from 0.1 to 1.8e9 s did not fit in memory."""
+    bag = write_bag(tmp_path / 'sim', n_ticks=30, seed=6, t0=0.0, actions=actions, log_time=lambda topic, t: WALL + t)
+    ticks = dataset.decode_bag(bag)
+    assert len(ticks) == 30 and len(np.unique(ticks.segment)) == 1
+    assert ticks.stamps[0] == pytest.approx(0.002 if actions else 0.0)
+    if actions:
+        np.testing.assert_allclose(ticks.actions, np.array([s[4] for s in make_episode(30, 6)]), atol=1e-6)
+    assert set(ticks.sources[0]['time_bases'].values()) == {dataset.HEADER_STAMPS}
+
+
+@pytest.mark.parametrize('recorder', ['rclpy_subscriber', 'receive_time_only', 'header_stamp_only'])
+def test_bags_of_other_recorders_train_like_ours(tmp_path, recorder):
+    """rclpy_subscriber: rclpy's bytes, its receive times (wall clock, 1-3 ms after publication) and sim time
+    stamps from 0; receive_time_only: no message stamped; header_stamp_only: one log time for all messages."""
+    jitter = np.random.default_rng(0)
+    kwargs = {
+        'rclpy_subscriber': dict(t0=0.0, rclpy_bytes=True, log_time=lambda topic, t: WALL + t + jitter.uniform(1e-3, 3e-3)),
+        'receive_time_only': dict(stamp=lambda topic, t: 0.0, log_time=lambda topic, t: WALL + t + jitter.uniform(0, 1e-3)),
+        'header_stamp_only': dict(t0=0.0, log_time=lambda topic, t: WALL),
+    }[recorder]
+    ticks = dataset.decode_bag(write_bag(tmp_path / recorder, n_ticks=30, seed=7, **kwargs))
+    episode = make_episode(30, 7)
+    assert len(ticks) == 30 and len(np.unique(ticks.segment)) == 1
+    np.testing.assert_allclose(ticks.actions, np.array([s[4] for s in episode]), atol=1e-6)
+    np.testing.assert_allclose(ticks.cube[:, :2], np.array([s[3][:2] for s in episode]), atol=1e-5)
+    base = dataset.RECEIVE_TIMES if recorder == 'receive_time_only' else dataset.HEADER_STAMPS
+    assert set(ticks.sources[0]['time_bases'].values()) == {base}
+
+
+def test_a_topic_mixing_clocks_is_refused_by_name(tmp_path):
+    """Joint states from two publishers, one stamping sim time, one wall-clock time: refused before anything is
+    sized from their stamps (it used to try a grid over 1.8e9 s)."""
+    bag = write_bag(tmp_path / 'mixed', n_ticks=30, t0=0.0,
+                    stamp=lambda topic, t: WALL + t if topic == 'joints' and t > 2.0 else t)
+    with pytest.raises(BagError, match=r'mixed: the header stamps of /joint_states mix clocks: 21 in 0.0..2.0 s '
+                                       r'and 9 in 1800000002.1..1800000002.9 s'):
+        dataset.decode_bag(bag)
+
+
+def test_topics_on_different_clocks_are_named(tmp_path):
+    bag = write_bag(tmp_path / 'clocks', n_ticks=20, t0=0.0, log_time=lambda topic, t: WALL + t,
+                    stamp=lambda topic, t: 0.0 if topic == 'joints' else t)
+    with pytest.raises(BagError, match=r'/camera/image_raw \(header stamps 0.0..1.9 s\) and /joint_states '
+                                       r'\(receive times 1800000000.0..1800000001.9 s\) .*different clocks'):
+        dataset.decode_bag(bag)
+
+
+def test_ticks_are_laid_only_where_there_are_samples(tmp_path):
+    """Two episodes 10 days apart on one clock: two segments, and nothing allocated for the days between."""
+    steps = make_episode(15, 8) + make_episode(15, 9)
+    bag = write_bag(tmp_path / 'apart', steps=steps, stamp=lambda topic, t: t if t < 101.45 else t + 864_000,
+                    log_time=lambda topic, t: t if t < 101.45 else t + 864_000)
+    ticks = dataset.decode_bag(bag)
+    assert len(ticks) == 30 and len(np.unique(ticks.segment)) == 2
+
+
+def test_train_on_a_damaged_bag_is_a_clear_error(tmp_path, capsys):
+    """4 KB overwritten in the middle of the bag: `jepa train` used to die with a raw rosbags traceback."""
+    from test_rosbag_damage import overwrite_after_first_chunk
+    bag = write_bag(tmp_path / 'damaged', n_ticks=10)
+    overwrite_after_first_chunk(bag / 'damaged.mcap')
+    assert train.main(['--bag', str(bag), '--cache', str(tmp_path / 'cache'), '--out', str(tmp_path / 'wm.pt'),
+                       '--device', 'cpu', '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert f'jepa train: bag {bag}: storage file damaged.mcap is truncated or corrupt' in err and '--reindex' in err
 
 
 def test_train_reduces_loss_checkpoints_and_resumes(bags, tmp_path, capsys):

@@ -7,10 +7,12 @@
 
 Messages are rosbags dataclasses (numeric arrays are numpy arrays); `raw=True` yields the CDR bytes instead.
 Every failure is a BagError whose message names the bag, and the file or topic and what is wrong with it.
-A bag without metadata.yaml (a recorder killed before closing, a copied storage file) is repaired with
-`reindex(bag)` or `jepa record --reindex BAG`.
+What is readable of a damaged bag (no or a wrong metadata.yaml, a truncated split, overwritten or flipped
+bytes) is copied into a new bag by `reindex(bag)` or `jepa record --reindex BAG`; the damaged bag is kept as is.
 """
-import logging
+import mmap
+import os
+import re
 import shutil
 import struct
 from collections.abc import Iterable, Iterator
@@ -18,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import apsw
 import zstandard
 from mcap.exceptions import McapError
-from mcap.records import Channel, Message, Schema
-from mcap.stream_reader import StreamReader
+from mcap.records import Channel, Chunk, Message, Schema
+from mcap.stream_reader import StreamReader, breakup_chunk
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import MessageDefinitionFormat, Qos
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
@@ -32,6 +35,7 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
 from .bagmeta import SplitFile, TopicEntry, write_metadata
+from .recorder import BagWriter
 from .typestore import jepa_typestore
 
 try:
@@ -39,15 +43,15 @@ try:
 except ImportError:  # Python < 3.14, as rosbags does
     from backports.zstd import ZstdError
 
-_log = logging.getLogger(__name__)
-
 STORAGE_SUFFIXES = {'.mcap': 'mcap', '.db3': 'sqlite3'}
-TRUNCATED_SUFFIX = '.truncated'
+REINDEXED_SUFFIX = '_reindexed'
 # What a damaged storage file can raise from rosbags or the mcap library while being read (lz4 raises
-# RuntimeError; rosbags decompresses zstd with backports.zstd, the mcap library with zstandard).
-_READ_ERRORS = (ReaderError, AnyReaderError, McapError, SerdeError, TypesysError, OSError, EOFError,
-                struct.error, ValueError, KeyError, IndexError, AssertionError, RuntimeError,
-                ZstdError, zstandard.ZstdError)
+# RuntimeError; rosbags decompresses zstd with backports.zstd, the mcap library with zstandard, and reads
+# sqlite3 with apsw; a damaged length field makes rosbags read or allocate that much: OverflowError,
+# MemoryError).
+_READ_ERRORS = (ReaderError, AnyReaderError, McapError, SerdeError, TypesysError, OSError, EOFError, apsw.Error,
+                struct.error, ValueError, KeyError, IndexError, AssertionError, RuntimeError, TypeError,
+                AttributeError, ArithmeticError, MemoryError, ZstdError, zstandard.ZstdError)
 
 
 class BagError(Exception):
@@ -69,7 +73,18 @@ class BagMessage(NamedTuple):
 
 
 def reindex_hint(bag: Path) -> str:
-    return f'rebuild it with `jepa record --reindex {bag}` (or jepa_rosbag.reader.reindex({str(bag)!r}))'
+    return (f'`jepa record --reindex {bag}` (or jepa_rosbag.reader.reindex({str(bag)!r})) copies what is '
+            f'readable into a new bag {reindexed_path(bag)}, leaving this one as it is')
+
+
+def reindexed_path(bag: Path) -> Path:
+    """Where `reindex` writes the new bag by default: beside the damaged one (beside its bag directory for a
+    storage file of one: a folder of storage files inside a bag reads as an open split of it)."""
+    bag = bag if bag.name else bag.resolve()  # '.' has no name
+    if bag.suffix not in STORAGE_SUFFIXES:
+        return bag.with_name(f'{bag.name}{REINDEXED_SUFFIX}')
+    in_bag = (bag.parent / 'metadata.yaml').exists()
+    return (bag.parent.parent if in_bag else bag.parent) / f'{bag.stem}{REINDEXED_SUFFIX}'
 
 
 def storage_files(bag: Path) -> list[Path]:
@@ -80,14 +95,20 @@ def storage_files(bag: Path) -> list[Path]:
     return top + nested
 
 
-def _check_storage_file(path: Path) -> str | None:
-    """Why the storage file cannot be opened, or None when it can."""
+def _storage_problem(path: Path, read_messages: bool = False, expected: int | None = None) -> str | None:
+    """Why the storage file cannot be opened (or, with read_messages, read to its last message, `expected`
+    messages if given), or None."""
     reader = McapReader(path) if path.suffix == '.mcap' else Sqlite3Reader(path)
     try:
         reader.open()
+        try:
+            count = sum(1 for _ in reader.messages(reader.connections)) if read_messages else None
+        finally:
+            reader.close()
     except _READ_ERRORS as err:
         return f'{type(err).__name__}: {err}'
-    reader.close()
+    if expected is not None and count != expected:
+        return f'its index leads to {count} of its {expected} messages'
     return None
 
 
@@ -97,16 +118,18 @@ class BagReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._check_layout()
-        self._reader = AnyReader([self.path], default_typestore=jepa_typestore())
         try:
+            self._reader = AnyReader([self.path], default_typestore=jepa_typestore())
             self._reader.open()
         except _READ_ERRORS as err:
             raise BagError(self._describe_open_failure(err)) from None
         # Bags written without embedded definitions (older sqlite3 bags) still deserialize with the types
-        # this installation knows; definitions the bag carries take precedence.
-        known = jepa_typestore().fielddefs
-        missing = {name: fields for name, fields in known.items() if name not in self._reader.typestore.fielddefs}
-        self._reader.typestore.register(missing)
+        # this installation knows; definitions the bag carries take precedence. Only when a type is missing:
+        # registering all of Jazzy's types costs a tenth of a second.
+        store = self._reader.typestore
+        if any(c.msgtype not in store.fielddefs for c in self._reader.connections):
+            known = jepa_typestore().fielddefs
+            store.register({name: fields for name, fields in known.items() if name not in store.fielddefs})
 
     def _check_layout(self) -> None:
         if not self.path.exists():
@@ -125,10 +148,10 @@ class BagReader:
         # Files in subfolders are splits still being written (or abandoned): not what failed to open.
         files = [f for f in storage_files(self.path) if f.parent == self.path] if self.path.is_dir() else [self.path]
         for file in files:
-            problem = _check_storage_file(file)
+            problem = _storage_problem(file)
             if problem:
                 return (f'bag {self.path}: storage file {file.name} is truncated or corrupt ({problem}); '
-                        f'recover its readable messages: {reindex_hint(self.path)}')
+                        f'{reindex_hint(self.path)}')
         if self.path.is_dir():  # the storage files are fine, so metadata.yaml is what is wrong
             return (f'bag {self.path}: metadata.yaml does not describe the bag ({type(err).__name__}: {err}); '
                     f'{reindex_hint(self.path)}')
@@ -187,12 +210,20 @@ class BagReader:
         connections = [c for t in chosen for c in available[t].connections]
         if not connections:
             return
+        # rosbags passes over a storage file or chunk whose index no longer matches metadata.yaml without a word:
+        # a read of the whole bag has to deliver as many messages as the bag lists.
+        whole = (start_ns is None or start_ns <= self.start_ns) and (stop_ns is None or stop_ns >= self.end_ns)
+        expected = sum(c.msgcount for c in connections) if whole else None
         count = 0
         stream = self._reader.messages(connections, start=start_ns, stop=stop_ns)
         while True:
             try:
                 connection, timestamp, data = next(stream)
             except StopIteration:
+                if expected is not None and count != expected:
+                    raise BagError(f'bag {self.path}: {count} messages read on {", ".join(chosen)} where the bag '
+                                   f'lists {expected}: a storage file\'s index is damaged or metadata.yaml does not '
+                                   f'describe the bag; {reindex_hint(self.path)}') from None
                 return
             except _READ_ERRORS as err:
                 raise BagError(f'bag {self.path}: reading failed after {count} messages '
@@ -245,16 +276,17 @@ def read_messages(path: str | Path, topics: Iterable[str] | None = None, **kwarg
 
 @dataclass
 class ReindexReport:
-    bag: Path
+    bag: Path  # the damaged bag, left as it was
+    out: Path  # the new bag
     files: list[SplitFile]
-    recovered: list[str]  # files rebuilt from a truncated original (kept as <name>.truncated)
-    unreadable: list[str]  # files nothing could be recovered from (left untouched)
+    recovered: list[str]  # files rebuilt from their intact records, each with what was skipped
+    unreadable: list[str]  # files nothing could be recovered from (not in the new bag)
 
     def __str__(self) -> str:
-        lines = [f'reindexed {self.bag}: {len(self.files)} files, '
+        lines = [f'reindexed {self.bag} into {self.out}: {len(self.files)} files, '
                  f'{sum(f.message_count for f in self.files)} messages']
-        lines += [f'  recovered the readable part of truncated {name}' for name in self.recovered]
-        lines += [f'  could not read {name} (left untouched)' for name in self.unreadable]
+        lines += [f'  recovered the readable part of {note}' for note in self.recovered]
+        lines += [f'  could not read {note}' for note in self.unreadable]
         return '\n'.join(lines)
 
 
@@ -265,6 +297,11 @@ class _FileIndex(NamedTuple):
 
 
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
+MCAP_MAGIC = b'\x89MCAP0\r\n'
+# The start of a chunk record, to find the next one after damaged bytes: opcode 0x06, record length, message
+# start and end time, uncompressed size (lengths below 2**40), CRC, compression "", "zstd" or "lz4".
+_CHUNK_HEADER = re.compile(rb'\x06.{5}\x00{3}.{16}.{5}\x00{3}.{4}(?:\x00{4}|\x04\x00{3}zstd|\x03\x00{3}lz4)',
+                           re.DOTALL)
 
 
 def _index_storage_file(path: Path, bag: Path) -> _FileIndex:
@@ -299,107 +336,244 @@ def _definition_hash(connection) -> str:
     return _type_hash(connection.msgtype, connection.msgdef.data)
 
 
-def _recover_mcap(src: Path, dst: Path) -> int:
-    """Copy every complete message of a (possibly footer-less) mcap into a new, complete mcap at dst.
+class _MappedStream:
+    """A memory-mapped file as a stream for the mcap library's record parsers: a damaged length field makes
+    them read to the end of the file at most, never allocate what the field says."""
 
-    Reads with the mcap library's sequential reader, which needs no summary or footer; stops at the
-    first damaged or missing record. Returns the number of messages recovered."""
+    def __init__(self, view: mmap.mmap, pos: int):
+        self.view, self.pos = view, pos
+
+    def read(self, size: int) -> bytes:
+        data = self.view[self.pos:self.pos + size]
+        self.pos += len(data)
+        return data
+
+
+def _next_chunk(view: mmap.mmap, start: int) -> int | None:
+    """Offset of the first complete, self-consistent chunk record at or after start."""
+    for match in _CHUNK_HEADER.finditer(view, start):
+        pos = match.start()
+        length, = struct.unpack_from('<Q', view, pos + 1)
+        compression_length, = struct.unpack_from('<I', view, pos + 37)
+        data_at = pos + 41 + compression_length
+        if data_at + 8 <= len(view) and pos + 9 + length <= len(view):
+            data_length, = struct.unpack_from('<Q', view, data_at)
+            if length == 40 + compression_length + data_length:
+                return pos
+    return None
+
+
+def _chunk_records(chunk: Chunk, offset: int, damage: list[str]) -> list:
+    """The records of an intact chunk, or none when its content is damaged: a damaged chunk does not tell
+    which of its messages are intact (without a CRC even the damage may go unseen)."""
+    try:
+        return breakup_chunk(chunk, validate_crc=True)
+    except _READ_ERRORS as err:
+        damage.append(f'chunk at byte {offset} ({type(err).__name__}: {err})')
+        return []
+
+
+def _mcap_records(path: Path, damage: list[str]) -> Iterator:
+    """The trustworthy records of a possibly damaged mcap file in file order, chunks broken up.
+
+    Records are read in sequence; from a damaged one the reading resumes at the next intact chunk record, and
+    each skipped stretch (or damaged chunk) is described in `damage`. After a skipped stretch only chunks are
+    trusted: a record that parses out of damaged bytes is no evidence of a message."""
+    with open(path, 'rb') as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if not size:
+            damage.append('the file is empty')
+            return
+        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            in_sequence = view[:len(MCAP_MAGIC)] == MCAP_MAGIC
+            pos = len(MCAP_MAGIC) if in_sequence else _next_chunk(view, 0)
+            if not in_sequence:
+                damage.append(f'bytes 0..{pos if pos is not None else size} (no mcap magic)')
+            while pos is not None:
+                records = _MappedStream(view, pos)
+                try:
+                    for record in StreamReader(records, skip_magic=True, emit_chunks=True,
+                                               record_size_limit=size).records:
+                        if isinstance(record, Chunk):
+                            yield from _chunk_records(record, pos, damage)
+                        elif isinstance(record, (Schema, Channel)) or (in_sequence and isinstance(record, Message)):
+                            yield record
+                        pos = records.pos
+                    return  # the footer
+                except _READ_ERRORS as err:
+                    resume = _next_chunk(view, pos + 1)
+                    damage.append(f'bytes {pos}..{resume if resume is not None else size} '
+                                  f'({type(err).__name__}: {err or "the file ends"})')
+                    pos, in_sequence = resume, False
+
+
+class _McapScan(NamedTuple):
+    schemas: dict[int, Schema]
+    channels: dict[int, Channel]
+    messages: int
+    damage: list[str]  # what is damaged; empty when every record is intact and consistent
+
+
+def _scan_mcap(path: Path) -> _McapScan:
+    """One pass over an mcap file's trustworthy records: its schemas and channels, wherever they survived (in
+    the chunks, or in the summary at the end; the first copy wins, chunks being checksummed), its intact
+    messages, and what is damaged, including a summary that disagrees with the chunks."""
     schemas: dict[int, Schema] = {}
     channels: dict[int, Channel] = {}
-    staging = dst.parent / f'.reindex-{dst.stem}'
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
+    damage: list[str] = []
     count = 0
+    for record in _mcap_records(path, damage):
+        if isinstance(record, Message):
+            count += 1
+            continue
+        table = schemas if isinstance(record, Schema) else channels
+        if table.setdefault(record.id, record) != record:
+            damage.append(f'two different definitions of {type(record).__name__.lower()} {record.id}')
+    return _McapScan(schemas, channels, count, damage)
+
+
+def _add_connection(writer: Writer, channel: Channel | None, schemas: dict[int, Schema]):
+    """The writer's connection for a recovered channel; None when its definition was lost or is damaged."""
+    schema = schemas.get(channel.schema_id) if channel else None
+    if schema is None:
+        return None
     try:
-        writer = Writer(staging / dst.stem, version=9, storage_plugin=StoragePlugin.MCAP)
+        msgdef = schema.data.decode()
+        return writer.add_connection(
+            channel.topic, schema.name, msgdef=msgdef,
+            rihs01=channel.metadata.get('topic_type_hash') or _type_hash(schema.name, msgdef),
+            serialization_format=channel.message_encoding,
+            offered_qos_profiles=parse_qos(channel.metadata.get('offered_qos_profiles', '')))
+    except (WriterError, *_READ_ERRORS):
+        return None
+
+
+def _recover_mcap(src: Path, dst: Path, scan: _McapScan) -> int:
+    """Copy every intact message of a damaged mcap (scanned by _scan_mcap) into a new, complete mcap at dst;
+    returns how many (messages of channels without a usable definition are counted in scan.damage)."""
+    staging = dst.parent / f'.reindex-{dst.stem}'
+    count = undefined = 0
+    try:
+        writer = BagWriter(staging, version=9, storage_plugin=StoragePlugin.MCAP)
         writer.open()
         connections = {}
-        with open(src, 'rb') as stream:
-            try:
-                for record in StreamReader(stream).records:
-                    if isinstance(record, Schema):
-                        schemas[record.id] = record
-                    elif isinstance(record, Channel):
-                        channels[record.id] = record
-                    elif isinstance(record, Message) and record.channel_id in channels:
-                        if record.channel_id not in connections:
-                            channel = channels[record.channel_id]
-                            schema = schemas[channel.schema_id]
-                            msgdef = schema.data.decode()
-                            connections[record.channel_id] = writer.add_connection(
-                                channel.topic, schema.name, msgdef=msgdef,
-                                rihs01=channel.metadata.get('topic_type_hash') or _type_hash(schema.name, msgdef),
-                                serialization_format=channel.message_encoding,
-                                offered_qos_profiles=parse_qos(channel.metadata.get('offered_qos_profiles', '')))
-                        writer.write(connections[record.channel_id], record.log_time, record.data)
-                        count += 1
-            except _READ_ERRORS as err:
-                _log.info('%s: stopped reading at a damaged or missing record (%s)', src, err)
+        for record in _mcap_records(src, []):
+            if not isinstance(record, Message):
+                continue
+            if record.channel_id not in connections:
+                connections[record.channel_id] = _add_connection(writer, scan.channels.get(record.channel_id),
+                                                                 scan.schemas)
+            if connections[record.channel_id] is None:
+                undefined += 1
+                continue
+            writer.write(connections[record.channel_id], record.log_time, record.data)
+            count += 1
         writer.close()
-        (staging / dst.stem / f'{dst.stem}.mcap').replace(dst)
+        (staging / f'{staging.name}.mcap').replace(dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if undefined:
+        scan.damage.append(f'{undefined} messages of channels whose definition was lost or is damaged')
     return count
 
 
-def reindex(bag: str | Path) -> ReindexReport:
-    """Rebuild a bag's metadata.yaml from its storage files.
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """dst as another name of src where the file system allows (no second copy of a large file), else a copy.
+    Storage files are never written once closed, so the bags cannot change each other."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
-    Truncated mcap files (no footer: the split a killed recorder was writing) are rebuilt from their
-    readable messages into a complete file; the original is kept beside it as <name>.mcap.truncated.
-    An existing metadata.yaml is kept as metadata.yaml.bak."""
+
+def _copy_readable(file: Path, target: Path) -> tuple[str, int] | None:
+    """Put what is readable of a storage file at target: the file itself (linked) if it reads to its last
+    message, else, for mcap, a new file of its intact messages. None when the file is intact, else what is
+    wrong with it and how many messages the new file holds (0: nothing is at target)."""
+    if file.suffix == '.mcap':
+        # The scan checks every chunk; rosbags then has to reach all the messages through the file's index.
+        scan = _scan_mcap(file)
+        problem = '; '.join(scan.damage) or _storage_problem(file, read_messages=True, expected=scan.messages)
+    else:
+        problem = _storage_problem(file, read_messages=True)
+    if not problem:
+        _link_or_copy(file, target)
+        return None
+    if file.suffix != '.mcap':
+        return problem, 0
+    count = _recover_mcap(file, target, scan)
+    if not count:
+        target.unlink()
+    return '; '.join(scan.damage) or problem, count
+
+
+def reindex(bag: str | Path, out: str | Path | None = None) -> ReindexReport:
+    """Write a new bag at `out` (default: <bag>_reindexed beside it) from everything readable in `bag`.
+
+    `bag` is a bag directory (its metadata.yaml, if any, is not trusted) or a single storage file. Storage
+    files that read to their last message are linked (or copied) into the new bag as they are, open splits
+    left in subfolders by a killed recorder included; damaged mcap files (truncated, overwritten, flipped
+    bytes) are rebuilt from their intact chunks. Nothing in `bag` is modified."""
     bag = Path(bag)
-    if not bag.is_dir():
-        raise BagError(f'cannot reindex {bag}: not a bag directory')
-    files = storage_files(bag)
+    if bag.is_dir():
+        files = storage_files(bag)
+    elif bag.is_file() and bag.suffix in STORAGE_SUFFIXES:
+        files = [bag]
+    else:
+        raise BagError(f'cannot reindex {bag}: neither a bag directory nor a .mcap/.db3 storage file')
     if not files:
         raise BagError(f'cannot reindex {bag}: it holds no .mcap or .db3 files')
     storage_ids = {STORAGE_SUFFIXES[f.suffix] for f in files}
     if len(storage_ids) > 1:
         raise BagError(f'cannot reindex {bag}: it mixes mcap and sqlite3 files')
-    indexed: list[_FileIndex] = []
-    recovered, unreadable = [], []
-    for file in files:
-        problem = _check_storage_file(file)
-        if problem is None:
-            if file.parent != bag:  # rosbag2 looks for storage files in the bag directory only
-                target = bag / file.name
-                if target.exists():
-                    raise BagError(f'cannot reindex {bag}: both {file.relative_to(bag)} and {file.name} exist')
-                file = file.replace(target)
-            indexed.append(_index_storage_file(file, bag))
-            continue
-        if file.suffix != '.mcap':
-            unreadable.append(f'{file.relative_to(bag)} ({problem})')
-            continue
-        original = bag / f'{file.name}{TRUNCATED_SUFFIX}'
-        file = file.replace(original)
-        try:
-            recovered_count = _recover_mcap(original, bag / original.stem)
-        except (WriterError, *_READ_ERRORS) as err:
-            unreadable.append(f'{original.relative_to(bag)} ({type(err).__name__}: {err})')
-            continue
-        if not recovered_count:
-            (bag / original.stem).unlink()
-            unreadable.append(f'{original.relative_to(bag)} (no complete message reached the disk)')
-            continue
-        recovered.append(original.stem)
-        indexed.append(_index_storage_file(bag / original.stem, bag))
-    for folder in {f.parent for f in files if f.parent != bag}:
-        if folder.exists() and not any(folder.iterdir()):
-            folder.rmdir()
-    topics: dict[tuple[str, str], TopicEntry] = {}
-    for index in indexed:
-        for t in index.topics:
-            entry = topics.setdefault((t.name, t.msgtype), TopicEntry(t.name, t.msgtype, t.type_hash, t.offered_qos))
-            entry.message_count += t.message_count
-    metadata = bag / 'metadata.yaml'
-    if metadata.exists():
-        shutil.copy2(metadata, bag / 'metadata.yaml.bak')
-    splits = sorted((i.split for i in indexed), key=lambda s: (s.start_ns, s.path))
-    # mcap compresses inside its chunks, which needs no metadata; sqlite3 compresses message by message.
-    compressed = any(i.zstd_messages for i in indexed)
-    write_metadata(bag, storage_ids.pop(), splits, list(topics.values()),
-                   compression_format='zstd' if compressed else '', compression_mode='message' if compressed else '')
-    return ReindexReport(bag, splits, recovered, unreadable)
+    out = Path(out) if out is not None else reindexed_path(bag)
+    if bag.is_dir() and out.resolve().is_relative_to(bag.resolve()):
+        raise BagError(f'cannot reindex {bag} into {out}: that is inside the damaged bag, which is never modified')
+    if out.exists():
+        raise BagError(f'cannot reindex {bag} into {out}: {out} exists (bags are never overwritten; '
+                       'choose another with --out)')
+    names = [f.name for f in files]
+    if len(set(names)) < len(names):
+        raise BagError(f'cannot reindex {bag}: two of its storage files have the same name '
+                       f'({", ".join(str(f.relative_to(bag)) for f in files if names.count(f.name) > 1)})')
+    # Built under a hidden name and renamed when complete: an interrupted reindex leaves no half bag at `out`.
+    staging = out.with_name(f'.{out.name}.partial')
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        indexed: list[_FileIndex] = []
+        recovered, unreadable = [], []
+        for file in files:
+            name = str(file.relative_to(bag)) if file != bag else file.name
+            damaged = _copy_readable(file, staging / file.name)
+            if damaged and not damaged[1]:
+                unreadable.append(f'{name} ({damaged[0]}; nothing readable)')
+                continue
+            if damaged:
+                recovered.append(f'{name} ({damaged[0]}): {damaged[1]} messages')
+            try:
+                indexed.append(_index_storage_file(staging / file.name, staging))
+            except _READ_ERRORS as err:
+                (staging / file.name).unlink()
+                unreadable.append(f'{name} ({type(err).__name__}: {err})')
+        if not indexed:
+            raise BagError(f'cannot reindex {bag}: nothing in it is readable ({"; ".join(unreadable)})')
+        topics: dict[tuple[str, str], TopicEntry] = {}
+        for index in indexed:
+            for t in index.topics:
+                entry = topics.setdefault((t.name, t.msgtype),
+                                          TopicEntry(t.name, t.msgtype, t.type_hash, t.offered_qos))
+                entry.message_count += t.message_count
+        splits = sorted((i.split for i in indexed), key=lambda s: (s.start_ns, s.path))
+        # mcap compresses inside its chunks, which needs no metadata; sqlite3 compresses message by message.
+        compressed = any(i.zstd_messages for i in indexed)
+        write_metadata(staging, storage_ids.pop(), splits, list(topics.values()),
+                       compression_format='zstd' if compressed else '',
+                       compression_mode='message' if compressed else '')
+        staging.rename(out)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, (OSError, WriterError)):
+            raise BagError(f'cannot reindex {bag} into {out}: {type(err).__name__}: {err}') from None
+        raise
+    return ReindexReport(bag, out, splits, recovered, unreadable)

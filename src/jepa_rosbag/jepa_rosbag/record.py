@@ -3,7 +3,7 @@
     jepa record --out bags/run1 [--topics /joint_states /camera/image_raw] [--storage mcap|sqlite3]
                 [--duration 30] [--compression zstd] [--max-bag-size 500M] [--max-bag-duration 60]
                 [--ros-args ...]
-    jepa record --reindex bags/run1      # rebuild metadata.yaml, recover a truncated split
+    jepa record --reindex bags/run1 [--out bags/run1_fixed]   # what is readable, into a new bag
 """
 import argparse
 import sys
@@ -35,13 +35,14 @@ def byte_size(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='jepa record', description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument('--out', '-o', help='bag directory to create (must not exist)')
-    target.add_argument('--reindex', metavar='BAG', help='rebuild metadata.yaml of BAG from its storage files')
+    p.add_argument('--out', '-o', help='bag directory to create (must not exist)')
+    p.add_argument('--reindex', metavar='BAG', help='copy what is readable of a damaged BAG (a bag directory or '
+                   'one .mcap/.db3 file) into a new bag: --out, default BAG_reindexed; BAG is not modified')
     # Flags left out fall back to the node's parameters (its defaults, or a --params-file after --ros-args).
     p.add_argument('--topics', nargs='+', metavar='T', help=f'topics to record (default: {" ".join(DEFAULTS["topics"])})')
     p.add_argument('--storage', '-s', choices=list(STORAGES), help=f'default: {DEFAULTS["storage"]}')
-    p.add_argument('--duration', '-d', type=float, help='stop after S seconds (default: until Ctrl-C)')
+    p.add_argument('--duration', '-d', type=float,
+                   help='record S seconds, from the first message received (default: until Ctrl-C)')
     p.add_argument('--compression', choices=['zstd'], help='zstd: mcap chunks / sqlite3 messages')
     p.add_argument('--max-bag-size', type=byte_size, help='split after this many bytes (e.g. 500M)')
     p.add_argument('--max-bag-duration', type=float, help='split after this many seconds')
@@ -51,14 +52,17 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ros_args = argv[argv.index('--ros-args'):] if '--ros-args' in argv else []
-    args = parser().parse_args(argv[:len(argv) - len(ros_args)])
+    p = parser()
+    args = p.parse_args(argv[:len(argv) - len(ros_args)])
     if args.reindex:
         try:
-            print(reindex(args.reindex))
+            print(reindex(args.reindex, args.out))
         except BagError as err:
             print(f'jepa record: {err}', file=sys.stderr)
             return 1
         return 0
+    if not args.out:
+        p.error('one of --out and --reindex is required')
     # The output is a strftime pattern for the node; a path given here is taken literally.
     overrides = [Parameter('output', value=args.out.replace('%', '%%'))]
     for name in ('topics', 'storage', 'duration', 'compression', 'max_bag_size', 'max_bag_duration'):

@@ -14,12 +14,15 @@ import collections
 import errno
 import os
 import shutil
+import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from rosbags.interfaces import Qos
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.typesys.store import Typestore
 
 from .bagmeta import SplitFile, TopicEntry, write_metadata
@@ -29,6 +32,31 @@ STORAGES = {'mcap': (StoragePlugin.MCAP, '.mcap'), 'sqlite3': (StoragePlugin.SQL
 # zstd inside mcap chunks keeps the file readable by any mcap reader (Foxglove, `ros2 bag`); sqlite3 has
 # no chunks, so messages are compressed one by one (rosbag2's "message" compression mode).
 COMPRESSION_MODES = {'mcap': CompressionMode.STORAGE, 'sqlite3': CompressionMode.MESSAGE}
+
+
+# Where a chunk record keeps the CRC of its uncompressed records: after opcode (1), record length (8),
+# message start and end time (8 + 8) and uncompressed size (8).
+CHUNK_CRC_OFFSET = 33
+
+
+class _ChecksummedMcapWriter(McapWriter):
+    """rosbags' mcap writer, plus the CRC of each chunk's records (rosbags writes 0, "none"): damage inside a
+    chunk is then detected by every reader (rosbags, the mcap library, Foxglove) instead of read as data."""
+
+    def close_chunk(self) -> None:
+        with self.chunk.bio.getbuffer() as records:
+            crc = zlib.crc32(records)
+        start = self.bio.tell()
+        super().close_chunk()
+        end = self.bio.tell()
+        self.bio.seek(start + CHUNK_CRC_OFFSET)
+        self.bio.write(struct.pack('<I', crc))
+        self.bio.seek(end)
+
+
+class BagWriter(Writer):
+    """rosbags' Writer with checksummed mcap chunks: what the recorder and `reindex` write storage files with."""
+    STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: _ChecksummedMcapWriter}
 
 
 class RecorderError(Exception):
@@ -154,7 +182,7 @@ class BagRecorder:
         return f'{self.path.name}_{len(self.splits)}'
 
     def _open_split(self, timestamp_ns: int) -> None:
-        writer = Writer(self.path / self._split_name(), version=9, storage_plugin=STORAGES[self.storage][0])
+        writer = BagWriter(self.path / self._split_name(), version=9, storage_plugin=STORAGES[self.storage][0])
         writer.set_compression(self.compression, CompressionFormat.ZSTD)
         try:
             writer.open()
@@ -284,6 +312,23 @@ class RecordingQueue:
         self._thread.join()
         return RecordingSummary(self.recorder.path, self.recorder.counts, self.recorder.bytes_written,
                                 list(self.recorder.splits))
+
+
+class RecordingWindow:
+    """`duration`: the bag covers that much time from its first recorded message, not from start-up (finding the
+    topics and subscribing to them takes a good part of a second or more). 0: no limit."""
+
+    def __init__(self, duration_s: float):
+        self.duration_ns = int(duration_s * 1e9)
+        self.start_ns: int | None = None
+
+    def admit(self, stamp_ns: int) -> bool:
+        """Whether a message received at stamp_ns belongs in the bag (the first one opens the window)."""
+        if not self.duration_ns:
+            return True
+        if self.start_ns is None:
+            self.start_ns = stamp_ns
+        return stamp_ns - self.start_ns < self.duration_ns
 
 
 class SequenceGaps:

@@ -15,7 +15,7 @@ from rclpy.parameter import Parameter
 from jepa_common.node import run_node
 
 from .endpoints import message_class, qos_from_rclpy, subscription_qos
-from .recorder import BagRecorder, RecorderError, RecordingQueue, RecordingSummary, SequenceGaps
+from .recorder import BagRecorder, RecorderError, RecordingQueue, RecordingSummary, RecordingWindow, SequenceGaps
 
 DEFAULT_TOPICS = [
     '/camera/image_raw', '/camera/camera_info', '/joint_states',
@@ -30,7 +30,7 @@ DEFAULTS = {
     'compression': '',
     'max_bag_size': 0,  # bytes per split, 0 = no size splitting
     'max_bag_duration': 0.0,  # seconds per split, 0 = no duration splitting
-    'duration': 0.0,  # stop after this many seconds, 0 = until Ctrl-C
+    'duration': 0.0,  # stop after this many seconds from the first message recorded, 0 = until Ctrl-C
     'queue_depth': 1000,  # DDS history of each subscription
     'max_backlog_mb': 512,  # messages waiting for the writer thread before they are dropped (and counted)
     'discovery_period': 0.5,  # seconds between looks at the graph for topics not yet subscribed
@@ -51,6 +51,8 @@ class RecorderNode(Node):
                                     max_split_duration_s=float(p['max_bag_duration']))
         self.queue = RecordingQueue(self.recorder, int(p['max_backlog_mb']) << 20, self._on_writer_error)
         self.gaps = SequenceGaps()
+        self.window = RecordingWindow(float(p['duration']))
+        self._stopping = False
         self.multi_publisher: set[str] = set()
         self.before_clock: collections.Counter = collections.Counter()
         self.skipped: dict[str, str] = {}  # topic -> why it is not recorded
@@ -59,8 +61,6 @@ class RecorderNode(Node):
         self.get_logger().info(f'recording into {self.recorder.path} ({p["storage"]}): {", ".join(self.wanted)}')
         self._discover()
         self.create_timer(float(p['discovery_period']), self._discover)
-        if p['duration'] > 0:
-            self.create_timer(float(p['duration']), self._stop)
 
     def _discover(self) -> None:
         types = dict(self.get_topic_names_and_types())
@@ -109,14 +109,23 @@ class RecorderNode(Node):
             # of the bag (and make a replay wait that long), so they are counted, not recorded.
             self.before_clock[topic] += 1
             return
+        opening = self.window.start_ns is None
+        if not self.window.admit(stamp):
+            self._stop()
+            return
+        if opening and self.window.duration_ns:
+            # Stop on time even if no message comes after the window (its end is seen only with the next one).
+            self.create_timer(self.window.duration_ns / 1e9, self._stop)
         self.queue.put(topic, stamp, data)
 
     def _on_writer_error(self, message: str) -> None:
         self.get_logger().error(f'recording stopped: {message}')
 
     def _stop(self) -> None:
-        self.get_logger().info('recording duration reached')
-        self.context.try_shutdown()
+        if not self._stopping:
+            self._stopping = True
+            self.get_logger().info('recording duration reached')
+            self.context.try_shutdown()
 
     def report(self, summary: RecordingSummary) -> str:
         lines = [f'bag {summary.path}: {sum(summary.counts.values())} messages, '

@@ -8,6 +8,11 @@ Any bag (mcap or sqlite3) with /camera/image_raw and /joint_states works, includ
   the end-effector displacement FK(q_{k+1}) - FK(q_k) clipped to the action bound, and the gripper command
   from the finger joints.
 
+Each topic of a bag has one time base: its header stamps (a zero stamp included: sim time starts at 0), or,
+when no message of the topic is stamped (all zero), the times the recorder received them. Stamps that mix
+clocks (sim time and wall-clock time) are refused, naming the topic; the control grid is laid only where there
+are samples, so no allocation depends on how far apart stamps are.
+
 Ticks are cut into segments wherever the data cannot be a single control step (no fresh image, an action gap
 far from dt, an end-effector jump no action could make, e.g. a reset); training windows never cross segments.
 Every problem is a jepa_rosbag BagError naming the bag, the topic and what is wrong. Decoded ticks are
@@ -27,7 +32,7 @@ from jepa_rosbag.reader import BagError, BagReader
 
 from jepa_world_model.model import resize_rgb
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2   # part of the cache key: raised whenever decoding changes, so older caches are not reused
 DT = 0.1
 IMAGE_TOPIC = '/camera/image_raw'
 JOINT_TOPIC = '/joint_states'
@@ -48,6 +53,10 @@ STAMP_TOLERANCE = 0.005
 MAX_STALENESS = 1.0 * DT
 # Between two ticks the end effector cannot move further than this along an axis under one action.
 MAX_JUMP_STEPS = 3.0
+# Two stamps of one topic this far apart (11.6 days) come from two clocks, not from one recording: sim time
+# counts from 0, wall-clock time from 1970 (1.7e9 s), and an unset stamp is 0.
+MIXED_CLOCKS_GAP_S = 1e6
+HEADER_STAMPS, RECEIVE_TIMES = 'header stamps', 'receive times'
 
 
 @dataclass
@@ -140,9 +149,29 @@ def files_sha256(bag: Path) -> dict:
 
 # ---------------------------------------------------------------- decoding
 
-def _stamp(msg, log_time: int) -> float:
-    stamp = msg.header.stamp
-    return stamp.sec + stamp.nanosec * 1e-9 if (stamp.sec or stamp.nanosec) else log_time * 1e-9
+def time_base(bag: Path, topic: str, header: np.ndarray, received: np.ndarray) -> tuple[str, np.ndarray]:
+    """The time base of one topic in one bag and its stamps (s): the header stamps, or the receive times when
+    no message is stamped (all zero). BagError if the stamps mix clocks."""
+    name, stamps = (HEADER_STAMPS, header) if np.any(header != 0) else (RECEIVE_TIMES, received)
+    ordered = np.sort(stamps)
+    gaps = np.diff(ordered)
+    if len(gaps) and gaps.max() > MIXED_CLOCKS_GAP_S:
+        k = int(np.argmax(gaps)) + 1
+        raise BagError(f'bag {bag}: the {name} of {topic} mix clocks: {k} in {ordered[0]:.1f}..{ordered[k - 1]:.1f} s '
+                       f'and {len(ordered) - k} in {ordered[k]:.1f}..{ordered[-1]:.1f} s (sim time and wall-clock '
+                       'time? an unset stamp among set ones?); one topic needs one clock')
+    return name, stamps
+
+
+def _grid_near(stamps: np.ndarray, first: float, last: float, dt: float) -> np.ndarray:
+    """The points first + k*dt (up to last) with a sample of `stamps` fresh enough for them (at most
+    MAX_STALENESS before, or STAMP_TOLERANCE after): the only candidates for ticks, a few per sample however
+    far apart the samples are."""
+    low = np.ceil((stamps - STAMP_TOLERANCE - first) / dt - 1e-6)
+    span = int(np.ceil((MAX_STALENESS + STAMP_TOLERANCE) / dt)) + 1
+    k = (low[:, None] + np.arange(span)).ravel()
+    k = np.unique(k[(k >= 0) & (k <= np.floor((last - first) / dt + 1e-6))])
+    return first + k * dt
 
 
 def _latest(stamps: np.ndarray, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +199,7 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
 
     bag = Path(bag)
     joints = (*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS)
-    data = {t: ([], []) for t in TOPIC_TYPES}     # topic -> (stamps, values)
+    data = {t: ([], [], []) for t in TOPIC_TYPES}     # topic -> (header stamps, receive times, values)
     counts = dict.fromkeys(TOPIC_TYPES, 0)
     skipped = dict.fromkeys(TOPIC_TYPES, 0)
     for topic, log_time, msg in read_bag_messages(bag, tuple(TOPIC_TYPES)):
@@ -199,33 +228,40 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
                 skipped[topic] += 1
                 continue
             raise BagError(f'bag {bag}: {topic} message #{n}: {exc}') from exc
-        data[topic][0].append(_stamp(msg, log_time))
-        data[topic][1].append(value)
+        data[topic][0].append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+        data[topic][1].append(log_time * 1e-9)
+        data[topic][2].append(value)
     for topic in REQUIRED_TOPICS:
         if not data[topic][0]:
             raise BagError(f'bag {bag}: topic {topic} has no messages')
+    bases = {topic: time_base(bag, topic, np.asarray(header, dtype=np.float64), np.asarray(received))
+             for topic, (header, received, _) in data.items() if header}
 
     def arrays(topic):
-        stamps = np.asarray(data[topic][0], dtype=np.float64)
+        stamps = bases[topic][1]
         order = np.argsort(stamps, kind='stable')
-        values = data[topic][1]
+        values = data[topic][2]
         return stamps[order], ([values[i] for i in order] if topic == IMAGE_TOPIC else
                                np.asarray(values, dtype=np.float64).reshape(len(values), -1)[order])
+
+    def described(topic):
+        stamps = bases[topic][1]
+        return f'{topic} ({bases[topic][0]} {stamps.min():.1f}..{stamps.max():.1f} s)'
 
     img_t, images = arrays(IMAGE_TOPIC)
     joint_t, q = arrays(JOINT_TOPIC)
     first = max(img_t[0], joint_t[0])
     last = min(img_t[-1], joint_t[-1])
-    for topic in (ACTION_TOPIC, EE_TOPIC, CUBE_TOPIC):
-        stamps = data[topic][0]
-        if stamps and (max(stamps) < first - 1.0 or min(stamps) > last + 1.0):
-            raise BagError(f'bag {bag}: {topic} stamps ({min(stamps):.1f}..{max(stamps):.1f} s) do not overlap the '
-                           f'camera/joint stamps ({first:.1f}..{last:.1f} s): the topics use different clocks')
     if last - first < dt:
-        raise BagError(f'bag {bag}: camera and joint states overlap for {max(last - first, 0):.2f} s, less than one '
-                       f'control period')
+        raise BagError(f'bag {bag}: {described(IMAGE_TOPIC)} and {described(JOINT_TOPIC)} overlap for '
+                       f'{max(last - first, 0):.2f} s, less than one control period'
+                       + (': the topics use different clocks' if last < first else ''))
+    for topic in (ACTION_TOPIC, EE_TOPIC, CUBE_TOPIC):
+        if topic in bases and (bases[topic][1].max() < first - 1.0 or bases[topic][1].min() > last + 1.0):
+            raise BagError(f'bag {bag}: {described(topic)} does not overlap {described(IMAGE_TOPIC)} and '
+                           f'{described(JOINT_TOPIC)}: the topics use different clocks')
 
-    recorded = bool(data[ACTION_TOPIC][0])
+    recorded = ACTION_TOPIC in bases
     if recorded:
         act_t, act = arrays(ACTION_TOPIC)
         chosen = _select_action_ticks(act_t, dt)
@@ -233,7 +269,7 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
         inside = (act_t >= first - STAMP_TOLERANCE) & (act_t <= last + STAMP_TOLERANCE)
         ticks, actions = act_t[inside], act[inside]
     else:
-        ticks = np.arange(first, last + 1e-9, dt)
+        ticks = _grid_near(img_t, first, last, dt)
     if len(ticks) < 2:
         raise BagError(f'bag {bag}: fewer than 2 control ticks (actions inside the camera/joint time range: '
                        f'{len(ticks)})')
@@ -262,7 +298,7 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
     segment = np.concatenate([[0], np.cumsum(~gap_ok)]).astype(np.int64)
 
     def pose_at(topic):
-        if not data[topic][0]:
+        if topic not in bases:
             return np.full((len(ticks), 3), np.nan)
         stamps, values = arrays(topic)
         idx, fresh = _latest(stamps, ticks)
@@ -274,6 +310,7 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
     source = {'path': str(bag.resolve()), 'sha256': files_sha256(bag),
               'actions': 'recorded' if recorded else 'derived_from_joint_motion', 'ticks': int(len(ticks)),
               'messages': {t: c for t, c in counts.items() if c},
+              'time_bases': {t: base for t, (base, _) in bases.items()},
               'skipped_non_finite': {t: c for t, c in skipped.items() if c}}
     return Ticks(images=np.stack([images[i] for i in img_idx]).astype(np.uint8),
                  actions=actions.astype(np.float32), proprio=proprio.astype(np.float32),
