@@ -1,30 +1,33 @@
 """perception_node over real DDS: latents carry the image's stamp and model id, the goal latent is latched,
-replayed images give identical latents, bad images are reported without killing the node, and a new
-checkpoint announced on /world_model/model_version is picked up."""
+replayed images give identical latents, bad images are reported without killing the node, a new
+checkpoint announced on /world_model/model_version is picked up, and camera frames the agent must not learn from
+(a size other than the camera info's, noise, frozen) are refused by name and counted."""
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from jepa_interfaces.msg import LatentState
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from jepa_common.conversions import msg_to_latent, rgb_to_image
 from jepa_world_model.model import read_checkpoint
+from test_perception_frame_check import scene
 from test_world_model_node_core import make_checkpoint
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _images(count: int, size: int = 32, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(count)]
+    """Views of a scene (pixel noise is refused)."""
+    return [scene(seed + i, size) for i in range(count)]
 
 
 def _start_perception(ros_graph, checkpoint):
     return ros_graph.start('perception_node', 'perception', params={
-        'checkpoint': checkpoint, 'device': 'cpu', 'image_queue_depth': 20, 'diagnostics_period': 1.0})
+        'checkpoint': checkpoint, 'device': 'cpu', 'image_queue_depth': 20, 'diagnostics_period': 1.0,
+        'frame_check.reference_frames': 5})
 
 
 def _wait_for_subscriber(ros_graph, publisher):
@@ -116,4 +119,33 @@ def test_latents_goal_latent_determinism_bad_images_and_reload(ros_graph, tmp_pa
     publish_until(rgb_to_image(frames[0], Time(sec=400), 'camera'), lambda: latent_for(Time(sec=400)),
                   'a latent of the new model')
     assert latent_for(Time(sec=400)).model_id == second_id
+
+    # The camera says its size: a frame of another size is refused by name, not resized.
+    info_pub = ros_graph.node.create_publisher(CameraInfo, '/camera/camera_info', 10)
+    ros_graph.spin_until(lambda: info_pub.get_subscription_count() > 0, 20, 'a subscriber on the camera info')
+    info = CameraInfo(width=32, height=32)
+    for _ in range(10):
+        info_pub.publish(info)
+        ros_graph.spin_for(0.2)
+    publish_until(rgb_to_image(big, Time(sec=500), 'camera'),
+                  lambda: 'image is 64x64, the camera info says 32x32' in perception.output(), 'the size refusal')
+    assert latent_for(Time(sec=500)) is None and 'camera frame refused (size' in perception.output()
+    # A frozen frame (the same picture again under a new stamp) gives the previous latent bit for bit: the
+    # world model and the memory take it for no new observation.
+    publish_until(rgb_to_image(frames[1], Time(sec=501), 'camera'), lambda: latent_for(Time(sec=501)), 'a latent')
+    publish_until(rgb_to_image(frames[1], Time(sec=502), 'camera'), lambda: latent_for(Time(sec=502)),
+                  'the frozen frame\'s latent')
+    assert latent_for(Time(sec=502)).data == latent_for(Time(sec=501)).data
+    # Pixel noise: no latent.
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    publish_until(rgb_to_image(noise, Time(sec=503), 'camera'),
+                  lambda: 'camera frame refused (statistics' in perception.output(), 'the noise refusal')
+    assert latent_for(Time(sec=503)) is None
+
+    def refused():
+        values = [{v.key: v.value for v in s.values} for d in diagnostics for s in d.status
+                  if s.name == 'perception: encoder']
+        return {k: int(v) for k, v in values[-1].items() if k.startswith('refused_')} if values else {}
+    ros_graph.spin_until(lambda: all(refused().get(f'refused_{kind}', 0) >= 1
+                                     for kind in ('size', 'frozen', 'statistics')), 10, 'refusals counted on /diagnostics')
     assert perception.alive() and perception.stop() == 0

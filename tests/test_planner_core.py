@@ -1,4 +1,5 @@
 """ROS-free cores of the agent: planners, intrinsic cost, critic, short-term memory, Mode-1 distillation."""
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -266,8 +267,9 @@ def test_critic_is_the_terminal_cost_of_a_plan():
 
 def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     from jepa_planner.configurator import SurpriseMonitor, task_weights
-    # Errors in units of the model's own held-out error (baseline 0.01): threshold 5 -> 0.05.
-    monitor = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=3, cooldown=10.0)
+    # Errors in units of the model's own held-out error (baseline 0.01): threshold 5 -> 0.05. Here only the
+    # count of consecutive steps matters (the time span and gaps: tests/test_adaptation_guard.py).
+    monitor = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=3, min_span=0.0, max_gap=math.inf, cooldown=10.0)
     fired = [monitor.observe(e, t) for t, e in enumerate([0.06, 0.06, 0.04, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06,
                                                           float('nan')])]
     assert fired == [False, False, False, False, False, True, False, False, False, False]
@@ -275,10 +277,11 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     assert [monitor.observe(0.06, 20.0 + t) for t in range(3)] == [True, False, False]
     assert monitor.fired == 2
     # A model that errs more on its own data is not surprised by the same errors.
-    calm = SurpriseMonitor(threshold=5.0, baseline=0.02, patience=1, cooldown=0.0)
+    calm = SurpriseMonitor(threshold=5.0, baseline=0.02, patience=1, min_span=0.0, cooldown=0.0)
     assert not any(calm.observe(0.06, t) for t in range(5))
     # Only the model in service is surprised; a new one starts a new streak against its own baseline.
-    served = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=2, cooldown=0.0, model_id='old')
+    served = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=2, min_span=0.0, max_gap=math.inf, cooldown=0.0,
+                             model_id='old')
     assert not served.observe(0.06, 0.0, 'old') and served.streak == 1
     served.serve('new', 0.01)
     assert served.streak == 0

@@ -1,9 +1,17 @@
 """`perception_node` (node `perception`): /camera/image_raw -> /jepa/latent, /jepa/goal_image -> /jepa/goal_latent.
 
-Thin adapter around `ImageEncoder`. The latent carries the image's stamp and the model id; the goal latent
-is latched (transient local) and re-encoded whenever the model changes, since latents of different
+Thin adapter around `ImageEncoder` and `FrameCheck`. The latent carries the image's stamp and the model id; the
+goal latent is latched (transient local) and re-encoded whenever the model changes, since latents of different
 checkpoints are not comparable. A new checkpoint is picked up from /world_model/model_version or from a
 `checkpoint` parameter update.
+
+Camera frames the agent must not learn from are refused (counted on /diagnostics, logged with what was wrong
+at most every `refusal_log_period` per kind): a size other than the camera_info beside the image topic
+announces, and statistics far outside the encoder's training images (frame_check) give no latent, so the actor
+goes without a state and the safety gate holds the arm. A frozen frame, identical to the previous one, gives
+the previous frame's latent again, bit for bit, under the new stamp: a still scene (the simulator renders a
+held arm identically) keeps the actor going, while the world model and the short-term memory take a repeated
+latent for what it is, no new observation.
 """
 import time
 
@@ -12,13 +20,14 @@ from jepa_common.conversions import image_to_rgb, joint_positions, latent_to_msg
 from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS
 from jepa_common.node import run_node
 from jepa_interfaces.msg import LatentState
-from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 
 from jepa_perception.encoder import ImageEncoder
+from jepa_perception.frame_check import FrameCheck, FrameCheckConfig
 from jepa_world_model.world_model_node import LatencyStats, limit_torch_threads
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -38,6 +47,13 @@ class PerceptionNode(Node):
         # Joint order of the proprioception input, for checkpoints that encode joint positions too.
         self.declare_parameter('proprio_joints', [*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS])
         limit_torch_threads(self.declare_parameter('torch_threads', 1).value)
+        self.refusal_log_period = self.declare_parameter(
+            'refusal_log_period', 5.0, _described('s between log lines about refused frames, per kind')).value
+        defaults = vars(FrameCheckConfig())
+        self.frame_check = FrameCheck(FrameCheckConfig(**{
+            name: self.declare_parameter(f'frame_check.{name}', list(value) if isinstance(value, tuple) else value,
+                                         _described('see jepa_perception.frame_check.FrameCheckConfig')).value
+            for name, value in defaults.items()}))
 
         self.encoder = None
         self.latency = LatencyStats()
@@ -46,11 +62,14 @@ class PerceptionNode(Node):
         self.cpu_time = LatencyStats()
         self.errors = 0
         self._warned_sizes = set()
+        self._logged_refusals: dict[str, float] = {}
+        self._reported_refusals: dict[str, int] = {}
         self._goal_image = None
         self._joint_state: JointState | None = None
         self._joint_state_sub = None
         try:
             self.encoder = ImageEncoder(self.get_parameter('checkpoint').value, self.get_parameter('device').value)
+            self._use_reference()
             size = self.encoder.image_size
             self.get_logger().info(f'loaded {self.encoder.checkpoint} (model {self.encoder.model_id}, '
                                    f'{size}x{size} input) on {self.encoder.device}')
@@ -63,7 +82,10 @@ class PerceptionNode(Node):
         image_qos = QoSProfile(depth=self.get_parameter('image_queue_depth').value,
                                reliability=ReliabilityPolicy.RELIABLE if self.get_parameter('image_reliable').value
                                else ReliabilityPolicy.BEST_EFFORT)
-        self.create_subscription(Image, '/camera/image_raw', self.on_image, image_qos)
+        image_sub = self.create_subscription(Image, '/camera/image_raw', self.on_image, image_qos)
+        # The camera_info beside the image topic, as image_transport pairs them (follows a remapped image topic).
+        self.info_topic = image_sub.topic_name.rsplit('/', 1)[0] + '/camera_info'
+        self.create_subscription(CameraInfo, self.info_topic, self.on_camera_info, image_qos)
         self.create_subscription(Image, '/jepa/goal_image', self.on_goal_image, LATCHED)
         if self.get_parameter('follow_model_version').value:
             self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
@@ -78,6 +100,7 @@ class PerceptionNode(Node):
                 self.encoder = ImageEncoder(checkpoint, self.get_parameter('device').value)
             elif not self.encoder.load(checkpoint):
                 return True, f'{self.encoder.checkpoint} is already loaded'
+            self._use_reference()
         except Exception as e:
             message = f'cannot load checkpoint {checkpoint!r}: {e}; keeping the current model'
             self.get_logger().error(message)
@@ -87,6 +110,11 @@ class PerceptionNode(Node):
         if self._goal_image is not None:
             self.on_goal_image(self._goal_image)
         return True, 'loaded'
+
+    def _use_reference(self) -> None:
+        problem = self.frame_check.use_checkpoint(self.encoder.metrics, self.encoder.checkpoint)
+        if problem:
+            self.get_logger().error(f'{problem}; deriving the image reference from the camera instead')
 
     def _follow_joint_states(self) -> None:
         if self.encoder is not None and self.encoder.uses_proprio and self._joint_state_sub is None:
@@ -110,28 +138,47 @@ class PerceptionNode(Node):
         return SetParametersResult(successful=True)
 
     # ----- images
-    def _encode(self, msg: Image, what: str):
-        """Latent of one image message, or None after logging what was wrong with it."""
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        # 0 x 0: an uncalibrated camera that does not say its size.
+        self.frame_check.expected_size = (msg.width, msg.height) if msg.width and msg.height else None
+
+    def _encode(self, msg: Image, what: str, camera: bool = False):
+        """Latent of one image message, or None after logging what was wrong with it. A camera frame goes
+        through the frame check (a refused one gives None, a frozen one its predecessor's latent)."""
         if self.encoder is None:
             self.get_logger().error(f'no checkpoint loaded: dropping {what}', throttle_duration_sec=5.0)
             return None
         try:
             rgb = image_to_rgb(msg)
-            image, resized = self.encoder.prepare(rgb)
-            if resized and rgb.shape[:2] not in self._warned_sizes:
-                self._warned_sizes.add(rgb.shape[:2])
-                size = self.encoder.image_size
-                self.get_logger().warning(f'{what} is {rgb.shape[1]}x{rgb.shape[0]}, the encoder takes '
-                                          f'{size}x{size}: resizing (warned once per size)')
-            return self.encoder.encode_batch(image[None], self._proprio())[0]
+            if camera:
+                latent, verdict = self.frame_check.latent(self.encoder, rgb, self._proprio())
+            else:
+                image, _ = self.encoder.prepare(rgb)
+                latent, verdict = self.encoder.encode_batch(image[None], self._proprio())[0], None
         except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
             self.errors += 1
             self.get_logger().error(f'bad {what} (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): {e}')
             return None
+        size = self.encoder.image_size
+        if verdict is not None and not verdict:
+            self._log_refusal(msg, verdict)
+        elif rgb.shape[:2] != (size, size) and rgb.shape[:2] not in self._warned_sizes:
+            self._warned_sizes.add(rgb.shape[:2])
+            self.get_logger().warning(f'{what} is {rgb.shape[1]}x{rgb.shape[0]}, the encoder takes '
+                                      f'{size}x{size}: resizing (warned once per size)')
+        return latent
+
+    def _log_refusal(self, msg: Image, verdict) -> None:
+        now = time.monotonic()
+        if now - self._logged_refusals.get(verdict.kind, -float('inf')) >= self.refusal_log_period:
+            self._logged_refusals[verdict.kind] = now
+            self.get_logger().warning(f'camera frame refused ({verdict.kind}, stamp {msg.header.stamp.sec}.'
+                                      f'{msg.header.stamp.nanosec:09d}): {verdict.reason}; '
+                                      f'refused so far: {self.frame_check.counts}')
 
     def on_image(self, msg: Image) -> None:
         start, cpu_start = time.perf_counter(), time.thread_time()
-        latent = self._encode(msg, 'camera image')
+        latent = self._encode(msg, 'camera image', camera=True)
         if latent is None:
             return
         self.latent_pub.publish(latent_to_msg(latent, msg.header.stamp, self.encoder.model_id, msg.header.frame_id))
@@ -155,8 +202,15 @@ class PerceptionNode(Node):
         cpu_p50, cpu_p95 = self.cpu_time.percentiles()
         status = DiagnosticStatus(name='perception: encoder',
                                   hardware_id=str(self.encoder.device) if self.encoder else '')
+        # Frames refused since the last report, frozen ones left out (a still scene makes them).
+        refused = {kind: count - self._reported_refusals.get(kind, 0) for kind, count in self.frame_check.counts.items()
+                   if kind != 'frozen' and count > self._reported_refusals.get(kind, 0)}
+        self._reported_refusals = dict(self.frame_check.counts)
         if self.encoder is None:
             status.level, status.message = DiagnosticStatus.ERROR, 'no checkpoint loaded'
+        elif refused:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'camera frames refused since the last report: {refused}'
         else:
             status.level, status.message = DiagnosticStatus.OK, f'p50 {p50:.1f} ms, p95 {p95:.1f} ms per frame'
         status.values = [KeyValue(key='latency_p50_ms', value=f'{p50:.2f}'),
@@ -165,6 +219,10 @@ class PerceptionNode(Node):
                          KeyValue(key='cpu_p95_ms', value=f'{cpu_p95:.2f}'),
                          KeyValue(key='frames', value=str(self.latency.count)),
                          KeyValue(key='bad_images', value=str(self.errors)),
+                         *(KeyValue(key=f'refused_{kind}', value=str(count))
+                           for kind, count in self.frame_check.counts.items()),
+                         KeyValue(key='image_reference', value=self.frame_check.reference.source
+                                  if self.frame_check.reference else 'not yet derived'),
                          KeyValue(key='model_id', value=self.encoder.model_id if self.encoder else '')]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -172,6 +230,10 @@ class PerceptionNode(Node):
         if self.latency.count:
             self.get_logger().info(f'{self.latency.count} frames, latency p50 {p50:.1f} ms, p95 {p95:.1f} ms '
                                    f'(CPU p50 {cpu_p50:.1f} ms, p95 {cpu_p95:.1f} ms)')
+
+
+def _described(text: str) -> ParameterDescriptor:
+    return ParameterDescriptor(description=text)
 
 
 def main(args=None) -> int:

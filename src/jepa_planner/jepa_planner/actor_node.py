@@ -111,7 +111,7 @@ class ActorNode(Node):
             if previous is not None and encoder_id(previous.model) == encoder_id(model):
                 self.actor.continue_from(previous)
         except (CheckpointError, OSError, ValueError) as exc:
-            self.problem(f'cannot load world model: {exc}', error=True, kind='load')
+            self.problem(f'cannot load checkpoint: {exc}', error=True, kind='load')
             return False, str(exc)
         self.get_logger().info(f'planning with {self.loaded.checkpoint} (model {model.model_id}, latent_dim '
                                f'{model.latent_dim}) on {self.loaded.device}, mode {self.mode}')

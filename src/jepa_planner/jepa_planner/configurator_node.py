@@ -4,14 +4,20 @@
   from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on
   /jepa/goal_image (latched; perception turns it into /jepa/goal_latent); the task's cost weights and the mode
   go to the `cost` and `actor` nodes through their parameter services.
-- /jepa/surprise: after `surprise.patience` consecutive steps above `surprise.threshold` times the error the
-  model in service made on its held-out data (read from its checkpoint, followed on /world_model/model_version;
-  surprise reported by another model is not counted), the short-term memory is saved to a bag and, in a worker
-  thread, what `adjust` names is corrected on it (one adjustment at a time, from trigger to install): the
-  world model's predictor is fine-tuned (kept only if it predicts the most recent transitions better; then
-  installed through the `world_model` node's `checkpoint`, which announces it to every other module), and the
-  critic is retrained and loaded by cost and actor through their `critic_path`. Each outcome is announced on
-  /configurator/adjustment (std_msgs/String, JSON), logged and counted on /diagnostics.
+- /jepa/surprise: once surprise is sustained (at least `surprise.patience` consecutive steps above
+  `surprise.threshold` times the error the model in service made on its held-out data, spanning at least
+  `surprise.min_span` s with no gap over `surprise.max_gap` s; configurator.SurpriseMonitor), the short-term
+  memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it (one adjustment at a
+  time, from trigger to install): the world model's predictor is fine-tuned (`world_model_tuning.*`; kept only if
+  it predicts the most recent transitions better by a margin noise cannot produce, `keep_if_better.*`; then
+  installed through the
+  `world_model` node's `checkpoint`, which announces it to every other module), and the critic is retrained and
+  loaded by cost and actor through their `critic_path`. Each outcome is announced on /configurator/adjustment
+  (std_msgs/String, JSON), logged and counted on /diagnostics.
+- The model in service is `checkpoint` ('' = the shipped default) until /world_model/model_version announces
+  one (the surprise baseline is read from it; surprise reported by another model is not counted). An unreadable
+  checkpoint is named in the log and no surprise counts until a usable one is in service; set at runtime, it
+  is refused.
 """
 import concurrent.futures
 import json
@@ -24,7 +30,7 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -32,10 +38,11 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from jepa_common.conversions import image_to_rgb, rgb_to_image
+from jepa_common.conversions import image_to_rgb, rgb_to_image, stamp_to_sec
 from jepa_common.node import run_node
 from jepa_interfaces.msg import Surprise
 from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
+from jepa_planner.adjust_world_model import FineTuning, KeepIfBetter
 from jepa_planner.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, adjust_from_memory, expected_surprise, \
     task_weights
 from jepa_planner.cost import CostWeights
@@ -64,9 +71,15 @@ class ConfiguratorNode(Node):
             if name:
                 self.goals[name] = {key: self.declare_parameter(f'goals.{name}.{key}', None, ANY).value
                                     for key in ('joint_positions', 'cube_position', 'image')}
-        self.monitor = SurpriseMonitor(threshold=self.declare_parameter('surprise.threshold', 5.0).value,
-                                       patience=self.declare_parameter('surprise.patience', 5).value,
-                                       cooldown=self.declare_parameter('surprise.cooldown', 30.0).value)
+        defaults = SurpriseMonitor()
+        self.monitor = SurpriseMonitor(**{
+            name: self.declare_parameter(f'surprise.{name}', getattr(defaults, name)).value
+            for name in ('threshold', 'patience', 'min_span', 'max_gap', 'cooldown')})
+        self.tuning, self.keep_if_better = (config(**{
+            name: self.declare_parameter(f'{prefix}.{name}', value).value for name, value in vars(config()).items()})
+            for prefix, config in (('world_model_tuning', FineTuning), ('keep_if_better', KeepIfBetter)))
+        self.tuning.validate()
+        self.keep_if_better.validate()
         self.adjust = [a for a in self.declare_parameter('adjust', list(ADJUSTMENTS)).value if a]
         # What a task's surprise may adjust, where it differs from `adjust`.
         self.task_adjust = {task: [a for a in self.declare_parameter(f'task_adjust.{task}', self.adjust or [''],
@@ -82,9 +95,9 @@ class ConfiguratorNode(Node):
 
         self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0,
                        'world_model_updates': 0, 'world_model_kept': 0, 'adjustment_failures': 0}
-        # The world model in service ('' until announced: the shipped default).
+        # The world model in service until /world_model/model_version announces one ('' = the shipped default).
         self.world_model_checkpoint = ''
-        self.follow_world_model('')
+        self.follow_world_model(self.declare_parameter('checkpoint', '').value)
         self.last_event = ''
         self._training: concurrent.futures.Future | None = None
         # An adjustment runs from its trigger until what it produced is installed (or refused): a trigger in
@@ -108,6 +121,7 @@ class ConfiguratorNode(Node):
         self.create_subscription(Surprise, '/jepa/surprise', self.on_surprise, 10)
         self.create_subscription(String, '/world_model/model_version',
                                  lambda msg: self.follow_world_model(msg.data), LATCHED)
+        self.add_on_set_parameters_callback(self.on_parameters)
         self.create_timer(0.5, self.check_training)
         self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
         if self.initial_goal:
@@ -233,25 +247,41 @@ class ConfiguratorNode(Node):
     def follow_world_model(self, checkpoint: str) -> None:
         """The model in service changed: surprise is judged against the error it makes on its own held-out
         data, and only its own surprise counts. A checkpoint without that figure leaves the threshold absolute
-        (baseline 1); an unreadable one keeps the current baseline and counts every model's surprise."""
+        (baseline 1); with an unreadable one no model is in service, and no surprise counts until one is (its
+        baseline is unknown, and it could not be adjusted)."""
         self.world_model_checkpoint = checkpoint
         path = resolve_checkpoint(checkpoint)
         try:
             baseline, model_id = expected_surprise(path)
         except CheckpointError as exc:
-            self.get_logger().error(f'surprise baseline of {path} unknown, keeping {self.monitor.baseline:.4g}: {exc}')
-            self.monitor.model_id = ''
+            self.get_logger().error(f'cannot load checkpoint: {exc}; no surprise counts until a usable world model '
+                                    'is in service')
+            self.monitor.serve_none()
             return
         self.monitor.serve(model_id, baseline or 1.0)
         self.get_logger().info(f'surprising above {self.monitor.threshold} x {self.monitor.baseline:.4g} normalized '
                                f'error ({path}: {"held-out one-step error" if baseline else "no held-out figure"})')
 
+    def on_parameters(self, parameters) -> SetParametersResult:
+        """A `checkpoint` set at runtime must be a readable world model: an unreadable one is refused and the model
+        in service stays (following it would leave none in service)."""
+        for p in parameters:
+            if p.name == 'checkpoint':
+                try:
+                    expected_surprise(resolve_checkpoint(p.value))
+                except CheckpointError as exc:
+                    in_service = resolve_checkpoint(self.world_model_checkpoint)
+                    return SetParametersResult(successful=False,
+                                               reason=f'cannot load checkpoint: {exc}; keeping {in_service}')
+                self.follow_world_model(p.value)
+        return SetParametersResult(successful=True)
+
     def on_surprise(self, msg: Surprise) -> None:
-        if self.monitor.observe(float(msg.normalized_error), time.monotonic(), msg.model_id):
+        if self.monitor.observe(float(msg.normalized_error), stamp_to_sec(msg.header.stamp), msg.model_id):
             self.counts['surprise_triggers'] += 1
-            reason = (f'{self.monitor.patience} consecutive steps with normalized surprise above '
-                      f'{self.monitor.threshold} x {self.monitor.baseline:.4g} (last {msg.normalized_error:.4f}, '
-                      f'model {msg.model_id})')
+            reason = (f'normalized surprise above {self.monitor.threshold} x {self.monitor.baseline:.4g} for at least '
+                      f'{self.monitor.patience} consecutive steps over {self.monitor.min_span} s (last '
+                      f'{msg.normalized_error:.4f}, model {msg.model_id})')
             self.get_logger().warn(f'plans keep missing their predicted outcome: {reason}')
             self.executor.create_task(self.adjust_after_surprise(reason, self.task))
 
@@ -278,7 +308,7 @@ class ConfiguratorNode(Node):
         self._training = self._trainer.submit(
             adjust_from_memory, str(bag), adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
             tag, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
-            log=self.get_logger().warn)
+            tuning=self.tuning, keep_if_better=self.keep_if_better, log=self.get_logger().warn)
         self.event(f'adjusting {adjust} on {saved.transitions} transitions from {bag} ({reason})')
 
     def check_training(self) -> None:
@@ -340,6 +370,8 @@ class ConfiguratorNode(Node):
         status = DiagnosticStatus(name='configurator', hardware_id='agent', level=DiagnosticStatus.OK,
                                   message=self.last_event or f'task {self.task}')
         values = {'task': self.task, 'mode': self.mode, 'surprise_baseline': f'{self.monitor.baseline:.4g}',
+                  'surprise_model': 'none: unreadable checkpoint' if self.monitor.model_id is None
+                  else self.monitor.model_id,
                   'surprise_streak': self.monitor.streak,
                   'surprising_steps': self.monitor.surprising, 'surprise_observed': self.monitor.observed,
                   'surprise_of_other_models': self.monitor.other_model,

@@ -4,7 +4,9 @@
 latent's stamp, each field the weighted term; total = their sum). Weights are the `weights.*` parameters
 (set by the configurator); setting `critic_path` (re)loads the critic, '' removes it. The energy's metric
 (cost.EnergyMetric: the effector map and latent variance) comes from the world-model checkpoint
-(`checkpoint`, then whatever /world_model/model_version announces), as the actor's planning cost does.
+(`checkpoint`, then whatever /world_model/model_version announces), as the actor's planning cost does. With no
+readable checkpoint yet the node publishes no cost (a cost in some other metric would be a silent fallback);
+a checkpoint that cannot be read is refused later on and the metric in use stays.
 """
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ class CostNode(Node):
         self.last_action: np.ndarray | None = None
         self.joints = JointStateCache(self, self.kinematics.arm_joints)
         self.follow_model_version = self.declare_parameter('follow_model_version', True).value
+        self.metric_problem = 'no checkpoint loaded'  # '' once a world model's metric is in use
         self.load_energy_metric(self.declare_parameter('checkpoint', '').value)
         torch.set_num_threads(1)
         self.publisher = self.create_publisher(CostTerms, '/jepa/cost', 10)
@@ -52,9 +55,12 @@ class CostNode(Node):
         try:
             state, model_id = read_checkpoint(resolve_checkpoint(checkpoint))
         except CheckpointError as exc:
-            self.get_logger().warn(f'energy metric unchanged: {exc}')
+            if self.metric_problem:
+                self.metric_problem = str(exc)
+            self.get_logger().error(f'cannot load checkpoint: {exc}; ' + (
+                'no cost until a usable one loads' if self.metric_problem else 'keeping the energy metric in use'))
             return False, str(exc)
-        self.intrinsic.metric = EnergyMetric.of(state['state_dict'])
+        self.intrinsic.metric, self.metric_problem = EnergyMetric.of(state['state_dict']), ''
         self.get_logger().info(f'energy metric of model {model_id} (latent scale '
                                f'{self.intrinsic.metric.latent_scale:.4g}, effector map '
                                f'{"yes" if self.intrinsic.metric.effector_map is not None else "none"})')
@@ -112,6 +118,10 @@ class CostNode(Node):
             z = msg_to_latent(msg).reshape(-1)
         except ValueError as exc:
             self.get_logger().error(f'ignored latent: {exc}', throttle_duration_sec=2.0)
+            return
+        if self.metric_problem:
+            self.get_logger().error(f'no energy metric ({self.metric_problem}): no cost to publish',
+                                    throttle_duration_sec=5.0)
             return
         if self.goal is None:
             self.get_logger().warn('no goal latent yet: no cost to publish', throttle_duration_sec=5.0)

@@ -109,12 +109,16 @@ class TransitionAssembler:
     taken from the latent at t is stamped in [t, next latent). A transition is completed one latent late,
     so that messages of the interval that arrive after the next latent still find it.
     A new episode starts when the goal changes, the latent model changes, time goes backwards (reset,
-    replay) or the gap between latents exceeds max_gap."""
+    replay), the gap between latents exceeds max_gap, or a latent repeats the previous one bit for bit:
+    perception repeats a frozen camera frame's latent, which is no observation of what the action did, and the
+    next real latent comes after actions nobody saw (`repeated` counts them)."""
 
     def __init__(self, max_gap: float = 1.0, action_dim: int = 4):
         self.max_gap = max_gap
         self.action_dim = action_dim
         self.episode = 0
+        self.repeated = 0
+        self._last_z: np.ndarray | None = None
         self._goal: np.ndarray | None = None
         self._previous: tuple | None = None  # (stamp, z, model_id)
         self._pending: tuple | None = None   # (episode, stamp, z, next_stamp, next_z, goal)
@@ -151,6 +155,11 @@ class TransitionAssembler:
         prev = self._previous
         if prev is not None and stamp == prev[0] and model_id == prev[2]:
             return None  # the same latent twice
+        repeated = self._last_z is not None and np.array_equal(z, self._last_z)
+        self._last_z = z
+        if repeated:
+            self.repeated += 1
+            return self.new_episode()
         done = self.flush()
         if prev is not None and (model_id != prev[2] or z.shape != prev[1].shape
                                  or not 0 < stamp - prev[0] <= self.max_gap):

@@ -1,8 +1,9 @@
 """`short_term_memory_node` (node `short_term_memory`): remembers the agent's recent transitions.
 
-Subscribes /jepa/latent, /jepa/action, /jepa/cost, /jepa/prediction, /jepa/goal_latent; keeps at most
-`capacity` transitions; /short_term_memory/save (SaveEpisodes) writes them to a new rosbag2 bag, which is
-how the critic and the world model get them (`jepa train-critic --bag`).
+Subscribes /jepa/latent, /jepa/action, /jepa/cost, /jepa/prediction, /jepa/goal_latent; keeps at most `capacity`
+transitions (none from frames perception refused: it publishes no latent for them, and a frozen frame's repeated
+latent ends the episode, memory.TransitionAssembler); /short_term_memory/save (SaveEpisodes) writes them to a new
+rosbag2 bag, which is how the critic and the world model get them (`jepa train-critic --bag`).
 """
 import os
 
@@ -100,7 +101,8 @@ class ShortTermMemoryNode(Node):
                                   message=f'{len(self.memory)} transitions')
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ('transitions', len(self.memory)), ('capacity', self.memory.capacity), ('dropped', self.memory.dropped),
-            ('episode', self.assembler.episode), ('bad_messages', self.errors))]
+            ('episode', self.assembler.episode), ('repeated_latents', self.assembler.repeated),
+            ('bad_messages', self.errors))]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics.publish(msg)

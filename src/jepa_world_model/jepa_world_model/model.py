@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -331,6 +332,10 @@ def read_checkpoint(path) -> tuple[dict, str]:
         # weights_only: a checkpoint is data (tensors, numbers, strings), never code to execute.
         checkpoint = torch.load(io.BytesIO(content), map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
+        if not zipfile.is_zipfile(io.BytesIO(content)):
+            # A text file, an image, a bag...: torch's own error (a KeyError for text) would not say so.
+            raise CheckpointError(f'{path}: not a checkpoint file (torch.save writes a zip archive, this file '
+                                  f'is none: it starts with {content[:16]!r})') from exc
         raise CheckpointError(f'{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})') from exc
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{path}: expected a checkpoint dict, found {type(checkpoint).__name__}')

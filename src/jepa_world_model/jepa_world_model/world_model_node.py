@@ -34,7 +34,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from jepa_world_model.model import WorldModel, default_checkpoint_path, load_checkpoint
+from jepa_world_model.model import WorldModel, default_checkpoint_path, model_from_checkpoint, read_checkpoint
 
 
 def select_device(name: str) -> torch.device:
@@ -86,6 +86,7 @@ class LoadedModel:
     def __init__(self, checkpoint: str = '', device: str = 'auto'):
         self.device = select_device(device)
         self.model: WorldModel | None = None
+        self.metrics: dict = {}  # what the checkpoint records about its training (held-out errors, ...)
         self.checkpoint = ''
         self._signature = None
         self.load(checkpoint)
@@ -97,8 +98,9 @@ class LoadedModel:
         signature = (path, stat.st_mtime_ns, stat.st_size) if stat else None
         if signature is not None and signature == self._signature:
             return False
-        model = load_checkpoint(path, self.device)  # raises CheckpointError naming what is wrong
-        self.model, self.checkpoint, self._signature = model, path, signature
+        checkpoint, model_id = read_checkpoint(path)  # raises CheckpointError naming what is wrong
+        model = model_from_checkpoint(checkpoint, path, model_id, self.device)
+        self.model, self.metrics, self.checkpoint, self._signature = model, checkpoint['metrics'], path, signature
         return True
 
     @property
@@ -125,11 +127,18 @@ class OnlinePredictor:
     stamps its action when it issues it, after the state arrived, and it may reach this node before or
     after the latent does. When no action comes for a state, the last executed action is assumed to have
     continued.
+
+    Only a new observation is scored. A latent identical to the previous one is perception repeating a frozen
+    camera frame's latent, and a latent more than max_gap after the one predicted from follows frames perception
+    refused (or a dropped stream): either way an unknown number of actions passed unseen, so neither is scored
+    against a one-step prediction, and a repeated one is not predicted from (`skipped` counts both).
     """
 
-    def __init__(self, loaded: LoadedModel, action_window_ns: int = 100_000_000):
+    def __init__(self, loaded: LoadedModel, action_window_ns: int = 100_000_000, max_gap_ns: int = 500_000_000):
         self.loaded = loaded
         self.action_window_ns = int(action_window_ns)
+        self.max_gap_ns = int(max_gap_ns)
+        self.skipped = 0
         self.reset()
 
     def reset(self) -> None:
@@ -137,6 +146,7 @@ class OnlinePredictor:
         self._pending: tuple[np.ndarray, int] | None = None  # latest latent not yet predicted from
         self._prediction: tuple[torch.Tensor, int] | None = None  # prediction for the next latent, source stamp
         self._last_stamp: int | None = None
+        self._last_latent: np.ndarray | None = None
 
     def _check_latent(self, latent: np.ndarray) -> np.ndarray:
         return _finite_vector(latent, self.loaded.model.latent_dim, 'latent')
@@ -178,6 +188,12 @@ class OnlinePredictor:
             self.reset()
             self._actions.extend(a for a in actions if a[0] >= stamp_ns)
         self._last_stamp = stamp_ns
+        repeated = self._last_latent is not None and np.array_equal(latent, self._last_latent)
+        self._last_latent = latent
+        if repeated:
+            self.skipped += 1
+            self._pending = self._prediction = None
+            return [], None
         predictions = []
         if self._pending is not None:
             action = self._last_action_before(stamp_ns)
@@ -186,10 +202,13 @@ class OnlinePredictor:
         surprise = None
         if self._prediction is not None:
             predicted, source = self._prediction
-            actual = torch.from_numpy(latent).to(self.loaded.device)
-            surprise = (float((predicted - actual).pow(2).mean()),
-                        float(self.loaded.model.normalized_error(predicted, actual)), source)
             self._prediction = None
+            if stamp_ns - source > self.max_gap_ns:
+                self.skipped += 1
+            else:
+                actual = torch.from_numpy(latent).to(self.loaded.device)
+                surprise = (float((predicted - actual).pow(2).mean()),
+                            float(self.loaded.model.normalized_error(predicted, actual)), source)
         self._pending = (latent, stamp_ns)
         action = self._action_from(stamp_ns)
         if action is not None:
@@ -243,6 +262,8 @@ class WorldModelNode(Node):
         self.declare_parameter('checkpoint', '')
         self.declare_parameter('device', 'auto')
         self.declare_parameter('action_window', 0.1)  # s after a latent within which its action is stamped
+        # s: a latent further after the one a prediction came from is not scored (frames refused between them).
+        self.declare_parameter('max_gap', 0.5)
         self.declare_parameter('max_rollout_elements', 4_000_000)  # batch*horizon*latent_dim per request
         limit_torch_threads(self.declare_parameter('torch_threads', 1).value)
         self.loaded: LoadedModel | None = None
@@ -270,7 +291,8 @@ class WorldModelNode(Node):
 
     # ----- loading
     def _make_predictor(self) -> OnlinePredictor:
-        return OnlinePredictor(self.loaded, int(self.get_parameter('action_window').value * 1e9))
+        return OnlinePredictor(self.loaded, int(self.get_parameter('action_window').value * 1e9),
+                               int(self.get_parameter('max_gap').value * 1e9))
 
     def _announce(self) -> None:
         self.get_logger().info(f'loaded {self.loaded.checkpoint} (model {self.loaded.model_id}) '
@@ -388,7 +410,8 @@ class WorldModelNode(Node):
             status.level = DiagnosticStatus.OK
             status.message = f'normalized surprise {recent:.3f} (last {len(self._recent_surprise)})'
         status.values = [KeyValue(key=key, value=str(value)) for key, value in self.counts.items()]
-        status.values += [KeyValue(key='normalized_surprise_recent', value=f'{recent:.4f}'),
+        status.values += [KeyValue(key='unscored_latents', value=str(self.predictor.skipped if self.predictor else 0)),
+                          KeyValue(key='normalized_surprise_recent', value=f'{recent:.4f}'),
                           KeyValue(key='rollouts', value=str(self.rollout_latency.count)),
                           KeyValue(key='rollout_latency_p50_ms', value=f'{p50:.2f}'),
                           KeyValue(key='rollout_latency_p95_ms', value=f'{p95:.2f}'),

@@ -1,0 +1,121 @@
+"""The perception's frame check (ROS-free): which camera frames the agent may encode, remember and learn from."""
+import cv2
+import numpy as np
+import pytest
+
+from jepa_perception.frame_check import STATISTICS, FrameCheck, FrameCheckConfig, ImageReference, image_statistics
+from jepa_world_model.model import resize_rgb
+
+SIZE = 32
+
+
+def scene(seed: int, size: int = 96) -> np.ndarray:
+    """A camera's view stand-in: a smooth colour field with a few objects (large areas, sharp edges)."""
+    rng = np.random.default_rng(seed)
+    rgb = cv2.resize(rng.integers(60, 200, (4, 4, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_LINEAR)
+    for _ in range(3):
+        x, y = rng.integers(0, size - size // 4, 2)
+        rgb[y:y + size // 5, x:x + size // 5] = rng.integers(0, 255, 3)
+    return rgb
+
+
+def corrupt(kind: str, previous: np.ndarray, rng) -> np.ndarray:
+    if kind == 'noise':
+        return rng.integers(0, 256, previous.shape, dtype=np.uint8)
+    if kind == 'black':
+        return np.zeros_like(previous)
+    if kind == 'frozen':
+        return previous.copy()
+    raise ValueError(kind)
+
+
+def judge(check: FrameCheck, rgb: np.ndarray):
+    """As the node does: the size first, then the frame at the encoder's input size."""
+    verdict = check.check_size(rgb)
+    return verdict if not verdict else check.check(rgb, resize_rgb(rgb, SIZE))
+
+
+def warmed_up(frames: int = 10) -> FrameCheck:
+    check = FrameCheck(FrameCheckConfig(reference_frames=frames))
+    for i in range(frames):
+        assert judge(check, scene(i)), f'scene {i} refused'
+    assert check.reference is not None and 'first 10 plausible frames' in check.reference.source
+    return check
+
+
+def test_statistics_tell_a_scene_from_noise_and_blank_frames_at_any_resolution():
+    views = np.stack([image_statistics(resize_rgb(scene(i), SIZE)) for i in range(20)])
+    rng = np.random.default_rng(0)
+    for shape in ((96, 96, 3), (480, 640, 3)):
+        noise = image_statistics(resize_rgb(rng.integers(0, 256, shape, dtype=np.uint8), SIZE))
+        # Pixel noise: neighbour differences ~1.1 x its spread, whatever the resize averaged away.
+        assert 2 ** noise[2] == pytest.approx(1.13, abs=0.1)
+        assert np.all(2 ** views[:, 2] < 0.5)
+    black = image_statistics(np.zeros((SIZE, SIZE, 3), np.uint8))
+    assert black[0] == 0 and black[1] == 0  # log2 of the floored contrast: no contrast at all
+
+
+def test_refused_frames_are_named_and_counted_and_a_burst_never_moves_the_reference():
+    check = warmed_up()
+    reference = (check.reference.median.copy(), check.reference.scale.copy())
+    rng = np.random.default_rng(1)
+    last = scene(10)
+    assert judge(check, last)
+    for seed, (kind, expected) in enumerate((('noise', 'statistics'), ('black', 'statistics'), ('frozen', 'frozen'))):
+        for _ in range(50):
+            verdict = judge(check, corrupt(kind, last, rng))
+            assert not verdict and verdict.kind == expected, (kind, verdict)
+        last = scene(11 + seed)
+        assert judge(check, last), f'the scene after the {kind} burst'
+    assert check.counts == {'size': 0, 'frozen': 50, 'statistics': 100}
+    np.testing.assert_array_equal(check.reference.median, reference[0])
+    np.testing.assert_array_equal(check.reference.scale, reference[1])
+    # Far from the reference, not by absolute limits: a dim view of the scene (the lens half covered).
+    dim = (scene(20) * 0.45).astype(np.uint8)
+    verdict = judge(check, dim)
+    assert verdict.kind == 'statistics' and 'brightness outside' in verdict.reason and 'first 10' in verdict.reason
+
+
+def test_a_frame_whose_size_disagrees_with_the_camera_info_is_refused_by_name():
+    check = warmed_up()
+    check.expected_size = (96, 96)
+    verdict = judge(check, scene(30, size=128))
+    assert verdict.kind == 'size' and verdict.reason == 'image is 128x128, the camera info says 96x96'
+    assert judge(check, scene(31))
+    check.expected_size = None  # a camera that does not say its size: any size is encoded (resized)
+    assert judge(check, scene(32, size=128))
+
+
+def test_the_checkpoints_record_of_its_training_images_is_the_reference():
+    training = ImageReference.of([image_statistics(resize_rgb(scene(i), SIZE)) for i in range(30)], 'training')
+    check = FrameCheck(FrameCheckConfig(reference_frames=1000))
+    assert check.use_checkpoint({'image_statistics': training.to_dict()}, 'model.pt') == ''
+    assert check.reference.source == 'model.pt'
+    np.testing.assert_allclose(check.reference.median, training.median)
+    assert not judge(check, (scene(40) * 0.3).astype(np.uint8))  # judged from the first frame on
+    # A model without a record: a reference derived from the camera replaces the checkpoint's.
+    assert check.use_checkpoint({}, 'other.pt') == '' and check.reference is None
+    problem = check.use_checkpoint({'image_statistics': {'median': [1.0]}}, 'bad.pt')
+    assert 'bad.pt' in problem and check.reference is None
+    assert len(STATISTICS) == len(training.to_dict()['median'])
+
+
+def test_a_frozen_frame_repeats_its_predecessors_latent_and_a_refused_one_gives_none(tmp_path, one_torch_thread):
+    from jepa_perception.encoder import ImageEncoder
+    from test_world_model_node_core import make_checkpoint
+    encoder = ImageEncoder(make_checkpoint(tmp_path / 'a.pt'), 'cpu')
+    check = FrameCheck(FrameCheckConfig(reference_frames=3))
+    first, verdict = check.latent(encoder, scene(0))
+    assert verdict and first is not None
+    again, verdict = check.latent(encoder, scene(0))
+    assert verdict.kind == 'frozen' and again is first  # the same latent, bit for bit
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    for _ in range(2):  # noise, then the same noise frozen: no latent either time
+        latent, verdict = check.latent(encoder, noise)
+        assert latent is None and verdict.kind == 'statistics'
+    latent, verdict = check.latent(encoder, scene(1))
+    assert verdict and latent is not None and not np.array_equal(latent, first)
+    # Another model: a frozen frame's predecessor was encoded by the old one, so there is nothing to repeat.
+    encoder.load(make_checkpoint(tmp_path / 'b.pt', seed=1))
+    latent, verdict = check.latent(encoder, scene(1))
+    assert latent is None and verdict.kind == 'frozen'
