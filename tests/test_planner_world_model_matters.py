@@ -85,3 +85,10 @@ def test_decisions_follow_the_world_model_where_we_say_it_plans(profile, scenes)
         assert moved > 1e-3, f'{profile}: noise for predictions changed the first step by only {moved:.2e} m'
     else:
         np.testing.assert_array_equal(shipped, perturbed)
+
+
+def test_surprise_while_idle_adjusts_nothing():
+    # The agent does not act in idle (an eval's references drive the arm, resets teleport it): nothing it planned
+    # missed, so nothing it learned may change.
+    task_adjust = agent_params()['configurator']['task_adjust']
+    assert [a for a in task_adjust['idle'] if a] == []
