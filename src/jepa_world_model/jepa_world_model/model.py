@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -322,6 +321,10 @@ def save_checkpoint(model: WorldModel, path, provenance: dict | None = None, met
     return model.model_id
 
 
+# torch.save writes a zip archive: every file it wrote starts with a zip local file header.
+ZIP_MAGIC = b'PK\x03\x04'
+
+
 def read_checkpoint(path) -> tuple[dict, str]:
     """The checkpoint dict (format checked, not yet turned into a model) and its model_id."""
     path = Path(path)
@@ -332,8 +335,9 @@ def read_checkpoint(path) -> tuple[dict, str]:
         # weights_only: a checkpoint is data (tensors, numbers, strings), never code to execute.
         checkpoint = torch.load(io.BytesIO(content), map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        if not zipfile.is_zipfile(io.BytesIO(content)):
-            # A text file, an image, a bag...: torch's own error (a KeyError for text) would not say so.
+        if not content.startswith(ZIP_MAGIC):
+            # A text file, an image, a bag...: torch's own error (a KeyError for text) would not say so. A file that
+            # starts as a zip archive is a checkpoint, damaged (truncated: no central directory at its end).
             raise CheckpointError(f'{path}: not a checkpoint file (torch.save writes a zip archive, this file '
                                   f'is none: it starts with {content[:16]!r})') from exc
         raise CheckpointError(f'{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})') from exc
