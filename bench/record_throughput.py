@@ -71,6 +71,7 @@ PUBLISHER = textwrap.dedent('''
 
 COUNTER = textwrap.dedent('''
     import signal, rclpy
+    from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image, JointState
     rclpy.init()
@@ -85,7 +86,7 @@ COUNTER = textwrap.dedent('''
     node.create_subscription(JointState, {joints!r}, on('js'), QoSProfile(depth=1000), raw=True)
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):  # SIGINT: which one depends on where it lands
         pass
     print('RECEIVED', counts['img'], counts['js'], counts['bytes'], flush=True)
 ''').format(image=IMAGE, joints=JOINTS)
