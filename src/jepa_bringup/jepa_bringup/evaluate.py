@@ -54,7 +54,7 @@ REFEREE_NICE = 10
 # The conditions the agent's graph drives: the actor's mode, and the configurator task it is given (scripted_skill
 # is push with the push skill as the higher level, the configurator's push_skill profile).
 GRAPH_MODES = {'mode2': 'mode2', 'mode1': 'mode1', 'mode1_fresh': 'mode1', 'scripted_skill': 'mode2'}
-GRAPH_TASKS = {'scripted_skill': {'push': 'push_skill'}}
+GRAPH_TASKS = {'scripted_skill': 'push_skill'}  # scripted_skill applies to push only (TASK_CONDITIONS)
 # The nodes whose effective parameters every report records, and the learned files they name.
 LEARNED_NODES = ('perception', 'world_model', 'cost', 'actor', 'configurator')
 PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms')
@@ -324,7 +324,7 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     steps = episode_steps(goal, referee.cube)
     policy = None
     if condition in GRAPH_MODES:
-        referee.set_task(GRAPH_TASKS.get(condition, {}).get(task, task), goal_image, GRAPH_MODES[condition])
+        referee.set_task(GRAPH_TASKS.get(condition, task), goal_image, GRAPH_MODES[condition])
     else:
         policy = (OraclePolicy(goal, referee.kinematics.max_step) if condition == 'oracle'
                   else RandomPolicy(seed, referee.kinematics.max_step))

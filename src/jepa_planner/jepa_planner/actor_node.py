@@ -4,8 +4,8 @@
 /jepa/joint_trajectory (one point, dt ahead), /jepa/action (stamped with the state's stamp), /jepa/plan,
 /jepa/planned_path (MarkerArray), /jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
 control level plans towards, or with skill: push, the push skill's), /diagnostics (plan time, and latent
-received -> command sent, on the wall clock). The world model is loaded in-process from the checkpoint /world_model/model_version
-announces, so planning never waits on DDS.
+received -> command sent, on the wall clock). The world model is loaded in-process from the checkpoint
+/world_model/model_version announces, so planning never waits on DDS.
 One executor thread serves every callback, so this node's /clock stands still while it plans: its sim-time stamps
 do not show the plan's duration, hence wall-clock latencies (`jepa eval` measures frame -> command from outside).
 A second executor thread for /clock and joint states would let sim time go on, but on two cores it halved the
