@@ -29,9 +29,9 @@ from jepa_bringup.episodes import DT, OraclePolicy, episode_steps
 from jepa_bringup.sim_episodes import SimWorkbench
 from jepa_perception.encoder import ImageEncoder
 from jepa_perception.frame_check import FrameCheck, FrameCheckConfig
-from jepa_planner.configurator import SurpriseMonitor, expected_surprise
-from jepa_planner.memory import ShortTermMemory, TransitionAssembler
-from jepa_world_model.world_model_node import OnlinePredictor, resolve_checkpoint
+from jepa_configurator.configurator import SurpriseMonitor, expected_surprise
+from jepa_short_term_memory.memory import ShortTermMemory, TransitionAssembler
+from jepa_world_model.runtime import OnlinePredictor, resolve_checkpoint
 
 BURST = 50
 KINDS = ('noise', 'black', 'frozen', 'wrong size')

@@ -22,8 +22,8 @@ import torch
 
 from jepa_bringup.sim_episodes import agent_params, graph_settings
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
-from jepa_planner.actor import Actor
-from jepa_planner.cost import PlanObjective
+from jepa_actor.actor import Actor
+from jepa_cost.cost import PlanObjective
 from jepa_world_model.model import CheckpointError, WorldModel, default_checkpoint_path, load_checkpoint
 
 

@@ -45,10 +45,10 @@ import torch
 from jepa_bringup.episodes import DT, PUSH_HEIGHT, SUCCESS_RADIUS, Goal, OraclePolicy, episode_steps, final_distance, \
     toward
 from jepa_bringup.sim_episodes import SimWorkbench, graph_readout, graph_settings
-from jepa_planner.actor import Actor
-from jepa_planner.cost import CostWeights, EnergyMetric
+from jepa_actor.actor import Actor
+from jepa_cost.cost import CostWeights, EnergyMetric
 from jepa_sim.panda_sim import CUBE_REGION, CUBE_SIZE
-from jepa_world_model.evaluate import fit_ridge, ridge_probe
+from jepa_world_model.eval_model import fit_ridge, ridge_probe
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
 PUSH_STEP = 0.015     # metres per control step while pushing

@@ -7,11 +7,11 @@ on the simulator: bench/adaptation_guard.py."""
 import numpy as np
 import pytest
 
-from jepa_planner.adjust_world_model import AdjustmentError, KeepIfBetter
-from jepa_planner.configurator import SurpriseMonitor
-from jepa_planner.memory import ShortTermMemory, TransitionAssembler
+from jepa_configurator.adjust_world_model import AdjustmentError, KeepIfBetter
+from jepa_configurator.configurator import SurpriseMonitor
+from jepa_short_term_memory.memory import ShortTermMemory, TransitionAssembler
 from jepa_world_model.model import CheckpointError, read_checkpoint
-from jepa_world_model.world_model_node import LoadedModel, OnlinePredictor
+from jepa_world_model.runtime import LoadedModel, OnlinePredictor
 from test_world_model_node_core import make_checkpoint
 
 SURPRISING, CALM = 0.06, 0.01  # against threshold 5 x baseline 0.01

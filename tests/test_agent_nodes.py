@@ -17,10 +17,10 @@ from jepa_common.conversions import latent_to_msg, rgb_to_image, sec_to_stamp
 from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS, PANDA_HOME, ArmKinematics
 from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState, Plan, Surprise
 from jepa_interfaces.srv import SaveEpisodes, SetTask
-from jepa_planner.bags import read_memory
-from jepa_planner.ros_common import LATCHED
+from jepa_short_term_memory.bags import read_memory
+from jepa_common.qos import LATCHED
 from jepa_world_model.model import WorldModel, WorldModelConfig, read_checkpoint, save_checkpoint
-from jepa_world_model.world_model_node import resolve_checkpoint
+from jepa_world_model.runtime import resolve_checkpoint
 
 LATENT_DIM = 16
 LATENT_VAR = 4.0

@@ -27,7 +27,7 @@ def test_sim_graph_starts_simulator_gate_and_agent_and_recorder_only_when_record
     nodes = by_name(graph.resolve('sim'))
     assert set(nodes) == {'sim', 'safety'} | AGENT_NODES | DESCRIPTION_NODES
     assert (nodes['sim'].package, nodes['sim'].executable) == ('jepa_sim', 'sim_node')
-    assert (nodes['actor'].package, nodes['actor'].executable) == ('jepa_planner', 'actor_node')
+    assert (nodes['actor'].package, nodes['actor'].executable) == ('jepa_actor', 'actor_node')
     recorded = by_name(graph.resolve('sim', {'record': 'true'}))
     assert set(recorded) == set(nodes) | {'recorder'}
     assert recorded['recorder'].executable == 'recorder_node'

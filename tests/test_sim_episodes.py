@@ -4,7 +4,7 @@ import yaml
 
 from jepa_bringup.sim_episodes import SimWorkbench, main, run_episode
 from jepa_common.paths import package_share
-from jepa_planner.actor import Actor, ActorConfig
+from jepa_actor.actor import Actor, ActorConfig
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
 

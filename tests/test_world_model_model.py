@@ -6,7 +6,7 @@ import torch
 
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
                                     load_checkpoint, save_checkpoint)
-from jepa_world_model.evaluate import ridge_probe
+from jepa_world_model.eval_model import ridge_probe
 from jepa_world_model.train import TrainConfig, jepa_loss, parse_overrides, split_overrides, variance_covariance
 
 

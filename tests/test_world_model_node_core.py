@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from jepa_world_model.model import CheckpointError, WorldModel, WorldModelConfig, save_checkpoint
-from jepa_world_model.world_model_node import LoadedModel, OnlinePredictor, resolve_checkpoint, select_device
+from jepa_world_model.runtime import LoadedModel, OnlinePredictor, resolve_checkpoint, select_device
 
 SMALL = dict(image_size=32, latent_dim=16, encoder_channels=(8, 8, 8, 8), predictor_hidden=32, z_hidden=16,
              inverse_hidden=16)
@@ -114,7 +114,7 @@ def test_batched_rollout_matches_step_by_step_prediction(tmp_path):
 
 def test_image_encoder_resizes_rejects_bad_images_and_is_deterministic(tmp_path):
     from jepa_perception.encoder import ImageEncoder
-    from jepa_world_model.world_model_node import LatencyStats
+    from jepa_world_model.runtime import LatencyStats
     encoder = ImageEncoder(make_checkpoint(tmp_path / 'm.pt'), 'cpu')
     rng = np.random.default_rng(2)
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)

@@ -11,7 +11,7 @@ import yaml
 
 from jepa_common.kinematics import ArmKinematics
 from jepa_common.paths import package_share
-from jepa_planner.push_skill import PushSkill, PushSkillConfig
+from jepa_actor.scripted_skill import PushSkill, PushSkillConfig
 from jepa_sim.panda_sim import CameraConfig
 
 # The agent's conditions. mode1 is scored on the seeds Mode-2 has just taught it (its distilled policy learned on
@@ -105,7 +105,7 @@ def toward(ee: np.ndarray, point: np.ndarray, max_step: float, gripper: float = 
 class OraclePolicy:
     """Scripted controller with privileged sim state (end-effector and cube positions): the upper reference.
 
-    Push: the push skill (jepa_planner.push_skill) on the true positions, each of its steps executed directly:
+    Push: the push skill (jepa_actor.scripted_skill) on the true positions, each of its steps executed directly:
     come down behind the cube on the line from the cube to the goal, push along the line from where the cube is
     now to the goal (steering: a cube that drifts sideways is not left beside its goal) until the contact point,
     not the end effector, has reached the goal; re-approach if the cube slid off the line.

@@ -45,9 +45,9 @@ from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
-from jepa_planner.push_skill import default_readout_path
+from jepa_world_model.readout import default_readout_path
 from jepa_sim.panda_sim import CameraConfig
-from jepa_world_model.world_model_node import resolve_checkpoint
+from jepa_world_model.runtime import resolve_checkpoint
 
 
 REFEREE_NICE = 10

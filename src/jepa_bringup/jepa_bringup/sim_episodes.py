@@ -27,10 +27,10 @@ import yaml
 from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, episode_steps, \
     final_distance, make_goal, sim_camera
 from jepa_common.paths import package_share
-from jepa_planner.actor import Actor, ActorConfig
-from jepa_planner.configurator import task_weights
-from jepa_planner.cost import CostWeights
-from jepa_planner.push_skill import CubeReadout, ReadoutError, default_readout_path
+from jepa_actor.actor import Actor, ActorConfig
+from jepa_configurator.configurator import task_weights
+from jepa_cost.cost import CostWeights
+from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_sim.panda_sim import CameraConfig, PandaSim
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from jepa_world_model.model import resize_rgb
-from jepa_world_model.world_model_node import LoadedModel
+from jepa_world_model.runtime import LoadedModel
 
 
 class ImageEncoder(LoadedModel):

@@ -28,7 +28,7 @@ from std_msgs.msg import String
 
 from jepa_perception.encoder import ImageEncoder
 from jepa_perception.frame_check import FrameCheck, FrameCheckConfig
-from jepa_world_model.world_model_node import LatencyStats, limit_torch_threads
+from jepa_world_model.runtime import LatencyStats, limit_torch_threads
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 

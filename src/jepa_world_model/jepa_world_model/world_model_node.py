@@ -11,237 +11,28 @@
 - /diagnostics every `diagnostics_period`: prediction and surprise counts, recent normalized surprise,
   rollout latency.
 
-The ROS-free core (`LoadedModel`, `OnlinePredictor`) is plain torch; the perception node loads its model
-with `LoadedModel` too.
+The ROS-free core (`LoadedModel`, `OnlinePredictor`) is in runtime.py.
 """
 from __future__ import annotations
 
 import collections
-import os
 import time
 
 import numpy as np
-import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from jepa_common.conversions import latent_to_msg, msg_to_latent
 from jepa_common.node import run_node
+from jepa_common.qos import LATCHED
 from jepa_interfaces.msg import ActionStamped, LatentState, Surprise
 from jepa_interfaces.srv import Rollout
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from jepa_world_model.model import WorldModel, default_checkpoint_path, model_from_checkpoint, read_checkpoint
+from jepa_world_model.runtime import LatencyStats, LoadedModel, OnlinePredictor, limit_torch_threads
 
-
-def select_device(name: str) -> torch.device:
-    """'auto' picks the GPU when there is one; 'cuda' without a GPU is an error, not a silent fallback."""
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name != 'cpu' and not (name == 'cuda' or name.startswith('cuda:')):
-        raise ValueError(f'device must be auto, cpu or cuda, got {name!r}')
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f'device {name!r} requested but torch sees no CUDA GPU')
-    return torch.device(name)
-
-
-def limit_torch_threads(threads: int) -> None:
-    """Intra-op threads of this process (0 = torch's default, one per core). Every learned node is its own
-    process: with one thread each they share the cores instead of spinning against each other (measured on
-    2 busy cores: encoding one frame 0.9 ms p50 with 1 thread, 22 ms with 2)."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def resolve_checkpoint(path: str) -> str:
-    """'' means the shipped default checkpoint."""
-    return str(default_checkpoint_path()) if not path else os.path.abspath(os.path.expanduser(path))
-
-
-class LatencyStats:
-    """Rolling per-frame latency (seconds in, milliseconds out) over the last `window` frames."""
-
-    def __init__(self, window: int = 500):
-        self._samples = collections.deque(maxlen=window)
-        self.count = 0
-
-    def add(self, seconds: float) -> None:
-        self._samples.append(seconds * 1e3)
-        self.count += 1
-
-    def percentiles(self) -> tuple[float, float]:
-        if not self._samples:
-            return float('nan'), float('nan')
-        p50, p95 = np.percentile(np.fromiter(self._samples, dtype=float), [50, 95])
-        return float(p50), float(p95)
-
-
-class LoadedModel:
-    """The currently loaded checkpoint. `load` swaps in a new model only once it loaded completely, so a
-    failed reload (missing file, mismatched checkpoint) leaves the previous model in service."""
-
-    def __init__(self, checkpoint: str = '', device: str = 'auto'):
-        self.device = select_device(device)
-        self.model: WorldModel | None = None
-        self.metrics: dict = {}  # what the checkpoint records about its training (held-out errors, ...)
-        self.checkpoint = ''
-        self._signature = None
-        self.load(checkpoint)
-
-    def load(self, checkpoint: str) -> bool:
-        """Load checkpoint ('' = shipped default); False when that file is already loaded, unchanged."""
-        path = resolve_checkpoint(checkpoint)
-        stat = os.stat(path) if os.path.isfile(path) else None
-        signature = (path, stat.st_mtime_ns, stat.st_size) if stat else None
-        if signature is not None and signature == self._signature:
-            return False
-        checkpoint, model_id = read_checkpoint(path)  # raises CheckpointError naming what is wrong
-        model = model_from_checkpoint(checkpoint, path, model_id, self.device)
-        self.model, self.metrics, self.checkpoint, self._signature = model, checkpoint['metrics'], path, signature
-        return True
-
-    @property
-    def model_id(self) -> str:
-        return self.model.model_id
-
-
-def _finite_vector(values, dim: int, what: str) -> np.ndarray:
-    """values as a flat float32 vector of the model's size; ValueError naming what is wrong otherwise."""
-    vector = np.asarray(values, dtype=np.float32).reshape(-1)
-    if vector.size != dim:
-        raise ValueError(f'{what} has {vector.size} values, the model uses {dim}')
-    if not np.all(np.isfinite(vector)):
-        raise ValueError(f'{what} contains NaN or inf')
-    return vector
-
-
-class OnlinePredictor:
-    """Pairs each latent with the action executed from it, predicts the next latent, and scores that
-    prediction when the next latent arrives. Stamps are integer nanoseconds (exact, so outputs carry the
-    very stamp of their source).
-
-    The action taken from the state at stamp t is the one stamped within [t, t + action_window): the actor
-    stamps its action when it issues it, after the state arrived, and it may reach this node before or
-    after the latent does. When no action comes for a state, the last executed action is assumed to have
-    continued.
-
-    Only a new observation is scored. A latent identical to the previous one is perception repeating a frozen
-    camera frame's latent, and a latent more than max_gap after the one predicted from follows frames perception
-    refused (or a dropped stream): either way an unknown number of actions passed unseen, so neither is scored
-    against a one-step prediction, and a repeated one is not predicted from (`skipped` counts both).
-    """
-
-    def __init__(self, loaded: LoadedModel, action_window_ns: int = 100_000_000, max_gap_ns: int = 500_000_000):
-        self.loaded = loaded
-        self.action_window_ns = int(action_window_ns)
-        self.max_gap_ns = int(max_gap_ns)
-        self.skipped = 0
-        self.reset()
-
-    def reset(self) -> None:
-        self._actions: collections.deque = collections.deque(maxlen=32)  # (stamp_ns, action)
-        self._pending: tuple[np.ndarray, int] | None = None  # latest latent not yet predicted from
-        self._prediction: tuple[torch.Tensor, int] | None = None  # prediction for the next latent, source stamp
-        self._last_stamp: int | None = None
-        self._last_latent: np.ndarray | None = None
-
-    def _check_latent(self, latent: np.ndarray) -> np.ndarray:
-        return _finite_vector(latent, self.loaded.model.latent_dim, 'latent')
-
-    def check_action(self, action: np.ndarray) -> np.ndarray:
-        return _finite_vector(action, self.loaded.model.action_dim, 'action')
-
-    def _action_from(self, stamp_ns: int) -> np.ndarray | None:
-        for action_stamp, action in reversed(self._actions):
-            if stamp_ns <= action_stamp < stamp_ns + self.action_window_ns:
-                return action
-        return None
-
-    def _last_action_before(self, stamp_ns: int) -> np.ndarray | None:
-        for action_stamp, action in reversed(self._actions):
-            if action_stamp < stamp_ns:
-                return action
-        return None
-
-    @torch.inference_mode()
-    def _predict(self, latent: np.ndarray, stamp_ns: int, action: np.ndarray) -> tuple[np.ndarray, int]:
-        device = self.loaded.device
-        z = torch.from_numpy(latent).to(device)[None]
-        predicted = self.loaded.model.predict(z, torch.from_numpy(action).to(device)[None])[0]
-        if not torch.all(torch.isfinite(predicted)):
-            raise ValueError('the model predicted NaN or inf')
-        self._prediction = (predicted, stamp_ns)
-        self._pending = None
-        return predicted.cpu().numpy(), stamp_ns
-
-    @torch.inference_mode()
-    def observe_latent(self, latent: np.ndarray, stamp_ns: int) -> tuple[list, tuple | None]:
-        """A new latent arrived. Returns (predictions made now: [(latent, source stamp)],
-        surprise: (error, normalized error, source stamp) or None)."""
-        latent = self._check_latent(latent)
-        if self._last_stamp is not None and stamp_ns <= self._last_stamp:
-            # Time went backwards (a replay restarted, a sim reset its clock): start over.
-            actions = list(self._actions)
-            self.reset()
-            self._actions.extend(a for a in actions if a[0] >= stamp_ns)
-        self._last_stamp = stamp_ns
-        repeated = self._last_latent is not None and np.array_equal(latent, self._last_latent)
-        self._last_latent = latent
-        if repeated:
-            self.skipped += 1
-            self._pending = self._prediction = None
-            return [], None
-        predictions = []
-        if self._pending is not None:
-            action = self._last_action_before(stamp_ns)
-            if action is not None:
-                predictions.append(self._predict(*self._pending, action))
-        surprise = None
-        if self._prediction is not None:
-            predicted, source = self._prediction
-            self._prediction = None
-            if stamp_ns - source > self.max_gap_ns:
-                self.skipped += 1
-            else:
-                actual = torch.from_numpy(latent).to(self.loaded.device)
-                surprise = (float((predicted - actual).pow(2).mean()),
-                            float(self.loaded.model.normalized_error(predicted, actual)), source)
-        self._pending = (latent, stamp_ns)
-        action = self._action_from(stamp_ns)
-        if action is not None:
-            predictions.append(self._predict(latent, stamp_ns, action))
-        return predictions, surprise
-
-    def observe_action(self, action: np.ndarray, stamp_ns: int) -> tuple[np.ndarray, int] | None:
-        """An executed action: returns the prediction (latent, source stamp) it completes, if any."""
-        action = self.check_action(action)
-        self._actions.append((stamp_ns, action))
-        if self._pending is not None and self._pending[1] <= stamp_ns < self._pending[1] + self.action_window_ns:
-            return self._predict(*self._pending, action)
-        return None
-
-    @torch.inference_mode()
-    def rollout(self, start: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """start (D,) and actions (B, T, A) -> predicted latents (B, T, D)."""
-        start = self._check_latent(start)
-        model = self.loaded.model
-        actions = np.asarray(actions, dtype=np.float32)
-        if actions.ndim != 3 or actions.shape[2] != model.action_dim or actions.shape[0] < 1 or actions.shape[1] < 1:
-            raise ValueError(f'actions must be (batch >= 1, horizon >= 1, {model.action_dim}), got {actions.shape}')
-        if not np.all(np.isfinite(actions)):
-            raise ValueError('actions contain NaN or inf')
-        device = self.loaded.device
-        z0 = torch.from_numpy(start).to(device)[None].expand(actions.shape[0], -1)
-        predicted = model.rollout(z0, torch.from_numpy(actions).to(device))
-        if not torch.all(torch.isfinite(predicted)):
-            raise ValueError('the rollout diverged to NaN or inf')
-        return predicted.float().cpu().numpy()
-
-
-# ---------------------------------------------------------------- ROS node
 
 def stamp_ns(stamp: Time) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
@@ -251,7 +42,6 @@ def ns_stamp(nanoseconds: int) -> Time:
     return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 ACTION_SPACE = 'ee_delta'
 
 

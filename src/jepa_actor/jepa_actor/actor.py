@@ -1,0 +1,302 @@
+"""The actor's core (ROS-free): one decision per new state.
+
+Mode-2 optimizes an action sequence through the world model (planner.py) against the cost (cost.py), and
+the first action is executed; the reactive Mode-1 policy is distilled from those plans on the fly and both
+proposes candidates to Mode-2 and acts alone in mode1. The world model runs in-process: the planner's
+thousands of rollouts per step are one batched torch call, not DDS round trips.
+
+Hierarchy (levels: 2): a higher level plans on a coarser time scale, `subgoal_stride` control steps per
+action, over `subgoal_horizon` such actions, through the same world model (each high-level action is held
+for a stride: `MacroModel`). Its action is the lower level's goal: the latent its first action is predicted
+to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards, until the higher level replans
+one stride later.
+
+Skill (`skill: push`): the higher level is the hard-wired push skill (push_skill.py) on cube positions read out
+of the latents; each of its hand steps, mapped into the latent space by the world model's effector map, is
+the goal the control level plans towards, and, as a position, the arm's hand goal (the cost's `hand` term).
+"""
+import time
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from jepa_cost.cost import ArmContext, Critic, CostWeights, EnergyMetric, IntrinsicCost, PlanObjective
+from jepa_actor.planner import make_planner
+from jepa_actor.policy import PolicyDistiller, ReactivePolicy
+from jepa_actor.scripted_skill import PushSkill
+from jepa_world_model.readout import CubeReadout
+
+MODES = ('mode2', 'mode1', 'idle')
+SKILLS = ('', 'push')
+MODE_ALIASES = {'mpc': 'mode2', 'policy': 'mode1'}
+
+
+def normalize_mode(mode: str) -> str:
+    """Launch arguments say mpc / policy; SetTask and the Plan message say mode2 / mode1."""
+    mode = MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f'unknown mode {mode!r} (mode2|mpc, mode1|policy, idle)')
+    return mode
+
+
+@dataclass
+class ActorConfig:
+    planner: str = 'mppi'
+    horizon: int = 8
+    samples: int = 256
+    iterations: int = 2
+    grad_steps: int = 2
+    grad_lr: float = 0.1
+    discount: float = 1.0
+    max_step: float = 0.03
+    policy_proposals: bool = True
+    distill_every: int = 1
+    distill_steps: int = 2
+    # In mode1, every this many steps Mode-2 also plans (not executed) to label the state the policy led
+    # to: DAgger proper, the policy learns on its own state distribution. 0 = never.
+    dagger_every: int = 5
+    # 1: one level; 2: a higher level sets the sub-goal (a latent) the control level plans towards.
+    levels: int = 1
+    subgoal_stride: int = 5
+    subgoal_horizon: int = 4
+    subgoal_samples: int = 128
+    subgoal_iterations: int = 3
+    # '': plan towards the goal (or the higher level's sub-goal); 'push': the push skill sets the sub-goals.
+    skill: str = ''
+    seed: int = 0
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def changed(self, **changes) -> 'ActorConfig':
+        """A copy with some settings changed (values converted to the fields' types)."""
+        unknown = set(changes) - set(self.names())
+        if unknown:
+            raise ValueError(f'unknown actor settings {sorted(unknown)}')
+        return replace(self, **{k: type(getattr(self, k))(v) for k, v in changes.items()})
+
+    def validate(self) -> None:
+        counts = {k: getattr(self, k) for k in ('horizon', 'samples', 'iterations', 'subgoal_stride',
+                                                'subgoal_horizon', 'subgoal_samples', 'subgoal_iterations')}
+        if min(counts.values()) < 1:
+            raise ValueError(f'these settings must be >= 1: {counts}')
+        if self.levels not in (1, 2):
+            raise ValueError(f'levels must be 1 or 2, got {self.levels}')
+        if self.skill not in SKILLS:
+            raise ValueError(f'skill must be one of {SKILLS}, got {self.skill!r}')
+        if self.skill and self.levels != 1:
+            raise ValueError(f'skill {self.skill!r} is the higher level: it needs levels 1, got {self.levels}')
+
+
+@dataclass
+class Decision:
+    mode: str
+    action: np.ndarray            # (A,) to execute now
+    actions: np.ndarray           # (T, A) the plan
+    latents: np.ndarray           # (T, D) predicted latents along the plan
+    ee_path: np.ndarray | None    # (T + 1, 3) end-effector path from the current position, if the arm is known
+    subgoal: np.ndarray | None    # (D,) the higher level's current action, the goal planned towards (levels 2,
+                                  # or a skill)
+    expected_cost: float
+    cost_terms: dict              # weighted term sums of the plan
+    sampled_cost: float           # best cost before gradient refinement (mode2)
+    plan_time_ms: float
+
+
+class Actor:
+    def __init__(self, model, config: ActorConfig | None = None, weights: CostWeights | None = None,
+                 kinematics=None, critic: Critic | None = None, policy: ReactivePolicy | None = None,
+                 readout: CubeReadout | None = None):
+        self.config = config or ActorConfig()
+        self.model = model.eval()
+        self.device = next(model.parameters()).device if any(True for _ in model.parameters()) \
+            else torch.device('cpu')
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # gradients flow to the actions only
+        self.kinematics = kinematics
+        self.intrinsic = IntrinsicCost(weights or CostWeights(), max_step=self.config.max_step,
+                                       metric=EnergyMetric.of(model, self.device))
+        self.readout = readout
+        self.skill = PushSkill()
+        effector_map = self.intrinsic.metric.effector_map
+        # A hand step -> the latent step that moves the hand by it and nothing else the map reads.
+        self.effector_inverse = None if effector_map is None else torch.linalg.pinv(effector_map)
+        self.critic = critic.to(self.device) if critic is not None else None
+        m = self.config.max_step
+        self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]
+        if model.action_dim != len(self.low):
+            raise ValueError(f'the world model takes {model.action_dim}-d actions; the actor emits ee_delta (4-d)')
+        self.policy = (policy or ReactivePolicy(model.latent_dim, self.low, self.high,
+                                                model_id=model.model_id)).to(self.device)
+        self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
+        self.plans = 0
+        self.mode1_steps = 0
+        # What decisions taught, not yet learned: Mode-1 distillation and DAgger labelling (`learn`).
+        self.pending: list = []
+        self.subgoal: torch.Tensor | None = None
+        self.steps_since_subgoal = 0
+        self._make_planners()
+
+    def _make_planners(self) -> None:
+        c = self.config
+        c.validate()
+        self.planner = make_planner(c.planner, self.low, self.high, c.horizon, samples=c.samples,
+                                    iterations=c.iterations, grad_steps=c.grad_steps, grad_lr=c.grad_lr, seed=c.seed,
+                                    device=self.device)
+        self.high_planner = make_planner(c.planner, self.low, self.high, c.subgoal_horizon, samples=c.subgoal_samples,
+                                         iterations=c.subgoal_iterations, grad_steps=c.grad_steps, grad_lr=c.grad_lr,
+                                         seed=c.seed + 1, device=self.device)
+        self.subgoal = None
+
+    def reconfigure(self, **changes) -> None:
+        """Change ActorConfig fields (e.g. from ROS parameters); rebuilds the planner, losing its warm start."""
+        updated = self.config.changed(**changes)
+        updated.validate()
+        for key in changes:
+            setattr(self.config, key, getattr(updated, key))  # the node shares this config object
+        self._make_planners()
+
+    @property
+    def weights(self) -> CostWeights:
+        return self.intrinsic.weights
+
+    def reset(self) -> None:
+        self.planner.reset()
+        self.high_planner.reset()
+        self.subgoal = None
+        self.skill = PushSkill(self.skill.config)
+
+    def plan_subgoal(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """The higher level: every subgoal_stride calls, plan held actions over the long horizon towards the
+        goal and return the latent its first action is predicted to reach; in between, the current one."""
+        c = self.config
+        if self.subgoal is None or self.steps_since_subgoal >= c.subgoal_stride:
+            macro = MacroModel(self.model, c.subgoal_stride)
+            objective = PlanObjective(macro, self.intrinsic, z, goal, None, self.critic, c.discount)
+            actions = self.high_planner.plan(objective).actions
+            with torch.no_grad():
+                self.subgoal = macro.rollout(z[None], actions[None])[0, 0]
+            self.steps_since_subgoal = 0
+        self.steps_since_subgoal += 1
+        return self.subgoal
+
+    def continue_from(self, previous: 'Actor') -> None:
+        """This actor replaces `previous` mid-task with a world model of the same latent space (the configurator's
+        adjustments fine-tune the predictor only, the encoder stays): the push in progress goes on instead of
+        starting over from the approach, and Mode-1 keeps the policy distilled so far instead of an untrained one."""
+        self.skill = previous.skill
+        self.policy, self.distiller = previous.policy, previous.distiller
+        self.policy.model_id = self.model.model_id
+
+    def skill_subgoal(self, z: torch.Tensor, goal: torch.Tensor, arm: ArmContext | None
+                      ) -> tuple[torch.Tensor, ArmContext]:
+        """The push skill's next hand step, from the cube and its goal as the read-out sees them in the current
+        and goal latents, as a goal latent (the current one moved by that step through the effector map) and as
+        the arm's hand goal (the `hand` term: the kinematics know where the hand goes, the effector map only
+        approximately)."""
+        problems = [what for what, missing in (('a cube read-out (the actor\'s readout_path)', self.readout is None),
+                                              ('the arm\'s joint state', arm is None),
+                                              ('a world model with an effector map', self.effector_inverse is None))
+                    if missing]
+        if problems:
+            raise ValueError(f'skill {self.config.skill!r} needs ' + ', '.join(problems))
+        if self.skill.goal is None:
+            self.skill.reset(self.readout(goal.cpu().numpy()))
+        ee = arm.ee.cpu().numpy().astype(np.float64)
+        target, speed = self.skill.target(ee, self.readout(z.cpu().numpy()))
+        bound = self.config.max_step * speed
+        step = torch.as_tensor(np.clip(target - ee, -bound, bound), dtype=torch.float32, device=self.device)
+        return z + self.effector_inverse @ step, replace(arm, hand_goal=arm.ee + step)
+
+    def arm_context(self, q_arm) -> ArmContext | None:
+        if self.kinematics is None or q_arm is None:
+            return None
+        return ArmContext.from_kinematics(self.kinematics, q_arm, device=self.device)
+
+    def act(self, z: np.ndarray, goal: np.ndarray, q_arm: np.ndarray | None = None, mode: str = 'mode2',
+            learn_now: bool = True) -> Decision:
+        """One decision. What it teaches Mode-1 (distilling the plan, or in mode1 a DAgger label planned by Mode-2)
+        is learned before returning, or with learn_now=False left to `learn()`, so that a node can send the command
+        first: none of it changes the decision just made."""
+        if mode not in ('mode2', 'mode1'):
+            raise ValueError(f'actor mode {mode!r} does not act (acting modes: mode2, mode1)')
+        z_t = torch.as_tensor(np.asarray(z, dtype=np.float32).reshape(-1), device=self.device)
+        goal_t = torch.as_tensor(np.asarray(goal, dtype=np.float32).reshape(-1), device=self.device)
+        if z_t.shape != goal_t.shape or z_t.shape[0] != self.model.latent_dim:
+            raise ValueError(f'latent {tuple(z_t.shape)} and goal {tuple(goal_t.shape)} must both have the '
+                             f'model\'s latent_dim {self.model.latent_dim}')
+        arm = self.arm_context(q_arm)
+        t0 = time.perf_counter()
+        subgoal = None
+        if self.config.skill:
+            subgoal, arm = self.skill_subgoal(z_t, goal_t, arm)
+        elif self.config.levels == 2:
+            subgoal = self.plan_subgoal(z_t, goal_t)
+        if subgoal is not None:
+            goal_t = subgoal
+        objective = PlanObjective(self.model, self.intrinsic, z_t, goal_t, arm, self.critic, self.config.discount)
+        if mode == 'mode1':
+            with torch.no_grad():
+                actions, _ = self.policy.propose(self.model, z_t, goal_t, self.config.horizon)
+            plan_ms = (time.perf_counter() - t0) * 1e3
+            sampled = float('nan')
+            self.mode1_steps += 1
+            if self.config.dagger_every > 0 and self.mode1_steps % self.config.dagger_every == 0:
+                self.pending.append(lambda: self._label_by_planning(objective, z_t, goal_t))
+        else:
+            proposals = None
+            if self.config.policy_proposals and self.distiller.updates > 0:
+                with torch.no_grad():
+                    proposals = self.policy.propose(self.model, z_t, goal_t, self.config.horizon)[0][None]
+            result = self.planner.plan(objective, proposals)
+            # Both levels' planning time: what stands between a state and its command.
+            actions, plan_ms, sampled = result.actions, (time.perf_counter() - t0) * 1e3, result.sampled_cost
+            first = actions[0]
+            self.pending.append(lambda: self._distill(z_t, goal_t, first))
+        if self.config.skill:
+            actions = actions.clone()
+            actions[:, 3] = self.skill.config.gripper  # the skill pushes with the hand closed
+        with torch.no_grad():
+            total, latents, terms = objective.evaluate(actions[None])
+        ee_path = None
+        if arm is not None:
+            ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).cpu().numpy().astype(np.float64)
+        actions, latents = actions.cpu(), latents.cpu()
+        decision = Decision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
+                            None if subgoal is None else subgoal.cpu().numpy().copy(), float(total[0]),
+                            {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
+        if learn_now:
+            self.learn()
+        return decision
+
+    def learn(self) -> None:
+        """Learn what the decisions since the last call taught Mode-1."""
+        pending, self.pending = self.pending, []
+        for lesson in pending:
+            lesson()
+
+    def _label_by_planning(self, objective: PlanObjective, z: torch.Tensor, goal: torch.Tensor) -> None:
+        """DAgger: Mode-2 plans (not executed) from a state the Mode-1 policy led to, and labels it."""
+        self.planner.reset()  # its last plan is several steps old
+        self._distill(z, goal, self.planner.plan(objective).actions[0])
+
+    def _distill(self, z, goal, action) -> None:
+        self.distiller.add(z, goal, action)
+        self.plans += 1
+        if self.config.distill_every > 0 and self.plans % self.config.distill_every == 0:
+            self.distiller.fit(self.config.distill_steps)
+
+
+class MacroModel:
+    """The world model on a coarser time scale: each action (B, H, A) is held for `stride` steps; the rollout
+    returns the latent at the end of each held action (B, H, D). The higher level plans through it."""
+
+    def __init__(self, model, stride: int):
+        self.model = model
+        self.stride = stride
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        held = actions.repeat_interleave(self.stride, dim=1)
+        return self.model.rollout(z0, held)[:, self.stride - 1::self.stride]

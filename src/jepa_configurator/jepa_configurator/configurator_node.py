@@ -1,0 +1,391 @@
+"""`configurator_node` (node `configurator`): gives the agent its task and adjusts it when it is surprised.
+
+- /configurator/set_task (SetTask): the goal image (or a named goal rendered by /sim/render_state, or read
+  from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on
+  /jepa/goal_image (latched; perception turns it into /jepa/goal_latent); the task's cost weights and the mode
+  go to the `cost` and `actor` nodes through their parameter services.
+- /jepa/surprise: once surprise is sustained (at least `surprise.patience` consecutive steps above
+  `surprise.threshold` times the error the model in service made on its held-out data, spanning at least
+  `surprise.min_span` s with no gap over `surprise.max_gap` s; configurator.SurpriseMonitor), the short-term
+  memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it (one adjustment at a
+  time, from trigger to install): the world model's predictor is fine-tuned (`world_model_tuning.*`; kept only if
+  it predicts the most recent transitions better by a margin noise cannot produce, `keep_if_better.*`; then
+  installed through the
+  `world_model` node's `checkpoint`, which announces it to every other module), and the critic is retrained and
+  loaded by cost and actor through their `critic_path`. Each outcome is announced on /configurator/adjustment
+  (std_msgs/String, JSON), logged and counted on /diagnostics.
+- The model in service is `checkpoint` ('' = the shipped default) until /world_model/model_version announces
+  one (the surprise baseline is read from it; surprise reported by another model is not counted). An unreadable
+  checkpoint is named in the log and no surprise counts until a usable one is in service; set at runtime, it
+  is refused.
+"""
+import concurrent.futures
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Pose
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.srv import SetParametersAtomically
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from jepa_common.conversions import image_to_rgb, rgb_to_image, stamp_to_sec
+from jepa_common.node import run_node
+from jepa_interfaces.msg import Surprise
+from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
+from jepa_configurator.adjust_world_model import FineTuning, KeepIfBetter
+from jepa_configurator.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, adjust_from_memory, expected_surprise, \
+    task_weights
+from jepa_cost.cost import CostWeights
+from jepa_actor.actor import normalize_mode
+from jepa_common.parameters import declare_kinematics
+from jepa_common.qos import LATCHED
+from jepa_world_model.model import CheckpointError
+from jepa_world_model.runtime import resolve_checkpoint
+
+ANY = ParameterDescriptor(dynamic_typing=True)
+
+
+class ConfiguratorNode(Node):
+    def __init__(self):
+        super().__init__('configurator')
+        self.task = self.declare_parameter('task', 'reach').value
+        self.mode = normalize_mode(self.declare_parameter('mode', 'mode2').value)
+        self.initial_goal = self.declare_parameter('goal_name', '').value
+        self.kinematics = declare_kinematics(self)
+        self.arm_joints = list(self.kinematics.arm_joints)
+        self.targets = [n for n in self.declare_parameter('configure_nodes', ['cost', 'actor']).value if n]
+        self.profiles = {task: {w: float(self.declare_parameter(f'tasks.{task}.{w}', getattr(CostWeights(), w)).value)
+                                for w in CostWeights.names()} for task in TASKS}
+        # The actor's higher level per task ('' = plan towards the goal itself; 'push': the push skill).
+        self.skills = {task: self.declare_parameter(f'skills.{task}', '').value for task in TASKS}
+        self.goals = {}
+        for name in self.declare_parameter('goal_names', [''], ANY).value or []:
+            if name:
+                self.goals[name] = {key: self.declare_parameter(f'goals.{name}.{key}', None, ANY).value
+                                    for key in ('joint_positions', 'cube_position', 'image')}
+        defaults = SurpriseMonitor()
+        self.monitor = SurpriseMonitor(**{
+            name: self.declare_parameter(f'surprise.{name}', getattr(defaults, name)).value
+            for name in ('threshold', 'patience', 'min_span', 'max_gap', 'cooldown')})
+        self.tuning, self.keep_if_better = (config(**{
+            name: self.declare_parameter(f'{prefix}.{name}', value).value for name, value in vars(config()).items()})
+            for prefix, config in (('world_model_tuning', FineTuning), ('keep_if_better', KeepIfBetter)))
+        self.tuning.validate()
+        self.keep_if_better.validate()
+        self.adjust = [a for a in self.declare_parameter('adjust', list(ADJUSTMENTS)).value if a]
+        # What a task's surprise may adjust, where it differs from `adjust`.
+        self.task_adjust = {task: [a for a in self.declare_parameter(f'task_adjust.{task}', self.adjust or [''],
+                                                                     ANY).value or [] if a] for task in TASKS}
+        for name, entries in [('adjust', self.adjust), *((f'task_adjust.{t}', a) for t, a in self.task_adjust.items())]:
+            unknown = set(entries) - set(ADJUSTMENTS)
+            if unknown:
+                raise ValueError(f'{name} has unknown entries {sorted(unknown)} (known: {ADJUSTMENTS})')
+        self.work_dir = Path(os.path.expanduser(self.declare_parameter('work_dir', '~/.jepa/agent').value))
+        self.critic_epochs = self.declare_parameter('critic_epochs', 100).value
+        self.critic_path = self.declare_parameter('critic_path', '').value
+        self.service_timeout = self.declare_parameter('service_timeout', 10.0).value
+
+        self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0,
+                       'world_model_updates': 0, 'world_model_kept': 0, 'adjustment_failures': 0}
+        # The world model in service until /world_model/model_version announces one ('' = the shipped default).
+        self.world_model_checkpoint = ''
+        self.follow_world_model(self.declare_parameter('checkpoint', '').value)
+        self.last_event = ''
+        self._training: concurrent.futures.Future | None = None
+        # An adjustment runs from its trigger until what it produced is installed (or refused): a trigger in
+        # between must not start another from a half-installed state (a critic for the new model, latents
+        # and model of the old one).
+        self._adjusting = False
+        self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        torch.set_num_threads(1)  # adjustments share the machine with the planner
+
+        self.goal_image_pub = self.create_publisher(Image, '/jepa/goal_image', LATCHED)
+        self.adjustment_pub = self.create_publisher(String, '/configurator/adjustment', 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # Responses must be handled while a service callback awaits them: a group of their own, reentrant.
+        responses = ReentrantCallbackGroup()
+        self.param_clients = {name: self.create_client(SetParametersAtomically, f'/{name}/set_parameters_atomically',
+                                                       callback_group=responses)
+                              for name in {*self.targets, 'world_model'}}
+        self.render_client = self.create_client(RenderState, '/sim/render_state', callback_group=responses)
+        self.save_client = self.create_client(SaveEpisodes, '/short_term_memory/save', callback_group=responses)
+        self.create_service(SetTask, '/configurator/set_task', self.on_set_task)
+        self.create_subscription(Surprise, '/jepa/surprise', self.on_surprise, 10)
+        self.create_subscription(String, '/world_model/model_version',
+                                 lambda msg: self.follow_world_model(msg.data), LATCHED)
+        self.add_on_set_parameters_callback(self.on_parameters)
+        self.create_timer(0.5, self.check_training)
+        self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
+        if self.initial_goal:
+            self._startup = self.create_timer(1.0, self.start_initial_task)
+        self.get_logger().info(f'task {self.task}, mode {self.mode}, named goals {sorted(self.goals)}, '
+                               f'adjusts {self.adjust} after {self.monitor.patience} surprising steps')
+
+    # ----- tasks
+    async def start_initial_task(self) -> None:
+        self._startup.cancel()
+        ok, message = await self.apply_task(self.task, None, self.initial_goal, '')
+        self.get_logger().info(f'initial task {self.task} / {self.initial_goal}: {message}')
+
+    async def on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
+        image = request.goal_image if request.goal_image.data else None
+        response.success, response.message = await self.apply_task(request.task or self.task, image,
+                                                                    request.goal_name, request.mode)
+        self.counts['tasks' if response.success else 'task_failures'] += 1
+        if response.success:
+            self.get_logger().info(f'set_task: {response.message}')
+        else:
+            self.get_logger().error(f'set_task: {response.message}')
+        return response
+
+    async def apply_task(self, task: str, image: Image | None, goal_name: str, mode: str) -> tuple[bool, str]:
+        try:
+            weights = task_weights(task, self.profiles)
+            mode = 'idle' if task == 'idle' else normalize_mode(mode) if mode else \
+                (self.mode if self.mode != 'idle' else 'mode2')
+            if image is not None:
+                image_to_rgb(image)  # validates encoding and size
+            elif goal_name:
+                image = await self.named_goal_image(goal_name)
+            elif task != 'idle':
+                raise ValueError(f'task {task!r} needs a goal: a goal_image or a goal_name '
+                                 f'(known: {", ".join(sorted(self.goals)) or "none"})')
+        except (ValueError, OSError) as exc:
+            return False, str(exc)
+        if image is not None:
+            image.header.stamp = self.get_clock().now().to_msg()
+            self.goal_image_pub.publish(image)
+        problems = []
+        for name in self.targets:
+            values = {f'weights.{w}': float(v) for w, v in weights.as_dict().items()}
+            if name == 'actor':
+                values['mode'] = mode
+                values['skill'] = self.skills[task]
+            problem = await self.set_parameters(name, values)
+            if problem:
+                problems.append(problem)
+        if task != self.task:
+            self.monitor.new_task()
+        self.task, self.mode = task, mode
+        goal = 'a goal image' if image is not None and not goal_name else goal_name or 'no goal'
+        if problems:
+            return False, f'task {task} with {goal}, but: ' + '; '.join(problems)
+        return True, f'task {task} with {goal}, mode {mode}, weights {weights.as_dict()}'
+
+    def pose_goal(self, name: str) -> dict:
+        """'ee:x,y,z' (metres, base frame): the arm configuration that puts the end effector there, tool down."""
+        try:
+            xyz = np.array([float(v) for v in name[3:].split(',')])
+        except ValueError:
+            xyz = np.zeros(0)
+        if xyz.shape != (3,):
+            raise ValueError(f'goal pose {name!r} must be ee:x,y,z in metres')
+        box = self.kinematics.workspace
+        if np.any(xyz < box[:, 0]) or np.any(xyz > box[:, 1]):
+            raise ValueError(f'goal pose {xyz.tolist()} is outside the workspace {box.tolist()}')
+        q = self.kinematics.ik(self.kinematics.home, xyz, iterations=200)
+        error = float(np.linalg.norm(self.kinematics.fk(q) - xyz))
+        if error > 0.01:
+            raise ValueError(f'goal pose {xyz.tolist()} is out of reach (IK misses it by {error:.3f} m)')
+        return {'joint_positions': q.tolist()}
+
+    async def named_goal_image(self, name: str) -> Image:
+        """A goal image for a named goal of the config, or a goal pose 'ee:x,y,z'."""
+        goal = self.pose_goal(name) if name.startswith('ee:') else self.goals.get(name)
+        if goal is None:
+            raise ValueError(f'unknown goal name {name!r} (known: {", ".join(sorted(self.goals)) or "none"}, '
+                             'or ee:x,y,z)')
+        if goal.get('image'):
+            bgr = cv2.imread(os.path.expanduser(goal['image']), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f'goal {name!r}: cannot read image file {goal["image"]}')
+            return rgb_to_image(bgr[:, :, ::-1].copy())
+        positions = goal.get('joint_positions')
+        if not positions or len(positions) != len(self.arm_joints):
+            raise ValueError(f'goal {name!r} needs joint_positions for {len(self.arm_joints)} joints or an image file')
+        request = RenderState.Request(joint_names=self.arm_joints, joint_positions=[float(v) for v in positions])
+        cube = goal.get('cube_position')
+        if cube:
+            request.set_cube = True
+            request.cube_pose = Pose()
+            request.cube_pose.position.x, request.cube_pose.position.y, request.cube_pose.position.z = map(float, cube)
+            request.cube_pose.orientation.w = 1.0
+        response = await self.call(self.render_client, request, '/sim/render_state')
+        if not response.success:
+            raise ValueError(f'rendering goal {name!r} failed: {response.message}')
+        return response.image
+
+    async def call(self, client, request, name: str):
+        """Await a service call; ValueError when the server is not up (no waiting inside the executor)."""
+        if not client.service_is_ready():
+            deadline = time.monotonic() + min(self.service_timeout, 3.0)
+            while not client.service_is_ready() and time.monotonic() < deadline:
+                client.wait_for_service(0.05)
+            if not client.service_is_ready():
+                raise ValueError(f'{name} is not available')
+        return await client.call_async(request)
+
+    async def set_parameters(self, node_name: str, values: dict) -> str:
+        """Set parameters on another node; '' when all were accepted, else what went wrong."""
+        request = SetParametersAtomically.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        try:
+            response = await self.call(self.param_clients[node_name], request, f'/{node_name}/set_parameters_atomically')
+        except ValueError as exc:
+            return str(exc)
+        return '' if response.result.successful else f'/{node_name} rejected {sorted(values)}: {response.result.reason}'
+
+    # ----- surprise -> adjustment
+    def follow_world_model(self, checkpoint: str) -> None:
+        """The model in service changed: surprise is judged against the error it makes on its own held-out
+        data, and only its own surprise counts. A checkpoint without that figure leaves the threshold absolute
+        (baseline 1); with an unreadable one no model is in service, and no surprise counts until one is (its
+        baseline is unknown, and it could not be adjusted)."""
+        self.world_model_checkpoint = checkpoint
+        path = resolve_checkpoint(checkpoint)
+        try:
+            baseline, model_id = expected_surprise(path)
+        except CheckpointError as exc:
+            self.get_logger().error(f'cannot load checkpoint: {exc}; no surprise counts until a usable world model '
+                                    'is in service')
+            self.monitor.serve_none()
+            return
+        self.monitor.serve(model_id, baseline or 1.0)
+        self.get_logger().info(f'surprising above {self.monitor.threshold} x {self.monitor.baseline:.4g} normalized '
+                               f'error ({path}: {"held-out one-step error" if baseline else "no held-out figure"})')
+
+    def on_parameters(self, parameters) -> SetParametersResult:
+        """A `checkpoint` set at runtime must be a readable world model: an unreadable one is refused and the model
+        in service stays (following it would leave none in service)."""
+        for p in parameters:
+            if p.name == 'checkpoint':
+                try:
+                    expected_surprise(resolve_checkpoint(p.value))
+                except CheckpointError as exc:
+                    in_service = resolve_checkpoint(self.world_model_checkpoint)
+                    return SetParametersResult(successful=False,
+                                               reason=f'cannot load checkpoint: {exc}; keeping {in_service}')
+                self.follow_world_model(p.value)
+        return SetParametersResult(successful=True)
+
+    def on_surprise(self, msg: Surprise) -> None:
+        if self.monitor.observe(float(msg.normalized_error), stamp_to_sec(msg.header.stamp), msg.model_id):
+            self.counts['surprise_triggers'] += 1
+            reason = (f'normalized surprise above {self.monitor.threshold} x {self.monitor.baseline:.4g} for at least '
+                      f'{self.monitor.patience} consecutive steps over {self.monitor.min_span} s (last '
+                      f'{msg.normalized_error:.4f}, model {msg.model_id})')
+            self.get_logger().warn(f'plans keep missing their predicted outcome: {reason}')
+            self.executor.create_task(self.adjust_after_surprise(reason, self.task))
+
+    async def adjust_after_surprise(self, reason: str, task: str) -> None:
+        """Saves the short-term memory and adjusts what `task` (the task the surprise happened in) adjusts; the
+        task is fixed at the trigger because an episode may end, and the task turn idle, while the save runs."""
+        # Named by time, process and trigger count: another run of the graph (its count starts again at 1) must
+        # not overwrite the checkpoints this one installed.
+        tag = time.strftime(f'%Y%m%d-%H%M%S-{os.getpid()}-{self.monitor.fired}')
+        bag = self.work_dir / 'memory' / f'surprise-{tag}'
+        bag.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            saved = await self.call(self.save_client, SaveEpisodes.Request(path=str(bag)), '/short_term_memory/save')
+        except ValueError as exc:
+            return self.adjustment_failed(f'cannot save the short-term memory: {exc}')
+        if not saved.success:
+            return self.adjustment_failed(f'saving the short-term memory failed: {saved.message}')
+        adjust = self.task_adjust.get(task, self.adjust)
+        if not adjust:
+            return self.event(f'saved the short-term memory to {bag}; adjusting nothing in task {task}')
+        if self._adjusting:
+            return self.event('an adjustment is already running; this trigger only saved the memory')
+        self._adjusting = True
+        self._training = self._trainer.submit(
+            adjust_from_memory, str(bag), adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
+            tag, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
+            tuning=self.tuning, keep_if_better=self.keep_if_better, log=self.get_logger().warn)
+        self.event(f'adjusting {adjust} on {saved.transitions} transitions from {bag} ({reason})')
+
+    def check_training(self) -> None:
+        if self._training is None or not self._training.done():
+            return
+        future, self._training = self._training, None
+        try:
+            result = future.result()
+        except Exception as exc:  # any failure of the worker is reported, the node carries on
+            self._adjusting = False
+            return self.adjustment_failed(f'adjustment failed: {exc}')
+        self.executor.create_task(self.install_adjustment(result))
+
+    async def install_adjustment(self, result: dict) -> None:
+        try:
+            await self._install(result)
+        finally:
+            self._adjusting = False
+
+    async def _install(self, result: dict) -> None:
+        """The world model first (its node announces it; the actor loads it here, before a critic for its
+        latents arrives), then the critic."""
+        model = result.get('world_model')
+        if 'world_model_kept' in result:
+            self.counts['world_model_kept'] += 1
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'installed': False,
+                                                                'reason': result['world_model_kept']})))
+            self.event(f'world model kept: {result["world_model_kept"]}')
+        if model is not None:
+            problem = await self.set_parameters('world_model', {'checkpoint': model['out']})
+            if problem:
+                return self.adjustment_failed(f'adjusted world model {model["out"]} not installed: {problem}')
+            self.counts['world_model_updates'] += 1
+            self.follow_world_model(model['out'])  # the next adjustment starts from it, announced yet or not
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'installed': True, **model})))
+            self.event(f'world model adjusted: {model}')
+        critic = result.get('critic')
+        if critic is None:
+            return
+        values = {'critic_path': critic['out'], **({'checkpoint': model['out']} if model is not None else {})}
+        problems = [p for p in [await self.set_parameters(name, values) for name in self.targets] if p]
+        if problems:
+            return self.adjustment_failed(f'new critic {critic["out"]} not installed: {"; ".join(problems)}')
+        self.critic_path = critic['out']
+        self.counts['critic_updates'] += 1
+        self.adjustment_pub.publish(String(data=json.dumps({'kind': 'critic', **critic})))
+        self.event(f'critic updated: {critic}')
+
+    def adjustment_failed(self, text: str) -> None:
+        self.counts['adjustment_failures'] += 1
+        self.last_event = text
+        self.get_logger().error(text)
+
+    def event(self, text: str) -> None:
+        self.last_event = text
+        self.get_logger().info(text)
+
+    def publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name='configurator', hardware_id='agent', level=DiagnosticStatus.OK,
+                                  message=self.last_event or f'task {self.task}')
+        values = {'task': self.task, 'mode': self.mode, 'surprise_baseline': f'{self.monitor.baseline:.4g}',
+                  'surprise_model': 'none: unreadable checkpoint' if self.monitor.model_id is None
+                  else self.monitor.model_id,
+                  'surprise_streak': self.monitor.streak,
+                  'surprising_steps': self.monitor.surprising, 'surprise_observed': self.monitor.observed,
+                  'surprise_of_other_models': self.monitor.other_model,
+                  'critic_path': self.critic_path, **self.counts}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(msg)
+
+    def close(self) -> None:
+        self._trainer.shutdown(wait=False, cancel_futures=True)
+
+
+def main(args=None) -> int:
+    return run_node(ConfiguratorNode, args)

@@ -1,0 +1,1 @@
+"""Cost module: the hard-wired intrinsic cost and the trainable critic, and the node that scores states."""

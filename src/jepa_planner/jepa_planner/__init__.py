@@ -1,1 +1,0 @@
-"""The agent of the modular architecture: cost (intrinsic + critic), short-term memory, actor, configurator."""

@@ -1,0 +1,1 @@
+"""Short-term memory: the agent's recent transitions, persisted to bags for adjustments."""

@@ -1,0 +1,112 @@
+"""`short_term_memory_node` (node `short_term_memory`): remembers the agent's recent transitions.
+
+Subscribes /jepa/latent, /jepa/action, /jepa/cost, /jepa/prediction, /jepa/goal_latent; keeps at most `capacity`
+transitions (none from frames perception refused: it publishes no latent for them, and a frozen frame's repeated
+latent ends the episode, memory.TransitionAssembler); /short_term_memory/save (SaveEpisodes) writes them to a new
+rosbag2 bag, which is how the critic and the world model get them (`jepa train-critic --bag`).
+"""
+import os
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+
+from jepa_common.conversions import msg_to_latent, stamp_to_sec
+from jepa_common.node import run_node
+from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
+from jepa_interfaces.srv import SaveEpisodes
+from jepa_short_term_memory.bags import BagError, cost_terms_of, write_memory
+from jepa_short_term_memory.memory import TOPICS, ShortTermMemory, TransitionAssembler
+from jepa_common.qos import LATCHED
+
+
+class ShortTermMemoryNode(Node):
+    def __init__(self):
+        super().__init__('short_term_memory')
+        capacity = self.declare_parameter('capacity', 5000).value
+        max_gap = self.declare_parameter('max_gap', 1.0).value
+        diagnostics_period = self.declare_parameter('diagnostics_period', 5.0).value
+        self.memory = ShortTermMemory(capacity)
+        self.assembler = TransitionAssembler(max_gap=max_gap)
+        self.model_id = ''
+        self.errors = 0
+        self.create_subscription(LatentState, TOPICS['latent'], self.on_latent, 10)
+        self.create_subscription(LatentState, TOPICS['goal'], self.on_goal, LATCHED)
+        self.create_subscription(LatentState, TOPICS['prediction'], self.on_prediction, 10)
+        self.create_subscription(ActionStamped, TOPICS['action'], self.on_action, 10)
+        self.create_subscription(CostTerms, TOPICS['cost'], self.on_cost, 10)
+        self.create_service(SaveEpisodes, '/short_term_memory/save', self.on_save)
+        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(diagnostics_period, self.publish_diagnostics)
+        self.get_logger().info(f'remembering up to {capacity} transitions')
+
+    def _guarded(self, what: str, handler) -> None:
+        try:
+            handler()
+        except ValueError as exc:
+            self.errors += 1
+            self.get_logger().error(f'ignored {what}: {exc}', throttle_duration_sec=2.0)
+
+    def on_latent(self, msg: LatentState) -> None:
+        def handle():
+            self.model_id = msg.model_id
+            self.memory.add(self.assembler.latent(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1),
+                                                  msg.model_id))
+        self._guarded('latent', handle)
+
+    def on_goal(self, msg: LatentState) -> None:
+        self._guarded('goal latent', lambda: self.memory.add(self.assembler.goal(msg_to_latent(msg).reshape(-1))))
+
+    def on_prediction(self, msg: LatentState) -> None:
+        self._guarded('prediction', lambda: self.assembler.prediction(stamp_to_sec(msg.header.stamp),
+                                                                      msg_to_latent(msg).reshape(-1)))
+
+    def on_action(self, msg: ActionStamped) -> None:
+        def handle():
+            data = np.asarray(msg.data, dtype=np.float32)
+            if data.shape != (4,) or not np.all(np.isfinite(data)):
+                raise ValueError(f'expected 4 finite ee_delta values, got {data.tolist()}')
+            self.assembler.action(stamp_to_sec(msg.header.stamp), data)
+        self._guarded('action', handle)
+
+    def on_cost(self, msg: CostTerms) -> None:
+        def handle():
+            terms = cost_terms_of(msg)
+            if not np.all(np.isfinite(terms)):
+                raise ValueError('cost terms contain NaN or inf')
+            self.assembler.cost(stamp_to_sec(msg.header.stamp), terms)
+        self._guarded('cost', handle)
+
+    def on_save(self, request: SaveEpisodes.Request, response: SaveEpisodes.Response) -> SaveEpisodes.Response:
+        path = os.path.abspath(os.path.expanduser(request.path)) if request.path else ''
+        if not path:
+            response.success, response.message = False, 'no path given'
+            return response
+        if not len(self.memory):
+            response.success, response.message = False, 'short-term memory is empty: nothing to save'
+            return response
+        try:
+            response.transitions = write_memory(path, self.memory, self.model_id)
+        except BagError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().error(f'save failed: {exc}')
+            return response
+        response.success = True
+        response.message = f'wrote {response.transitions} transitions ({len(self.memory.episodes())} episodes) to {path}'
+        self.get_logger().info(response.message)
+        return response
+
+    def publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name='short_term_memory', hardware_id='agent', level=DiagnosticStatus.OK,
+                                  message=f'{len(self.memory)} transitions')
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ('transitions', len(self.memory)), ('capacity', self.memory.capacity), ('dropped', self.memory.dropped),
+            ('episode', self.assembler.episode), ('repeated_latents', self.assembler.repeated),
+            ('bad_messages', self.errors))]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics.publish(msg)
+
+
+def main(args=None) -> int:
+    return run_node(ShortTermMemoryNode, args)

@@ -1,0 +1,398 @@
+"""ROS-free cores of the agent: planners, intrinsic cost, critic, short-term memory, Mode-1 distillation."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jepa_actor.actor import Actor, ActorConfig
+from jepa_cost.cost import ArmContext, Critic, CostWeights, IntrinsicCost, PlanObjective, train_critic
+from jepa_short_term_memory.memory import COST_FIELDS, ShortTermMemory, TransitionAssembler
+from jepa_actor.planner import CEMPlanner, MPPIPlanner
+from jepa_actor.policy import PolicyDistiller, ReactivePolicy
+
+LOW, HIGH = [-0.03, -0.03, -0.03, -1.0], [0.03, 0.03, 0.03, 1.0]
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """These networks are tiny: extra threads only contend with the other processes of a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class LinearModel(nn.Module):
+    """z' = z + B a: the latent moves linearly with the action (a toy world model with the real API)."""
+
+    def __init__(self, latent_dim=6, action_dim=4, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.B = nn.Parameter(torch.randn(latent_dim, action_dim, generator=g) * torch.tensor([20., 20., 20., 0.5]))
+        self.latent_dim, self.action_dim, self.model_id = latent_dim, action_dim, 'toy-linear'
+
+    def predict(self, z, action, latent_var=None):
+        return z + action @ self.B.T
+
+    def rollout(self, z0, actions):
+        return z0[:, None, :] + torch.cumsum(actions @ self.B.T, dim=1)
+
+
+def quadratic(target):
+    return lambda actions: (actions - target).pow(2).sum((-1, -2))
+
+
+@pytest.mark.parametrize('planner_cls', [MPPIPlanner, CEMPlanner])
+def test_sampling_planners_find_the_optimum_of_a_quadratic(planner_cls):
+    target = torch.tensor([0.01, -0.02, 0.015, 0.5]).expand(5, -1) * torch.linspace(0.2, 1, 5)[:, None]
+    scale = torch.tensor([0.03, 0.03, 0.03, 1.0])
+    objective = lambda a: ((a - target) / scale).pow(2).sum((-1, -2))  # noqa: E731
+    planner = planner_cls(LOW, HIGH, horizon=5, samples=512, iterations=8, grad_steps=0, seed=1)
+    result = planner.plan(objective)
+    start_cost = float(objective(torch.zeros(1, 5, 4)))
+    assert result.cost < 0.02 * start_cost
+    assert torch.allclose(result.actions, target, atol=0.15 * scale.max())
+
+
+def test_actions_stay_in_bounds_even_when_the_optimum_is_outside():
+    planner = MPPIPlanner(LOW, HIGH, horizon=4, samples=128, iterations=3, grad_steps=20, seed=0)
+    scale = torch.tensor(HIGH)
+    result = planner.plan(lambda a: (a / scale - torch.tensor([2.0, -2.0, 2.0, 5.0])).pow(2).sum((-1, -2)))
+    assert torch.all(result.actions <= torch.tensor(HIGH) + 1e-6) and torch.all(result.actions >= torch.tensor(LOW) - 1e-6)
+    # The constrained optimum is the corner of the box.
+    assert torch.allclose(result.actions, torch.tensor([0.03, -0.03, 0.03, 1.0]).expand(4, -1), atol=0.01)
+
+
+def test_gradient_refinement_improves_on_sampling_through_a_world_model():
+    model = LinearModel()
+    goal = model.rollout(torch.zeros(1, 6), torch.tensor([[[0.02, -0.01, 0.015, 0.3]] * 6]))[0, -1]
+    intrinsic = IntrinsicCost(CostWeights(effort=0.0))
+    objective = PlanObjective(model, intrinsic, torch.zeros(6), goal)
+    sampled = MPPIPlanner(LOW, HIGH, horizon=6, samples=64, iterations=2, grad_steps=0, seed=3).plan(objective)
+    refined = MPPIPlanner(LOW, HIGH, horizon=6, samples=64, iterations=2, grad_steps=20, seed=3).plan(objective)
+    assert refined.sampled_cost == pytest.approx(sampled.cost)
+    assert refined.cost < 0.5 * sampled.cost
+
+
+def test_warm_start_shifts_the_previous_plan():
+    planner = CEMPlanner(LOW, HIGH, horizon=3, samples=16, iterations=1, grad_steps=0)
+    planner.previous = torch.tensor([[0.01, 0, 0, 0], [0.02, 0, 0, 0], [0.03, 0, 0, 0]])
+    assert planner.warm_start()[:, 0].tolist() == pytest.approx([0.02, 0.03, 0.03])
+    planner.reset()
+    assert torch.all(planner.warm_start() == 0)
+
+
+def test_proposals_are_used_when_they_are_best():
+    target = torch.tensor([0.03, 0.03, -0.03, 1.0]).expand(4, -1)
+    planner = CEMPlanner(LOW, HIGH, horizon=4, samples=8, iterations=1, grad_steps=0, init_std=0.01, seed=0)
+    result = planner.plan(quadratic(target), proposals=target[None])
+    assert result.cost == pytest.approx(0.0, abs=1e-9)
+
+
+def test_intrinsic_terms_penalize_what_they_name():
+    cost = IntrinsicCost()
+    goal = torch.zeros(3)
+    latents = torch.tensor([[[0.0, 0, 0]], [[1.0, 1, 1]]])
+    actions = torch.zeros(2, 1, 4)
+    arm = ArmContext(ee=torch.tensor([0.5, 0.0, 0.3]), q=torch.tensor([0.0, 0.95]), dq_dx=torch.tensor([[10.0, 0, 0], [0, 0, 0]]),
+                     lower=torch.tensor([-1.0, -1.0]), upper=torch.tensor([1.0, 1.0]),
+                     workspace=torch.tensor([[0.25, 0.75], [-0.35, 0.35], [0.02, 0.6]]))
+    terms = cost.terms(latents, goal, actions, arm)
+    assert terms['energy'][:, 0].tolist() == [0.0, 1.0]
+    assert float(terms['effort'].abs().sum()) == 0.0
+    assert float(terms['joint_limits'][0, 0]) > 0  # joint 2 sits at 97.5 % of its range
+    assert float(terms['workspace'].sum()) == 0.0
+    moving = torch.tensor([[[0.03, 0.0, 0.0, 0.0]] * 10])  # 0.3 m in x: out of the box, joint 1 to its limit
+    terms = cost.terms(torch.zeros(1, 10, 3), goal, moving, arm)
+    assert float(terms['effort'][0, 0]) == pytest.approx(1 / 3)
+    assert float(terms['workspace'][0, -1]) > float(terms['workspace'][0, 0]) == 0.0
+    assert float(terms['joint_limits'][0, -1]) > float(terms['joint_limits'][0, 0])
+    assert float(terms['hand'].abs().sum()) == 0.0  # no hand goal set
+    # A hand goal 2 control steps ahead in x: the hand term counts the squared steps still missing after each step.
+    toward = replace(arm, hand_goal=arm.ee + torch.tensor([0.06, 0.0, 0.0]))
+    terms = cost.terms(torch.zeros(1, 3, 3), goal, torch.tensor([[[0.03, 0.0, 0.0, 0.0]] * 3]), toward)
+    assert terms['hand'][0].tolist() == pytest.approx([1.0, 0.0, 1.0], abs=1e-5)
+
+
+def chain_episodes(n_states=8, episodes=40, discount=0.9, seed=0):
+    """A chain s_0 -> ... -> s_{n-1} (goal, absorbing) with cost 1 per step off the goal."""
+    rng = np.random.default_rng(seed)
+    embed = rng.normal(size=(n_states, 5)).astype(np.float32)
+    goal = embed[-1]
+    out = []
+    for _ in range(episodes):
+        start = rng.integers(0, n_states - 1)
+        s = np.arange(start, n_states + 3).clip(max=n_states - 1)
+        costs = (s[:-1] != n_states - 1).astype(np.float32)
+        out.append({'states': embed[s[:-1]], 'next_states': embed[s[1:]], 'costs': costs,
+                    'goals': np.repeat(goal[None], len(costs), 0)})
+    true_value = np.array([(1 - discount ** (n_states - 1 - i)) / (1 - discount) for i in range(n_states)])
+    return out, embed, goal, true_value
+
+
+@pytest.mark.parametrize('method', ['td', 'mc'])
+def test_critic_learns_the_cost_to_go_of_a_chain(method):
+    episodes, embed, goal, true_value = chain_episodes()
+    critic, report = train_critic(episodes, method=method, discount=0.9, epochs=300, seed=0)
+    assert report.transitions == sum(len(e['costs']) for e in episodes)
+    with torch.no_grad():
+        predicted = critic(torch.as_tensor(embed), torch.as_tensor(goal)).numpy()
+    # MC returns of episodes cut at the chain end are exact; TD bootstraps to the same fixed point.
+    assert np.abs(predicted - true_value).max() < 0.1 * true_value.max()
+
+
+def test_critic_checkpoint_round_trip_and_mismatch(tmp_path):
+    critic = Critic(5, model_id='m1')
+    critic.save(tmp_path / 'c.pt')
+    z = torch.randn(3, 5)
+    loaded = Critic.load(tmp_path / 'c.pt', latent_dim=5, model_id='m1')
+    assert torch.allclose(loaded(z, z[0]), critic(z, z[0]))
+    from jepa_cost.cost import CriticError
+    with pytest.raises(CriticError, match='latent_dim'):
+        Critic.load(tmp_path / 'c.pt', latent_dim=6)
+    with pytest.raises(CriticError, match='m2'):
+        Critic.load(tmp_path / 'c.pt', model_id='m2')
+    (tmp_path / 'bad.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(CriticError, match='bad.pt'):
+        Critic.load(tmp_path / 'bad.pt')
+
+
+def feed(assembler, memory, n, start=0.0, dt=0.1, dim=3):
+    for i in range(n):
+        stamp = start + i * dt
+        t = assembler.latent(stamp, np.full(dim, i, np.float32))
+        if t is not None:
+            memory.add(t)
+        # Cost, prediction and action of a state may arrive in any order, stamped after that state.
+        assembler.prediction(stamp, np.full(dim, i + 1, np.float32))
+        assembler.action(stamp + 0.01, np.array([i, 0, 0, 1], np.float32))
+        assembler.cost(stamp, np.arange(len(COST_FIELDS), dtype=np.float32))
+
+
+def test_memory_is_bounded_and_pairs_streams_into_transitions():
+    memory, assembler = ShortTermMemory(capacity=50), TransitionAssembler()
+    feed(assembler, memory, 30)
+    memory.add(assembler.flush())
+    assert len(memory) == 29
+    t = memory.transitions[5]
+    assert t.state[0] == 5 and t.next_state[0] == 6 and t.action[0] == 5 and t.predicted_next[0] == 6
+    assert t.intrinsic_cost == sum(range(len(COST_FIELDS) - 1))  # every term but the critic
+    feed(assembler, memory, 100, start=100.0)  # a gap: new episode
+    assert len(memory) == 50 and memory.dropped == 29 + 98 - 50
+    episodes = memory.episodes()
+    assert len(episodes) == 1 and episodes[0]['next_states'][-1][0] == 98
+    restored = ShortTermMemory.from_arrays(memory.to_arrays(), capacity=50)
+    assert np.array_equal(restored.episodes()[0]['next_states'], episodes[0]['next_states'])
+
+
+def test_late_messages_still_join_their_transition():
+    memory, assembler = ShortTermMemory(), TransitionAssembler()
+    assembler.latent(0.0, np.zeros(3))
+    assembler.latent(0.1, np.ones(3))
+    assembler.cost(0.0, np.ones(len(COST_FIELDS)))       # after the next latent already came
+    assembler.prediction(0.0, np.full(3, 0.9))
+    assembler.action(0.05, np.array([0.01, 0, 0, 1]))
+    t = assembler.latent(0.2, np.full(3, 2.0))
+    assert t.cost_terms.tolist() == [1] * len(COST_FIELDS) and t.predicted_next[0] == pytest.approx(0.9)
+    assert t.action[0] == pytest.approx(0.01)
+    assert assembler.latent(0.2, np.full(3, 2.0)) is None  # a duplicate changes nothing
+    t = assembler.flush()
+    assert np.isnan(t.action).all() and np.isnan(t.cost_terms).all()
+
+
+def test_goal_change_starts_a_new_episode():
+    memory, assembler = ShortTermMemory(), TransitionAssembler()
+    assembler.goal(np.zeros(3, np.float32))
+    feed(assembler, memory, 5)
+    memory.add(assembler.goal(np.ones(3, np.float32)))
+    feed(assembler, memory, 5, start=0.5)
+    memory.add(assembler.flush())
+    episodes = memory.episodes()
+    assert [len(e['costs']) for e in episodes] == [4, 4]
+    assert episodes[1]['goals'][0].tolist() == [1, 1, 1]
+
+
+def test_policy_distillation_reduces_imitation_error():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    policy = ReactivePolicy(6, LOW, HIGH, hidden=64)
+    distiller = PolicyDistiller(policy, lr=3e-3)
+    teacher = lambda z, g: np.clip(np.r_[0.05 * (g - z)[:3], np.sign(g[3] - z[3])], LOW, HIGH)  # noqa: E731
+    for _ in range(400):
+        z, g = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+        distiller.add(z, g, teacher(z, g))
+    before = distiller.imitation_error()
+    distiller.fit(400)
+    assert distiller.imitation_error() < 0.3 * before
+
+
+def test_actor_mode2_reaches_toward_the_goal_and_mode1_follows_distilled_plans():
+    torch.manual_seed(0)
+    model = LinearModel()
+    actor = Actor(model, ActorConfig(horizon=5, samples=128, iterations=2, grad_steps=2, distill_every=5,
+                                     distill_steps=30))
+    goal = model.rollout(torch.zeros(1, 6), torch.tensor([[[0.03, 0.03, -0.02, 1.0]] * 8]))[0, -1].numpy()
+    z = np.zeros(6, np.float32)
+    start = float(((z - goal) ** 2).mean())
+    for _ in range(8):
+        decision = actor.act(z, goal)
+        assert decision.actions.shape == (5, 4) and decision.latents.shape == (5, 6)
+        z = model.predict(torch.as_tensor(z)[None], torch.as_tensor(decision.action)[None])[0].numpy()
+    assert float(((z - goal) ** 2).mean()) < 0.1 * start
+    assert actor.distiller.updates > 0
+    labelled = len(actor.distiller.examples)
+    for _ in range(actor.config.dagger_every):
+        decision = actor.act(np.zeros(6, np.float32), goal, mode='mode1')
+    assert decision.mode == 'mode1' and np.all(np.abs(decision.action) <= np.array(HIGH) + 1e-6)
+    assert len(actor.distiller.examples) == labelled + 1  # DAgger: Mode-2 labelled a state the policy visited
+
+
+def test_critic_is_the_terminal_cost_of_a_plan():
+    model = LinearModel()
+    critic = Critic(6)
+    weights = CostWeights(critic=2.0)
+    objective = PlanObjective(model, IntrinsicCost(weights), torch.zeros(6), torch.ones(6), critic=critic)
+    actions = torch.rand(3, 4, 4) * 0.06 - 0.03
+    total, latents, terms = objective.evaluate(actions)
+    with torch.no_grad():
+        expected = 2.0 * critic(latents[:, -1], torch.ones(6))
+    assert torch.allclose(terms['critic'], expected)
+    assert torch.allclose(total, sum(terms.values()))
+    no_critic = PlanObjective(model, IntrinsicCost(CostWeights(critic=0.0)), torch.zeros(6), torch.ones(6), critic=critic)
+    assert 'critic' not in no_critic.evaluate(actions)[2]
+
+
+def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
+    from jepa_configurator.configurator import SurpriseMonitor, task_weights
+    # Errors in units of the model's own held-out error (baseline 0.01): threshold 5 -> 0.05. Here only the
+    # count of consecutive steps matters (the time span and gaps: tests/test_adaptation_guard.py).
+    monitor = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=3, min_span=0.0, max_gap=math.inf, cooldown=10.0)
+    fired = [monitor.observe(e, t) for t, e in enumerate([0.06, 0.06, 0.04, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06,
+                                                          float('nan')])]
+    assert fired == [False, False, False, False, False, True, False, False, False, False]
+    # Still surprised when the cooldown ends: it fires again at once.
+    assert [monitor.observe(0.06, 20.0 + t) for t in range(3)] == [True, False, False]
+    assert monitor.fired == 2
+    # A model that errs more on its own data is not surprised by the same errors.
+    calm = SurpriseMonitor(threshold=5.0, baseline=0.02, patience=1, min_span=0.0, cooldown=0.0)
+    assert not any(calm.observe(0.06, t) for t in range(5))
+    # Only the model in service is surprised; a new one starts a new streak against its own baseline.
+    served = SurpriseMonitor(threshold=5.0, baseline=0.01, patience=2, min_span=0.0, max_gap=math.inf, cooldown=0.0,
+                             model_id='old')
+    assert not served.observe(0.06, 0.0, 'old') and served.streak == 1
+    served.serve('new', 0.01)
+    assert served.streak == 0
+    assert [served.observe(0.06, t, m) for t, m in enumerate(['old', 'old', 'new', 'new'])] == [False] * 3 + [True]
+    assert served.other_model == 2
+    # A streak begun in one task does not carry into the next.
+    served.observe(0.06, 10.0, 'new')
+    served.new_task()
+    assert not served.observe(0.06, 11.0, 'new') and served.streak == 1
+    assert task_weights('reach', {'reach': {'energy': 2.0}}).energy == 2.0
+    with pytest.raises(ValueError, match='swim'):
+        task_weights('swim', {'reach': {}})
+
+
+def test_expected_surprise_is_the_checkpoints_held_out_one_step_error(tmp_path):
+    from jepa_configurator.configurator import expected_surprise
+    from jepa_world_model.model import CheckpointError, WorldModel, WorldModelConfig, save_checkpoint
+    model = WorldModel(WorldModelConfig(image_size=16, encoder_channels=(4, 4), keypoints=0, latent_dim=8))
+    save_checkpoint(model, tmp_path / 'trained.pt', metrics={'validation': {'normalized_error': [0.006, 0.02]}})
+    baseline, model_id = expected_surprise(str(tmp_path / 'trained.pt'))
+    assert baseline == pytest.approx(0.006) and model_id == model.model_id
+    save_checkpoint(model, tmp_path / 'untrained.pt')
+    assert expected_surprise(str(tmp_path / 'untrained.pt'))[0] is None
+    (tmp_path / 'broken.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='broken.pt'):
+        expected_surprise(str(tmp_path / 'broken.pt'))
+
+
+def test_energy_is_normalized_by_the_models_latent_variance():
+    model = LinearModel()
+    model.register_buffer('latent_var', torch.full((6,), 4.0))
+    from jepa_cost.cost import EnergyMetric
+    assert EnergyMetric.of(model).latent_scale == 4.0
+    assert EnergyMetric.of({'latent_var': torch.zeros(6)}).latent_scale == 1.0
+    actor = Actor(model, ActorConfig(horizon=2, samples=8, iterations=1, grad_steps=0))
+    terms = actor.intrinsic.terms(torch.full((1, 1, 6), 2.0), torch.zeros(6), torch.zeros(1, 1, 4))
+    assert float(terms['energy']) == pytest.approx(1.0)
+
+
+def test_energy_measures_controllable_displacement_through_the_inverse_dynamics_map():
+    """A model whose inverse-dynamics head reads the end-effector step from latent dims 0-2 only: the energy
+    counts those dims in control steps; the latent term sees every dim."""
+    from jepa_cost.cost import EnergyMetric
+    state = {'latent_var': torch.ones(6), 'action_scale': torch.tensor([0.03, 0.03, 0.03, 1.0]),
+             'inverse_translation.weight': torch.cat([torch.eye(3), torch.zeros(3, 3)], dim=1)}
+    intrinsic = IntrinsicCost(CostWeights(), max_step=0.03, metric=EnergyMetric.of(state))
+    latents = torch.tensor([[[2.0, 0, 0, 0, 0, 0], [0, 0, 0, 6.0, 0, 0]]])
+    terms = intrinsic.terms(latents, torch.zeros(6), torch.zeros(1, 2, 4))
+    # One latent unit along dim 0 is one 3 cm step (max_step): 2 units, energy 4. Dim 3 is not controllable.
+    assert terms['energy'][0].tolist() == pytest.approx([4.0, 0.0])
+    assert terms['latent'][0].tolist() == pytest.approx([4.0 / 6, 6.0])
+    # A model without the map: the controllable term falls back to the isotropic one.
+    fallback = IntrinsicCost(metric=EnergyMetric.of({'latent_var': torch.ones(6)})).terms(
+        latents, torch.zeros(6), torch.zeros(1, 2, 4))
+    assert torch.equal(fallback['energy'], fallback['latent'])
+
+
+class EndEffectorModel(nn.Module):
+    """A world model whose latent is the end-effector position (in decimetres): exact for ee_delta actions."""
+    latent_dim, action_dim, model_id = 3, 4, 'ee-model'
+
+    def predict(self, z, action, latent_var=None):
+        return z + action[..., :3] * 10
+
+    def rollout(self, z0, actions):
+        return z0[:, None, :] + torch.cumsum(actions[..., :3] * 10, dim=1)
+
+
+def test_actor_reaches_a_goal_with_the_arm_in_the_loop():
+    from jepa_common.kinematics import PANDA_HOME, ArmKinematics
+    kinematics = ArmKinematics()
+    actor = Actor(EndEffectorModel(), ActorConfig(horizon=5, samples=64, iterations=2, grad_steps=2), kinematics=kinematics)
+    q = np.array(PANDA_HOME)
+    target = np.array([0.5, 0.15, 0.25])
+    start = np.linalg.norm(kinematics.fk(q) - target)
+    for _ in range(25):
+        decision = actor.act(kinematics.fk(q) * 10, target * 10, q)
+        assert np.allclose(decision.ee_path[0], kinematics.fk(q))
+        q, _ = kinematics.action_to_joint_target(q, decision.action)
+    assert start > 0.25 and np.linalg.norm(kinematics.fk(q) - target) < 0.03
+
+
+def test_macro_model_holds_each_action_for_a_stride():
+    from jepa_actor.actor import MacroModel
+    actions = torch.tensor([[[0.01, 0.0, 0.0, 0.0], [0.0, 0.02, 0.0, 0.0]]])
+    states = MacroModel(EndEffectorModel(), stride=3).rollout(torch.zeros(1, 3), actions)
+    assert states.shape == (1, 2, 3)
+    assert torch.allclose(states[0], torch.tensor([[0.3, 0.0, 0.0], [0.3, 0.6, 0.0]]))
+
+
+def test_hierarchical_actor_plans_towards_the_higher_levels_subgoal():
+    """levels 2: the higher level's action (one held action, stride steps) is the control level's goal."""
+    from jepa_common.kinematics import PANDA_HOME, ArmKinematics
+    kinematics = ArmKinematics()
+    config = ActorConfig(horizon=4, samples=64, iterations=2, grad_steps=2, levels=2, subgoal_stride=3,
+                         subgoal_horizon=4, subgoal_samples=64)
+    actor = Actor(EndEffectorModel(), config, kinematics=kinematics)
+    q = np.array(PANDA_HOME)
+    target = np.array([0.5, 0.15, 0.25])
+    subgoals = []
+    for _ in range(30):
+        z = kinematics.fk(q) * 10
+        decision = actor.act(z, target * 10, q)
+        subgoals.append(decision.subgoal)
+        # One held action away from where it was set: at most stride max-steps (in decimetres).
+        assert decision.subgoal is not None and np.linalg.norm(decision.subgoal - z) <= 3 * 0.03 * 10 * 3 ** 0.5 + 1e-4
+        q, _ = kinematics.action_to_joint_target(q, decision.action)
+    # The higher level replans once per stride, not every step.
+    changes = sum(not np.allclose(a, b) for a, b in zip(subgoals, subgoals[1:]))
+    assert 5 <= changes <= 10
+    assert np.linalg.norm(kinematics.fk(q) - target) < 0.04
+    with pytest.raises(ValueError, match='levels'):
+        actor.reconfigure(levels=3)
+    assert actor.config.levels == 2
