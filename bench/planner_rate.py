@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     plans, batch1_calls = (2, 8) if args.quick else (args.plans, 64)
     # The graph's reach settings: the actor's parameters and the configurator's reach weights.
     config, weights = graph_settings('reach')
-    torch.set_num_threads(args.threads or agent_params()['actor'].get('threads', 1))
+    torch.set_num_threads(args.threads or agent_params().get('actor', {}).get('threads', 1))
     checkpoint = default_checkpoint_path()
     try:
         model, source = load_checkpoint(checkpoint), str(checkpoint)

@@ -1,10 +1,10 @@
 """Where we say the agent plans through its world model, its predictions must decide what it does.
 
-For every task profile the graph ships (config/agent.yaml: the configurator's tasks and skills, the actor's
-settings), the actor decides on real scenes once with the shipped world model and once with the same model
-whose predictions are replaced by noise. A profile that plans through the model must decide differently; a
-profile whose decisions do not move is labelled as not planning through it (push_skill, the scripted_skill
-reference: the hand-written push skill and the arm's kinematics decide its actions).
+For every task profile the graph ships (jepa_configurator.configurator.TASK_PROFILES with config/agent.yaml's
+overrides, and the actor's settings), the actor decides on real scenes once with the shipped world model and once
+with the same model whose predictions are replaced by noise. A profile that plans through the model must decide
+differently; a profile whose decisions do not move is labelled as not planning through it (push_skill, the
+scripted_skill reference: the hand-written push skill and the arm's kinematics decide its actions).
 """
 import copy
 
@@ -15,6 +15,7 @@ import torch
 from jepa_bringup.sim_episodes import SimWorkbench, agent_params, graph_readout, graph_settings
 from jepa_common.kinematics import ArmKinematics
 from jepa_actor.actor import Actor
+from jepa_configurator.configurator import TASK_PROFILES, TASKS
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
 # Each shipped task profile that acts: does it plan through the world model? (A new profile must be labelled.)
@@ -69,8 +70,7 @@ def decisions(model, profile: str, scenes: dict, readout) -> np.ndarray:
 
 
 def test_every_shipped_acting_profile_is_labelled():
-    profiles = set(agent_params()['configurator']['tasks']) - {'idle'}
-    assert profiles == set(PLANS_THROUGH_WORLD_MODEL)
+    assert set(TASKS) - {'idle'} == set(PLANS_THROUGH_WORLD_MODEL)
 
 
 @pytest.mark.parametrize('profile', sorted(PLANS_THROUGH_WORLD_MODEL))
@@ -90,5 +90,5 @@ def test_decisions_follow_the_world_model_where_we_say_it_plans(profile, scenes)
 def test_surprise_while_idle_adjusts_nothing():
     # The agent does not act in idle (an eval's references drive the arm, resets teleport it): nothing it planned
     # missed, so nothing it learned may change.
-    task_adjust = agent_params()['configurator']['task_adjust']
-    assert [a for a in task_adjust['idle'] if a] == []
+    overrides = agent_params().get('configurator', {}).get('task_adjust', {})
+    assert [a for a in overrides.get('idle', TASK_PROFILES['idle'].adjust) if a] == []

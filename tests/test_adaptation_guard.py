@@ -1,9 +1,10 @@
 """The guard on adaptation (ROS-free cores): a camera glitch must never change what the robot has learned.
 
-Surprise must be sustained over time, frozen frames and gaps are no observations for the world model's surprise or
-the short-term memory, a fine-tuned world model is kept only beyond what noise can produce, and a file that is not a
-checkpoint is refused by name. The perception's frame check: tests/test_perception_frame_check.py; the whole chain
-on the simulator: bench/adaptation_guard.py."""
+Surprise must be sustained over time, a gap (frames perception refused, a frozen camera's among them) is no
+observation for the world model's surprise nor a transition for the short-term memory, a fine-tuned world
+model is kept only beyond what noise can produce, and a file that is not a checkpoint is refused by name. The
+perception's frame check: tests/test_perception_frame_check.py; the whole chain on the simulator:
+bench/adaptation_guard.py."""
 import numpy as np
 import pytest
 
@@ -69,7 +70,7 @@ def test_a_fine_tuned_model_is_kept_only_beyond_what_noise_can_produce():
         keep.judge(before[:20], before[:20] * 0.5)
 
 
-def test_the_world_model_scores_only_new_observations(tmp_path, one_torch_thread):
+def test_the_world_model_scores_every_observation_but_none_across_a_gap(tmp_path, one_torch_thread):
     predictor = OnlinePredictor(LoadedModel(make_checkpoint(tmp_path / 'm.pt'), 'cpu'), max_gap_ns=500_000_000)
     rng = np.random.default_rng(0)
     z = [rng.normal(size=16).astype(np.float32) for _ in range(4)]
@@ -83,24 +84,27 @@ def test_the_world_model_scores_only_new_observations(tmp_path, one_torch_thread
 
     assert step(z[0], 0) is None
     assert step(z[1], 100) is not None  # an observation after a predicted step: scored
-    # The same latent again (perception repeating a frozen frame's): not scored, and not predicted from.
-    assert step(z[1], 200) is None and step(z[1], 300) is None
-    assert step(z[2], 400) is None  # the actions between 100 and 400 went unseen
-    assert step(z[3], 500) is not None
+    # The same latent again is a still scene (perception publishes none for a frozen camera): scored like any
+    # other observation, and predicted from.
+    assert step(z[1], 200) is not None and step(z[1], 300) is not None
+    assert step(z[2], 400) is not None
     # The next latent 0.8 s later (frames refused in between): no one-step prediction to score it against.
-    assert step(z[0], 1300) is None
-    assert predictor.skipped == 3
+    assert step(z[0], 1200) is None
+    assert step(z[3], 1300) is not None
+    assert predictor.skipped == 1
 
 
-def test_the_memory_keeps_no_transition_through_a_repeated_latent():
-    memory, assembler = ShortTermMemory(), TransitionAssembler()
+def test_the_memory_keeps_a_still_scene_and_no_transition_across_refused_frames():
+    """Perception gives no latent for a frozen camera, so a repeated latent is a still scene (the arm resting at
+    its goal, what the critic must learn is good); frames it refused leave a gap, which ends the episode."""
+    memory, assembler = ShortTermMemory(), TransitionAssembler(max_gap=0.5)
     a, b, c, d = (np.full(8, v, np.float32) for v in range(4))
-    for stamp, z in ((0.0, a), (0.1, b), (0.2, b), (0.3, b), (0.4, c), (0.5, d), (0.6, a)):
+    for stamp, z in ((0.0, a), (0.1, b), (0.2, b), (0.3, b), (1.4, c), (1.5, d), (1.6, a)):
         memory.add(assembler.latent(stamp, z, 'm@1'))
     memory.add(assembler.flush())
     pairs = [(t.state[0], t.next_state[0]) for t in memory.transitions]
-    assert pairs == [(0, 1), (2, 3), (3, 0)] and assembler.repeated == 2
-    assert memory.transitions[0].episode != memory.transitions[1].episode
+    assert pairs == [(0, 1), (1, 1), (1, 1), (2, 3), (3, 0)]
+    assert memory.transitions[2].episode != memory.transitions[3].episode
 
 
 def test_a_file_that_is_not_a_checkpoint_is_refused_by_name(tmp_path):

@@ -291,9 +291,61 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     served.observe(0.06, 10.0, 'new')
     served.new_task()
     assert not served.observe(0.06, 11.0, 'new') and served.streak == 1
-    assert task_weights('reach', {'reach': {'energy': 2.0}}).energy == 2.0
+
+
+def test_task_profiles_live_once_and_a_params_file_overrides_only_what_it_names():
+    from jepa_configurator.configurator import TASK_PROFILES, TASKS, SurpriseMonitor, TaskProfile, task_skill, \
+        task_weights
+    assert task_weights('reach') == CostWeights(critic=0.5)
+    overridden = task_weights('reach', {'reach': {'energy': 2.0}, 'push': {'latent': 9.0}})
+    assert overridden.energy == 2.0 and overridden.critic == 0.5 and task_weights('push').latent == 1.0
     with pytest.raises(ValueError, match='swim'):
         task_weights('swim', {'reach': {}})
+    with pytest.raises(ValueError, match='speed'):
+        task_weights('reach', {'reach': {'speed': 1.0}})
+    with pytest.raises(ValueError, match='energy'):
+        task_weights('reach', {'reach': {'energy': -1.0}})
+    # The scripted push skill is the push_skill task's higher level only; idle and the pushes adjust nothing.
+    assert {task: task_skill(task) for task in TASKS} == {'reach': '', 'push': '', 'push_skill': 'push', 'idle': ''}
+    assert task_skill('push', {'push': 'push'}) == 'push'
+    with pytest.raises(ValueError, match='juggle'):
+        task_skill('reach', {'reach': 'juggle'})
+    assert {task for task, profile in TASK_PROFILES.items() if profile.adjust == ()} == {'push', 'push_skill', 'idle'}
+    assert TASK_PROFILES['reach'].adjust is None  # what the configurator's `adjust` says
+    with pytest.raises(ValueError, match='dance'):
+        TaskProfile(adjust=('critic', 'dance'))
+    with pytest.raises(ValueError, match='patience'):
+        SurpriseMonitor(patience=0)
+
+
+def test_cost_weights_refuse_what_the_cost_cannot_use():
+    from jepa_common.settings import config_fields
+    assert CostWeights(energy=2).energy == 2.0 and isinstance(CostWeights(energy=2).energy, float)
+    for bad in (-0.1, float('nan'), float('inf'), 'heavy', True):
+        with pytest.raises(ValueError, match='cost weight hand'):
+            CostWeights(hand=bad)
+    # Every weight is a live parameter with a description and a range from 0.
+    assert [f.name for f in config_fields(CostWeights)] == list(CostWeights.names())
+    assert all(f.metadata['live'] and f.metadata['description'] and f.metadata['span'][0] == 0.0
+               for f in config_fields(CostWeights))
+
+
+def test_actor_config_validates_itself_and_max_step_is_fixed_at_start():
+    from jepa_common.settings import config_fields
+    for bad in ({'horizon': 0}, {'planner': 'random'}, {'discount': 1.5}, {'dagger_every': -1}, {'levels': 3}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ActorConfig(**bad)
+    # Every setting is live but the arm's action bound, which is not a parameter of the actor at all.
+    assert {f.name for f in config_fields(ActorConfig)} == set(ActorConfig.names()) - {'max_step'}
+    assert all(f.metadata['live'] for f in config_fields(ActorConfig))
+    actor = Actor(LinearModel(), ActorConfig(horizon=3, samples=8, iterations=1, grad_steps=0))
+    actor.reconfigure(horizon=4, planner='cem')
+    assert actor.config.horizon == 4 and actor.planner.horizon == 4 and type(actor.planner).__name__ == 'CEMPlanner'
+    with pytest.raises(ValueError, match='max_step'):
+        actor.reconfigure(max_step=0.05)
+    with pytest.raises(ValueError, match='samples'):
+        actor.reconfigure(horizon=6, samples=0)
+    assert actor.config.horizon == 4 and actor.config.max_step == 0.03
 
 
 def test_expected_surprise_is_the_checkpoints_held_out_one_step_error(tmp_path):

@@ -1,4 +1,5 @@
 """The agent's nodes as real processes over real DDS: actor, cost, short-term memory, configurator."""
+import itertools
 import json
 import time
 
@@ -81,6 +82,85 @@ def actor_params(checkpoint_path):
     return {'checkpoint': checkpoint_path, 'samples': 64, 'horizon': 5, 'iterations': 2, 'grad_steps': 2}
 
 
+def test_the_agent_nodes_apply_their_live_parameters_and_refuse_the_rest(checkpoint, tmp_path):
+    """In-process nodes, set as `ros2 param set` would: a live setting takes effect at once, a value the config
+    refuses and any read-only setting are refused with a reason, and a refused request changes nothing."""
+    import rclpy
+    from rclpy.exceptions import ParameterNotDeclaredException  # noqa: F401  (a typo'd name raises it)
+
+    from jepa_actor.actor_node import ActorNode
+    from jepa_configurator.configurator_node import ConfiguratorNode
+    from jepa_cost.cost import Critic
+    from jepa_cost.cost_node import CostNode
+    from jepa_short_term_memory.short_term_memory_node import ShortTermMemoryNode
+    path, model_id = checkpoint
+    rclpy.init(args=['--ros-args', '-p', f'checkpoint:={path}', '-p', 'samples:=8', '-p', 'horizon:=3',
+                     '-p', f'work_dir:={tmp_path / "agent"}'])
+    nodes = []
+    try:
+        def refused(node, *parameters, match=''):
+            outcome = node.set_parameters_atomically([Parameter(name, value=value) for name, value in parameters])
+            assert not outcome.successful and match in outcome.reason, (parameters, outcome.reason)
+
+        def applied(node, *parameters):
+            outcome = node.set_parameters_atomically([Parameter(name, value=value) for name, value in parameters])
+            assert outcome.successful, (parameters, outcome.reason)
+
+        cost = CostNode()
+        nodes.append(cost)
+        applied(cost, ('weights.energy', 2.5))
+        assert cost.intrinsic.weights.energy == 2.5
+        refused(cost, ('weights.energy', -1.0))
+        refused(cost, ('joint_state_timeout', 2.0), match='read-only')
+        refused(cost, ('weights.latent', 0.9), ('critic_path', str(tmp_path / 'missing.pt')), match='missing.pt')
+        assert cost.intrinsic.weights.latent == 0.3 and cost.critic is None  # nothing of a refused request
+        Critic(LATENT_DIM, model_id=model_id).save(tmp_path / 'critic.pt')
+        applied(cost, ('critic_path', str(tmp_path / 'critic.pt')))
+        assert cost.critic is not None and cost.settings.critic_path == str(tmp_path / 'critic.pt')
+
+        actor = ActorNode()
+        nodes.append(actor)
+        assert actor.actor.config.horizon == 3 and actor.actor.config.max_step == actor.kinematics.max_step
+        applied(actor, ('horizon', 4), ('weights.latent', 0.7), ('mode', 'policy'), ('skill', 'push'))
+        assert actor.config.horizon == actor.actor.config.horizon == actor.actor.planner.horizon == 4
+        assert actor.actor.intrinsic.weights.latent == 0.7 and actor.mode == 'mode1'
+        assert actor.actor.config.skill == 'push'
+        refused(actor, ('max_step', 0.05), match='read-only')
+        refused(actor, ('samples', 0))
+        refused(actor, ('horizon', 5), ('planner', 'random'), match='planner')
+        refused(actor, ('levels', 2), match='skill')  # the push skill is the higher level: levels 1
+        refused(actor, ('mode', 'warp'), match='warp')
+        refused(actor, ('dt', 0.2), match='read-only')
+        assert actor.actor.config.horizon == 4 and actor.actor.config.planner == 'mppi' and actor.mode == 'mode1'
+
+        configurator = ConfiguratorNode()
+        nodes.append(configurator)
+        assert configurator.profiles['push_skill'].skill == 'push' and configurator.profiles['idle'].adjust == ()
+        assert configurator.profiles['reach'].adjust == ('critic', 'world_model')
+        applied(configurator, ('tasks.push.energy', 0.4))  # applies from the next set_task
+        assert configurator.profiles['push'].weights.energy == 0.4
+        assert configurator.profiles['reach'].weights.energy == 1.0
+        refused(configurator, ('surprise.threshold', 2.0), match='read-only')
+        refused(configurator, ('keep_if_better.k', 1.0), match='read-only')
+        refused(configurator, ('checkpoint', str(tmp_path / 'missing.pt')), match='missing.pt')
+
+        memory = ShortTermMemoryNode()
+        nodes.append(memory)
+        refused(memory, ('capacity', 10), match='read-only')
+
+        # Every parameter says what it is; every numeric one has a range.
+        for node in nodes:
+            names = [n for n in node._parameters if n not in ('use_sim_time', 'start_type_description_service')]
+            for name, d in zip(names, node.describe_parameters(names)):
+                assert d.description, f'{node.get_name()}.{name} has no description'
+                assert d.dynamic_typing or d.type not in (Parameter.Type.INTEGER.value, Parameter.Type.DOUBLE.value) \
+                    or d.integer_range or d.floating_point_range, f'{node.get_name()}.{name} has no range'
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.shutdown()
+
+
 @pytest.mark.integration
 def test_actor_plans_and_commands_within_the_gate_contract(ros_graph, checkpoint):
     path, model_id = checkpoint
@@ -120,7 +200,7 @@ def test_actor_plans_and_commands_within_the_gate_contract(ros_graph, checkpoint
     sent = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in feeder.sent}
     assert all((a.header.stamp.sec, a.header.stamp.nanosec) in sent for a in actions)
     assert markers and markers[-1].markers[0].points
-    ros_graph.spin_until(lambda: any(s.name == 'actor' and any(v.key == 'plan_ms_p95' for v in s.values)
+    ros_graph.spin_until(lambda: any(s.name == '/actor: planner' and any(v.key == 'plan_ms_p95' for v in s.values)
                                      for d in diagnostics for s in d.status), 5, 'actor diagnostics')
 
     # Bad input never produces a command and never kills the node.
@@ -163,15 +243,15 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     # The surprise below is published unstamped: only the count of consecutive steps can make it sustained.
     configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
         'configure_nodes': ['cost'], 'work_dir': str(tmp_path / 'agent'), 'surprise.patience': 3,
-        'surprise.min_span': 0.0, 'surprise.cooldown': 0.0, 'critic_epochs': 20})
+        'surprise.min_span': 0.0, 'surprise.cooldown': 0.0})
     feeder = Feeder(ros_graph, model_id)
     action_pub = ros_graph.node.create_publisher(ActionStamped, '/jepa/action', 10)
     prediction_pub = ros_graph.node.create_publisher(LatentState, '/jepa/prediction', 10)
     surprise_pub = ros_graph.node.create_publisher(Surprise, '/jepa/surprise', 10)
 
-    def step():
+    def step(data=None):
         feeder.joints()
-        latent = feeder.latent()
+        latent = feeder.latent(data=data)
         action = ActionStamped(space='ee_delta', data=[0.01, 0.0, -0.01, 1.0])
         action.header.stamp = latent.header.stamp
         action_pub.publish(action)
@@ -192,7 +272,7 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     sent = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in feeder.sent}
     source = sent[(c.header.stamp.sec, c.header.stamp.nanosec)]
     z = np.frombuffer(source.data, np.float32)
-    # Goal 0; weights energy 1, latent 0.3 (config/agent.yaml). The energy reads the controllable displacement
+    # Goal 0; weights energy 1, latent 0.3 (the defaults, jepa_cost.cost.CostWeights). The energy reads the controllable displacement
     # through the checkpoint's inverse-dynamics map, in control steps: the map gives action units (x 0.03 m),
     # and one control step is max_step = 0.03 m, so the step count is the map's output itself.
     inverse_map = torch.load(checkpoint[0], weights_only=True)['state_dict']['inverse_translation.weight'].numpy()
@@ -239,7 +319,7 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
 
     # No world_model node announced a model: the shipped default is in service, and only its surprise counts.
     def configurator_says(key):
-        values = [v.value for d in diagnostics for s in d.status if s.name == 'configurator'
+        values = [v.value for d in diagnostics for s in d.status if s.name == '/configurator: task'
                   for v in s.values if v.key == key]
         return values[-1] if values else None
 
@@ -249,26 +329,50 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     ros_graph.spin_until(lambda: configurator_says('surprise_of_other_models') == '3', 10, 'surprise of another model')
     assert configurator_says('surprise_triggers') == '0'
 
-    # Reach again (critic weight 0.5), then repeated surprise: memory saved, critic retrained and loaded.
+    # Reach again (critic weight 0.5), then repeated surprise: the memory is saved, and the world model and the
+    # critic are adjusted on it, each kept only if it beats what is in service on the most recent transitions.
     response = ros_graph.call(SetTask, '/configurator/set_task', SetTask.Request(task='reach', goal_image=rgb_to_image(rgb)))
     assert response.success, response.message
     _, in_service = read_checkpoint(resolve_checkpoint(''))
-    for _ in range(3):
-        surprise_pub.publish(Surprise(model_id=in_service, error=1.0, normalized_error=5.0))
-        step()
-    end = time.monotonic() + 40
-    while not any(json.loads(a.data)['kind'] == 'critic' for a in adjustments) and time.monotonic() < end:
-        step()
-    kinds = [json.loads(a.data)['kind'] for a in adjustments]
-    assert 'world_model' in kinds and 'critic' in kinds, configurator.output()[-3000:]
-    # The memory is not in the latent space of the model in service, so that model is kept (and says why)
-    # while the critic is still retrained.
-    world_model = next(json.loads(a.data) for a in adjustments if json.loads(a.data)['kind'] == 'world_model')
+
+    def surprised_until(count, state=lambda: None):
+        """Surprise for 3 steps, then step on until the count-th verdict on the critic; state() is each step's
+        latent (None: a random one)."""
+        for _ in range(3):
+            surprise_pub.publish(Surprise(model_id=in_service, error=1.0, normalized_error=5.0))
+            step(state())
+        end = time.monotonic() + 40
+        while sum(json.loads(a.data)['kind'] == 'critic' for a in adjustments) < count and time.monotonic() < end:
+            step(state())
+        verdicts = [json.loads(a.data) for a in adjustments]
+        assert [v['kind'] for v in verdicts].count('critic') == count, configurator.output()[-3000:]
+        return verdicts
+
+    verdicts = surprised_until(1)
+    # The memory is not in the latent space of the model in service, so that model is kept (and says why). Random
+    # latents teach a critic nothing it could show on the held-out transitions (there are too few, besides):
+    # there is no critic, and none is installed.
+    world_model = next(v for v in verdicts if v['kind'] == 'world_model')
     assert not world_model['installed'] and model_id in world_model['reason']
+    critic = next(v for v in verdicts if v['kind'] == 'critic')
+    assert not critic['installed'] and 'stays' in critic['reason']
+    assert costs[-1].critic == 0.0
+
+    # States that repeat a path towards the goal: their cost-to-go can be learned, and a retrained critic predicts
+    # the held-out ones far better than no critic at all. It is installed, and the cost node adds its term.
+    direction = np.random.default_rng(1).normal(size=LATENT_DIM).astype(np.float32)
+    path = (direction * (4 - i % 5) / 4 + 0.01 * feeder.rng.normal(size=LATENT_DIM).astype(np.float32)
+            for i in itertools.count())
+    for _ in range(130):
+        step(next(path))
+    verdicts = surprised_until(2, lambda: next(path))
+    critic = [v for v in verdicts if v['kind'] == 'critic'][-1]
+    assert critic['installed'] and critic['improvement'] > 3 * critic['standard_error'], critic
+    assert critic['held_out_error_after'] < 0.9 * critic['held_out_error_before']
     count = len(costs)
     for _ in range(5):
         step()
-    assert costs[-1].critic > 0, cost.output()[-2000:]
+    assert len(costs) > count and costs[-1].critic > 0, cost.output()[-2000:]
     for process in (cost, memory, configurator):
         assert process.stop() == 0
 
@@ -354,7 +458,7 @@ def test_every_node_that_takes_a_checkpoint_refuses_a_file_that_is_not_one_by_na
     assert costs == [] and 'no energy metric' in nodes['cost'].output()
     # The configurator has no model in service: no surprise counts.
     ros_graph.spin_until(lambda: any(v.key == 'surprise_model' and v.value == 'none: unreadable checkpoint'
-                                     for d in diagnostics for s in d.status if s.name == 'configurator'
+                                     for d in diagnostics for s in d.status if s.name == '/configurator: task'
                                      for v in s.values), 10, 'the configurator reporting no model in service')
     for name in nodes:
         result = ros_graph.call(SetParameters, f'/{name}/set_parameters', SetParameters.Request(

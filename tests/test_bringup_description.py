@@ -15,9 +15,12 @@ from jepa_bringup import launcher
 from jepa_bringup.description import DescriptionError, UrdfValue, materialize, optical_frame_rotation, \
     quaternion_xyzw
 from jepa_bringup.graph import GraphError, GraphFile, NodeSpec
+from jepa_sim.camera import CameraConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / 'config'
-SIM_CAMERA = yaml.safe_load((CONFIG / 'sim.yaml').read_text())['sim']['ros__parameters']
+# The simulator's camera as the graph runs it: sim_node's defaults with config/sim.yaml on top.
+SIM_CAMERA = {'camera_eye': list(CameraConfig.eye), 'camera_target': list(CameraConfig.target),
+              **yaml.safe_load((CONFIG / 'sim.yaml').read_text())['sim']['ros__parameters']}
 
 
 @pytest.fixture(scope='module')
@@ -67,7 +70,7 @@ def test_sim_camera_file_moves_the_camera_transform_as_it_moves_the_simulator_ca
     nodes = by_name(graph.resolve('sim', {'sim_camera': str(camera)}))
     flags, rotation = transform(materialize(nodes['camera_tf'].args))
     assert [float(flags[k]) for k in ('--x', '--y', '--z')] == pytest.approx([0.4, -0.9, 0.6])
-    # The target still comes from sim.yaml: params files override key by key, as for sim_node.
+    # The target is still the simulator's: params files override key by key, as for sim_node.
     direction = np.array(SIM_CAMERA['camera_target']) - [0.4, -0.9, 0.6]
     assert rotation[:, 2] == pytest.approx(direction / np.linalg.norm(direction), abs=1e-6)
 
@@ -118,6 +121,15 @@ def test_optical_frame_rotation_is_a_rotation_and_its_quaternion_rebuilds_it():
         optical_frame_rotation([0.5, 0.0, 1.0], [0.5, 0.0, 0.0])
 
 
+@pytest.mark.parametrize('key', ['sim', '/sim', '/**/sim', '/**'])
+def test_the_camera_pose_is_read_from_any_params_file_section_that_reaches_the_sim_node(tmp_path, key):
+    from jepa_bringup.description import camera_pose
+    camera = tmp_path / 'sim_camera.yaml'
+    camera.write_text(yaml.safe_dump({key: {'ros__parameters': {'camera_eye': [0.4, -0.9, 0.6]}},
+                                      'other': {'ros__parameters': {'camera_target': [9.0, 9.0, 9.0]}}}))
+    assert camera_pose([str(camera)]) == ([0.4, -0.9, 0.6], list(CameraConfig.target))
+
+
 def test_jepa_launch_leaves_out_the_nodes_that_need_a_ros_install_with_one_notice(monkeypatch, capsys):
     # Only the venv's packages: robot_state_publisher and tf2_ros are not among them.
     monkeypatch.setenv('AMENT_PREFIX_PATH', sys.prefix)
@@ -133,6 +145,6 @@ def test_jepa_launch_leaves_out_the_nodes_that_need_a_ros_install_with_one_notic
     started = launcher.Launcher([sim, ros_only], printer=launcher.Printer(stream))
     assert [node.spec.name for node in started.nodes] == ['sim']
     assert stream.getvalue().count('\n') == 1 and 'not starting viewer' in stream.getvalue()
-    # Any other node that is not installed is an error, as before.
+    # Any other node that is not installed is an error.
     with pytest.raises(GraphError, match='not found'):
         launcher.Launcher([sim, NodeSpec('other', 'no_such_ros_package', 'no_such_executable')])

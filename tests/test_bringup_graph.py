@@ -76,16 +76,16 @@ def test_arm_graph_defaults_to_wall_clock_and_takes_topics_and_kinematics_from_t
     nodes = by_name(graph.resolve('arm', {'arm': 'ur5e'}))
     actor, safety = nodes['actor'], nodes['safety']
     assert actor.parameters['use_sim_time'] is False
-    assert dict(actor.remaps)['/camera/image_raw'] == preset['camera']['image_topic']
-    assert dict(safety.remaps)['/arm_controller/joint_trajectory'] == \
-        '/scaled_joint_trajectory_controller/joint_trajectory'
+    assert dict(actor.remaps)['camera/image_raw'] == preset['camera']['image_topic']
+    assert dict(safety.remaps)['arm_controller/joint_trajectory'] == \
+        'scaled_joint_trajectory_controller/joint_trajectory'
     assert safety.parameters['arm_joints'] == preset['joints']['arm']
     assert safety.parameters['gripper_joints'] == actor.parameters['finger_joints'] == preset['joints']['gripper']
     assert actor.parameters['workspace_min'] == preset['workspace']['min']
     assert not safety.parameters['urdf_path'].startswith('~')  # expanded for the nodes
     # An explicit argument beats the preset's default.
     nodes = by_name(graph.resolve('arm', {'arm': 'ur5e', 'camera_topic': '/scene_cam/image_raw'}))
-    assert dict(nodes['perception'].remaps)['/camera/image_raw'] == '/scene_cam/image_raw'
+    assert dict(nodes['perception'].remaps)['camera/image_raw'] == '/scene_cam/image_raw'
 
 
 @pytest.mark.parametrize('preset', PRESETS)
@@ -93,13 +93,16 @@ def test_every_preset_resolves_and_is_consistent(graph, preset):
     data = yaml.safe_load((CONFIG / 'arms' / f'{preset}.yaml').read_text())
     assert len(data['kinematics']['home']) == len(data['joints']['arm'])
     assert data['controller']['topic'].endswith('/joint_trajectory')
+    # Relative, like the agent's own names: a namespaced graph finds the driver in its namespace.
+    assert not any(t.startswith('/') for t in (data['controller']['topic'], data['camera']['image_topic'],
+                                               data['camera']['info_topic']))
     assert all(lo < hi for lo, hi in zip(data['workspace']['min'], data['workspace']['max']))
     # ROS types parameters from their YAML: the nodes declare double arrays, so no integers here.
     numbers = [*data['kinematics']['home'], *data['workspace']['min'], *data['workspace']['max'],
                data['limits']['velocity_scale']]
     assert all(isinstance(v, float) for v in numbers)
     nodes = by_name(graph.resolve('arm', {'arm': preset, 'fake_arm': 'true'}))
-    assert dict(nodes['safety'].remaps)['/arm_controller/joint_trajectory'] == data['controller']['topic']
+    assert dict(nodes['safety'].remaps)['arm_controller/joint_trajectory'] == data['controller']['topic']
 
 
 def test_unknown_argument_is_an_error_naming_it_and_the_known_ones(graph):
@@ -154,3 +157,44 @@ def test_docker_split_runs_every_node_of_sim_exactly_once(graph):
     assert not host & inference
     assert host | inference == set(by_name(graph.resolve('sim', {'record': 'true'})))
     assert {'perception', 'world_model', 'actor'} <= inference
+
+
+def test_namespace_puts_every_node_of_a_graph_under_it_with_its_own_clock_and_params(graph):
+    plain = by_name(graph.resolve('sim', {'record': 'true'}))
+    assert {s.namespace for s in plain.values()} == {''} and not any(('/clock', 'clock') in s.remaps
+                                                                      for s in plain.values())
+    for given in ('arm1', '/arm1', '/arm1/'):
+        nodes = by_name(graph.resolve('sim', {'record': 'true', 'namespace': given}))
+        assert set(nodes) == set(plain)
+        assert {s.namespace for s in nodes.values()} == {'/arm1'}
+    for name, spec in nodes.items():
+        # /clock is the graph's own: two simulators must not interleave their times.
+        assert ('/clock', 'clock') in spec.remaps, name
+        # A params file reaches a node under its fully qualified name: the copies are keyed by /arm1/<node>.
+        assert len(spec.params_files) == len(plain[name].params_files)
+        for copy, original in zip(spec.params_files, plain[name].params_files):
+            renamed, source = yaml.safe_load(Path(copy).read_text()), yaml.safe_load(Path(original).read_text())
+            assert renamed == {(k if k.startswith('/') else f'/arm1/{k}'): v for k, v in source.items()}
+    assert nodes['safety'].params_files != plain['safety'].params_files
+    # The arm graph's remaps keep applying: relative names, matched in the node's namespace.
+    arm = by_name(graph.resolve('arm', {'arm': 'ur5e', 'namespace': 'cell_2/arm'}))
+    assert arm['actor'].namespace == '/cell_2/arm'
+    assert dict(arm['actor'].remaps)['camera/image_raw'] == 'camera/camera/color/image_raw'
+    assert 'namespace' in graph.arguments('gate') and graph.arguments('gate')['namespace'].default == ''
+
+
+@pytest.mark.parametrize('bad', ['arm 1', '1arm', 'arm//1', 'arm-1', '~/arm'])
+def test_a_namespace_that_is_not_a_ros_namespace_is_refused(graph, bad):
+    with pytest.raises(GraphError, match='namespace must be a ROS namespace'):
+        graph.resolve('sim_arm', {'namespace': bad})
+
+
+def test_namespace_cannot_be_redeclared_and_its_value_can_be_substituted(tmp_path):
+    path = tmp_path / 'graph.yaml'
+    path.write_text('arguments: {namespace: {default: x, description: d}}\ngraphs:\n  g: {}\n')
+    with pytest.raises(GraphError, match="'namespace' is every graph's own"):
+        GraphFile(path)
+    path.write_text('graphs:\n  g:\n    nodes: [{name: n, package: p, executable: e, '
+                    'parameters: {prefix: $(var namespace)}}]\n')
+    (spec,) = GraphFile(path).resolve('g', {'namespace': 'arm2'})
+    assert spec.parameters['prefix'] == 'arm2' and spec.namespace == '/arm2'

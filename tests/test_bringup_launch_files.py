@@ -83,7 +83,8 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
     description = runpy.run_path(str(LAUNCH_FILES[graph]))['generate_launch_description']()
     entities = description.args[0]
     declared = {e.args[0]: e.kwargs for e in entities if isinstance(e, launch_stand_ins['DeclareLaunchArgument'])}
-    assert set(declared) == yaml_arguments(graph) and declared
+    # Every graph also takes `namespace`, which graph.py adds.
+    assert set(declared) == yaml_arguments(graph) | {'namespace'} and declared
     graph_file = GraphFile(REPO / 'config' / 'graph.yaml')
     for name, arg in graph_file.arguments(graph).items():
         assert declared[name]['default_value'] == arg.default
@@ -95,7 +96,7 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
     camera.write_text(yaml.safe_dump({'sim': {'ros__parameters': {'camera_eye': [1.0, 0.5, 0.8],
                                                                    'camera_target': [0.5, 0.0, 0.1]}}}))
     # The ur5e preset's URDF is not on this machine: robot_state_publisher (fake_arm) gets the Panda's.
-    values.update({'sim': {'record': 'true'},
+    values.update({'sim': {'record': 'true', 'namespace': 'arm1'},
                    'arm': {'fake_arm': 'true', 'arm': 'ur5e', 'urdf': panda_urdf_path(),
                            'camera_pose': str(camera)}}[graph])
     context = types.SimpleNamespace(launch_configurations=values)
@@ -107,6 +108,7 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
     for name, spec in specs.items():
         node = nodes[name]
         assert (node['package'], node['executable']) == (spec.package, spec.executable)
+        assert node['namespace'] == (spec.namespace or None)
         assert node['arguments'] == materialize(spec.args)
         parameters = materialize(spec.parameters)
         assert node['parameters'] == [*spec.params_files, parameters]
@@ -123,3 +125,7 @@ def test_launch_file_declares_the_graph_arguments_and_builds_its_nodes(graph, la
     assert '<robot name="panda"' in nodes['robot_state_publisher']['parameters'][-1]['robot_description'].args[0]
     camera_tf = nodes['camera_tf']['arguments']
     assert camera_tf[camera_tf.index('--frame-id') + 1] == 'panda_link0'
+    # namespace:= puts every node under it (the sim case above), with the graph's own clock.
+    expected = '/arm1' if graph == 'sim' else None
+    assert all(node['namespace'] == expected for node in nodes.values())
+    assert all((('/clock', 'clock') in node['remappings']) == (graph == 'sim') for node in nodes.values())

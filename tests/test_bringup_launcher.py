@@ -178,6 +178,9 @@ def test_ros_arguments_carry_name_params_overrides_and_remaps():
         '--ros-args', '-r', '__node:=actor', '--params-file', '/c/agent.yaml',
         '-p', 'mode:=mpc', '-p', 'use_sim_time:=true', '-p', "flag:='true'", '-p', 'ws:=[0.1, 0.2]',
         '-r', '/camera/image_raw:=/cam/color']
+    # A namespaced graph's node: its namespace right after its name.
+    spec.namespace = '/arm1'
+    assert ros_arguments(spec)[:5] == ['--ros-args', '-r', '__node:=actor', '-r', '__ns:=/arm1']
 
 
 @pytest.mark.integration
@@ -268,9 +271,8 @@ def test_launch_runs_the_real_simulated_arm_behind_its_gate(ros_graph):
     code = launcher.stop(timeout=30)
     output = launcher.log_path.read_text()
     assert all(process_gone(pid) for pid in pids_started(output)), output
-    # The exit status follows the nodes' own: 0 when both stopped cleanly on SIGINT, else 1 with the report.
-    # (Seen here: safety_node dying of a RuntimeError inside rclpy's take_message on SIGINT, and sim_node
-    # staying in executor.spin after SIGINT until SIGTERM. The launcher must report those, not hide them.)
+    # The exit status follows the nodes' own: 0 when both stopped cleanly on SIGINT, else 1 with the report (a
+    # node dying inside rclpy on SIGINT, or one still spinning until SIGTERM, must be reported, not hidden).
     unclean = re.findall(r'did not stop cleanly|still running: sending SIGTERM', output)
     assert code == (1 if unclean else 0), output
     assert 'all nodes stopped' in output

@@ -8,7 +8,7 @@ import yaml
 from rosbags.highlevel import AnyReader
 
 from jepa_rosbag.typestore import jepa_typestore
-from jepa_bringup.collect import RECORDED_TOPICS, main
+from jepa_bringup.collect import RECORDED_TOPICS, bag_topic, main
 from rosharness import REPO, VENV_BIN, ros_env
 
 
@@ -67,8 +67,10 @@ def test_short_collection_writes_a_valid_mcap_bag_with_all_topics(tmp_path):
                     image_stamps.add(stamp)
                 else:
                     ee.append([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
-    assert set(RECORDED_TOPICS) <= set(counts), f'missing topics: {set(RECORDED_TOPICS) - set(counts)}'
-    assert all(counts[t] > 0 for t in RECORDED_TOPICS), counts
+    # The recorder subscribes the relative names; the bag names them absolute, as datasets read them.
+    recorded = {bag_topic(t) for t in RECORDED_TOPICS}
+    assert recorded <= set(counts), f'missing topics: {recorded - set(counts)}'
+    assert all(counts[t] > 0 for t in recorded), counts
     # ~10 Hz control for 7 sim seconds, every action within the ee_delta bounds...
     assert 50 <= len(actions) <= 80, len(actions)
     values = np.array([a for _, a in actions])

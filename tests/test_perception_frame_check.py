@@ -3,10 +3,12 @@ import cv2
 import numpy as np
 import pytest
 
-from jepa_perception.frame_check import STATISTICS, FrameCheck, FrameCheckConfig, ImageReference, image_statistics
+from jepa_perception.frame_check import FrameCheck, FrameCheckConfig, JointHistory
+from jepa_world_model.image_statistics import STATISTICS, ImageReference, image_statistics
 from jepa_world_model.model import resize_rgb
 
 SIZE = 32
+ARM_STILL = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.04, 0.04])  # 7 arm + 2 finger joints
 
 
 def scene(seed: int, size: int = 96) -> np.ndarray:
@@ -29,10 +31,10 @@ def corrupt(kind: str, previous: np.ndarray, rng) -> np.ndarray:
     raise ValueError(kind)
 
 
-def judge(check: FrameCheck, rgb: np.ndarray):
+def judge(check: FrameCheck, rgb: np.ndarray, joints=None):
     """As the node does: the size first, then the frame at the encoder's input size."""
     verdict = check.check_size(rgb)
-    return verdict if not verdict else check.check(rgb, resize_rgb(rgb, SIZE))
+    return verdict if not verdict else check.check(rgb, resize_rgb(rgb, SIZE), joints)
 
 
 def warmed_up(frames: int = 10) -> FrameCheck:
@@ -60,13 +62,15 @@ def test_refused_frames_are_named_and_counted_and_a_burst_never_moves_the_refere
     reference = (check.reference.median.copy(), check.reference.scale.copy())
     rng = np.random.default_rng(1)
     last = scene(10)
-    assert judge(check, last)
+    joints = ARM_STILL.copy()
+    assert judge(check, last, joints)
     for seed, (kind, expected) in enumerate((('noise', 'statistics'), ('black', 'statistics'), ('frozen', 'frozen'))):
         for _ in range(50):
-            verdict = judge(check, corrupt(kind, last, rng))
+            joints = joints + 0.01  # the arm moves on while the camera is broken
+            verdict = judge(check, corrupt(kind, last, rng), joints)
             assert not verdict and verdict.kind == expected, (kind, verdict)
         last = scene(11 + seed)
-        assert judge(check, last), f'the scene after the {kind} burst'
+        assert judge(check, last, joints), f'the scene after the {kind} burst'
     assert check.counts == {'size': 0, 'frozen': 50, 'statistics': 100}
     np.testing.assert_array_equal(check.reference.median, reference[0])
     np.testing.assert_array_equal(check.reference.scale, reference[1])
@@ -74,6 +78,72 @@ def test_refused_frames_are_named_and_counted_and_a_burst_never_moves_the_refere
     dim = (scene(20) * 0.45).astype(np.uint8)
     verdict = judge(check, dim)
     assert verdict.kind == 'statistics' and 'brightness outside' in verdict.reason and 'first 10' in verdict.reason
+
+
+def test_identical_frames_are_a_still_scene_while_the_arm_is_still_and_a_frozen_camera_once_it_moved():
+    check = warmed_up()
+    picture = scene(10)
+    assert judge(check, picture, ARM_STILL)
+    # The arm resting (at its goal, held by the gate): the same picture again and again is a normal observation,
+    # the joint states' noise included.
+    for noise in np.random.default_rng(0).normal(0.0, 1e-4, (20, ARM_STILL.size)):
+        assert judge(check, picture.copy(), ARM_STILL + noise)
+    assert check.counts['frozen'] == 0
+    # The arm moves on while the picture stays: a frozen camera, refused and counted; and still refused once the
+    # arm has stopped elsewhere (the picture shows where the arm was, not where it is).
+    moved = ARM_STILL + np.r_[0.0, 0.0, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, 0.0]
+    verdict = judge(check, picture.copy(), moved)
+    assert verdict.kind == 'frozen' and 'the arm moved' in verdict.reason
+    for _ in range(5):
+        assert judge(check, picture.copy(), moved).kind == 'frozen'
+    assert check.counts['frozen'] == 6
+    # The camera comes back: a new picture, then that picture again while the arm holds still.
+    assert judge(check, scene(11), moved) and judge(check, scene(11), moved)
+    # The fingers count too (the gripper opening shows in the picture).
+    assert judge(check, scene(11), moved + np.r_[np.zeros(7), -0.01, -0.01]).kind == 'frozen'
+
+
+def test_without_joint_states_an_identical_frame_cannot_be_told_from_a_frozen_camera():
+    check = warmed_up()
+    assert judge(check, scene(12))
+    verdict = judge(check, scene(12))
+    assert verdict.kind == 'frozen' and 'no joint state' in verdict.reason
+    # Joints that arrive while the picture stands still: judged from then on (this frame still refused).
+    assert judge(check, scene(12), ARM_STILL).kind == 'frozen'
+    assert judge(check, scene(12), ARM_STILL)
+    assert check.counts['frozen'] == 2
+
+
+def test_a_still_scene_does_not_narrow_the_reference_derived_from_the_camera():
+    check = FrameCheck(FrameCheckConfig(reference_frames=5))
+    for _ in range(20):
+        assert judge(check, scene(0), ARM_STILL)
+    assert check.reference is None  # one distinct picture so far
+    for i in range(1, 5):
+        assert judge(check, scene(i), ARM_STILL)
+    assert check.reference is not None
+
+
+def test_the_joint_states_stamped_nearest_a_frame_are_its_joints():
+    history = JointHistory(span=2.0)
+    for k in range(100):  # 100 Hz from t = 10 s
+        history.add(10.0 + k * 0.01, [k])
+    assert history.at(10.5, 0.1)[0] == 50 and history.at(10.504, 0.1)[0] == 50 and history.at(10.506, 0.1)[0] == 51
+    assert history.at(11.05, 0.1)[0] == 99 and history.at(11.2, 0.1) is None and history.at(9.0, 0.1) is None
+    assert history.latest()[0] == 99
+    history.add(13.5, [7])  # everything more than 2 s older is dropped
+    assert history.at(10.99, 0.1) is None
+    history.add(1.0, [3])  # time went backwards (a replay restarted): the history starts over
+    assert history.at(13.5, 0.1) is None and history.at(1.0, 0.1)[0] == 3
+
+
+@pytest.mark.parametrize('changes, field', [
+    ({'tolerance': 0.0}, 'tolerance'), ({'min_band': [1.0, 1.0]}, 'min_band'), ({'min_band': [1.0, -1.0, 1.0]}, 'min_band'),
+    ({'reference_frames': 0}, 'reference_frames'), ({'still_tolerance': -0.1}, 'still_tolerance'),
+    ({'max_roughness': float('nan')}, 'max_roughness')])
+def test_a_frame_check_config_refuses_values_it_cannot_use_by_name(changes, field):
+    with pytest.raises(ValueError, match=field):
+        FrameCheckConfig(**changes)
 
 
 def test_a_frame_whose_size_disagrees_with_the_camera_info_is_refused_by_name():
@@ -100,22 +170,21 @@ def test_the_checkpoints_record_of_its_training_images_is_the_reference():
     assert len(STATISTICS) == len(training.to_dict()['median'])
 
 
-def test_a_frozen_frame_repeats_its_predecessors_latent_and_a_refused_one_gives_none(tmp_path, one_torch_thread):
+def test_a_refused_frame_gives_no_latent_and_a_still_scene_its_own(tmp_path, one_torch_thread):
     from jepa_perception.encoder import ImageEncoder
     from test_world_model_node_core import make_checkpoint
     encoder = ImageEncoder(make_checkpoint(tmp_path / 'a.pt'), 'cpu')
     check = FrameCheck(FrameCheckConfig(reference_frames=3))
-    first, verdict = check.latent(encoder, scene(0))
+    first, verdict = check.latent(encoder, scene(0), ARM_STILL)
     assert verdict and first is not None
-    again, verdict = check.latent(encoder, scene(0))
-    assert verdict.kind == 'frozen' and again is first  # the same latent, bit for bit
+    again, verdict = check.latent(encoder, scene(0), ARM_STILL)
+    assert verdict and again is not first
+    np.testing.assert_array_equal(again, first)  # a still scene: the same observation again
+    latent, verdict = check.latent(encoder, scene(0), ARM_STILL + 0.1)
+    assert latent is None and verdict.kind == 'frozen'
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     for _ in range(2):  # noise, then the same noise frozen: no latent either time
-        latent, verdict = check.latent(encoder, noise)
+        latent, verdict = check.latent(encoder, noise, ARM_STILL)
         assert latent is None and verdict.kind == 'statistics'
-    latent, verdict = check.latent(encoder, scene(1))
+    latent, verdict = check.latent(encoder, scene(1), ARM_STILL)
     assert verdict and latent is not None and not np.array_equal(latent, first)
-    # Another model: a frozen frame's predecessor was encoded by the old one, so there is nothing to repeat.
-    encoder.load(make_checkpoint(tmp_path / 'b.pt', seed=1))
-    latent, verdict = check.latent(encoder, scene(1))
-    assert latent is None and verdict.kind == 'frozen'

@@ -1,5 +1,5 @@
-"""The push task's higher level: the skill on positions, the cube read-out learned from play without labels, and
-the actor turning skill steps into sub-goal latents."""
+"""The scripted push skill (the `push_skill` task, the `scripted_skill` evaluation reference) on positions, the cube
+read-out learned from play without labels, and the actor turning skill steps into sub-goal latents."""
 import numpy as np
 import pytest
 import torch
@@ -221,9 +221,12 @@ def test_actor_skill_names_what_it_is_missing():
     with pytest.raises(ValueError, match='read-out.*joint state'):
         actor.act(np.zeros(5), np.zeros(5))
     with pytest.raises(ValueError, match='skill'):
-        ActorConfig(skill='juggle').validate()
+        ActorConfig(skill='juggle')
     with pytest.raises(ValueError, match='levels'):
-        ActorConfig(skill='push', levels=2).validate()
+        ActorConfig(skill='push', levels=2)
+    with pytest.raises(ValueError, match='levels'):
+        actor.reconfigure(skill='', levels=3)
+    assert actor.config.skill == 'push'  # a refused change leaves the actor as it was
 
 
 def test_an_actor_for_a_new_model_of_the_same_latent_space_continues_the_task_in_progress():

@@ -33,7 +33,7 @@ def overwrite_after_first_chunk(storage):
 
 
 def test_overwritten_bytes_after_a_chunk_are_a_bag_error_and_reindex_recovers_everything(tmp_path):
-    """rosbags used to escape with a raw MemoryError or OverflowError."""
+    """Damage rosbags meets as a raw MemoryError or OverflowError is a BagError naming the bag."""
     bag = tmp_path / 'bag'
     written = write_bag(bag, n=20)
     overwrite_after_first_chunk(bag / 'bag_0.mcap')
@@ -150,7 +150,7 @@ def test_record_cli_reindexes_into_a_new_bag_and_never_over_one(tmp_path, capsys
 
 
 def test_replay_of_a_damaged_bag_is_a_clear_error(tmp_path, capsys):
-    """`jepa replay` used to die in rosbags with a raw MemoryError/OverflowError traceback."""
+    """`jepa replay` of a damaged bag exits 1 with the reason, not with rosbags' MemoryError/OverflowError."""
     from jepa_rosbag import replay
     bag = tmp_path / 'bag'
     write_bag(bag, n=20)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from mcap.reader import make_reader
+from rclpy.serialization import serialize_message
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -18,6 +19,7 @@ from sensor_msgs.msg import Image, JointState
 from jepa_common.conversions import latent_to_msg, rgb_to_image, sec_to_stamp
 from jepa_interfaces.msg import LatentState
 from jepa_rosbag.reader import BagReader, reindex
+from jepa_rosbag.recorder import BagRecorder
 from rosharness import REPO, VENV_BIN, node_cmd
 
 # Topics under a namespace of this run: a concurrent test run that happens to get the same domain id
@@ -181,7 +183,7 @@ def test_record_cli_refuses_an_existing_bag(tmp_path):
 @pytest.mark.integration
 def test_record_cli_sqlite3_zstd_duration_and_latched_topic(ros_graph, tmp_path):
     """`jepa record` flags: sqlite3 + zstd, records --duration seconds of data (counted from the first message,
-    here 1.5 s after the recorder started: that time used to count) and stops by itself; a transient-local
+    here 1.5 s after the recorder started: that time does not count) and stops by itself; a transient-local
     topic's last message, published before the recorder subscribed, is recorded with its QoS."""
     node = ros_graph.node
     goal = f'{NS}/jepa/goal_latent'
@@ -253,3 +255,28 @@ def test_disk_full_while_recording_keeps_closed_splits_and_the_node_alive(ros_gr
     # The report's recorded counts are what the closed splits hold.
     assert re.search(rf'{re.escape(JOINTS)}\s+{counts[JOINTS]} recorded', report), report
     assert re.search(rf'{re.escape(CAMERA)}\s+{counts.get(CAMERA, 0)} recorded', report), report
+
+
+@pytest.mark.integration
+def test_replay_waits_for_discovery_by_default_and_publishes_into_its_namespace(ros_graph, tmp_path):
+    """Without options, a replay started next to a running subscriber delivers every message, the first ones
+    included (published before discovery had matched the two, they would reach nobody); bag topics are published
+    relative to the replay's namespace."""
+    bag, n = tmp_path / 'joints', 40
+    recorder = BagRecorder(bag)
+    recorder.add_topic(JOINTS, 'sensor_msgs/msg/JointState')
+    written = [serialize_message(make_message(JOINTS, i)) for i in range(n)]
+    for i, data in enumerate(written):
+        recorder.write(JOINTS, 1_000_000_000 + i * 10_000_000, data)
+    recorder.close()
+    namespace = f'{NS}_replay'
+    received = raw_collectors(ros_graph, {namespace + JOINTS: JointState})[namespace + JOINTS]
+    ros_graph.spin_for(0.5)
+    replay = ros_graph.run([sys.executable, '-m', 'jepa_rosbag.replay', str(bag), '--rate', '2',
+                            '--ros-args', '-r', f'__ns:={namespace}'], 'replay')
+    end = time.monotonic() + 40
+    while time.monotonic() < end and not (len(received) >= n and replay.proc.poll() is not None):
+        ros_graph.spin_for(0.05)
+    assert replay.proc.poll() == 0, replay.output()
+    ros_graph.spin_for(0.3)
+    assert [bytes(m) for m in received] == written, f'{len(received)} of {n} arrived'

@@ -178,7 +178,8 @@ def test_a_joint_state_whose_names_and_positions_do_not_pair_up_is_reported_and_
 
 def test_an_out_of_limit_measured_state_is_never_the_start_of_a_forwarded_command():
     """A glitching encoder, a wrong URDF or a spoofed driver reports panda_joint1 = 10 (limit +-2.9671): an
-    in-limit command used to leave with panda_joint1 = 10 (the workspace clamp slid it back to the measurement)."""
+    in-limit command must not leave with panda_joint1 = 10 (the workspace clamp would slide it back to the
+    measurement if the measurement were trusted)."""
     gate = make_gate()
     error = gate.on_joint_state(NAMES, np.r_[10.0, HOME[1:]], 0.0)
     assert 'panda_joint1' in error and '10.0000' in error and 'limits' in error

@@ -84,6 +84,81 @@ def test_train_critic_cli_fits_the_cost_to_go_of_recorded_episodes(tmp_path, cap
     assert 'missing' in capsys.readouterr().err
 
 
+CHAIN = np.random.default_rng(1).normal(size=(6, 8)).astype(np.float32)
+
+
+def chain_memory(episodes=40, seed=1, noise=0.0):
+    """Episodes along a chain of 6 states towards the last one (the goal), held there for 2 steps, cost 1 per step
+    off the goal plus `noise` x a standard normal draw: a cost-to-go a critic can learn, up to the noise."""
+    rng = np.random.default_rng(seed)
+    memory, assembler = ShortTermMemory(), TransitionAssembler()
+    stamp = 1.0
+    for _ in range(episodes):
+        memory.add(assembler.goal(CHAIN[-1]))
+        for s in list(range(rng.integers(0, 5), 6)) + [5, 5]:
+            # A camera's noise: a bit-identical latent would be a frozen frame, which the memory leaves out.
+            memory.add(assembler.latent(stamp, CHAIN[s] + 1e-4 * rng.normal(size=8).astype(np.float32), 'chain@0'))
+            assembler.cost(stamp, np.array([float(s != 5) + noise * rng.normal(), 0, 0, 0, 0, 0, 0], np.float32))
+            stamp += 0.1
+        memory.add(assembler.flush())
+        stamp += 5.0
+    return memory
+
+
+def test_a_retrained_critic_replaces_the_one_in_service_only_when_it_predicts_better(tmp_path, one_thread):
+    """The configurator's critic retraining: held-out, most recent transitions judge it against the critic in
+    service (no critic: a cost-to-go of 0) by the world model's keep-if-better margin."""
+    import torch
+
+    from jepa_configurator.adjust_world_model import AdjustmentError
+    from jepa_configurator.configurator import adjust_from_memory
+    from jepa_configurator.train_critic import critic_from_bags, relabel_critic, retrain_critic
+    from jepa_cost.cost import Critic
+    quiet = lambda m: None  # noqa: E731
+    # No critic in service, and episodes whose cost-to-go can be learned: the retrained critic is kept.
+    write_memory(tmp_path / 'chain', chain_memory(), 'chain@0')
+    summary = retrain_critic([str(tmp_path / 'chain')], str(tmp_path / 'first.pt'), log=quiet)
+    assert summary['retrained_from'] == '' and summary['windows'] >= 5
+    assert summary['improvement'] > 3 * summary['standard_error']
+    assert summary['held_out_error_after'] < 0.5 * summary['held_out_error_before']
+    critic = Critic.load(tmp_path / 'first.pt', latent_dim=8, model_id='chain@0')
+    with torch.no_grad():
+        values = critic(torch.from_numpy(CHAIN), torch.from_numpy(CHAIN[-1])).numpy()
+    assert np.all(np.diff(values) < 0), values  # farther from the goal = more cost to go
+    # Nor does a critic in service that knows nothing hold a better one back.
+    Critic(8, model_id='chain@0').save(tmp_path / 'untrained.pt')
+    summary = retrain_critic([str(tmp_path / 'chain')], str(tmp_path / 'better.pt'), str(tmp_path / 'untrained.pt'),
+                             log=quiet)
+    assert summary['retrained_from'] == str(tmp_path / 'untrained.pt') and (tmp_path / 'better.pt').exists()
+
+    # A critic in service that has already learned what noisy episodes of the same chain can teach: retraining
+    # it on more of them cannot beat it by more than noise, so it stays, and nothing is written.
+    write_memory(tmp_path / 'noisy', chain_memory(seed=2, noise=0.5), 'chain@0')
+    write_memory(tmp_path / 'more', chain_memory(seed=3, noise=0.5), 'chain@0')
+    critic_from_bags([str(tmp_path / 'noisy')], str(tmp_path / 'in_service.pt'), epochs=600, log=quiet)
+    with pytest.raises(AdjustmentError, match='retrained critic.*stays'):
+        retrain_critic([str(tmp_path / 'more')], str(tmp_path / 'second.pt'), str(tmp_path / 'in_service.pt'),
+                       log=quiet)
+    assert not (tmp_path / 'second.pt').exists()
+    # The same verdict as the configurator's adjustment after surprise reports it.
+    result = adjust_from_memory(str(tmp_path / 'more'), ['critic'], '', tmp_path / 'agent', 'x',
+                                critic_init=str(tmp_path / 'in_service.pt'), log=quiet)
+    assert set(result) == {'critic_kept'} and 'stays' in result['critic_kept']
+    # Too few held-out transitions to tell an improvement from noise: refused before training.
+    write_memory(tmp_path / 'short', chain_memory(episodes=10), 'chain@0')
+    with pytest.raises(AdjustmentError, match='need 5'):
+        retrain_critic([str(tmp_path / 'short')], str(tmp_path / 'third.pt'), log=quiet)
+
+    # A critic that stays while the world model is adjusted follows it: the same weights, the new model's id.
+    relabelled = relabel_critic(str(tmp_path / 'in_service.pt'), str(tmp_path / 'relabelled.pt'), 'chain@1')
+    assert relabelled['model_id'] == 'chain@1'
+    before = Critic.load(tmp_path / 'in_service.pt')
+    after = Critic.load(tmp_path / 'relabelled.pt', latent_dim=8, model_id='chain@1')
+    z = torch.from_numpy(CHAIN)
+    with torch.no_grad():
+        assert torch.equal(before(z, z[-1]), after(z, z[-1]))
+
+
 def surprising_memory(model_id, reverse_from=None, n=120, latent_dim=16):
     """A memory of transitions the model mispredicts: the next state moves along a fixed direction by the
     action's x; from transition `reverse_from` on, the other way (the world changed again)."""

@@ -1,9 +1,9 @@
 """The in-process episode workbench: real PyBullet, the shipped world model and the real actor, no ROS."""
 import pytest
-import yaml
 
+from jepa_bringup.episodes import sim_camera
 from jepa_bringup.sim_episodes import SimWorkbench, main, run_episode
-from jepa_common.paths import package_share
+from jepa_sim.camera import CameraConfig
 from jepa_actor.actor import Actor, ActorConfig
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
@@ -16,13 +16,11 @@ def bench():
 
 
 def test_the_workbench_sees_through_the_graphs_camera(bench):
-    # The shipped model was trained on config/sim.yaml's camera; another framing would be another task.
-    params = yaml.safe_load(open(f'{package_share("jepa_bringup")}/config/sim.yaml'))['sim']['ros__parameters']
-    camera = bench.sim.camera
-    assert (camera.width, camera.height, camera.fov_deg) == (params['camera_width'], params['camera_height'],
-                                                             params['camera_fov_deg'])
-    assert list(camera.eye) == params['camera_eye'] and list(camera.target) == params['camera_target']
-    assert bench.sim.render().shape == (params['camera_height'], params['camera_width'], 3)
+    # The shipped model was trained on the graph's camera (sim_node's defaults, which config/sim.yaml leaves as
+    # they are); another framing would be another task.
+    camera = sim_camera()
+    assert bench.sim.camera == camera == CameraConfig()
+    assert bench.sim.render().shape == (camera.height, camera.width, 3)
 
 
 def test_oracle_reaches_and_random_does_not_on_the_same_seed(bench):

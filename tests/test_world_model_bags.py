@@ -1,5 +1,6 @@
 """World model data path on real rosbag2 files written here with rosbags: datasets (with and without
-/jepa/action, mcap and sqlite3), errors on bad bags, a few training steps, eval JSON, surprise plot."""
+/jepa/action, mcap and sqlite3), errors on bad bags, a few training steps (and the record of the training images
+perception checks camera frames against), eval JSON, surprise plot."""
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +12,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS, ArmKinematics
 from jepa_rosbag.typestore import jepa_typestore
-from jepa_world_model import dataset, evaluate, surprise, train
+from jepa_world_model import dataset, eval_model, surprise, train, runtime
 from jepa_world_model.dataset import BagError
-from jepa_world_model.model import load_checkpoint
+from jepa_world_model.model import load_checkpoint, resize_rgb
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -326,6 +327,37 @@ def test_train_reduces_loss_checkpoints_and_resumes(bags, tmp_path, capsys):
     assert 'latent_dim' in capsys.readouterr().err
 
 
+def test_training_records_its_images_statistics_and_perception_passes_the_frames_it_trained_on(bags, tmp_path):
+    from jepa_perception.frame_check import FrameCheck
+    out = tmp_path / 'wm.pt'
+    assert train.main(['--bag', str(bags['train']), '--cache', str(tmp_path / 'cache'), '--out', str(out),
+                       '--steps', '2', '--device', 'cpu', '--no-progress', '--threads', '1',
+                       '--set', 'latent_dim=16', '--set', 'encoder_channels=[8, 8, 16, 16]',
+                       '--set', 'predictor_hidden=64', '--set', 'batch_size=4', '--set', 'sequence_length=8',
+                       '--set', 'horizon=3']) == 0
+    metrics = torch.load(out, weights_only=True)['metrics']
+    assert metrics['image_statistics']['statistics'] == ['brightness', 'contrast', 'roughness']
+    check = FrameCheck()
+    assert check.use_checkpoint(metrics, str(out)) == '' and check.reference.source == str(out)
+    size = load_checkpoint(out).image_size
+    # The camera frames of the training bag as perception gets them (80x80, resized to the encoder's input). The
+    # toy camera draws only the hand's position, so a joint motion it does not show repeats a frame: those are the
+    # frozen-camera rule's business (tests/test_perception_frame_check.py), so each picture is judged once here.
+    frames = [render(ee, cube) for _, _, ee, cube, _ in make_episode(120, 1)]
+    distinct = [rgb for i, rgb in enumerate(frames) if i == 0 or not np.array_equal(rgb, frames[i - 1])]
+    assert len(distinct) > 60
+    for rgb in distinct:
+        verdict = check.check(rgb, resize_rgb(rgb, size))
+        assert verdict, verdict.reason
+    assert check.counts == {'size': 0, 'frozen': 0, 'statistics': 0}
+    dim = (frames[0] * 0.3).astype(np.uint8)  # not what it trained on
+    assert check.check(dim, resize_rgb(dim, size)).kind == 'statistics'
+
+
+def test_training_and_the_runtime_share_one_device_choice():
+    assert train.select_device is runtime.select_device
+
+
 def test_eval_json_and_surprise_plot(bags, tmp_path):
     out = tmp_path / 'wm.pt'
     cache = tmp_path / 'cache'
@@ -334,7 +366,7 @@ def test_eval_json_and_surprise_plot(bags, tmp_path):
     assert train.main(['--bag', str(bags['train']), '--cache', str(cache), '--out', str(out), '--steps', '10',
                        '--device', 'cpu', '--no-progress', '--threads', '1', *small]) == 0
     report = tmp_path / 'eval.json'
-    assert evaluate.main(['--ckpt', str(out), '--bag', str(bags['heldout']), '--json', str(report),
+    assert eval_model.main(['--ckpt', str(out), '--bag', str(bags['heldout']), '--json', str(report),
                           '--cache', str(cache), '--baseline-steps', '10', '--no-progress', '--threads', '1']) == 0
     result = json.loads(report.read_text())
     horizons = result['horizons']
@@ -351,5 +383,5 @@ def test_eval_json_and_surprise_plot(bags, tmp_path):
     assert surprise.main(['--ckpt', str(out), '--bag', str(bags['heldout']), '--out', str(png),
                           '--cache', str(cache)]) == 0
     assert png.stat().st_size > 1000
-    assert evaluate.main(['--ckpt', str(tmp_path / 'missing.pt'), '--bag', str(bags['heldout']),
+    assert eval_model.main(['--ckpt', str(tmp_path / 'missing.pt'), '--bag', str(bags['heldout']),
                           '--json', str(report)]) == 2

@@ -146,3 +146,16 @@ def test_image_encoder_feeds_joint_positions_to_checkpoints_that_use_them(tmp_pa
     a = encoder.encode(image, np.zeros(9, np.float32))
     b = encoder.encode(image, np.full(9, 0.5, np.float32))
     assert a.shape == (16,) and not np.allclose(a, b)
+
+
+def test_the_world_model_core_and_the_perception_core_run_without_ros():
+    """The modules a notebook, `jepa train` or a bench imports must not pull in rclpy (only the *_node modules do)."""
+    import subprocess
+    import sys
+    core = ['jepa_world_model.' + m for m in ('model', 'dataset', 'train', 'eval_model', 'surprise', 'runtime',
+                                              'readout', 'fit_readout', 'image_statistics')]
+    core += ['jepa_perception.encoder', 'jepa_perception.frame_check']
+    code = f'import sys\nfor m in {core!r}:\n    __import__(m)\nprint(sorted(m for m in sys.modules if m.startswith("rclpy")))'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'

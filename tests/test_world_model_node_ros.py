@@ -74,7 +74,7 @@ def test_prediction_surprise_rollout_bad_input_and_reload(ros_graph, tmp_path):
     assert not bad.success and '160 action values' in bad.message
 
     def report():
-        statuses = [s for d in diagnostics for s in d.status if s.name == 'world_model: predictor']
+        statuses = [s for d in diagnostics for s in d.status if s.name == '/world_model: predictor']
         return {v.key: v.value for v in statuses[-1].values} if statuses else {}
     ros_graph.spin_until(lambda: report().get('rollouts') == '1', 10, 'diagnostics counting the rollout')
     values = report()

@@ -14,7 +14,7 @@ setup(
     zip_safe=True,
     maintainer='JEPA robotics maintainers',
     maintainer_email='maintainers@jepa-robotics.org',
-    description='Short-term memory: the agent's recent transitions, written to bags for the configurator's adjustments.',
+    description="Short-term memory: the agent's recent transitions, written to bags for the configurator's adjustments.",
     license='Apache-2.0',
     entry_points={'console_scripts': [
         'short_term_memory_node = jepa_short_term_memory.short_term_memory_node:main',

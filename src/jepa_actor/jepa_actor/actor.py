@@ -1,6 +1,6 @@
 """The actor's core (ROS-free): one decision per new state.
 
-Mode-2 optimizes an action sequence through the world model (planner.py) against the cost (cost.py), and
+Mode-2 optimizes an action sequence through the world model (planner.py) against the cost (jepa_cost.cost), and
 the first action is executed; the reactive Mode-1 policy is distilled from those plans on the fly and both
 proposes candidates to Mode-2 and acts alone in mode1. The world model runs in-process: the planner's
 thousands of rollouts per step are one batched torch call, not DDS round trips.
@@ -11,20 +11,24 @@ for a stride: `MacroModel`). Its action is the lower level's goal: the latent it
 to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards, until the higher level replans
 one stride later.
 
-Skill (`skill: push`): the higher level is the hard-wired push skill (push_skill.py) on cube positions read out
-of the latents; each of its hand steps, mapped into the latent space by the world model's effector map, is
-the goal the control level plans towards, and, as a position, the arm's hand goal (the cost's `hand` term).
+Scripted reference (`skill: push`): in place of a learned higher level, the hand-written push controller
+(scripted_skill.PushSkill) on cube positions read out of the latents sets the sub-goals; each of its hand steps,
+mapped into the latent space by the world model's effector map, is the goal the control level plans towards,
+and, as a position, the arm's hand goal (the cost's `hand` term). Only the `push_skill` task uses it, the
+evaluation's `scripted_skill` condition: it measures what a scripted decomposition achieves, and the agent's own
+push task plans without it.
 """
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
 
-from jepa_cost.cost import ArmContext, Critic, CostWeights, EnergyMetric, IntrinsicCost, PlanObjective
-from jepa_actor.planner import make_planner
+from jepa_actor.planner import PLANNERS, make_planner
 from jepa_actor.policy import PolicyDistiller, ReactivePolicy
 from jepa_actor.scripted_skill import PushSkill
+from jepa_common.settings import setting
+from jepa_cost.cost import ArmContext, CostWeights, Critic, EnergyMetric, IntrinsicCost, PlanObjective
 from jepa_world_model.readout import CubeReadout
 
 MODES = ('mode2', 'mode1', 'idle')
@@ -42,46 +46,54 @@ def normalize_mode(mode: str) -> str:
 
 @dataclass
 class ActorConfig:
-    planner: str = 'mppi'
-    horizon: int = 8
-    samples: int = 256
-    iterations: int = 2
-    grad_steps: int = 2
-    grad_lr: float = 0.1
-    discount: float = 1.0
-    max_step: float = 0.03
-    policy_proposals: bool = True
-    distill_every: int = 1
-    distill_steps: int = 2
-    # In mode1, every this many steps Mode-2 also plans (not executed) to label the state the policy led
-    # to: DAgger proper, the policy learns on its own state distribution. 0 = never.
-    dagger_every: int = 5
-    # 1: one level; 2: a higher level sets the sub-goal (a latent) the control level plans towards.
-    levels: int = 1
-    subgoal_stride: int = 5
-    subgoal_horizon: int = 4
-    subgoal_samples: int = 128
-    subgoal_iterations: int = 3
-    # '': plan towards the goal (or the higher level's sub-goal); 'push': the push skill sets the sub-goals.
-    skill: str = ''
-    seed: int = 0
+    """How the actor plans. Every setting but max_step is live: a running actor rebuilds its planners for a
+    change (`Actor.reconfigure`), losing their warm start; max_step is the arm's action bound, fixed at start."""
+    planner: str = setting('mppi', 'Mode-2 sampling planner: mppi or cem', live=True)
+    horizon: int = setting(8, 'control steps planned ahead', (1, 1000), live=True)
+    samples: int = setting(256, 'candidate action sequences per sampling round', (1, 1_000_000), live=True)
+    iterations: int = setting(2, 'sampling rounds per decision', (1, 1000), live=True)
+    grad_steps: int = setting(2, 'gradient refinement steps of the best sequence through the world model',
+                              (0, 1000), live=True)
+    grad_lr: float = setting(0.1, 'gradient refinement step, in units of the action half-range', (0.0, 10.0),
+                             live=True)
+    discount: float = setting(1.0, 'discount per step of the plan\'s cost', (0.0, 1.0), live=True)
+    policy_proposals: bool = setting(True, 'the Mode-1 policy\'s rollout joins Mode-2\'s first population',
+                                     live=True)
+    distill_every: int = setting(1, 'plans between Mode-1 distillation updates; 0 = never distil', (0, 100_000),
+                                 live=True)
+    distill_steps: int = setting(2, 'regression steps per distillation update', (0, 100_000), live=True)
+    dagger_every: int = setting(5, 'in mode1, Mode-2 also plans (not executed) every this many steps to label the '
+                                'state the policy led to (DAgger: the policy learns on its own state distribution); '
+                                '0 = never', (0, 100_000), live=True)
+    levels: int = setting(1, '1: plan towards the goal; 2: a higher level sets the sub-goal latent the control '
+                          'level plans towards', (1, 2), live=True)
+    subgoal_stride: int = setting(5, 'levels 2: control steps each higher-level action is held for', (1, 1000),
+                                  live=True)
+    subgoal_horizon: int = setting(4, 'levels 2: higher-level actions planned ahead', (1, 1000), live=True)
+    subgoal_samples: int = setting(128, 'levels 2: higher-level candidate sequences per round', (1, 1_000_000),
+                                   live=True)
+    subgoal_iterations: int = setting(3, 'levels 2: higher-level sampling rounds', (1, 1000), live=True)
+    skill: str = setting('', "'': plan towards the goal (or the higher level's sub-goal); push: the scripted push "
+                         'skill sets the sub-goals (the push_skill reference task)', live=True)
+    seed: int = setting(0, 'seed of the planners\' and the distillation\'s random draws', (0, 2 ** 31 - 1),
+                        live=True)
+    # The arm's action bound (m per step): the kinematics' max_step, not a setting of its own.
+    max_step: float = field(default=0.03)
 
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    def changed(self, **changes) -> 'ActorConfig':
-        """A copy with some settings changed (values converted to the fields' types)."""
-        unknown = set(changes) - set(self.names())
-        if unknown:
-            raise ValueError(f'unknown actor settings {sorted(unknown)}')
-        return replace(self, **{k: type(getattr(self, k))(v) for k, v in changes.items()})
-
-    def validate(self) -> None:
+    def __post_init__(self):
         counts = {k: getattr(self, k) for k in ('horizon', 'samples', 'iterations', 'subgoal_stride',
                                                 'subgoal_horizon', 'subgoal_samples', 'subgoal_iterations')}
         if min(counts.values()) < 1:
             raise ValueError(f'these settings must be >= 1: {counts}')
+        negative = {k: getattr(self, k) for k in ('grad_steps', 'distill_every', 'distill_steps', 'dagger_every',
+                                                  'seed') if getattr(self, k) < 0}
+        if negative:
+            raise ValueError(f'these settings must be >= 0: {negative}')
+        if self.planner not in PLANNERS:
+            raise ValueError(f'planner must be one of {sorted(PLANNERS)}, got {self.planner!r}')
+        if not (self.grad_lr >= 0 and 0 <= self.discount <= 1 and self.max_step > 0):
+            raise ValueError(f'need grad_lr >= 0, 0 <= discount <= 1 and max_step > 0, got grad_lr {self.grad_lr}, '
+                             f'discount {self.discount}, max_step {self.max_step}')
         if self.levels not in (1, 2):
             raise ValueError(f'levels must be 1 or 2, got {self.levels}')
         if self.skill not in SKILLS:
@@ -89,9 +101,21 @@ class ActorConfig:
         if self.skill and self.levels != 1:
             raise ValueError(f'skill {self.skill!r} is the higher level: it needs levels 1, got {self.levels}')
 
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def changed(self, **changes) -> 'ActorConfig':
+        """A copy with some settings changed (values converted to the fields' types); ValueError if refused."""
+        unknown = set(changes) - set(self.names())
+        if unknown:
+            raise ValueError(f'unknown actor settings {sorted(unknown)}')
+        return replace(self, **{k: type(getattr(self, k))(v) for k, v in changes.items()})
+
 
 @dataclass
-class Decision:
+class ActorDecision:
+    """What the actor decided for one state: the action to execute now and the plan behind it."""
     mode: str
     action: np.ndarray            # (A,) to execute now
     actions: np.ndarray           # (T, A) the plan
@@ -141,7 +165,6 @@ class Actor:
 
     def _make_planners(self) -> None:
         c = self.config
-        c.validate()
         self.planner = make_planner(c.planner, self.low, self.high, c.horizon, samples=c.samples,
                                     iterations=c.iterations, grad_steps=c.grad_steps, grad_lr=c.grad_lr, seed=c.seed,
                                     device=self.device)
@@ -151,11 +174,11 @@ class Actor:
         self.subgoal = None
 
     def reconfigure(self, **changes) -> None:
-        """Change ActorConfig fields (e.g. from ROS parameters); rebuilds the planner, losing its warm start."""
-        updated = self.config.changed(**changes)
-        updated.validate()
-        for key in changes:
-            setattr(self.config, key, getattr(updated, key))  # the node shares this config object
+        """Change ActorConfig settings (e.g. from ROS parameters); rebuilds the planners, losing their warm start.
+        ValueError, and nothing changes, for settings the config refuses (max_step is fixed: the arm's bound)."""
+        if 'max_step' in changes:
+            raise ValueError("max_step is fixed at start (it is the arm's action bound)")
+        self.config = self.config.changed(**changes)
         self._make_planners()
 
     @property
@@ -216,7 +239,7 @@ class Actor:
         return ArmContext.from_kinematics(self.kinematics, q_arm, device=self.device)
 
     def act(self, z: np.ndarray, goal: np.ndarray, q_arm: np.ndarray | None = None, mode: str = 'mode2',
-            learn_now: bool = True) -> Decision:
+            learn_now: bool = True) -> ActorDecision:
         """One decision. What it teaches Mode-1 (distilling the plan, or in mode1 a DAgger label planned by Mode-2)
         is learned before returning, or with learn_now=False left to `learn()`, so that a node can send the command
         first: none of it changes the decision just made."""
@@ -264,7 +287,7 @@ class Actor:
         if arm is not None:
             ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).cpu().numpy().astype(np.float64)
         actions, latents = actions.cpu(), latents.cpu()
-        decision = Decision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
+        decision = ActorDecision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
                             None if subgoal is None else subgoal.cpu().numpy().copy(), float(total[0]),
                             {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
         if learn_now:

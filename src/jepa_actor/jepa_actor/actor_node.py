@@ -1,46 +1,79 @@
 """`actor_node` (node `actor`): one decision per perceived state, sent through the safety gate.
 
-/jepa/latent + /jepa/goal_latent + /joint_states -> plan (Mode-2 MPC, or the Mode-1 policy) ->
-/jepa/joint_trajectory (one point, dt ahead), /jepa/action (stamped with the state's stamp), /jepa/plan,
-/jepa/planned_path (MarkerArray), /jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
-control level plans towards, or with skill: push, the push skill's), /diagnostics (plan time, and latent
+jepa/latent + jepa/goal_latent + joint_states -> plan (Mode-2 MPC, or the Mode-1 policy) ->
+jepa/joint_trajectory (one point, dt ahead), jepa/action (stamped with the state's stamp), jepa/plan,
+jepa/planned_path (MarkerArray), jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
+control level plans towards, or with skill: push, the scripted push skill's), /diagnostics (plan time, and latent
 received -> command sent, on the wall clock). The world model is loaded in-process from the checkpoint
-/world_model/model_version announces, so planning never waits on DDS.
+world_model/model_version announces, so planning never waits on DDS.
 One executor thread serves every callback, so this node's /clock stands still while it plans: its sim-time stamps
 do not show the plan's duration, hence wall-clock latencies (`jepa eval` measures frame -> command from outside).
-A second executor thread for /clock and joint states would let sim time go on, but on two cores it halved the
-planning rate (docs/results/LOG.md).
+A second executor thread would let sim time go on, but it would compete with planning for the same cores.
 A stale or missing state, goal or joint state gives no command: the gate then holds the arm.
+
+Parameters: the planning settings (actor.ActorConfig) and the cost weights (`weights.*`, jepa_cost.cost.CostWeights)
+are live, as are `mode`, `checkpoint`, `critic_path` and `readout_path` (ActorNodeConfig); the rest is read-only.
 """
 import collections
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, String
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
 
-from jepa_common.conversions import joint_target_trajectory, latent_to_msg, msg_to_latent, stamp_to_sec
-from jepa_common.node import run_node
-from jepa_interfaces.msg import ActionStamped, LatentState, Plan
-from jepa_actor.actor import Actor, ActorConfig, Decision, normalize_mode
-from jepa_cost.cost import Critic, CriticError
+from jepa_actor.actor import Actor, ActorConfig, ActorDecision, normalize_mode
 from jepa_actor.policy import PolicyError, ReactivePolicy
-from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
+from jepa_common.conversions import joint_target_trajectory, latent_to_msg, msg_to_latent, stamp_to_sec
 from jepa_common.joint_states import JointStateCache
-from jepa_common.parameters import declare_kinematics
-from jepa_common.qos import LATCHED, NEWEST
-from jepa_cost.parameters import declare_weights, weight_changes
+from jepa_common.node import run_node
+from jepa_common.parameters import changed_config, declare_config, declare_kinematics, result
+from jepa_common.qos import LATCHED, NEWEST, SENSOR
+from jepa_common.settings import setting
+from jepa_cost.cost import CostWeights, Critic, CriticError
+from jepa_interfaces.msg import ActionStamped, LatentState, Plan
 from jepa_world_model.model import CheckpointError, encoder_id
+from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_world_model.runtime import LoadedModel
+
+
+@dataclass
+class ActorNodeConfig:
+    """What the actor node loads, how it runs and what it publishes (how it plans: actor.ActorConfig)."""
+    mode: str = setting('mode2', 'mode2|mpc: plan through the world model; mode1|policy: the reactive policy; '
+                        'idle: no commands', live=True)
+    checkpoint: str = setting('', "world model to plan with ('' = the shipped default); setting it loads it, and one "
+                              'that cannot be loaded is refused', live=True)
+    follow_model_version: bool = setting(True, 'load every world model world_model/model_version announces')
+    device: str = setting('cpu', 'torch device of the in-process world model and planner (cpu, cuda, cuda:1, auto)')
+    threads: int = setting(1, 'torch intra-op CPU threads (the other nodes share the cores)', (1, 1024))
+    critic_path: str = setting('', "critic checkpoint, the plan's terminal cost ('' = none); setting it loads it",
+                               live=True)
+    policy_path: str = setting('', "a distilled Mode-1 policy to start from ('' = an untrained one)")
+    policy_save_path: str = setting('', "where the distilled policy is saved at shutdown ('' = not saved)")
+    readout_path: str = setting('', "the scripted push skill's cube read-out ('' = the shipped model's); setting it "
+                                'loads it, and one for another encoder\'s latents is refused', live=True)
+    dt: float = setting(0.1, "s: the command's time_from_start, the control period", (0.001, 10.0))
+    max_latent_age: float = setting(0.5, 's: a latent older than this (by its image stamp) is not acted on',
+                                    (0.0, 60.0))
+    joint_state_timeout: float = setting(0.5, 's: without a joint state this fresh (against the latent\'s stamp) '
+                                         'the actor does not act', (0.0, 60.0))
+    frame_id: str = setting('panda_link0', 'frame of jepa/plan and jepa/planned_path: the arm\'s base')
+    diagnostics_period: float = setting(1.0, 's between /diagnostics reports', (0.01, 3600.0))
+
+    def __post_init__(self):
+        self.mode = normalize_mode(self.mode)
+        positive = {k: getattr(self, k) for k in ('dt', 'max_latent_age', 'joint_state_timeout',
+                                                  'diagnostics_period') if not getattr(self, k) > 0}
+        if positive or self.threads < 1:
+            raise ValueError(f'these settings must be > 0: {positive or {"threads": self.threads}}')
 
 
 def percentile(values, q: float) -> float:
@@ -51,25 +84,10 @@ class ActorNode(Node):
     def __init__(self):
         super().__init__('actor')
         self.kinematics = declare_kinematics(self)
-        defaults = ActorConfig(max_step=self.kinematics.max_step)
-        self.config = ActorConfig(**{name: self.declare_parameter(name, getattr(defaults, name)).value
-                                     for name in ActorConfig.names() if name != 'max_step'},
-                                  max_step=self.kinematics.max_step)
-        self.weights = declare_weights(self)
-        self.mode = normalize_mode(self.declare_parameter('mode', 'mode2').value)
-        self.device = self.declare_parameter('device', 'cpu').value
-        torch.set_num_threads(max(1, self.declare_parameter('threads', 1).value))
-        self.dt = self.declare_parameter('dt', 0.1).value
-        self.max_latent_age = self.declare_parameter('max_latent_age', 0.5).value
-        self.joint_state_timeout = self.declare_parameter('joint_state_timeout', 0.5).value
-        self.frame_id = self.declare_parameter('frame_id', 'panda_link0').value
-        self.follow_model_version = self.declare_parameter('follow_model_version', True).value
-        self.critic_path = self.declare_parameter('critic_path', '').value
-        self.policy_path = self.declare_parameter('policy_path', '').value
-        self.policy_save_path = self.declare_parameter('policy_save_path', '').value
-        # The push skill's cube read-out ('' = the shipped model's); refused for another encoder's latents.
-        self.readout_path = self.declare_parameter('readout_path', '').value
-        diagnostics_period = self.declare_parameter('diagnostics_period', 1.0).value
+        self.settings = declare_config(self, ActorNodeConfig)
+        self.config = declare_config(self, ActorConfig, defaults=ActorConfig(max_step=self.kinematics.max_step))
+        self.weights = declare_config(self, CostWeights, prefix='weights.')
+        torch.set_num_threads(self.settings.threads)
 
         self.loaded: LoadedModel | None = None
         self.actor: Actor | None = None
@@ -82,34 +100,39 @@ class ActorNode(Node):
         self.last_problem = ''
         self._logged: dict[str, float] = {}
 
-        self.trajectory_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
-        self.action_pub = self.create_publisher(ActionStamped, '/jepa/action', 10)
-        self.plan_pub = self.create_publisher(Plan, '/jepa/plan', 10)
-        self.path_pub = self.create_publisher(MarkerArray, '/jepa/planned_path', 10)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, 'jepa/joint_trajectory', 10)
+        self.action_pub = self.create_publisher(ActionStamped, 'jepa/action', 10)
+        self.plan_pub = self.create_publisher(Plan, 'jepa/plan', 10)
+        self.path_pub = self.create_publisher(MarkerArray, 'jepa/planned_path', 10)
         # levels: 2: the higher level's action, the goal the control level is planning towards now.
-        self.subgoal_pub = self.create_publisher(LatentState, '/jepa/subgoal_latent', 10)
+        self.subgoal_pub = self.create_publisher(LatentState, 'jepa/subgoal_latent', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.load_model(self.declare_parameter('checkpoint', '').value)
-        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, NEWEST)
-        self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED)
-        self.create_subscription(JointState, '/joint_states', self.joints.on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
-        self.create_timer(diagnostics_period, self.publish_diagnostics)
+        self.load_model(self.settings.checkpoint)
+        self.create_subscription(LatentState, 'jepa/latent', self.on_latent, NEWEST)
+        self.create_subscription(LatentState, 'jepa/goal_latent', self.on_goal, LATCHED)
+        self.create_subscription(JointState, 'joint_states', self.joints.on_joint_state, SENSOR)
+        self.create_subscription(String, 'world_model/model_version', self.on_model_version, LATCHED)
+        self.create_timer(self.settings.diagnostics_period, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self.on_parameters)
 
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
     # ----- loading
-    def load_model(self, checkpoint: str) -> tuple[bool, str]:
-        """Load a world model ('' = the shipped default) and rebuild the actor around it; on failure the
-        previous model stays in service."""
+    def load_model(self, checkpoint: str, settings: ActorNodeConfig | None = None) -> tuple[bool, str]:
+        """Load a world model ('' = the shipped default) and rebuild the actor around it, with the critic, policy
+        and read-out `settings` name (default: those in use); on failure the previous model stays in service."""
+        settings = settings or self.settings
         try:
             if self.loaded is None:
-                self.loaded = LoadedModel(checkpoint, self.device)
+                self.loaded = LoadedModel(checkpoint, self.settings.device)
             elif not self.loaded.load(checkpoint):
                 return True, 'already loaded'
             model = self.loaded.model
             previous, self.actor = self.actor, Actor(
-                model, self.config, self.weights, self.kinematics, self._load_critic(self.critic_path, model),
-                self._load_policy(self.policy_path, model), self._load_readout(self.readout_path, model))
+                model, self.config, self.weights, self.kinematics, self._load_critic(settings.critic_path, model),
+                self._load_policy(settings.policy_path, model), self._load_readout(settings.readout_path, model))
             if previous is not None and encoder_id(previous.model) == encoder_id(model):
                 self.actor.continue_from(previous)
         except (CheckpointError, OSError, ValueError) as exc:
@@ -146,48 +169,45 @@ class ActorNode(Node):
             return None
 
     def on_model_version(self, msg: String) -> None:
-        if self.follow_model_version and msg.data:
+        if self.settings.follow_model_version and msg.data:
             self.load_model(msg.data)
 
-    def on_parameters(self, parameters) -> SetParametersResult:
+    def on_parameters(self, parameters):
+        """The live settings: checked all together first, then applied; a file that cannot be loaded is refused
+        with the reason, and what is in use stays."""
         try:
-            weights = weight_changes(parameters)
-            changes = {p.name: p.value for p in parameters}
-            mode = normalize_mode(changes['mode']) if 'mode' in changes else None
-            config = {k: v for k, v in changes.items() if k in ActorConfig.names()}
-            if 'max_step' in config:
-                raise ValueError('max_step is fixed at start (it is the arm\'s action space)')
-            self.config.changed(**config).validate()
+            weights, _ = changed_config(self.weights, parameters, prefix='weights.')
+            config, reconfigured = changed_config(self.config, parameters)
+            settings, changed = changed_config(self.settings, parameters)
         except ValueError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        if 'checkpoint' in changes:
-            ok, reason = self.load_model(changes['checkpoint'])
+            return result(str(exc))
+        if 'checkpoint' in changed:
+            ok, reason = self.load_model(settings.checkpoint, settings)
             if not ok:
-                return SetParametersResult(successful=False, reason=reason)
-        if 'critic_path' in changes and self.actor is not None:
-            critic = self._load_critic(changes['critic_path'], self.actor.model)
-            if changes['critic_path'] and critic is None:
-                return SetParametersResult(successful=False, reason=self.last_problem)
-            self.critic_path, self.actor.critic = changes['critic_path'], critic
-        if 'readout_path' in changes and self.actor is not None:
-            readout = self._load_readout(changes['readout_path'], self.actor.model)
+                return result(reason)
+        if 'critic_path' in changed and self.actor is not None:
+            critic = self._load_critic(settings.critic_path, self.actor.model)
+            if settings.critic_path and critic is None:
+                return result(self.last_problem)
+            self.actor.critic = critic
+        if 'readout_path' in changed and self.actor is not None:
+            readout = self._load_readout(settings.readout_path, self.actor.model)
             if readout is None:
-                return SetParametersResult(successful=False, reason=self.last_problem)
-            self.readout_path, self.actor.readout = changes['readout_path'], readout
-        for name, value in weights.items():
-            setattr(self.weights, name, value)
-        if mode is not None and mode != self.mode:
-            self.mode = mode
+                return result(self.last_problem)
+            self.actor.readout = readout
+        previous_mode, self.settings = self.mode, settings
+        self.weights = weights
+        if self.actor is not None:
+            self.actor.intrinsic.weights = weights
+        if self.mode != previous_mode:
             if self.actor is not None:
                 self.actor.reset()
-            self.get_logger().info(f'mode now {mode}')
-        if config:
+            self.get_logger().info(f'mode now {self.mode}')
+        if reconfigured:
+            self.config = config
             if self.actor is not None:
-                self.actor.reconfigure(**config)  # shares self.config
-            else:
-                for k, v in config.items():
-                    setattr(self.config, k, type(getattr(self.config, k))(v))
-        return SetParametersResult(successful=True)
+                self.actor.reconfigure(**{name: getattr(config, name) for name in reconfigured})
+        return result()
 
     # ----- acting
     def problem(self, text: str, error: bool = False, kind: str = '') -> None:
@@ -226,10 +246,10 @@ class ActorNode(Node):
             return self.problem('no world model loaded: not acting', kind='no_model')
         model_id = self.actor.model.model_id
         age = received.nanoseconds * 1e-9 - stamp_to_sec(msg.header.stamp)
-        if abs(age) > self.max_latent_age:
+        if abs(age) > self.settings.max_latent_age:
             self.counts['stale'] += 1
-            return self.problem(f'latent is {age:.3f} s old (max_latent_age {self.max_latent_age} s): not acting',
-                                kind='stale')
+            return self.problem(f'latent is {age:.3f} s old (max_latent_age {self.settings.max_latent_age} s): '
+                                'not acting', kind='stale')
         if msg.model_id != model_id:
             self.counts['wrong_model'] += 1
             return self.problem(f'latent from model {msg.model_id!r}, planning with {model_id!r}: not acting',
@@ -237,11 +257,11 @@ class ActorNode(Node):
         if self.goal is None or self.goal_model_id != model_id:
             self.counts['no_goal'] += 1
             return self.problem('no goal latent from the current model: not acting', kind='no_goal')
-        q = self.joints.fresh(self.joint_state_timeout, at=stamp_to_sec(msg.header.stamp))
+        q = self.joints.fresh(self.settings.joint_state_timeout, at=stamp_to_sec(msg.header.stamp))
         if q is None:
             self.counts['no_joint_state'] += 1
             return self.problem(f'no joint state of {list(self.kinematics.arm_joints)} within '
-                                f'{self.joint_state_timeout} s: not acting', kind='no_joint_state')
+                                f'{self.settings.joint_state_timeout} s: not acting', kind='no_joint_state')
         try:
             z = msg_to_latent(msg).reshape(-1)
             decision = self.actor.act(z, self.goal, q, self.mode, learn_now=False)
@@ -265,23 +285,23 @@ class ActorNode(Node):
 
     def publish_command(self, q_target: np.ndarray, fingers: np.ndarray) -> None:
         self.trajectory_pub.publish(joint_target_trajectory(
-            [*self.kinematics.arm_joints, *self.kinematics.finger_joints], np.r_[q_target, fingers], self.dt))
+            [*self.kinematics.arm_joints, *self.kinematics.finger_joints], np.r_[q_target, fingers], self.settings.dt))
 
-    def publish_action(self, source: LatentState, decision: Decision) -> None:
+    def publish_action(self, source: LatentState, decision: ActorDecision) -> None:
         # Stamped with the state it was chosen from: pairs it with that state for the world model and memory.
         action = ActionStamped(space='ee_delta', data=[float(v) for v in decision.action])
         action.header.stamp = source.header.stamp
-        action.header.frame_id = self.frame_id
+        action.header.frame_id = self.settings.frame_id
         self.action_pub.publish(action)
 
-    def publish_plan(self, source: LatentState, decision: Decision, model_id: str) -> None:
+    def publish_plan(self, source: LatentState, decision: ActorDecision, model_id: str) -> None:
         now = self.get_clock().now().to_msg()
         horizon, action_dim = decision.actions.shape
         plan = Plan(model_id=model_id, mode=decision.mode, source_stamp=source.header.stamp, horizon=horizon,
                     action_dim=action_dim, expected_cost=decision.expected_cost,
                     plan_time_ms=decision.plan_time_ms)
         plan.header.stamp = now
-        plan.header.frame_id = self.frame_id
+        plan.header.frame_id = self.settings.frame_id
         plan.actions = decision.actions.astype(np.float32).reshape(-1).tolist()
         plan.predicted_latents = latent_to_msg(decision.latents, source.header.stamp, model_id)
         path = [] if decision.ee_path is None else [Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
@@ -292,7 +312,7 @@ class ActorNode(Node):
             return
         line = Marker(ns='planned_path', id=0, type=Marker.LINE_STRIP, action=Marker.ADD, points=path,
                       lifetime=Duration(sec=1))
-        line.header.stamp, line.header.frame_id = now, self.frame_id
+        line.header.stamp, line.header.frame_id = now, self.settings.frame_id
         line.pose.orientation.w = 1.0
         line.scale.x = 0.005
         line.color = ColorRGBA(r=0.1, g=0.8, b=0.2, a=1.0)
@@ -306,7 +326,7 @@ class ActorNode(Node):
 
     def publish_diagnostics(self) -> None:
         level = DiagnosticStatus.OK if self.actor is not None else DiagnosticStatus.WARN
-        status = DiagnosticStatus(name='actor', hardware_id='agent', level=level,
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: planner', hardware_id='agent', level=level,
                                   message=self.last_problem if self.last_problem else 'acting')
         values = {
             'mode': self.mode, 'planner': self.config.planner,
@@ -323,9 +343,10 @@ class ActorNode(Node):
         self.last_problem = ''
 
     def close(self) -> None:
-        if self.policy_save_path and self.actor is not None and self.actor.distiller.updates:
-            self.actor.policy.save(self.policy_save_path)
-            self.get_logger().info(f'saved the distilled policy to {self.policy_save_path}')
+        path = self.settings.policy_save_path
+        if path and self.actor is not None and self.actor.distiller.updates:
+            self.actor.policy.save(path)
+            self.get_logger().info(f'saved the distilled policy to {path}')
 
 
 def main(args=None) -> int:

@@ -134,11 +134,11 @@ def _make_scene_node(context, camera_topic: str, info_topic: str, joint_states_t
     import collections
 
     from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image, JointState
     from std_msgs.msg import String
 
     from jepa_common.conversions import image_to_rgb, stamp_to_sec
+    from jepa_common.qos import LATCHED, SENSOR
 
     class SceneNode(Node):
         def __init__(self):
@@ -149,12 +149,10 @@ def _make_scene_node(context, camera_topic: str, info_topic: str, joint_states_t
             self.robot_description = None
             self.joint_states = collections.deque(maxlen=500)  # (stamp, names, positions)
             # Best effort matches both best-effort and reliable camera publishers.
-            self.create_subscription(Image, camera_topic, self.on_image, qos_profile_sensor_data)
-            self.create_subscription(CameraInfo, info_topic, self.on_info, qos_profile_sensor_data)
+            self.create_subscription(Image, camera_topic, self.on_image, SENSOR)
+            self.create_subscription(CameraInfo, info_topic, self.on_info, SENSOR)
             self.create_subscription(JointState, joint_states_topic, self.on_joints, 50)
-            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                                 reliability=ReliabilityPolicy.RELIABLE)
-            self.create_subscription(String, '/robot_description', self.on_description, latched)
+            self.create_subscription(String, 'robot_description', self.on_description, LATCHED)
 
         def on_image(self, msg):
             try:
@@ -244,7 +242,7 @@ def run(args, out=print) -> int:
             executor.spin_once(timeout_sec=0.05)
     spinner = threading.Thread(target=spin)
     try:
-        scene = _make_scene_node(context, camera_topic, info_topic or '/camera/camera_info', args.joint_states)
+        scene = _make_scene_node(context, camera_topic, info_topic or 'camera/camera_info', args.joint_states)
         executor.add_node(scene)
         spinner.start()
         if args.camera_eye is not None:
@@ -267,7 +265,8 @@ def run(args, out=print) -> int:
             while scene.robot_description is None and time.monotonic() < end:
                 time.sleep(0.05)
             if scene.robot_description is None:
-                raise CalibrationError(f'no /robot_description within {args.timeout:.0f} s (is the driver running?)')
+                topic = scene.resolve_topic_name('robot_description')
+                raise CalibrationError(f'no {topic} within {args.timeout:.0f} s (is the driver running?)')
             out(f'URDF saved: {folder.save_urdf(scene.robot_description)}')
     finally:
         folder.write()
@@ -291,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--arm', default='franka_fr3', help='arm preset of config/arms/ (default franka_fr3)')
     parser.add_argument('--camera-topic', help='sensor_msgs/Image topic (default: the preset\'s)')
     parser.add_argument('--camera-info-topic', help='sensor_msgs/CameraInfo topic (default: the preset\'s)')
-    parser.add_argument('--joint-states', default='/joint_states', help='joint state topic')
+    parser.add_argument('--joint-states', default='joint_states', help='joint state topic')
     parser.add_argument('--camera-eye', type=float, nargs=3, metavar=('X', 'Y', 'Z'),
                         help='camera position, metres, arm base frame')
     parser.add_argument('--camera-target', type=float, nargs=3, metavar=('X', 'Y', 'Z'),

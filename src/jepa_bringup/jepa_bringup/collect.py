@@ -218,13 +218,21 @@ def episode_length(seed: int, episode: int, low: float, high: float) -> float:
 
 # ---------------------------------------------------------------- ROS: the collector node
 
-RECORDED_TOPICS = ['/camera/image_raw', '/camera/camera_info', '/joint_states', '/jepa/action',
-                   '/jepa/joint_trajectory', '/arm_controller/joint_trajectory', '/sim/ee_pose', '/sim/cube_pose']
+# The topics recorded (relative names, as the recorder subscribes them); the bag names them absolute
+# (bag_topic: camera/image_raw -> /camera/image_raw), as the world model's dataset reads them.
+RECORDED_TOPICS = ['camera/image_raw', 'camera/camera_info', 'joint_states', 'jepa/action',
+                   'jepa/joint_trajectory', 'arm_controller/joint_trajectory', 'sim/ee_pose', 'sim/cube_pose']
 NS = 1_000_000_000
-# Measured on 2 shared, busy cores: up to 4x the collector keeps up with every control tick and the arm's
-# motion between frames follows the action of that tick; at 5x and at 0 (as fast as possible) ticks are
-# missed and motion lags by a tick (the world model would learn from misattributed actions).
+# The fastest simulation at which the collector, on a small shared machine, still acts on every control tick,
+# so that the arm's motion between two frames is the effect of the action of that tick; faster (or 0, as fast
+# as possible) misses ticks and delays motion by a tick, and the world model would learn from misattributed
+# actions. The end-of-run report's follow-through fit shows whether a run kept up.
 DEFAULT_REAL_TIME_FACTOR = 4.0
+
+
+def bag_topic(topic: str) -> str:
+    """The name a relative topic the collector records has in its bag (the graph runs in the root namespace)."""
+    return '/' + topic.lstrip('/')
 
 
 @dataclass
@@ -267,9 +275,9 @@ class CollectStats:
 class PlayCollector(Node):
     """Drives the arm through the safety gate on sim time: one babbling action per control tick.
 
-    The control loop runs in the /joint_states callback: a tick is due when a state stamped on the control
+    The control loop runs in the joint_states callback: a tick is due when a state stamped on the control
     grid (dt) arrives, which is also when the camera frame of that instant is published, so each action
-    carries the stamp of the image it was chosen from. Episodes end with a seeded /sim/reset: commands stop,
+    carries the stamp of the image it was chosen from. Episodes end with a seeded sim/reset: commands stop,
     in-flight trajectories drain, the reset happens, and play resumes once the arm is seen at its new pose.
     """
 
@@ -295,14 +303,14 @@ class PlayCollector(Node):
         self._drain_until = (0, 0.0)
         self._reset_q: np.ndarray | None = None
 
-        self.trajectory_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
-        self.action_pub = self.create_publisher(ActionStamped, '/jepa/action', 10)
-        self.reset_client = self.create_client(ResetSim, '/sim/reset')
+        self.trajectory_pub = self.create_publisher(JointTrajectory, 'jepa/joint_trajectory', 10)
+        self.action_pub = self.create_publisher(ActionStamped, 'jepa/action', 10)
+        self.reset_client = self.create_client(ResetSim, 'sim/reset')
         # Only the newest state matters: a backlog would make every action late.
-        self.create_subscription(JointState, '/joint_states', self.on_joint_state,
+        self.create_subscription(JointState, 'joint_states', self.on_joint_state,
                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
-        self.create_subscription(PoseStamped, '/sim/cube_pose', self.on_cube_pose, 10)
-        self.create_subscription(JointTrajectory, '/arm_controller/joint_trajectory', self.on_gate_output, 10)
+        self.create_subscription(PoseStamped, 'sim/cube_pose', self.on_cube_pose, 10)
+        self.create_subscription(JointTrajectory, 'arm_controller/joint_trajectory', self.on_gate_output, 10)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 10)
         self.gate_state = 'unknown'
 
@@ -392,7 +400,7 @@ class PlayCollector(Node):
     def _on_reset_done(self, future) -> None:
         response = future.result()
         if response is None or not response.success:
-            self.fail(f'/sim/reset failed: {getattr(response, "message", "no response")}')
+            self.fail(f'{self.reset_client.srv_name} failed: {getattr(response, "message", "no response")}')
             return
         self._reset_q = np.asarray(response.joint_positions)
         _, policy_seed = episode_seeds(self.seed, self._episode)
@@ -472,7 +480,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f'share of motions that push the cube (default {BabblingConfig.push_fraction})')
     p.add_argument('--retreat-fraction', type=float, default=BabblingConfig.retreat_fraction,
                    help='share of those pushes that stop at the cube and back away instead of pushing through '
-                        f'(default {BabblingConfig.retreat_fraction}; 0: every push goes through, as before)')
+                        f'(default {BabblingConfig.retreat_fraction}; 0: every push goes through)')
     p.add_argument('--compression', choices=['zstd', 'none'], default='zstd', help='mcap chunk compression')
     p.add_argument('--sim-camera', default='', metavar='FILE',
                    help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graphs' "
@@ -544,7 +552,7 @@ class _Children:
 
 
 # Topics only our simulator publishes: a second publisher means another graph shares the domain.
-SINGLE_PUBLISHER_TOPICS = ('/joint_states', '/clock', '/camera/image_raw', '/sim/cube_pose')
+SINGLE_PUBLISHER_TOPICS = ('joint_states', '/clock', 'camera/image_raw', 'sim/cube_pose')
 
 
 def _free_domain_id(candidates: list[int], listen_s: float = 2.0) -> int:
@@ -579,7 +587,8 @@ def _bag_summary(bag: Path) -> str:
     except BagError as e:
         return f'bag {bag} cannot be read back: {e}'
     size = sum(f.stat().st_size for f in bag.rglob('*') if f.is_file())
-    missing = [t for t in RECORDED_TOPICS if t not in topics or not topics[t].message_count]
+    names = [bag_topic(t) for t in RECORDED_TOPICS]
+    missing = [t for t in names if t not in topics or not topics[t].message_count]
     lines = [f'bag {bag}: {size / 1e6:.1f} MB, {sum(t.message_count for t in topics.values())} messages']
     lines += [f'  {name:<34} {topic.message_count:>8}' for name, topic in sorted(topics.items())]
     if missing:

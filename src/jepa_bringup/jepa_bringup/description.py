@@ -95,22 +95,36 @@ def materialize(value):
     return value
 
 
+def node_parameters(data, node: str) -> dict | None:
+    """The ros__parameters a parsed params file gives node `node` (in the root namespace): its sections for all
+    nodes (/**), for this node in any namespace (/**/node) and for the node itself (node, /node), later sections
+    winning as in the file; None when the file has no section for it."""
+    parameters = None
+    if isinstance(data, dict):
+        for key, section in data.items():
+            if str(key) in ('/**', f'/**/{node}', node, f'/{node}') and isinstance(section, dict):
+                parameters = {**(parameters or {}), **(section.get('ros__parameters') or {})}
+    return parameters
+
+
 def camera_pose(params_files: list[str]) -> tuple[list[float], list[float]]:
     """(eye, target) of the simulator's camera as these params files set them, later files winning (the way
-    sim_node reads its params files)."""
-    eye = target = None
+    sim_node reads its params files), else sim_node's defaults."""
+    from jepa_sim.camera import CameraConfig
+    eye, target = CameraConfig.eye, CameraConfig.target
     for name in params_files:
         try:
             data = yaml.safe_load(Path(name).read_text()) or {}
         except (OSError, yaml.YAMLError) as error:
             raise DescriptionError(f'cannot read camera params file {name}: {error}') from error
-        node = data.get(SIM_NODE) if isinstance(data, dict) else None
-        parameters = node.get('ros__parameters') or {} if isinstance(node, dict) else {}
+        parameters = node_parameters(data, SIM_NODE) or {}
         eye = parameters.get('camera_eye', eye)
         target = parameters.get('camera_target', target)
-    if eye is None or target is None:
-        raise DescriptionError(f'no camera_eye and camera_target for node {SIM_NODE!r} in {params_files}')
-    return [float(v) for v in eye], [float(v) for v in target]
+    try:
+        return [float(v) for v in eye], [float(v) for v in target]
+    except (TypeError, ValueError) as error:
+        raise DescriptionError(f'camera_eye {eye!r} and camera_target {target!r} of {params_files} must be lists '
+                               f'of numbers') from error
 
 
 def optical_frame_rotation(eye, target, up=UP) -> np.ndarray:

@@ -12,7 +12,8 @@ import yaml
 from jepa_common.kinematics import ArmKinematics
 from jepa_common.paths import package_share
 from jepa_actor.scripted_skill import PushSkill, PushSkillConfig
-from jepa_sim.panda_sim import CameraConfig
+from jepa_bringup.description import SIM_NODE, SIM_PARAMS_FILE, node_parameters
+from jepa_sim.camera import CameraConfig
 
 # The agent's conditions. mode1 is scored on the seeds Mode-2 has just taught it (its distilled policy learned on
 # them); mode1_fresh on as many seeds after those, with DAgger labelling and distillation off, so it acts alone.
@@ -146,14 +147,17 @@ def sim_camera(override: Path | str | None = None) -> CameraConfig:
     """The simulated camera as the graph's sim node has it: config/sim.yaml, then the params file the graph's
     `sim_camera` argument names (`jepa calibrate`'s sim_camera.yaml) on top, as the node reads them. So every
     episode, in the graph or in the workbench, and the eval's video overlay see the graph's images."""
-    files = [Path(package_share('jepa_bringup')) / 'config' / 'sim.yaml'] + ([Path(override)] if override else [])
+    files = [Path(package_share('jepa_bringup')) / 'config' / SIM_PARAMS_FILE] + ([Path(override)] if override else [])
     params = {}
     for path in files:
         try:
-            params.update(yaml.safe_load(path.read_text())['sim']['ros__parameters'])
-        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-            raise ValueError(f'sim camera params {path}: not a readable params file for the sim node '
-                             f'(sim: ros__parameters: ...): {exc}') from exc
+            section = node_parameters(yaml.safe_load(path.read_text()), SIM_NODE)
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f'sim camera params {path}: not a readable params file: {exc}') from exc
+        if section is None:
+            raise ValueError(f'sim camera params {path}: no section for the sim node ({SIM_NODE}: ros__parameters: '
+                             f'...)')
+        params.update(section)
     return CameraConfig.from_parameters(params.get)
 
 

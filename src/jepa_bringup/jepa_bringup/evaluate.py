@@ -2,8 +2,8 @@
 
 The graph (`jepa launch sim`: simulator, safety gate and the six agent nodes, each its own process) runs in
 real time on sim time. This process is only the referee: per episode it resets the simulator with the seed,
-renders the goal image of a seeded goal state (/sim/render_state), hands the task to the configurator
-(/configurator/set_task), and measures the outcome with privileged sim state (/sim/ee_pose, /sim/cube_pose).
+renders the goal image of a seeded goal state (sim/render_state), hands the task to the configurator
+(configurator/set_task), and measures the outcome with privileged sim state (sim/ee_pose, sim/cube_pose).
 
 Conditions (episodes.TASK_CONDITIONS): the agent's mode2, mode1 (on the seeds Mode-2 just taught it) and
 mode1_fresh (on new seeds, with DAgger labelling and distillation off); and, on the same seeds in the same run,
@@ -12,7 +12,7 @@ scripted oracle on privileged state and random actions, the last two driven by t
 same safety gate while the agent is told `idle`.
 
 Latency is measured from outside the actor, on the wall clock: the arrival here of each camera frame, of its
-latent and of the plan the actor chose from it (/jepa/plan, published with its command).
+latent and of the plan the actor chose from it (jepa/plan, published with its command).
 """
 import argparse
 import collections
@@ -39,14 +39,14 @@ from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, RADII, SETTLE, SUCCESS_RADIUS, TASK_CONDITIONS, \
     Goal, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize
-from jepa_bringup.graph import parse_assignments
+from jepa_bringup.graph import NAMESPACE_ARGUMENT, parse_assignments, ros_namespace
 from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
 from jepa_world_model.readout import default_readout_path
-from jepa_sim.panda_sim import CameraConfig
+from jepa_sim.camera import CameraConfig
 from jepa_world_model.runtime import resolve_checkpoint
 
 
@@ -58,6 +58,12 @@ GRAPH_TASKS = {'scripted_skill': 'push_skill'}  # scripted_skill applies to push
 # The nodes whose effective parameters every report records, and the learned files they name.
 LEARNED_NODES = ('perception', 'world_model', 'cost', 'actor', 'configurator')
 PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms')
+
+
+def status_node(name: str) -> str:
+    """The node a /diagnostics status is about: its name up to the first ':', without a namespace
+    ('/arm1/perception: encoder' and 'perception: encoder' -> 'perception')."""
+    return name.split(':')[0].strip().rsplit('/', 1)[-1]
 
 
 def perception_summary(reports: list[dict[str, float]]) -> dict:
@@ -88,22 +94,22 @@ class Referee(Node):
         # The last /diagnostics values of each node (the configurator's adjustment counts, for the report).
         self.status: dict[str, dict[str, str]] = {}
         self.create_subscription(Clock, '/clock', self._on_clock, 10)
-        self.create_subscription(PoseStamped, '/sim/ee_pose', lambda m: setattr(self, 'ee', _position(m.pose)), 10)
-        self.create_subscription(PoseStamped, '/sim/cube_pose', lambda m: setattr(self, 'cube', _position(m.pose)), 10)
-        self.create_subscription(JointState, '/joint_states', self._on_joint_state, 10)
-        self.create_subscription(Image, '/camera/image_raw', self._on_image, 10)
-        self.create_subscription(CameraInfo, '/camera/camera_info', lambda m: setattr(self, 'camera_info', m), 1)
-        self.create_subscription(Plan, '/jepa/plan', self._on_plan, 10)
+        self.create_subscription(PoseStamped, 'sim/ee_pose', lambda m: setattr(self, 'ee', _position(m.pose)), 10)
+        self.create_subscription(PoseStamped, 'sim/cube_pose', lambda m: setattr(self, 'cube', _position(m.pose)), 10)
+        self.create_subscription(JointState, 'joint_states', self._on_joint_state, 10)
+        self.create_subscription(Image, 'camera/image_raw', self._on_image, 10)
+        self.create_subscription(CameraInfo, 'camera/camera_info', lambda m: setattr(self, 'camera_info', m), 1)
+        self.create_subscription(Plan, 'jepa/plan', self._on_plan, 10)
         # Readiness of the agent: each node's first sign of life once it spins (models loaded).
         self.alive: set[str] = set()
         # Perception's latency reports (its rolling p50 / p95, wall and CPU time), for the report.
         self.perception_reports: list[dict[str, float]] = []
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
-        self.create_subscription(LatentState, '/jepa/latent', self._on_latent, 10)
-        self.command_pub = self.create_publisher(JointTrajectory, '/jepa/joint_trajectory', 10)
-        self.reset_client = self.create_client(ResetSim, '/sim/reset')
-        self.render_client = self.create_client(RenderState, '/sim/render_state')
-        self.task_client = self.create_client(SetTask, '/configurator/set_task')
+        self.create_subscription(LatentState, 'jepa/latent', self._on_latent, 10)
+        self.command_pub = self.create_publisher(JointTrajectory, 'jepa/joint_trajectory', 10)
+        self.reset_client = self.create_client(ResetSim, 'sim/reset')
+        self.render_client = self.create_client(RenderState, 'sim/render_state')
+        self.task_client = self.create_client(SetTask, 'configurator/set_task')
         self._service_clients: dict[str, object] = {}
         self.executor_ = SingleThreadedExecutor(context=context)
         self.executor_.add_node(self)
@@ -133,9 +139,10 @@ class Referee(Node):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            self.alive.add(status.name.split(':')[0])
-            self.status[status.name] = {kv.key: kv.value for kv in status.values}
-            if status.name.startswith('perception'):
+            node = status_node(status.name)
+            self.alive.add(node)
+            self.status[node] = {kv.key: kv.value for kv in status.values}
+            if node == 'perception':
                 values = {kv.key: kv.value for kv in status.values}
                 try:
                     report = {key: float(values[key]) for key in PERCEPTION_KEYS}
@@ -172,16 +179,16 @@ class Referee(Node):
 
     def node_parameters(self, node: str) -> dict:
         """Every parameter a node has, as it has it now (its effective settings)."""
-        names = self.call(self._client(ListParameters, f'/{node}/list_parameters'), ListParameters.Request()).result.names
-        values = self.call(self._client(GetParameters, f'/{node}/get_parameters'), GetParameters.Request(names=names)).values
+        names = self.call(self._client(ListParameters, f'{node}/list_parameters'), ListParameters.Request()).result.names
+        values = self.call(self._client(GetParameters, f'{node}/get_parameters'), GetParameters.Request(names=names)).values
         return {name: parameter_value_to_python(value) for name, value in zip(names, values)}
 
     def set_node_parameters(self, node: str, values: dict) -> None:
         request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-        results = self.call(self._client(SetParameters, f'/{node}/set_parameters'), request).results
+        results = self.call(self._client(SetParameters, f'{node}/set_parameters'), request).results
         refused = [f'{name}: {r.reason}' for name, r in zip(values, results) if not r.successful]
         if refused:
-            raise RuntimeError(f'/{node} refused {refused}')
+            raise RuntimeError(f'{node} refused {refused}')
 
     def _client(self, srv_type, name: str):
         if name not in self._service_clients:
@@ -218,7 +225,7 @@ class Referee(Node):
     def reset(self, seed: int) -> None:
         response = self.call(self.reset_client, ResetSim.Request(seed=seed, randomize_arm=True, randomize_cube=True))
         if not response.success:
-            raise RuntimeError(f'/sim/reset failed: {response.message}')
+            raise RuntimeError(f'{self.reset_client.srv_name} failed: {response.message}')
         self.sleep_sim(SETTLE)
 
     def render_goal(self, goal: Goal) -> Image:
@@ -230,7 +237,7 @@ class Referee(Node):
         request.cube_pose.orientation.w = 1.0
         response = self.call(self.render_client, request)
         if not response.success:
-            raise RuntimeError(f'/sim/render_state failed: {response.message}')
+            raise RuntimeError(f'{self.render_client.srv_name} failed: {response.message}')
         return response.image
 
     def command(self, action: np.ndarray) -> None:
@@ -332,7 +339,7 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     start_distance = final_distance(goal, referee.ee, referee.cube)
     for step in range(steps):
         if policy is not None:
-            # The hand where the joint state the command is built from puts it (/sim/ee_pose comes with the camera,
+            # The hand where the joint state the command is built from puts it (sim/ee_pose comes with the camera,
             # up to a frame older: a step computed from it lands beyond its target).
             referee.command(policy.act(referee.kinematics.fk(referee.q), referee.cube))
         referee.sleep_sim(DT)
@@ -444,6 +451,7 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
         command: list[str] | None = None, log=print) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
     simulated camera (sim_camera), for the video overlay. Returns {'provenance': ..., 'tasks': {task: report}}."""
+    namespace = ros_namespace(parse_assignments(launch_args).get(NAMESPACE_ARGUMENT, ''))
     record = provenance(command or sys.argv)
     record['launch_args'] = launch_args
     graph_log = log_dir / 'graph.log'
@@ -453,8 +461,10 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     # command path would otherwise wait for. It yields (after starting the graph, which must not inherit this);
     # it acts on sim time, so a referee a few ms late measures the same episodes.
     os.nice(REFEREE_NICE)
-    # Not this process's command line: its graph arguments (name:=value) are the graph's, not ROS remaps.
-    rclpy.init(args=[])
+    # Not this process's command line: its graph arguments (name:=value) are the graph's, not ROS remaps. The
+    # referee joins the graph's namespace (namespace:=), and its clock.
+    rclpy.init(args=['jepa-eval', '--ros-args', '-r', f'__ns:={namespace}', '-r', '/clock:=clock'] if namespace
+               else [])
     referee = Referee(ArmKinematics())
     reports = {}
     try:

@@ -1,12 +1,21 @@
 """The graph description (config/graph.yaml) resolved into the node processes to start. ROS-free.
 
 `GraphFile(path).resolve('sim', {'gui': 'true'})` returns one `NodeSpec` per node to run: executable, node name,
-command-line arguments, params files, parameter overrides, remaps and restart policy. `launch/*.launch.py` and
-`jepa launch` both build their processes from these specs, so the two launchers cannot drift apart. The file
-format is documented at the top of config/graph.yaml.
+namespace, command-line arguments, params files, parameter overrides, remaps and restart policy.
+`launch/*.launch.py` and `jepa launch` both build their processes from these specs, so the two launchers cannot
+drift apart. The file format is documented at the top of config/graph.yaml.
+
+Every graph takes the launch argument `namespace` (NAMESPACE_ARGUMENT): `namespace:=arm1` puts every node of the
+graph under /arm1, so two graphs (two arms) run side by side in one ROS domain, each with its own topics and
+services (the nodes use relative names). /clock is global in ROS; a namespaced graph's nodes have it remapped
+to <namespace>/clock, so that two simulators, each the clock of its own world, do not interleave their times.
+A params file applies to a node under its fully qualified name only, so a namespaced graph's nodes get copies
+of their params files keyed by /<namespace>/<node> (namespaced_params_file).
 """
+import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +30,10 @@ PRESET_DIR = 'arms'
 TRUE_WORDS = ('true', '1', 'yes', 'on')
 FALSE_WORDS = ('false', '0', 'no', 'off')
 _SUBSTITUTION = re.compile(r'\$\((\w+)\s+([^()\s]+)\s*\)')
+# The launch argument every graph takes: the ROS namespace of all its nodes ('' = the root namespace).
+NAMESPACE_ARGUMENT = 'namespace'
+_NAMESPACE = re.compile(r'(/[A-Za-z_][A-Za-z0-9_]*)+')
+CLOCK_TOPIC = '/clock'
 _GRAPH_KEYS = {'description', 'arguments', 'defaults', 'include', 'remap', 'parameters', 'nodes'}
 _NODE_KEYS = {'name', 'package', 'executable', 'args', 'params', 'parameters', 'remap', 'if', 'unless', 'respawn',
               'respawn_delay', 'required', 'nice', 'requires_ros_install'}
@@ -48,6 +61,8 @@ class NodeSpec:
     name: str
     package: str
     executable: str
+    # Fully qualified ROS namespace ('/arm1'); '' = the root namespace.
+    namespace: str = ''
     # Command-line arguments before the ROS ones (static_transform_publisher takes its transform this way).
     args: list = field(default_factory=list)
     params_files: list[str] = field(default_factory=list)
@@ -77,6 +92,42 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
             raise GraphError(f'expected a launch argument as name:=value, got {item!r}')
         values[name] = value
     return values
+
+
+def ros_namespace(value: str) -> str:
+    """A namespace launch argument as a fully qualified ROS namespace: 'arm1' -> '/arm1', '' or '/' -> ''."""
+    text = str(value).strip()
+    if text in ('', '/'):
+        return ''
+    namespace = '/' + text.strip('/')
+    if not _NAMESPACE.fullmatch(namespace):
+        raise GraphError(f'launch argument {NAMESPACE_ARGUMENT} must be a ROS namespace (names of letters, digits '
+                         f'and underscores, not starting with a digit, separated by /), got {value!r}')
+    return namespace
+
+
+def namespaced_params_file(path: str, namespace: str) -> str:
+    """A copy of params file `path` whose node-name keys ('sim') name the nodes in `namespace` ('/arm1/sim'); keys
+    that are already absolute ('/arm1/sim', wildcards such as '/**') are kept. The copy lives in a per-user
+    folder of the temp directory, named by its content, so resolving a graph twice writes it once."""
+    try:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as error:
+        raise GraphError(f'cannot read params file {path}: {error}') from error
+    if not isinstance(data, dict):
+        raise GraphError(f'params file {path} must map node names to their ros__parameters')
+    renamed = {(key if str(key).startswith('/') else f'{namespace}/{key}'): value for key, value in data.items()}
+    digest = hashlib.sha256(f'{namespace}\n{text}'.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f'jepa_params_{os.getuid()}'
+    folder.mkdir(mode=0o700, exist_ok=True)
+    copy = folder / f'{Path(path).stem}_{digest}.yaml'
+    if not copy.is_file():
+        partial = copy.with_name(f'{copy.name}.{os.getpid()}.tmp')
+        partial.write_text(f'# {path} for the nodes in namespace {namespace} (jepa_bringup.graph)\n'
+                           + yaml.safe_dump(renamed, sort_keys=False))
+        partial.replace(copy)
+    return str(copy)
 
 
 def as_bool(name: str, value: str) -> bool:
@@ -122,8 +173,12 @@ class GraphFile:
             names += [n for n in part.get('arguments') or [] if n not in names]
         for part in reversed(self._parts(graph)):  # the including graph's defaults win
             defaults.update({k: str(v) for k, v in (part.get('defaults') or {}).items()})
-        return {n: Argument(n, defaults.get(n, self._arguments[n].default), self._arguments[n].description,
-                            self._arguments[n].choices) for n in names}
+        arguments = {n: Argument(n, defaults.get(n, self._arguments[n].default), self._arguments[n].description,
+                                 self._arguments[n].choices) for n in names}
+        arguments[NAMESPACE_ARGUMENT] = Argument(
+            NAMESPACE_ARGUMENT, '', 'ROS namespace of every node of the graph (e.g. arm1: two arms side by side in '
+            'one ROS domain); /clock is remapped into it; empty = the root namespace')
+        return arguments
 
     def argument_values(self, graph: str, given: Mapping[str, str] | None = None) -> dict[str, str]:
         """Every argument of the graph with its value: given, else the default (preset references filled in)."""
@@ -143,12 +198,14 @@ class GraphFile:
             if arg.choices and values[name] not in arg.choices:
                 raise GraphError(f'launch argument {name} must be one of {", ".join(arg.choices)}, '
                                  f'got {values[name]!r}')
+        ros_namespace(values[NAMESPACE_ARGUMENT])
         return values
 
     def resolve(self, graph: str, given: Mapping[str, str] | None = None) -> list[NodeSpec]:
         """The nodes to start for `graph` with the given launch argument values (strings, as on a command line)."""
         values = self.argument_values(graph, given)
         preset = self._load_preset(graph, values) if PRESET_ARGUMENT in values else None
+        namespace = ros_namespace(values[NAMESPACE_ARGUMENT])
         specs: list[NodeSpec] = []
         for chain in self._chains(graph):
             part = chain[-1]
@@ -157,13 +214,17 @@ class GraphFile:
                 if not self._condition_holds(node, values, where):
                     continue
                 spec = NodeSpec(
-                    name=node['name'], package=node['package'], executable=node['executable'],
+                    name=node['name'], package=node['package'], executable=node['executable'], namespace=namespace,
                     args=self._command_arguments(node.get('args') or [], values, preset, where),
                     params_files=self._params_files(node.get('params') or [], values, preset, where),
                     respawn=bool(node.get('respawn', False)),
                     respawn_delay=float(node.get('respawn_delay', 1.0)),
                     required=bool(node.get('required', False)), nice=int(node.get('nice', 0)),
                     requires_ros_install=bool(node.get('requires_ros_install', False)))
+                if namespace:
+                    spec.params_files = [namespaced_params_file(f, namespace) for f in spec.params_files]
+                    # The graph's own clock (the graph file may remap it back to the global one).
+                    spec.remaps.append((CLOCK_TOPIC, CLOCK_TOPIC.lstrip('/')))
                 # Graph-level parameters and remaps apply to every node of that graph and of the graphs it
                 # includes (like launch_ros SetParameter/SetRemap); the nearest scope wins, the node's own last.
                 for scope in (*chain, node):
@@ -185,6 +246,9 @@ class GraphFile:
             raise GraphError(f'{self.path}: `arguments:` must map argument names to their settings')
         arguments = {}
         for name, settings in raw.items():
+            if name == NAMESPACE_ARGUMENT:
+                raise GraphError(f'{self.path}: argument {NAMESPACE_ARGUMENT!r} is every graph\'s own (the namespace '
+                                 f'of its nodes); it cannot be declared under arguments:')
             if not isinstance(settings, dict) or 'default' not in settings or 'description' not in settings:
                 raise GraphError(f'{self.path}: argument {name!r} needs a default and a description')
             choices = settings.get('choices')
@@ -259,7 +323,7 @@ class GraphFile:
                 arg = node[key]
                 if arg not in values:
                     raise GraphError(f'{where}: condition `{key}: {arg}` names an argument the graph does not have')
-                boolean = set(self._arguments[arg].choices or ()) == {'true', 'false'}
+                boolean = arg in self._arguments and set(self._arguments[arg].choices or ()) == {'true', 'false'}
                 if (as_bool(arg, values[arg]) if boolean else values[arg] != '') != expected:
                     return False
         return True

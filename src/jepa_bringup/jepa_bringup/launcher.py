@@ -1,11 +1,12 @@
 """`jepa launch sim|arm [name:=value ...]`: start a graph of config/graph.yaml without `ros2 launch`.
 
 For the pip install, which has no launch/launch_ros. Each node runs as its own process with the ROS arguments
-`ros2 launch` would give it (`--ros-args -r __node:=NAME --params-file F -p k:=v -r from:=to`); its output is
-printed with a `[name]` prefix. Ctrl-C (or SIGTERM) sends SIGINT to every node, waits, then escalates to SIGTERM
-and SIGKILL. A node that exits on its own is reported with its exit code and last lines of output; it is
-restarted if the graph allows it (`respawn`, with a doubling back-off), and if it is `required` (the safety gate,
-the simulator, the arm stand-in) the whole graph is stopped: nothing may command the arm without the gate.
+`ros2 launch` would give it (`--ros-args -r __node:=NAME [-r __ns:=/NS] --params-file F -p k:=v -r from:=to`); its
+output is printed with a `[name]` prefix (`[/NS/name]` in a namespaced graph: `jepa launch sim namespace:=arm1`).
+Ctrl-C (or SIGTERM) sends SIGINT to every node, waits, then escalates to SIGTERM and SIGKILL. A node that exits
+on its own is reported with its exit code and last lines of output; it is restarted if the graph allows it
+(`respawn`, with a doubling back-off), and if it is `required` (the safety gate, the simulator, the arm stand-in)
+the whole graph is stopped: nothing may command the arm without the gate.
 The exit status is 0 only if no node crashed, no required node exited and every node stopped when asked.
 Nodes of packages that are not on PyPI (robot_state_publisher and tf2_ros, which give RViz the robot model and
 TF) are left out with a one-line notice where they are not installed.
@@ -38,6 +39,8 @@ _PR_SET_PDEATHSIG = 1
 def ros_arguments(spec: NodeSpec) -> list[str]:
     """The command-line ROS arguments that give a node its name, params files, overrides and remaps."""
     args = ['--ros-args', '-r', f'__node:={spec.name}']
+    if spec.namespace:
+        args += ['-r', f'__ns:={spec.namespace}']
     for params_file in spec.params_files:
         args += ['--params-file', params_file]
     for key, value in spec.parameters.items():
@@ -147,6 +150,7 @@ class NodeProcess:
         self.spec = spec
         self.command = command
         self.printer = printer
+        self.label = f'{spec.namespace}/{spec.name}' if spec.namespace else spec.name
         self.proc: subprocess.Popen | None = None
         self.reader: threading.Thread | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -169,7 +173,7 @@ class NodeProcess:
         for raw in iter(stream.readline, b''):
             line = raw.decode(errors='replace').rstrip('\n')
             self.tail.append(line)
-            self.printer.line(self.spec.name, line)
+            self.printer.line(self.label, line)
         stream.close()
 
     def running(self) -> bool:

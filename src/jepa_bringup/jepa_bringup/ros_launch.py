@@ -6,7 +6,8 @@ with the same parameters. The nodes are built once the argument values are known
 conditions, arm presets and typed parameter values are resolved by the graph loader, not by launch
 substitutions. Restarts: `respawn` nodes come back after a constant `respawn_delay` (launch has no back-off);
 a `required` node's exit shuts the whole launch down. A node's `nice` becomes a `nice -n` launch prefix. Values
-read from a URDF (robot_description) are read as the nodes are built, when the launch starts.
+read from a URDF (robot_description) are read as the nodes are built, when the launch starts. The launch argument
+`namespace` (every graph has it) becomes each Node's namespace.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
@@ -38,7 +39,8 @@ def node_action(spec) -> Node:
     # ('true' -> bool), so strings are marked as strings.
     parameters = {key: ParameterValue(value, value_type=str) if isinstance(value, str) else value
                   for key, value in materialize(spec.parameters).items()}
-    return Node(package=spec.package, executable=spec.executable, name=spec.name, output='screen',
+    return Node(package=spec.package, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
+                output='screen',
                 arguments=materialize(spec.args), parameters=[*spec.params_files, parameters],
                 remappings=spec.remaps, respawn=spec.respawn, respawn_delay=spec.respawn_delay, on_exit=on_exit,
                 prefix=f'nice -n {spec.nice}' if spec.nice else None)

@@ -4,9 +4,9 @@ plain Python objects stepped in lock-step (no DDS, no real time, no latency but 
 `jepa eval` is the measurement (the full graph, separate processes, real time); this is the workbench for
 tuning the cost and planner from a notebook or the command line, where one episode takes seconds. The same
 goals (episodes.make_goal), success radii, episode lengths, kinematics and joint-trajectory following are used,
-so a change that helps here should help there; the numbers reported in the README come from `jepa eval`.
+so a change that helps here should help there; the numbers worth reporting come from `jepa eval`.
 `--command-delay` sends each command that long after its frame, while the arm goes on with the previous one, as
-in the graph (its end-to-end delay, image stamp -> command, is 8-80 ms).
+in the graph (its end-to-end delay, image stamp -> command, is tens of milliseconds).
 The actor's settings and the task's cost weights are the graph's (config/agent.yaml: the `actor` parameters and
 the configurator's task profile); --set and --weight override them.
 
@@ -28,10 +28,11 @@ from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, Rand
     final_distance, make_goal, sim_camera
 from jepa_common.paths import package_share
 from jepa_actor.actor import Actor, ActorConfig
-from jepa_configurator.configurator import task_weights
+from jepa_configurator.configurator import task_skill, task_weights
 from jepa_cost.cost import CostWeights
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
-from jepa_sim.panda_sim import CameraConfig, PandaSim
+from jepa_sim.camera import CameraConfig
+from jepa_sim.panda_sim import PandaSim
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
 
@@ -128,7 +129,8 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
 
 
 def agent_params() -> dict:
-    """The agent nodes' params file (config/agent.yaml), node name -> ros__parameters."""
+    """The agent nodes' params file (config/agent.yaml), node name -> ros__parameters: the deployment's overrides
+    only (a node or setting it leaves out runs on its defaults)."""
     params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'agent.yaml').read_text())
     return {node: section['ros__parameters'] for node, section in params.items()}
 
@@ -137,15 +139,17 @@ def graph_settings(task: str) -> tuple[ActorConfig, CostWeights]:
     """The actor's settings (with the task's skill) and the task's cost weights as the graph's params file
     sets them."""
     params = agent_params()
-    actor, configurator = params['actor'], params['configurator']
+    # agent.yaml holds only what the deployment overrides: a node it leaves out runs on its defaults.
+    actor, configurator = params.get('actor', {}), params.get('configurator', {})
     config = ActorConfig().changed(**{k: v for k, v in actor.items() if k in ActorConfig.names()})
-    config = config.changed(skill=configurator.get('skills', {}).get(task, ''))
-    return config, task_weights(task, configurator['tasks'])
+    config = config.changed(skill=task_skill(task, configurator.get('skills')))
+    return config, task_weights(task, configurator.get('tasks'))
 
 
 def graph_readout(model) -> CubeReadout:
     """The cube read-out the graph's actor loads for this model (its readout_path, '' = the shipped one)."""
-    return CubeReadout.load(agent_params()['actor'].get('readout_path') or default_readout_path(), encoder_id(model))
+    return CubeReadout.load(agent_params().get('actor', {}).get('readout_path') or default_readout_path(),
+                            encoder_id(model))
 
 
 def parse_assignments(items: list[str], what: str) -> dict:
@@ -182,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'--conditions {args.conditions!r}: a comma-separated subset of mode2, mode1, random, oracle')
     try:
         config, weights = graph_settings(args.task)
-        config = config.changed(**parse_assignments(args.set, '--set'))
-        config.validate()
+        config = config.changed(**parse_assignments(args.set, '--set'))  # ActorConfig validates itself
         weights = replace(weights, **{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
         camera = sim_camera(args.sim_camera)
         check_command_delay(args.command_delay)

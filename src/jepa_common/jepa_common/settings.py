@@ -16,6 +16,14 @@ def setting(default, description: str, span: tuple | None = None, *, live: bool 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def check_spans(config) -> None:
+    """ValueError naming the first setting() field of a config dataclass that lies outside its span."""
+    for field in config_fields(type(config)):
+        span, value = field.metadata['span'], getattr(config, field.name)
+        if span is not None and not span[0] <= value <= span[1]:
+            raise ValueError(f'{field.name} must be in [{span[0]}, {span[1]}], got {value!r}')
+
+
 def config_fields(cls) -> tuple[dataclasses.Field, ...]:
     """The fields of a config dataclass that are parameters (declared with setting())."""
     return tuple(f for f in dataclasses.fields(cls) if 'description' in f.metadata)

@@ -6,7 +6,7 @@ the predictor is fine-tuned, on the latent prediction loss the model was trained
 latent space every other module works in (goal latents, memory, critic inputs), is unchanged. The adjusted model
 is written only if it predicts the most recent transitions, held out from fine-tuning, better than the current
 one by a margin that noise cannot produce (`KeepIfBetter`); otherwise nothing is written and the current model
-stays in service.
+stays in service. The configurator retrains its critic under the same check (train_critic.retrain_critic).
 """
 import argparse
 import math
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from jepa_common.cli import print_summary
+from jepa_common.settings import setting
 from jepa_short_term_memory.bags import BagError, read_memory
 from jepa_world_model.model import CheckpointError, model_from_checkpoint, read_checkpoint, save_checkpoint
 
@@ -32,36 +33,40 @@ class AdjustmentError(ValueError):
 class FineTuning:
     """How the predictor is fine-tuned: `steps` Adam steps at learning rate `lr` on batches of the older
     transitions, the most recent `holdout` share held out to judge the result (`KeepIfBetter`)."""
-    steps: int = 200
-    lr: float = 1e-4
-    holdout: float = 0.25
+    steps: int = setting(200, 'Adam steps of the predictor\'s fine-tuning', (1, 1_000_000))
+    lr: float = setting(1e-4, 'learning rate of the fine-tuning (small: corrections to a trained model)', (0.0, 1.0))
+    holdout: float = setting(0.25, 'most recent share of the transitions held out to judge the fine-tuned model',
+                             (0.0, 1.0))
 
-    def validate(self) -> None:
+    def __post_init__(self):
         if not 0 < self.holdout < 1 or self.steps < 1 or not self.lr > 0:
             raise ValueError(f'fine-tuning needs 0 < holdout < 1, steps >= 1 and lr > 0, got {self}')
 
 
 @dataclass
 class KeepIfBetter:
-    """When a fine-tuned model may replace the one in service: the held-out transitions are cut into windows of
-    `window` consecutive ones, and the mean of the per-window differences of normalized error (before - after)
-    must exceed `k` standard errors of those differences and also `min_improvement` of the error before.
+    """When an adjusted model (the fine-tuned world model, a retrained critic) may replace the one in service: the
+    held-out transitions are cut into windows of `window` consecutive ones, and the mean of the per-window
+    differences of error (in service - adjusted) must exceed `k` standard errors of those differences and also
+    `min_improvement` of the error of the one in service.
 
     Windows, not single transitions: consecutive transitions share a scene and a motion, so their differences
     are correlated and a per-transition standard error would be too small; the mean of 5 (0.5 s at the 10 Hz
-    camera) is closer to independent. k = 3: a fine-tuning that changed nothing real passes by chance (one-sided)
+    camera) is closer to independent. k = 3: an adjustment that changed nothing real passes by chance (one-sided)
     about 1 time in 740 where the normal approximation holds, as it does for the hundreds of windows a full
-    short-term memory holds out; with the fewest windows allowed (`min_windows`, below which the model in
-    service stays) the estimated standard error makes it about 1 in 50 (Student's t, 4 degrees of freedom),
-    and there `min_improvement` is the stronger bar. min_improvement: a model hot-swapped into every module
-    (goal re-encoded, plans restarted) for a sliver of error would be noise-chasing even when the sliver is real.
+    short-term memory holds out; with the fewest windows allowed (`min_windows`, below which the one in service
+    stays) the estimated standard error makes it about 1 in 50 (Student's t, 4 degrees of freedom), and there
+    `min_improvement` is the stronger bar. min_improvement: a model hot-swapped into every module (goal re-encoded,
+    plans restarted) for a sliver of error would be noise-chasing even when the sliver is real.
     """
-    k: float = 3.0
-    min_improvement: float = 0.1
-    window: int = 5
-    min_windows: int = 5
+    k: float = setting(3.0, 'the improvement must exceed this many standard errors of the per-window differences',
+                       (0.0, 100.0))
+    min_improvement: float = setting(0.1, '...and this share of the error of the one in service', (0.0, 1.0))
+    window: int = setting(5, 'consecutive held-out transitions per window (about one motion)', (1, 100_000))
+    min_windows: int = setting(5, 'fewer held-out windows than this: too few to judge, the one in service stays',
+                               (2, 100_000))
 
-    def validate(self) -> None:
+    def __post_init__(self):
         if self.k < 0 or not 0 <= self.min_improvement < 1 or self.window < 1 or self.min_windows < 2:
             raise ValueError(f'keep_if_better needs k >= 0, 0 <= min_improvement < 1, window >= 1 and '
                              f'min_windows >= 2, got {self}')
@@ -71,12 +76,13 @@ class KeepIfBetter:
         windows = held_out // self.window
         if windows < self.min_windows:
             raise AdjustmentError(f'{held_out} held-out transitions make {windows} windows of {self.window}; '
-                                  f'need {self.min_windows} to tell an improvement from noise; the current model stays')
+                                  f'need {self.min_windows} to tell an improvement from noise; the one in service '
+                                  'stays')
         return windows
 
-    def judge(self, before: np.ndarray, after: np.ndarray) -> dict:
-        """Per-transition held-out errors (time order) -> the verdict's figures; AdjustmentError when the
-        fine-tuned model is not better by the margin."""
+    def judge(self, before: np.ndarray, after: np.ndarray, what: str = 'the fine-tuned model') -> dict:
+        """Per-transition held-out errors (time order) of the one in service (before) and of `what` (after) -> the
+        verdict's figures; AdjustmentError when `what` is not better by the margin."""
         windows = self.windows(len(before))
         cut = windows * self.window
         differences = (np.asarray(before[:cut]) - np.asarray(after[:cut])).reshape(windows, self.window).mean(axis=1)
@@ -87,11 +93,11 @@ class KeepIfBetter:
                    'improvement': gain, 'standard_error': standard_error, 'windows': windows}
         margin = max(self.k * standard_error, self.min_improvement * error_before)
         if not gain > margin:
-            raise AdjustmentError(f'fine-tuning did not predict the held-out transitions better by the margin '
-                                  f'(normalized error {error_before:.4f} -> {figures["held_out_error_after"]:.4f}: '
-                                  f'improvement {gain:.4g}, needed > {margin:.4g} = max({self.k} x standard error '
+            raise AdjustmentError(f'{what} did not predict the held-out transitions better by the margin (error '
+                                  f'{error_before:.4g} -> {figures["held_out_error_after"]:.4g}: improvement '
+                                  f'{gain:.4g}, needed > {margin:.4g} = max({self.k} x standard error '
                                   f'{standard_error:.3g} over {windows} windows, {self.min_improvement:.0%} of the '
-                                  f'error before)); the current model stays')
+                                  f'error before)); the one in service stays')
         return figures
 
 
@@ -150,7 +156,7 @@ def adjust_world_model(bags: list[str], checkpoint: str, out: str, tuning: FineT
     model.eval()
     with torch.no_grad():
         after = errors(held_out).numpy()
-    figures = keep_if_better.judge(before, after)
+    figures = keep_if_better.judge(before, after, 'the fine-tuned world model')
     adjustment = {'adjusted_from': adjusted_from, 'bags': [str(b) for b in bags], 'transitions': n - n_val,
                   'held_out': n_val, 'steps': tuning.steps, 'lr': tuning.lr, **figures,
                   'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
@@ -170,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--lr', type=float, default=FineTuning.lr)
     parser.add_argument('--holdout', type=float, default=FineTuning.holdout, help='most recent share kept for validation')
     args = parser.parse_args(argv)
-    tuning = FineTuning(args.steps, args.lr, args.holdout)
     try:
-        tuning.validate()
+        tuning = FineTuning(args.steps, args.lr, args.holdout)
     except ValueError as exc:
         parser.error(str(exc))
     return print_summary(parser.prog, lambda: adjust_world_model(args.bag, args.checkpoint, args.out, tuning),

@@ -1,15 +1,75 @@
-"""The configurator's core (ROS-free): task profiles (cost weights + mode per task) and the surprise monitor
-that decides when planning has stopped producing the outcomes the world model predicts."""
+"""The configurator's core (ROS-free): the task profiles (cost weights, the actor's higher level and what surprise
+may adjust, per task), the surprise monitor that decides when planning has stopped producing the outcomes the
+world model predicts, and the adjustment that follows."""
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from jepa_actor.actor import SKILLS
+from jepa_common.settings import setting
 from jepa_cost.cost import CostWeights
 from jepa_world_model.model import read_checkpoint
 
-# push_skill: push with the hand-written push skill as the actor's higher level (a reference, not the agent).
-TASKS = ('reach', 'push', 'push_skill', 'idle')
 ADJUSTMENTS = ('critic', 'world_model')
+
+
+@dataclass
+class TaskProfile:
+    """What a task sets: the cost weights (for the cost node and the actor), the actor's higher level (`skill`),
+    and what sustained surprise in the task may adjust (None: the configurator's `adjust`)."""
+    weights: CostWeights = field(default_factory=CostWeights)
+    skill: str = ''
+    adjust: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.skill not in SKILLS:
+            raise ValueError(f'skill must be one of {SKILLS}, got {self.skill!r}')
+        if self.adjust is not None:
+            self.adjust = tuple(a for a in self.adjust if a)
+            unknown = set(self.adjust) - set(ADJUSTMENTS)
+            if unknown:
+                raise ValueError(f'unknown adjustments {sorted(unknown)} (known: {ADJUSTMENTS})')
+
+
+# The tasks and their profiles; the configurator node declares them as `tasks.<task>.<weight>`, `skills.<task>`
+# and `task_adjust.<task>`, so a params file overrides only what differs.
+TASK_PROFILES = {
+    # Plan towards the goal image through the world model: `energy`, the displacement the model's effector map
+    # reads, and `latent`, the whole latent. The critic's weight acts only once a surprise adjustment has trained
+    # and loaded a critic (none is shipped).
+    'reach': TaskProfile(CostWeights(critic=0.5)),
+    # The cube is what must move: the whole latent, which holds it, weighs most. Contact makes surprise routine
+    # in a push (its outcome varies beyond what a one-step predictor models), so a push's surprise only saves
+    # the memory and adjusts nothing.
+    'push': TaskProfile(CostWeights(energy=0.1, latent=1.0, effort=0.02), adjust=()),
+    # The scripted_skill reference: the hand-written push skill sets hand goals, and the `hand` term, from the
+    # arm's kinematics, is the only task term; the world model's predictions do not enter its decisions
+    # (tests/test_actor_world_model_matters.py). Adjusts nothing, as push.
+    'push_skill': TaskProfile(CostWeights(energy=0.0, latent=0.0, hand=1.0), skill='push', adjust=()),
+    # Hold still. The agent is not acting (an evaluation's references drive the arm, resets teleport it): nothing
+    # it planned missed, so its surprise adjusts nothing.
+    'idle': TaskProfile(CostWeights(energy=0.0, latent=0.0, effort=1.0), adjust=()),
+}
+TASKS = tuple(TASK_PROFILES)
+
+
+def task_weights(task: str, overrides: dict[str, dict[str, float]] | None = None) -> CostWeights:
+    """The cost weights of a task: its profile's, with {task: {weight name: value}} overrides (a params file's
+    `tasks`) on top."""
+    if task not in TASK_PROFILES:
+        raise ValueError(f'unknown task {task!r} (known: {", ".join(TASKS)})')
+    changes = (overrides or {}).get(task) or {}
+    unknown = set(changes) - set(CostWeights.names())
+    if unknown:
+        raise ValueError(f'task {task!r} sets unknown cost weights {sorted(unknown)}')
+    return CostWeights(**{**TASK_PROFILES[task].weights.as_dict(), **changes})
+
+
+def task_skill(task: str, overrides: dict[str, str] | None = None) -> str:
+    """The actor's higher level in a task: its profile's, or {task: skill} overrides (a params file's `skills`)."""
+    if task not in TASK_PROFILES:
+        raise ValueError(f'unknown task {task!r} (known: {", ".join(TASKS)})')
+    return TaskProfile(skill=(overrides or {}).get(task, TASK_PROFILES[task].skill)).skill
 
 
 @dataclass
@@ -21,20 +81,24 @@ class SurpriseMonitor:
     keep failing to produce the predicted outcome, so the world model or the critic needs adjusting (learning
     only when planning alone does not do it).
 
-    Relative, because what counts as surprising depends on the model: the former absolute threshold, a normalized
-    error of 1, is 160 times the shipped model's held-out one-step error and was never reached. Sustained over time
-    and not only over callbacks, because a glitch the perception did not catch makes a burst of surprise as dense as
-    the camera's rate, while a world that really works otherwise than predicted keeps surprising. A silence breaks
-    the streak: when perception refuses frames, the surprise on either side of the gap is not one sustained episode.
+    Relative, because what counts as surprising depends on the model: an absolute normalized error that one model
+    reaches on ordinary steps another never reaches. Sustained over time and not only over callbacks, because a
+    glitch the perception did not catch makes a burst of surprise as dense as the camera's rate, while a world
+    that really works otherwise than predicted keeps surprising. A silence breaks the streak: when perception
+    refuses frames, the surprise on either side of the gap is not one sustained episode.
     Only the model in service (`model_id`, when known) can be surprised: errors another model made (still in flight
     when a new one was installed) are not counted; with no model in service (`serve_none`: its checkpoint is
     unreadable) nothing is."""
-    threshold: float = 5.0
+    threshold: float = setting(5.0, 'surprising: a normalized one-step prediction error above this many times the '
+                               'held-out error of the model in service (steps it predicts as well as its held-out data '
+                               'stay far below)', (0.0, 1e6))
+    patience: int = setting(5, 'consecutive surprising steps before adjusting...', (1, 100_000))
+    min_span: float = setting(3.0, '...spanning at least this many s of their stamps (a glitch is brief)...',
+                              (0.0, 3600.0))
+    max_gap: float = setting(0.5, '...with no silence longer than this many s between two (refused frames break a '
+                             'streak)', (0.0, 3600.0))
+    cooldown: float = setting(30.0, 's of stamps between two adjustments', (0.0, 1e6))
     baseline: float = 1.0
-    patience: int = 5
-    min_span: float = 3.0
-    max_gap: float = 0.5
-    cooldown: float = 30.0
     model_id: str | None = ''
     streak: int = 0
     fired: int = 0
@@ -44,6 +108,14 @@ class SurpriseMonitor:
     _streak_start: float = math.nan
     _last_stamp: float = -math.inf
     _last_fired: float = -math.inf
+
+    def __post_init__(self):
+        if not (self.threshold > 0 and self.patience >= 1 and self.min_span >= 0 and self.max_gap > 0
+                and self.cooldown >= 0 and self.baseline > 0):
+            raise ValueError(f'surprise needs threshold > 0, patience >= 1, min_span >= 0, max_gap > 0, cooldown >= 0 '
+                             f'and baseline > 0, got threshold {self.threshold}, patience {self.patience}, min_span '
+                             f'{self.min_span}, max_gap {self.max_gap}, cooldown {self.cooldown}, baseline '
+                             f'{self.baseline}')
 
     def serve(self, model_id: str, baseline: float) -> None:
         """A new model is in service: its surprise is judged against its own held-out error, and the streak
@@ -98,26 +170,22 @@ def expected_surprise(checkpoint_path: str) -> tuple[float | None, str]:
     return (first if math.isfinite(first) and first > 0 else None), model_id
 
 
-def task_weights(task: str, profiles: dict[str, dict[str, float]]) -> CostWeights:
-    """The cost weights of a task from {task: {weight name: value}} (unnamed weights keep their defaults)."""
-    if task not in profiles:
-        raise ValueError(f'unknown task {task!r} (known: {", ".join(sorted(profiles))})')
-    unknown = set(profiles[task]) - set(CostWeights.names())
-    if unknown:
-        raise ValueError(f'task {task!r} sets unknown cost weights {sorted(unknown)}')
-    return CostWeights(**profiles[task])
-
-
 def adjust_from_memory(bag: str, adjust: list[str], checkpoint: str, work_dir, tag, critic_init: str | None = None,
-                       critic_epochs: int = 100, tuning=None, keep_if_better=None, log=print) -> dict:
-    """The adjustment after surprise (run in a worker thread), from the short-term memory saved to `bag`:
-    the world model's predictor first (fine-tuned as `tuning` says, kept only if it predicts the most recent
-    transitions better by the margin of `keep_if_better`: adjust_world_model.FineTuning and KeepIfBetter, None for
-    their defaults), then the
-    critic, in the latent space of the model that will be in service. Returns {'world_model': summary} or
-    {'world_model_kept': why the current model stays}, and {'critic': summary}, for what `adjust` names."""
+                       critic_tuning=None, tuning=None, keep_if_better=None, log=print) -> dict:
+    """The adjustment after surprise (run in a worker thread), from the short-term memory saved to `bag`: the world
+    model's predictor first, then the critic, in the latent space of the model that will be in service. Each is
+    kept only if it predicts the most recent transitions, held out from its training, better than what is in
+    service by a margin noise cannot produce (`keep_if_better`, adjust_world_model.KeepIfBetter): the predictor
+    fine-tuned as `tuning` says (adjust_world_model.FineTuning), the critic retrained as `critic_tuning` says
+    (train_critic.CriticTuning) from `critic_init`, the critic in service (None: none is, and the retrained one
+    must beat no critic at all). None for any of the three: its defaults.
+
+    Returns, for what `adjust` names: {'world_model': summary} or {'world_model_kept': why the model in service
+    stays}; {'critic': summary} or {'critic_kept': why the critic in service stays}. A critic that stays while the
+    world model changes is saved again for the new model (its latent space is the same: the encoder is unchanged),
+    as {'critic_relabelled': summary}, so that it stays in service beside the new model."""
     from jepa_configurator.adjust_world_model import AdjustmentError, adjust_world_model
-    from jepa_configurator.train_critic import critic_from_bags
+    from jepa_configurator.train_critic import relabel_critic, retrain_critic
     work_dir = Path(work_dir)
     result = {}
     if 'world_model' in adjust:
@@ -129,6 +197,12 @@ def adjust_from_memory(bag: str, adjust: list[str], checkpoint: str, work_dir, t
             result['world_model_kept'] = str(exc)
     if 'critic' in adjust:
         for_model = result['world_model']['model_id'] if 'world_model' in result else ''
-        result['critic'] = critic_from_bags([bag], str(work_dir / 'critic' / f'critic-{tag}.pt'), epochs=critic_epochs,
-                                            init=critic_init, log=log, for_model=for_model)
+        out = str(work_dir / 'critic' / f'critic-{tag}.pt')
+        try:
+            result['critic'] = retrain_critic([bag], out, critic_init, critic_tuning, keep_if_better,
+                                              for_model=for_model, log=log)
+        except AdjustmentError as exc:
+            result['critic_kept'] = str(exc)
+            if for_model and critic_init:
+                result['critic_relabelled'] = relabel_critic(critic_init, out, for_model)
     return result

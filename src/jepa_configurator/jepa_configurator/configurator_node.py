@@ -1,28 +1,33 @@
 """`configurator_node` (node `configurator`): gives the agent its task and adjusts it when it is surprised.
 
-- /configurator/set_task (SetTask): the goal image (or a named goal rendered by /sim/render_state, or read
+- configurator/set_task (SetTask): the goal image (or a named goal rendered by sim/render_state, or read
   from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on
-  /jepa/goal_image (latched; perception turns it into /jepa/goal_latent); the task's cost weights and the mode
-  go to the `cost` and `actor` nodes through their parameter services.
-- /jepa/surprise: once surprise is sustained (at least `surprise.patience` consecutive steps above
+  jepa/goal_image (latched; perception turns it into jepa/goal_latent); the task's cost weights, the actor's
+  higher level (`skill`) and the mode go to the `cost` and `actor` nodes through their parameter services. The
+  task profiles are configurator.TASK_PROFILES, overridden by `tasks.<task>.<weight>` (live: a change applies from
+  the next set_task), `skills.<task>` and `task_adjust.<task>`.
+- jepa/surprise: once surprise is sustained (at least `surprise.patience` consecutive steps above
   `surprise.threshold` times the error the model in service made on its held-out data, spanning at least
   `surprise.min_span` s with no gap over `surprise.max_gap` s; configurator.SurpriseMonitor), the short-term
-  memory is saved to a bag and, in a worker thread, what `adjust` names is corrected on it (one adjustment at a
-  time, from trigger to install): the world model's predictor is fine-tuned (`world_model_tuning.*`; kept only if
-  it predicts the most recent transitions better by a margin noise cannot produce, `keep_if_better.*`; then
-  installed through the
-  `world_model` node's `checkpoint`, which announces it to every other module), and the critic is retrained and
-  loaded by cost and actor through their `critic_path`. Each outcome is announced on /configurator/adjustment
-  (std_msgs/String, JSON), logged and counted on /diagnostics.
-- The model in service is `checkpoint` ('' = the shipped default) until /world_model/model_version announces
+  memory is saved to a bag and, in a worker thread, what the task's `task_adjust` (else `adjust`) names is
+  corrected on it (one adjustment at a time, from trigger to install): the world model's predictor is fine-tuned
+  (`world_model_tuning.*`) and installed through the `world_model` node's `checkpoint`, which announces it to every
+  other module; the critic is retrained (`critic_tuning.*`) and loaded by cost and actor through their
+  `critic_path`. Each is kept only if it predicts the most recent transitions, held out from its training, better
+  than what is in service by a margin noise cannot produce (`keep_if_better.*`); otherwise what is in service
+  stays. Each outcome is announced on configurator/adjustment (std_msgs/String, JSON: kind, installed, and the
+  figures or the reason), logged and counted on /diagnostics.
+- The model in service is `checkpoint` ('' = the shipped default) until world_model/model_version announces
   one (the surprise baseline is read from it; surprise reported by another model is not counted). An unreadable
   checkpoint is named in the log and no surprise counts until a usable one is in service; set at runtime, it
   is refused.
 """
 import concurrent.futures
+import dataclasses
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -30,7 +35,6 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Pose
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -38,68 +42,90 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from jepa_actor.actor import normalize_mode
 from jepa_common.conversions import image_to_rgb, rgb_to_image, stamp_to_sec
 from jepa_common.node import run_node
+from jepa_common.parameters import changed_config, declare, declare_config, declare_kinematics, result
+from jepa_common.qos import LATCHED
+from jepa_common.settings import setting
+from jepa_configurator.adjust_world_model import FineTuning, KeepIfBetter
+from jepa_configurator.configurator import ADJUSTMENTS, TASK_PROFILES, TASKS, SurpriseMonitor, TaskProfile, \
+    adjust_from_memory, expected_surprise
+from jepa_configurator.train_critic import CriticTuning
+from jepa_cost.cost import CostWeights
 from jepa_interfaces.msg import Surprise
 from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
-from jepa_configurator.adjust_world_model import FineTuning, KeepIfBetter
-from jepa_configurator.configurator import ADJUSTMENTS, TASKS, SurpriseMonitor, adjust_from_memory, expected_surprise, \
-    task_weights
-from jepa_cost.cost import CostWeights
-from jepa_actor.actor import normalize_mode
-from jepa_common.parameters import declare_kinematics
-from jepa_common.qos import LATCHED
 from jepa_world_model.model import CheckpointError
 from jepa_world_model.runtime import resolve_checkpoint
 
-ANY = ParameterDescriptor(dynamic_typing=True)
+
+# What a named goal (goals.<name>.<key>) may say; dynamically typed, as a params file writes numbers either way.
+GOAL_KEYS = {'joint_positions': 'arm joint positions (rad) the goal image is rendered at',
+             'cube_position': 'cube x, y, z (m) in the rendered goal image; unset = where the cube is',
+             'image': 'an image file that is the goal image (a real scene), in place of a rendering'}
+
+
+@dataclass
+class ConfiguratorNodeConfig:
+    """The configurator node's own settings (the task profiles: configurator.TASK_PROFILES; surprise:
+    SurpriseMonitor; the adjustments: FineTuning, CriticTuning, KeepIfBetter)."""
+    task: str = setting('reach', f'task to start with ({", ".join(TASKS)}); configurator/set_task changes it')
+    mode: str = setting('mode2', 'mode to start with: mode2|mpc (plan through the world model), mode1|policy '
+                        '(reactive); configurator/set_task changes it')
+    goal_name: str = setting('', "a named goal (goals.<name>) or goal pose (ee:x,y,z) to start the task with at once "
+                             "('' = wait for configurator/set_task)")
+    configure_nodes: list[str] = setting(['cost', 'actor'], "nodes that get the task's weights.*, mode and skill, and "
+                                         "the retrained critic's critic_path ('' entries are ignored)")
+    adjust: list[str] = setting(list(ADJUSTMENTS), f'what sustained surprise adjusts ({", ".join(ADJUSTMENTS)}) '
+                                "in a task whose task_adjust does not say otherwise ('' entries are ignored)")
+    checkpoint: str = setting('', "the world model in service until world_model/model_version announces one ('' = the "
+                              'shipped default); setting it switches the surprise baseline to that model, and one '
+                              'that cannot be read is refused', live=True)
+    critic_path: str = setting('', "the critic in service at start ('' = none): a retrained one continues from it "
+                               'and must beat it')
+    work_dir: str = setting('~/.jepa/agent', 'where memory bags and adjusted world models and critics are written')
+    service_timeout: float = setting(10.0, 's to wait for another node\'s service to come up, at most 3 (the wait '
+                                     'holds the executor)', (0.0, 3600.0))
+    diagnostics_period: float = setting(2.0, 's between /diagnostics reports', (0.01, 3600.0))
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f'unknown task {self.task!r} (known: {", ".join(TASKS)})')
+        self.mode = normalize_mode(self.mode)
+        self.configure_nodes = [n for n in self.configure_nodes if n]
+        self.adjust = list(TaskProfile(adjust=self.adjust).adjust)  # checked there
+        if not (self.service_timeout > 0 and self.diagnostics_period > 0):
+            raise ValueError(f'service_timeout and diagnostics_period must be > 0 s, got {self.service_timeout} and '
+                             f'{self.diagnostics_period}')
 
 
 class ConfiguratorNode(Node):
     def __init__(self):
         super().__init__('configurator')
-        self.task = self.declare_parameter('task', 'reach').value
-        self.mode = normalize_mode(self.declare_parameter('mode', 'mode2').value)
-        self.initial_goal = self.declare_parameter('goal_name', '').value
+        self.settings = declare_config(self, ConfiguratorNodeConfig)
+        self.task, self.mode = self.settings.task, self.settings.mode
         self.kinematics = declare_kinematics(self)
         self.arm_joints = list(self.kinematics.arm_joints)
-        self.targets = [n for n in self.declare_parameter('configure_nodes', ['cost', 'actor']).value if n]
-        self.profiles = {task: {w: float(self.declare_parameter(f'tasks.{task}.{w}', getattr(CostWeights(), w)).value)
-                                for w in CostWeights.names()} for task in TASKS}
-        # The actor's higher level per task ('' = plan towards the goal itself; 'push': the push skill).
-        self.skills = {task: self.declare_parameter(f'skills.{task}', '').value for task in TASKS}
+        self.targets = self.settings.configure_nodes
+        self.profiles = self.declare_profiles()
         self.goals = {}
-        for name in self.declare_parameter('goal_names', [''], ANY).value or []:
+        for name in declare(self, 'goal_names', [], 'named goals, each defined by goals.<name>.joint_positions (and '
+                            'cube_position) or goals.<name>.image', element_type=str):
             if name:
-                self.goals[name] = {key: self.declare_parameter(f'goals.{name}.{key}', None, ANY).value
-                                    for key in ('joint_positions', 'cube_position', 'image')}
-        defaults = SurpriseMonitor()
-        self.monitor = SurpriseMonitor(**{
-            name: self.declare_parameter(f'surprise.{name}', getattr(defaults, name)).value
-            for name in ('threshold', 'patience', 'min_span', 'max_gap', 'cooldown')})
-        self.tuning, self.keep_if_better = (config(**{
-            name: self.declare_parameter(f'{prefix}.{name}', value).value for name, value in vars(config()).items()})
-            for prefix, config in (('world_model_tuning', FineTuning), ('keep_if_better', KeepIfBetter)))
-        self.tuning.validate()
-        self.keep_if_better.validate()
-        self.adjust = [a for a in self.declare_parameter('adjust', list(ADJUSTMENTS)).value if a]
-        # What a task's surprise may adjust, where it differs from `adjust`.
-        self.task_adjust = {task: [a for a in self.declare_parameter(f'task_adjust.{task}', self.adjust or [''],
-                                                                     ANY).value or [] if a] for task in TASKS}
-        for name, entries in [('adjust', self.adjust), *((f'task_adjust.{t}', a) for t, a in self.task_adjust.items())]:
-            unknown = set(entries) - set(ADJUSTMENTS)
-            if unknown:
-                raise ValueError(f'{name} has unknown entries {sorted(unknown)} (known: {ADJUSTMENTS})')
-        self.work_dir = Path(os.path.expanduser(self.declare_parameter('work_dir', '~/.jepa/agent').value))
-        self.critic_epochs = self.declare_parameter('critic_epochs', 100).value
-        self.critic_path = self.declare_parameter('critic_path', '').value
-        self.service_timeout = self.declare_parameter('service_timeout', 10.0).value
+                self.goals[name] = {key: declare(self, f'goals.{name}.{key}', None, description)
+                                    for key, description in GOAL_KEYS.items()}
+        self.monitor = declare_config(self, SurpriseMonitor, prefix='surprise.')
+        self.tuning = declare_config(self, FineTuning, prefix='world_model_tuning.')
+        self.critic_tuning = declare_config(self, CriticTuning, prefix='critic_tuning.')
+        self.keep_if_better = declare_config(self, KeepIfBetter, prefix='keep_if_better.')
+        self.work_dir = Path(os.path.expanduser(self.settings.work_dir))
+        self.critic_path = self.settings.critic_path  # the critic in service; adjustments replace it
 
-        self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0,
+        self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0, 'critic_kept': 0,
                        'world_model_updates': 0, 'world_model_kept': 0, 'adjustment_failures': 0}
-        # The world model in service until /world_model/model_version announces one ('' = the shipped default).
+        # The world model in service until world_model/model_version announces one ('' = the shipped default).
         self.world_model_checkpoint = ''
-        self.follow_world_model(self.declare_parameter('checkpoint', '').value)
+        self.follow_world_model(self.settings.checkpoint)
         self.last_event = ''
         self._training: concurrent.futures.Future | None = None
         # An adjustment runs from its trigger until what it produced is installed (or refused): a trigger in
@@ -109,33 +135,51 @@ class ConfiguratorNode(Node):
         self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         torch.set_num_threads(1)  # adjustments share the machine with the planner
 
-        self.goal_image_pub = self.create_publisher(Image, '/jepa/goal_image', LATCHED)
-        self.adjustment_pub = self.create_publisher(String, '/configurator/adjustment', 10)
+        self.goal_image_pub = self.create_publisher(Image, 'jepa/goal_image', LATCHED)
+        self.adjustment_pub = self.create_publisher(String, 'configurator/adjustment', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Responses must be handled while a service callback awaits them: a group of their own, reentrant.
         responses = ReentrantCallbackGroup()
-        self.param_clients = {name: self.create_client(SetParametersAtomically, f'/{name}/set_parameters_atomically',
+        self.param_clients = {name: self.create_client(SetParametersAtomically, f'{name}/set_parameters_atomically',
                                                        callback_group=responses)
                               for name in {*self.targets, 'world_model'}}
-        self.render_client = self.create_client(RenderState, '/sim/render_state', callback_group=responses)
-        self.save_client = self.create_client(SaveEpisodes, '/short_term_memory/save', callback_group=responses)
-        self.create_service(SetTask, '/configurator/set_task', self.on_set_task)
-        self.create_subscription(Surprise, '/jepa/surprise', self.on_surprise, 10)
-        self.create_subscription(String, '/world_model/model_version',
+        self.render_client = self.create_client(RenderState, 'sim/render_state', callback_group=responses)
+        self.save_client = self.create_client(SaveEpisodes, 'short_term_memory/save', callback_group=responses)
+        self.create_service(SetTask, 'configurator/set_task', self.on_set_task)
+        self.create_subscription(Surprise, 'jepa/surprise', self.on_surprise, 10)
+        self.create_subscription(String, 'world_model/model_version',
                                  lambda msg: self.follow_world_model(msg.data), LATCHED)
         self.add_on_set_parameters_callback(self.on_parameters)
         self.create_timer(0.5, self.check_training)
-        self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
-        if self.initial_goal:
+        self.create_timer(self.settings.diagnostics_period, self.publish_diagnostics)
+        if self.settings.goal_name:
             self._startup = self.create_timer(1.0, self.start_initial_task)
         self.get_logger().info(f'task {self.task}, mode {self.mode}, named goals {sorted(self.goals)}, '
-                               f'adjusts {self.adjust} after {self.monitor.patience} surprising steps')
+                               f'adjusts {self.settings.adjust} after {self.monitor.patience} surprising steps')
+
+    def declare_profiles(self) -> dict[str, TaskProfile]:
+        """The task profiles: TASK_PROFILES with this node's `tasks.<task>.<weight>`, `skills.<task>` and
+        `task_adjust.<task>` parameters."""
+        profiles = {}
+        for task, default in TASK_PROFILES.items():
+            weights = declare_config(self, CostWeights, prefix=f'tasks.{task}.', defaults=default.weights)
+            skill = declare(self, f'skills.{task}', default.skill, f"the actor's higher level in task {task}: '' = "
+                            'plan towards the goal, push = the scripted push skill')
+            adjust = declare(self, f'task_adjust.{task}', list(default.adjust if default.adjust is not None
+                                                               else self.settings.adjust),
+                             f"what sustained surprise in task {task} adjusts ({', '.join(ADJUSTMENTS)}); [''] = "
+                             'nothing', element_type=str)
+            try:
+                profiles[task] = TaskProfile(weights, skill, tuple(adjust))
+            except ValueError as exc:
+                raise ValueError(f'{self.get_name()}: invalid parameters of task {task}: {exc}') from exc
+        return profiles
 
     # ----- tasks
     async def start_initial_task(self) -> None:
         self._startup.cancel()
-        ok, message = await self.apply_task(self.task, None, self.initial_goal, '')
-        self.get_logger().info(f'initial task {self.task} / {self.initial_goal}: {message}')
+        ok, message = await self.apply_task(self.task, None, self.settings.goal_name, '')
+        self.get_logger().info(f'initial task {self.task} / {self.settings.goal_name}: {message}')
 
     async def on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
         image = request.goal_image if request.goal_image.data else None
@@ -150,7 +194,9 @@ class ConfiguratorNode(Node):
 
     async def apply_task(self, task: str, image: Image | None, goal_name: str, mode: str) -> tuple[bool, str]:
         try:
-            weights = task_weights(task, self.profiles)
+            if task not in self.profiles:
+                raise ValueError(f'unknown task {task!r} (known: {", ".join(TASKS)})')
+            profile = self.profiles[task]
             mode = 'idle' if task == 'idle' else normalize_mode(mode) if mode else \
                 (self.mode if self.mode != 'idle' else 'mode2')
             if image is not None:
@@ -167,10 +213,10 @@ class ConfiguratorNode(Node):
             self.goal_image_pub.publish(image)
         problems = []
         for name in self.targets:
-            values = {f'weights.{w}': float(v) for w, v in weights.as_dict().items()}
+            values = {f'weights.{w}': float(v) for w, v in profile.weights.as_dict().items()}
             if name == 'actor':
                 values['mode'] = mode
-                values['skill'] = self.skills[task]
+                values['skill'] = profile.skill
             problem = await self.set_parameters(name, values)
             if problem:
                 problems.append(problem)
@@ -180,7 +226,7 @@ class ConfiguratorNode(Node):
         goal = 'a goal image' if image is not None and not goal_name else goal_name or 'no goal'
         if problems:
             return False, f'task {task} with {goal}, but: ' + '; '.join(problems)
-        return True, f'task {task} with {goal}, mode {mode}, weights {weights.as_dict()}'
+        return True, f'task {task} with {goal}, mode {mode}, weights {profile.weights.as_dict()}'
 
     def pose_goal(self, name: str) -> dict:
         """'ee:x,y,z' (metres, base frame): the arm configuration that puts the end effector there, tool down."""
@@ -220,7 +266,7 @@ class ConfiguratorNode(Node):
             request.cube_pose = Pose()
             request.cube_pose.position.x, request.cube_pose.position.y, request.cube_pose.position.z = map(float, cube)
             request.cube_pose.orientation.w = 1.0
-        response = await self.call(self.render_client, request, '/sim/render_state')
+        response = await self.call(self.render_client, request, 'sim/render_state')
         if not response.success:
             raise ValueError(f'rendering goal {name!r} failed: {response.message}')
         return response.image
@@ -228,7 +274,7 @@ class ConfiguratorNode(Node):
     async def call(self, client, request, name: str):
         """Await a service call; ValueError when the server is not up (no waiting inside the executor)."""
         if not client.service_is_ready():
-            deadline = time.monotonic() + min(self.service_timeout, 3.0)
+            deadline = time.monotonic() + min(self.settings.service_timeout, 3.0)
             while not client.service_is_ready() and time.monotonic() < deadline:
                 client.wait_for_service(0.05)
             if not client.service_is_ready():
@@ -240,10 +286,10 @@ class ConfiguratorNode(Node):
         request = SetParametersAtomically.Request(
             parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         try:
-            response = await self.call(self.param_clients[node_name], request, f'/{node_name}/set_parameters_atomically')
+            response = await self.call(self.param_clients[node_name], request, f'{node_name}/set_parameters_atomically')
         except ValueError as exc:
             return str(exc)
-        return '' if response.result.successful else f'/{node_name} rejected {sorted(values)}: {response.result.reason}'
+        return '' if response.result.successful else f'{node_name} rejected {sorted(values)}: {response.result.reason}'
 
     # ----- surprise -> adjustment
     def follow_world_model(self, checkpoint: str) -> None:
@@ -264,19 +310,27 @@ class ConfiguratorNode(Node):
         self.get_logger().info(f'surprising above {self.monitor.threshold} x {self.monitor.baseline:.4g} normalized '
                                f'error ({path}: {"held-out one-step error" if baseline else "no held-out figure"})')
 
-    def on_parameters(self, parameters) -> SetParametersResult:
-        """A `checkpoint` set at runtime must be a readable world model: an unreadable one is refused and the model
-        in service stays (following it would leave none in service)."""
-        for p in parameters:
-            if p.name == 'checkpoint':
-                try:
-                    expected_surprise(resolve_checkpoint(p.value))
-                except CheckpointError as exc:
-                    in_service = resolve_checkpoint(self.world_model_checkpoint)
-                    return SetParametersResult(successful=False,
-                                               reason=f'cannot load checkpoint: {exc}; keeping {in_service}')
-                self.follow_world_model(p.value)
-        return SetParametersResult(successful=True)
+    def on_parameters(self, parameters):
+        """Live: the task profiles' weights (they apply from the next set_task) and `checkpoint`, which must be a
+        readable world model: an unreadable one is refused and the model in service stays (following it would
+        leave none in service)."""
+        try:
+            weights = {task: changed_config(profile.weights, parameters, prefix=f'tasks.{task}.')[0]
+                       for task, profile in self.profiles.items()}
+            settings, changed = changed_config(self.settings, parameters)
+        except ValueError as exc:
+            return result(str(exc))
+        if 'checkpoint' in changed:
+            try:
+                expected_surprise(resolve_checkpoint(settings.checkpoint))
+            except CheckpointError as exc:
+                in_service = resolve_checkpoint(self.world_model_checkpoint)
+                return result(f'cannot load checkpoint: {exc}; keeping {in_service}')
+            self.follow_world_model(settings.checkpoint)
+        self.settings = settings
+        for task, profile in self.profiles.items():
+            self.profiles[task] = dataclasses.replace(profile, weights=weights[task])
+        return result()
 
     def on_surprise(self, msg: Surprise) -> None:
         if self.monitor.observe(float(msg.normalized_error), stamp_to_sec(msg.header.stamp), msg.model_id):
@@ -296,12 +350,12 @@ class ConfiguratorNode(Node):
         bag = self.work_dir / 'memory' / f'surprise-{tag}'
         bag.parent.mkdir(parents=True, exist_ok=True)
         try:
-            saved = await self.call(self.save_client, SaveEpisodes.Request(path=str(bag)), '/short_term_memory/save')
+            saved = await self.call(self.save_client, SaveEpisodes.Request(path=str(bag)), 'short_term_memory/save')
         except ValueError as exc:
             return self.adjustment_failed(f'cannot save the short-term memory: {exc}')
         if not saved.success:
             return self.adjustment_failed(f'saving the short-term memory failed: {saved.message}')
-        adjust = self.task_adjust.get(task, self.adjust)
+        adjust = list(self.profiles[task].adjust)
         if not adjust:
             return self.event(f'saved the short-term memory to {bag}; adjusting nothing in task {task}')
         if self._adjusting:
@@ -309,8 +363,8 @@ class ConfiguratorNode(Node):
         self._adjusting = True
         self._training = self._trainer.submit(
             adjust_from_memory, str(bag), adjust, resolve_checkpoint(self.world_model_checkpoint), self.work_dir,
-            tag, critic_init=self.critic_path or None, critic_epochs=self.critic_epochs,
-            tuning=self.tuning, keep_if_better=self.keep_if_better, log=self.get_logger().warn)
+            tag, critic_init=self.critic_path or None, critic_tuning=self.critic_tuning, tuning=self.tuning,
+            keep_if_better=self.keep_if_better, log=self.get_logger().warn)
         self.event(f'adjusting {adjust} on {saved.transitions} transitions from {bag} ({reason})')
 
     def check_training(self) -> None:
@@ -347,17 +401,26 @@ class ConfiguratorNode(Node):
             self.follow_world_model(model['out'])  # the next adjustment starts from it, announced yet or not
             self.adjustment_pub.publish(String(data=json.dumps({'kind': 'world_model', 'installed': True, **model})))
             self.event(f'world model adjusted: {model}')
-        critic = result.get('critic')
+        if 'critic_kept' in result:
+            self.counts['critic_kept'] += 1
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'critic', 'installed': False,
+                                                                'reason': result['critic_kept']})))
+            self.event(f'critic kept: {result["critic_kept"]}')
+        # A retrained critic, or the one in service saved again for the new world model's id.
+        critic = result.get('critic') or result.get('critic_relabelled')
         if critic is None:
             return
         values = {'critic_path': critic['out'], **({'checkpoint': model['out']} if model is not None else {})}
         problems = [p for p in [await self.set_parameters(name, values) for name in self.targets] if p]
         if problems:
-            return self.adjustment_failed(f'new critic {critic["out"]} not installed: {"; ".join(problems)}')
+            return self.adjustment_failed(f'critic {critic["out"]} not installed: {"; ".join(problems)}')
         self.critic_path = critic['out']
-        self.counts['critic_updates'] += 1
-        self.adjustment_pub.publish(String(data=json.dumps({'kind': 'critic', **critic})))
-        self.event(f'critic updated: {critic}')
+        if 'critic' in result:
+            self.counts['critic_updates'] += 1
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'critic', 'installed': True, **critic})))
+            self.event(f'critic updated: {critic}')
+        else:
+            self.event(f'the critic in service follows the new world model: {critic}')
 
     def adjustment_failed(self, text: str) -> None:
         self.counts['adjustment_failures'] += 1
@@ -369,7 +432,7 @@ class ConfiguratorNode(Node):
         self.get_logger().info(text)
 
     def publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name='configurator', hardware_id='agent', level=DiagnosticStatus.OK,
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: task', hardware_id='agent', level=DiagnosticStatus.OK,
                                   message=self.last_event or f'task {self.task}')
         values = {'task': self.task, 'mode': self.mode, 'surprise_baseline': f'{self.monitor.baseline:.4g}',
                   'surprise_model': 'none: unreadable checkpoint' if self.monitor.model_id is None

@@ -7,12 +7,15 @@ Convention for jepa_interfaces/CostTerms: every term field holds the *weighted* 
 `total = energy + latent + effort + joint_limits + workspace + hand + critic` and the intrinsic cost is
 `total - critic`.
 """
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from jepa_common.settings import setting
 
 TERMS = ('energy', 'latent', 'effort', 'joint_limits', 'workspace', 'hand')
 CRITIC_FORMAT_VERSION = 1
@@ -22,15 +25,36 @@ class CriticError(RuntimeError):
     """A critic checkpoint that cannot be used (missing, corrupt, other latent space)."""
 
 
+# A weight is a factor >= 0; the range rclpy enforces on the `weights.*` parameters.
+WEIGHT_SPAN = (0.0, 1e6)
+
+
 @dataclass
 class CostWeights:
-    energy: float = 1.0
-    latent: float = 0.3
-    effort: float = 0.05
-    joint_limits: float = 1.0
-    workspace: float = 1.0
-    hand: float = 0.0
-    critic: float = 0.0
+    """The weight of each cost term: CostTerms fields and the planner's objective hold weight x term. The cost
+    node and the actor declare them as live `weights.<term>` parameters (the configurator sets them per task)."""
+    energy: float = setting(1.0, 'JEPA energy: the displacement to the goal latent the world model\'s effector map '
+                            'reads (controllable), in squared control steps', WEIGHT_SPAN, live=True)
+    latent: float = setting(0.3, 'JEPA energy, isotropic: mean squared latent distance to the goal / the embeddings\' '
+                            'variance (1 ~ unrelated states); keeps what the effector map does not see (the cube)',
+                            WEIGHT_SPAN, live=True)
+    effort: float = setting(0.05, 'squared step size relative to max_step', WEIGHT_SPAN, live=True)
+    joint_limits: float = setting(1.0, 'squared intrusion into the margin near each joint limit', WEIGHT_SPAN,
+                                  live=True)
+    workspace: float = setting(1.0, 'squared excursion outside the workspace box, in max_steps', WEIGHT_SPAN,
+                               live=True)
+    hand: float = setting(0.0, 'squared distance of the end effector to the hand goal a higher level sets (the '
+                          'scripted push skill), in max_steps', WEIGHT_SPAN, live=True)
+    critic: float = setting(0.0, 'learned cost-to-go, the terminal cost of a plan; acts once a critic is loaded',
+                            WEIGHT_SPAN, live=True)
+
+    def __post_init__(self):
+        for name in self.names():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f'cost weight {name} must be finite and >= 0, got {value!r}')
+            setattr(self, name, float(value))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -45,7 +69,7 @@ class ArmContext:
     """What the geometric terms need about the arm right now, linearized about the current configuration:
     end effector position, joint positions and the map from an end-effector step to a joint step.
     The linearization makes the terms batched and differentiable without IK per candidate.
-    hand_goal: where a higher level that works on positions (the push skill) wants the end effector next."""
+    hand_goal: where a higher level that works on positions (the scripted push skill) wants the end effector next."""
     ee: torch.Tensor          # (3,)
     q: torch.Tensor           # (n,)
     dq_dx: torch.Tensor       # (n, 3): damped pseudo-inverse of the position Jacobian
@@ -78,8 +102,8 @@ class IntrinsicCost(nn.Module):
     joint_limits: squared intrusion into a margin near each joint limit (fraction of the range); workspace:
     squared excursion outside the workspace box, in max_steps; hand: squared distance in max_steps between the
     end effector after each step and the arm's hand_goal (0 without one), the proprioceptive twin of the energy
-    for a goal given as a hand position: near the table the effector map misreads hand steps by about half their
-    length, the arm's kinematics does not (README, "Push by a skill").
+    for a goal given as a hand position: the arm's kinematics know where a hand step goes, while the effector map
+    (learned, linear) can misjudge its length where the world model saw little motion, near the table.
     """
 
     def __init__(self, weights: CostWeights | None = None, max_step: float = 0.03,
@@ -135,11 +159,10 @@ class EnergyMetric:
     """The distances between two latents that the energy measures, read from the world model itself.
 
     An isotropic distance in the latent space ranks states poorly by how far the arm is from where the goal
-    shows it (measured: Spearman 0.2-0.35 against the end-effector distance), because most latent dimensions
-    describe things planning cannot or need not change. The world model's inverse-dynamics head reads the
-    end-effector step *linearly* from the latent step (model.inverse_translation, learned from the agent's own
-    actions, no labels), so that map is a metric on the latent space that measures controllable displacement
-    in metres (Spearman 0.83-0.97). Two terms come from it:
+    shows it, because most latent dimensions describe things planning cannot or need not change. The world
+    model's inverse-dynamics head reads the end-effector step *linearly* from the latent step
+    (model.inverse_translation, learned from the agent's own actions, no labels), so that map is a metric on the
+    latent space that measures controllable displacement in metres. Two terms come from it:
 
     controllable: (|effector_map (z - g)| / max_step)^2, squared control steps to the goal (the isotropic
     distance when the model has no effector map);

@@ -1,57 +1,73 @@
 """`cost_node` (node `cost`): evaluates every state the agent perceives.
 
-/jepa/latent (+ /jepa/goal_latent, /joint_states, /jepa/action) -> /jepa/cost (CostTerms, stamped with the
-latent's stamp, each field the weighted term; total = their sum). Weights are the `weights.*` parameters
-(set by the configurator); setting `critic_path` (re)loads the critic, '' removes it. The energy's metric
-(cost.EnergyMetric: the effector map and latent variance) comes from the world-model checkpoint
-(`checkpoint`, then whatever /world_model/model_version announces), as the actor's planning cost does. With no
-readable checkpoint yet the node publishes no cost (a cost in some other metric would be a silent fallback);
-a checkpoint that cannot be read is refused later on and the metric in use stays.
+jepa/latent (+ jepa/goal_latent, joint_states, jepa/action) -> jepa/cost (CostTerms, stamped with the latent's
+stamp, each field the weighted term; total = their sum). Weights are the live `weights.*` parameters
+(cost.CostWeights; the configurator sets them per task); setting `critic_path` (re)loads the critic, '' removes it.
+The energy's metric (cost.EnergyMetric: the effector map and latent variance) comes from the world-model
+checkpoint (`checkpoint`, then whatever world_model/model_version announces), as the actor's planning cost does.
+With no readable checkpoint yet the node publishes no cost (a cost in some other metric would be a silent
+fallback); a checkpoint that cannot be read is refused later on and the metric in use stays.
 """
+from dataclasses import dataclass
+
 import numpy as np
 import torch
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from jepa_common.conversions import msg_to_latent, stamp_to_sec
-from jepa_common.node import run_node
-from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
-from jepa_cost.cost import ArmContext, Critic, CriticError, EnergyMetric, IntrinsicCost, TERMS
 from jepa_common.joint_states import JointStateCache
-from jepa_common.parameters import declare_kinematics
-from jepa_common.qos import LATCHED
-from jepa_cost.parameters import declare_weights, weight_changes
+from jepa_common.node import run_node
+from jepa_common.parameters import changed_config, declare_config, declare_kinematics, result
+from jepa_common.qos import LATCHED, SENSOR
+from jepa_common.settings import setting
+from jepa_cost.cost import ArmContext, CostWeights, Critic, CriticError, EnergyMetric, IntrinsicCost, TERMS
+from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
 from jepa_world_model.model import CheckpointError, read_checkpoint
 from jepa_world_model.runtime import resolve_checkpoint
+
+
+@dataclass
+class CostNodeConfig:
+    """What the cost node loads and how fresh the arm state must be (the weights: cost.CostWeights)."""
+    checkpoint: str = setting('', "world model whose metric the energy uses ('' = the shipped default); setting it "
+                              'loads that metric, and a checkpoint that cannot be read is refused', live=True)
+    follow_model_version: bool = setting(True, 'take the metric of every world model world_model/model_version '
+                                         'announces')
+    critic_path: str = setting('', "critic checkpoint ('' = none); setting it (re)loads the critic, '' removes it",
+                               live=True)
+    joint_state_timeout: float = setting(0.5, 's: a joint state older than this (against the latent\'s stamp) '
+                                         'leaves the arm terms out', (0.0, 60.0))
+
+    def __post_init__(self):
+        if not self.joint_state_timeout > 0:
+            raise ValueError(f'joint_state_timeout must be > 0 s, got {self.joint_state_timeout}')
 
 
 class CostNode(Node):
     def __init__(self):
         super().__init__('cost')
         self.kinematics = declare_kinematics(self)
-        self.intrinsic = IntrinsicCost(declare_weights(self), max_step=self.kinematics.max_step)
-        self.joint_state_timeout = self.declare_parameter('joint_state_timeout', 0.5).value
+        self.settings = declare_config(self, CostNodeConfig)
+        self.intrinsic = IntrinsicCost(declare_config(self, CostWeights, prefix='weights.'),
+                                       max_step=self.kinematics.max_step)
         self.critic: Critic | None = None
-        self.critic_path = self.declare_parameter('critic_path', '').value
         self.goal: np.ndarray | None = None
         self.last_action: np.ndarray | None = None
         self.joints = JointStateCache(self, self.kinematics.arm_joints)
-        self.follow_model_version = self.declare_parameter('follow_model_version', True).value
         self.metric_problem = 'no checkpoint loaded'  # '' once a world model's metric is in use
-        self.load_energy_metric(self.declare_parameter('checkpoint', '').value)
+        self.load_energy_metric(self.settings.checkpoint)
         torch.set_num_threads(1)
-        self.publisher = self.create_publisher(CostTerms, '/jepa/cost', 10)
-        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, 10)
-        self.create_subscription(LatentState, '/jepa/goal_latent', self.on_goal, LATCHED)
-        self.create_subscription(ActionStamped, '/jepa/action', self.on_action, 10)
-        self.create_subscription(JointState, '/joint_states', self.joints.on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
+        self.publisher = self.create_publisher(CostTerms, 'jepa/cost', 10)
+        self.create_subscription(LatentState, 'jepa/latent', self.on_latent, 10)
+        self.create_subscription(LatentState, 'jepa/goal_latent', self.on_goal, LATCHED)
+        self.create_subscription(ActionStamped, 'jepa/action', self.on_action, 10)
+        self.create_subscription(JointState, 'joint_states', self.joints.on_joint_state, SENSOR)
+        self.create_subscription(String, 'world_model/model_version', self.on_model_version, LATCHED)
         self.add_on_set_parameters_callback(self.on_parameters)
-        if self.critic_path:
-            self.load_critic(self.critic_path)
+        if self.settings.critic_path:
+            self.load_critic(self.settings.critic_path)
 
     def load_energy_metric(self, checkpoint: str) -> tuple[bool, str]:
         """Take the energy's metric from a world-model checkpoint; on failure the current metric stays."""
@@ -70,7 +86,7 @@ class CostNode(Node):
         return True, ''
 
     def on_model_version(self, msg: String) -> None:
-        if self.follow_model_version and msg.data:
+        if self.settings.follow_model_version and msg.data:
             self.load_energy_metric(msg.data)
 
     def load_critic(self, path: str) -> tuple[bool, str]:
@@ -85,22 +101,23 @@ class CostNode(Node):
         self.get_logger().info(f'loaded critic {path} (latents of {self.critic.model_id or "any model"})')
         return True, ''
 
-    def on_parameters(self, parameters) -> SetParametersResult:
+    def on_parameters(self, parameters):
+        """Live: the weights, `checkpoint` (the energy's metric) and `critic_path`; a file that cannot be loaded
+        is refused with the reason, and what is in use stays."""
         try:
-            changes = weight_changes(parameters)
+            weights, reweighted = changed_config(self.intrinsic.weights, parameters, prefix='weights.')
+            settings, changed = changed_config(self.settings, parameters)
         except ValueError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+            return result(str(exc))
         loaders = {'checkpoint': self.load_energy_metric, 'critic_path': self.load_critic}
-        for p in parameters:
-            if p.name in loaders:
-                ok, reason = loaders[p.name](p.value)
-                if not ok:
-                    return SetParametersResult(successful=False, reason=reason)
-        for name, value in changes.items():
-            setattr(self.intrinsic.weights, name, value)
-        if changes:
-            self.get_logger().info(f'cost weights now {self.intrinsic.weights.as_dict()}')
-        return SetParametersResult(successful=True)
+        for name in changed:
+            ok, reason = loaders[name](getattr(settings, name))
+            if not ok:
+                return result(reason)
+        self.settings, self.intrinsic.weights = settings, weights
+        if reweighted:
+            self.get_logger().info(f'cost weights now {weights.as_dict()}')
+        return result()
 
     def on_goal(self, msg: LatentState) -> None:
         try:
@@ -133,7 +150,7 @@ class CostNode(Node):
             self.get_logger().error(f'latent has {z.size} values but the goal {self.goal.size}: they come from '
                                     'different models; waiting for a matching goal', throttle_duration_sec=2.0)
             return
-        q = self.joints.fresh(self.joint_state_timeout, at=stamp_to_sec(msg.header.stamp))
+        q = self.joints.fresh(self.settings.joint_state_timeout, at=stamp_to_sec(msg.header.stamp))
         arm = ArmContext.from_kinematics(self.kinematics, q) if q is not None else None
         z_t, goal_t = torch.from_numpy(z), torch.from_numpy(self.goal)
         action = torch.from_numpy(self.last_action) if self.last_action is not None else None

@@ -1,14 +1,58 @@
-"""ROS-free perception core: the world model's encoder applied to camera images, with input checks.
+"""ROS-free perception core: the world model's encoder applied to camera images, with input checks, and the
+perception node's settings.
 
 Usable from a notebook: `ImageEncoder().encode(rgb)` gives the latent of one (H, W, 3) uint8 image with the
 shipped checkpoint.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS
+from jepa_common.settings import check_spans, setting
 from jepa_world_model.model import resize_rgb
-from jepa_world_model.runtime import LoadedModel
+from jepa_world_model.runtime import LoadedModel, check_device_name
+
+
+@dataclass
+class PerceptionConfig:
+    """The perception node's parameters (its frame check's are FrameCheckConfig's, under `frame_check.`). Only
+    `checkpoint` is applied while the node runs."""
+    checkpoint: str = setting(
+        '', "world-model checkpoint whose encoder is used ('' = the shipped default); setting it loads that "
+            'checkpoint, or is refused and the current model kept', live=True)
+    device: str = setting('auto', 'torch device: auto (the GPU when there is one), cpu, cuda or cuda:N')
+    torch_threads: int = setting(1, 'intra-op torch threads (0 = one per core); the nodes share the cores', (0, 256))
+    follow_model_version: bool = setting(True, 'load each checkpoint world_model/model_version announces')
+    image_queue_depth: int = setting(
+        2, 'camera frames queued while one is encoded: a short queue keeps the newest when encoding falls behind',
+        (1, 1000))
+    image_reliable: bool = setting(
+        False, 'subscribe to the camera reliably; false (best effort) matches both kinds of camera publisher')
+    # The arm graph's names for the arm (every node of it reads them): perception reads these joints from
+    # joint_states, arm then fingers, the order of the proprioception input of checkpoints that encode joint
+    # positions; their motion also tells a frozen camera from a still scene.
+    arm_joints: list[str] = setting(list(PANDA_ARM_JOINTS), 'arm joints perception reads from joint_states')
+    finger_joints: list[str] = setting(list(PANDA_FINGER_JOINTS),
+                                       'gripper joints perception reads after the arm joints; may be empty')
+    joint_state_timeout: float = setting(
+        0.1, 's: the joint state stamped nearest a camera frame counts as the arm at that frame only this close',
+        (0.001, 10.0))
+    diagnostics_period: float = setting(5.0, 's between latency reports (log and /diagnostics)', (0.1, 3600.0))
+    refusal_log_period: float = setting(
+        5.0, 's between log lines about refused camera frames, per kind', (0.0, 3600.0))
+
+    def __post_init__(self):
+        check_spans(self)
+        check_device_name(self.device)
+        if not self.arm_joints:
+            raise ValueError('arm_joints must name at least one joint')
+
+    @property
+    def proprio_joints(self) -> list[str]:
+        return [*self.arm_joints, *self.finger_joints]
 
 
 class ImageEncoder(LoadedModel):
@@ -36,7 +80,7 @@ class ImageEncoder(LoadedModel):
     def encode_batch(self, images: np.ndarray, proprio: np.ndarray | None = None) -> np.ndarray:
         """(B, S, S, 3) uint8 [+ (B, proprio_dim) joint positions for models that use them] -> (B, D) float32."""
         if self.uses_proprio and proprio is None:
-            raise ValueError('this checkpoint encodes joint positions too and none have arrived yet')
+            raise ValueError('this checkpoint encodes joint positions too and none are known for this image')
         latents = self.model.encode(images, proprio if self.uses_proprio else None).float().cpu().numpy()
         if not np.all(np.isfinite(latents)):
             raise ValueError('encoder produced NaN or inf latents')

@@ -1,59 +1,46 @@
-"""`perception_node` (node `perception`): /camera/image_raw -> /jepa/latent, /jepa/goal_image -> /jepa/goal_latent.
+"""`perception_node` (node `perception`): camera/image_raw -> jepa/latent, jepa/goal_image -> jepa/goal_latent.
 
 Thin adapter around `ImageEncoder` and `FrameCheck`. The latent carries the image's stamp and the model id; the
 goal latent is latched (transient local) and re-encoded whenever the model changes, since latents of different
-checkpoints are not comparable. A new checkpoint is picked up from /world_model/model_version or from a
-`checkpoint` parameter update.
+checkpoints are not comparable. A new checkpoint is picked up from world_model/model_version or from a
+`checkpoint` parameter update (the only parameter applied while the node runs; the others are read-only).
+
+Subscribes to camera/image_raw, the camera_info beside it, jepa/goal_image, joint_states (the arm's joints at each
+frame's stamp: the proprioception input of checkpoints that encode it, and the motion that tells a frozen camera
+from a still scene) and world_model/model_version; publishes jepa/latent, jepa/goal_latent and /diagnostics.
 
 Camera frames the agent must not learn from are refused (counted on /diagnostics, logged with what was wrong
-at most every `refusal_log_period` per kind): a size other than the camera_info beside the image topic
-announces, and statistics far outside the encoder's training images (frame_check) give no latent, so the actor
-goes without a state and the safety gate holds the arm. A frozen frame, identical to the previous one, gives
-the previous frame's latent again, bit for bit, under the new stamp: a still scene (the simulator renders a
-held arm identically) keeps the actor going, while the world model and the short-term memory take a repeated
-latent for what it is, no new observation.
+at most every `refusal_log_period` per kind) and give no latent, so the actor goes without a state and the
+safety gate holds the arm: a size other than the camera_info announces, statistics far outside the encoder's
+training images, and a frozen camera (a frame identical to the previous one while the joint states show the arm
+moved). Identical frames while the arm is still are a still scene and are encoded like any other frame.
 """
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from jepa_common.conversions import image_to_rgb, joint_positions, latent_to_msg
-from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS
+from jepa_common.conversions import image_to_rgb, joint_positions, latent_to_msg, stamp_to_sec
 from jepa_common.node import run_node
+from jepa_common.parameters import changed_config, declare_config, result
+from jepa_common.qos import LATCHED, RELIABLE, SENSOR
 from jepa_interfaces.msg import LatentState
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 
-from jepa_perception.encoder import ImageEncoder
-from jepa_perception.frame_check import FrameCheck, FrameCheckConfig
+from jepa_perception.encoder import ImageEncoder, PerceptionConfig
+from jepa_perception.frame_check import FrameCheck, FrameCheckConfig, JointHistory
 from jepa_world_model.runtime import LatencyStats, limit_torch_threads
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class PerceptionNode(Node):
 
-    def __init__(self):
-        super().__init__('perception')
-        self.declare_parameter('checkpoint', '')
-        self.declare_parameter('device', 'auto')
-        self.declare_parameter('image_queue_depth', 2)
-        # Best effort matches both kinds of camera publisher (drivers often offer only best effort).
-        self.declare_parameter('image_reliable', False)
-        self.declare_parameter('diagnostics_period', 5.0)
-        self.declare_parameter('follow_model_version', True)
-        # Joint order of the proprioception input, for checkpoints that encode joint positions too.
-        self.declare_parameter('proprio_joints', [*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS])
-        limit_torch_threads(self.declare_parameter('torch_threads', 1).value)
-        self.refusal_log_period = self.declare_parameter(
-            'refusal_log_period', 5.0, _described('s between log lines about refused frames, per kind')).value
-        defaults = vars(FrameCheckConfig())
-        self.frame_check = FrameCheck(FrameCheckConfig(**{
-            name: self.declare_parameter(f'frame_check.{name}', list(value) if isinstance(value, tuple) else value,
-                                         _described('see jepa_perception.frame_check.FrameCheckConfig')).value
-            for name, value in defaults.items()}))
+    def __init__(self, **node_options):
+        super().__init__('perception', **node_options)
+        self.config = declare_config(self, PerceptionConfig)
+        self.frame_check = FrameCheck(declare_config(self, FrameCheckConfig, prefix='frame_check.'))
+        limit_torch_threads(self.config.torch_threads)
 
         self.encoder = None
         self.latency = LatencyStats()
@@ -65,10 +52,9 @@ class PerceptionNode(Node):
         self._logged_refusals: dict[str, float] = {}
         self._reported_refusals: dict[str, int] = {}
         self._goal_image = None
-        self._joint_state: JointState | None = None
-        self._joint_state_sub = None
+        self.joints = JointHistory()
         try:
-            self.encoder = ImageEncoder(self.get_parameter('checkpoint').value, self.get_parameter('device').value)
+            self.encoder = ImageEncoder(self.config.checkpoint, self.config.device)
             self._use_reference()
             size = self.encoder.image_size
             self.get_logger().info(f'loaded {self.encoder.checkpoint} (model {self.encoder.model_id}, '
@@ -76,28 +62,28 @@ class PerceptionNode(Node):
         except Exception as e:  # the node stays up and waits for a usable checkpoint
             self.get_logger().error(f'cannot load checkpoint: {e}; images are dropped until a checkpoint loads')
 
-        self.latent_pub = self.create_publisher(LatentState, '/jepa/latent', 10)
-        self.goal_pub = self.create_publisher(LatentState, '/jepa/goal_latent', LATCHED)
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        image_qos = QoSProfile(depth=self.get_parameter('image_queue_depth').value,
-                               reliability=ReliabilityPolicy.RELIABLE if self.get_parameter('image_reliable').value
+        self.latent_pub = self.create_publisher(LatentState, 'jepa/latent', RELIABLE)
+        self.goal_pub = self.create_publisher(LatentState, 'jepa/goal_latent', LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
+        image_qos = QoSProfile(depth=self.config.image_queue_depth,
+                               reliability=ReliabilityPolicy.RELIABLE if self.config.image_reliable
                                else ReliabilityPolicy.BEST_EFFORT)
-        image_sub = self.create_subscription(Image, '/camera/image_raw', self.on_image, image_qos)
+        image_sub = self.create_subscription(Image, 'camera/image_raw', self.on_image, image_qos)
         # The camera_info beside the image topic, as image_transport pairs them (follows a remapped image topic).
         self.info_topic = image_sub.topic_name.rsplit('/', 1)[0] + '/camera_info'
         self.create_subscription(CameraInfo, self.info_topic, self.on_camera_info, image_qos)
-        self.create_subscription(Image, '/jepa/goal_image', self.on_goal_image, LATCHED)
-        if self.get_parameter('follow_model_version').value:
-            self.create_subscription(String, '/world_model/model_version', self.on_model_version, LATCHED)
+        self.create_subscription(Image, 'jepa/goal_image', self.on_goal_image, LATCHED)
+        self.create_subscription(JointState, 'joint_states', self.on_joint_state, SENSOR)
+        if self.config.follow_model_version:
+            self.create_subscription(String, 'world_model/model_version', self.on_model_version, LATCHED)
         self.add_on_set_parameters_callback(self.on_parameters)
-        self._follow_joint_states()
-        self.create_timer(self.get_parameter('diagnostics_period').value, self.publish_diagnostics)
+        self.create_timer(self.config.diagnostics_period, self.publish_diagnostics)
 
     # ----- model (re)loading
     def reload(self, checkpoint: str) -> tuple[bool, str]:
         try:
             if self.encoder is None:
-                self.encoder = ImageEncoder(checkpoint, self.get_parameter('device').value)
+                self.encoder = ImageEncoder(checkpoint, self.config.device)
             elif not self.encoder.load(checkpoint):
                 return True, f'{self.encoder.checkpoint} is already loaded'
             self._use_reference()
@@ -106,7 +92,6 @@ class PerceptionNode(Node):
             self.get_logger().error(message)
             return False, message
         self.get_logger().info(f'loaded {self.encoder.checkpoint} (model {self.encoder.model_id})')
-        self._follow_joint_states()
         if self._goal_image is not None:
             self.on_goal_image(self._goal_image)
         return True, 'loaded'
@@ -116,26 +101,32 @@ class PerceptionNode(Node):
         if problem:
             self.get_logger().error(f'{problem}; deriving the image reference from the camera instead')
 
-    def _follow_joint_states(self) -> None:
-        if self.encoder is not None and self.encoder.uses_proprio and self._joint_state_sub is None:
-            self._joint_state_sub = self.create_subscription(
-                JointState, '/joint_states', lambda msg: setattr(self, '_joint_state', msg), 10)
-
-    def _proprio(self):
-        if not self.encoder.uses_proprio or self._joint_state is None:
-            return None
-        return joint_positions(self._joint_state, self.get_parameter('proprio_joints').value)[None]
-
     def on_model_version(self, msg: String) -> None:
         if msg.data:
             self.reload(msg.data)  # a no-op when that file is already loaded unchanged
 
-    def on_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name == 'checkpoint':
-                ok, message = self.reload(param.value)
-                return SetParametersResult(successful=ok, reason=message)
-        return SetParametersResult(successful=True)
+    def on_parameters(self, parameters) -> SetParametersResult:
+        """Only `checkpoint` is live (rclpy refuses the read-only ones before this is called)."""
+        try:
+            config, changed = changed_config(self.config, parameters)
+        except ValueError as exc:
+            return result(str(exc))
+        if 'checkpoint' in changed:
+            ok, message = self.reload(config.checkpoint)
+            if not ok:
+                return result(message)
+        self.config = config
+        return result()
+
+    # ----- joint states
+    def on_joint_state(self, msg: JointState) -> None:
+        try:
+            positions = joint_positions(msg, self.config.proprio_joints)
+        except ValueError as e:
+            self.get_logger().error(f'ignored joint state: {e} (arm_joints and finger_joints must name the arm\'s joints)',
+                                    throttle_duration_sec=60.0)
+            return
+        self.joints.add(stamp_to_sec(msg.header.stamp), positions)
 
     # ----- images
     def on_camera_info(self, msg: CameraInfo) -> None:
@@ -144,17 +135,21 @@ class PerceptionNode(Node):
 
     def _encode(self, msg: Image, what: str, camera: bool = False):
         """Latent of one image message, or None after logging what was wrong with it. A camera frame goes
-        through the frame check (a refused one gives None, a frozen one its predecessor's latent)."""
+        through the frame check with the arm's joints at its stamp (a refused one gives None)."""
         if self.encoder is None:
             self.get_logger().error(f'no checkpoint loaded: dropping {what}', throttle_duration_sec=5.0)
             return None
         try:
             rgb = image_to_rgb(msg)
             if camera:
-                latent, verdict = self.frame_check.latent(self.encoder, rgb, self._proprio())
+                joints = self.joints.at(stamp_to_sec(msg.header.stamp), self.config.joint_state_timeout)
+                latent, verdict = self.frame_check.latent(self.encoder, rgb, joints)
             else:
+                # A goal image was not taken now: the latest joints stand in for proprioception.
+                joints = self.joints.latest()
                 image, _ = self.encoder.prepare(rgb)
-                latent, verdict = self.encoder.encode_batch(image[None], self._proprio())[0], None
+                latent = self.encoder.encode_batch(image[None], None if joints is None else joints[None])[0]
+                verdict = None
         except (ValueError, RuntimeError) as e:  # RuntimeError: torch (device, memory)
             self.errors += 1
             self.get_logger().error(f'bad {what} (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): {e}')
@@ -170,7 +165,7 @@ class PerceptionNode(Node):
 
     def _log_refusal(self, msg: Image, verdict) -> None:
         now = time.monotonic()
-        if now - self._logged_refusals.get(verdict.kind, -float('inf')) >= self.refusal_log_period:
+        if now - self._logged_refusals.get(verdict.kind, -float('inf')) >= self.config.refusal_log_period:
             self._logged_refusals[verdict.kind] = now
             self.get_logger().warning(f'camera frame refused ({verdict.kind}, stamp {msg.header.stamp.sec}.'
                                       f'{msg.header.stamp.nanosec:09d}): {verdict.reason}; '
@@ -200,11 +195,10 @@ class PerceptionNode(Node):
     def publish_diagnostics(self) -> None:
         p50, p95 = self.latency.percentiles()
         cpu_p50, cpu_p95 = self.cpu_time.percentiles()
-        status = DiagnosticStatus(name='perception: encoder',
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: encoder',
                                   hardware_id=str(self.encoder.device) if self.encoder else '')
-        # Frames refused since the last report, frozen ones left out (a still scene makes them).
         refused = {kind: count - self._reported_refusals.get(kind, 0) for kind, count in self.frame_check.counts.items()
-                   if kind != 'frozen' and count > self._reported_refusals.get(kind, 0)}
+                   if count > self._reported_refusals.get(kind, 0)}
         self._reported_refusals = dict(self.frame_check.counts)
         if self.encoder is None:
             status.level, status.message = DiagnosticStatus.ERROR, 'no checkpoint loaded'
@@ -230,10 +224,6 @@ class PerceptionNode(Node):
         if self.latency.count:
             self.get_logger().info(f'{self.latency.count} frames, latency p50 {p50:.1f} ms, p95 {p95:.1f} ms '
                                    f'(CPU p50 {cpu_p50:.1f} ms, p95 {cpu_p95:.1f} ms)')
-
-
-def _described(text: str) -> ParameterDescriptor:
-    return ParameterDescriptor(description=text)
 
 
 def main(args=None) -> int:

@@ -1,6 +1,6 @@
 """`jepa record`: record topics into a rosbag2 bag from the command line (the recorder node, configured by flags).
 
-    jepa record --out bags/run1 [--topics /joint_states /camera/image_raw] [--storage mcap|sqlite3]
+    jepa record --out bags/run1 [--topics joint_states camera/image_raw] [--storage mcap|sqlite3]
                 [--duration 30] [--compression zstd] [--max-bag-size 500M] [--max-bag-duration 60]
                 [--ros-args ...]
     jepa record --reindex bags/run1 [--out bags/run1_fixed]   # what is readable, into a new bag
@@ -13,8 +13,8 @@ from rclpy.parameter import Parameter
 from jepa_common.node import run_node
 
 from .reader import BagError, reindex
-from .recorder import RecorderError, STORAGES
-from .recorder_node import DEFAULTS, RecorderNode
+from .recorder import STORAGES, RecorderConfig, RecorderError
+from .recorder_node import RecorderNode
 
 _UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
 
@@ -39,8 +39,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--reindex', metavar='BAG', help='copy what is readable of a damaged BAG (a bag directory or '
                    'one .mcap/.db3 file) into a new bag: --out, default BAG_reindexed; BAG is not modified')
     # Flags left out fall back to the node's parameters (its defaults, or a --params-file after --ros-args).
-    p.add_argument('--topics', nargs='+', metavar='T', help=f'topics to record (default: {" ".join(DEFAULTS["topics"])})')
-    p.add_argument('--storage', '-s', choices=list(STORAGES), help=f'default: {DEFAULTS["storage"]}')
+    defaults = RecorderConfig()
+    p.add_argument('--topics', nargs='+', metavar='T',
+                   help=f'topics to record; relative names are under the namespace of --ros-args -r __ns:=NS, and '
+                        f'the bag names them without it (default: {" ".join(defaults.topics)})')
+    p.add_argument('--storage', '-s', choices=list(STORAGES), help=f'default: {defaults.storage}')
     p.add_argument('--duration', '-d', type=float,
                    help='record S seconds, from the first message received (default: until Ctrl-C)')
     p.add_argument('--compression', choices=['zstd'], help='zstd: mcap chunks / sqlite3 messages')

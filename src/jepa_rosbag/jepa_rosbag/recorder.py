@@ -25,6 +25,8 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.typesys.store import Typestore
 
+from jepa_common.settings import setting
+
 from .bagmeta import SplitFile, TopicEntry, write_metadata
 from .typestore import jepa_typestore
 
@@ -32,6 +34,52 @@ STORAGES = {'mcap': (StoragePlugin.MCAP, '.mcap'), 'sqlite3': (StoragePlugin.SQL
 # zstd inside mcap chunks keeps the file readable by any mcap reader (Foxglove, `ros2 bag`); sqlite3 has
 # no chunks, so messages are compressed one by one (rosbag2's "message" compression mode).
 COMPRESSION_MODES = {'mcap': CompressionMode.STORAGE, 'sqlite3': CompressionMode.MESSAGE}
+
+
+# What the graph's recorder records by default: camera, joint states, commands, the agent's latents, plan and cost,
+# and the privileged poses datasets probe with. Relative names: under the recorder's namespace.
+DEFAULT_TOPICS = [
+    'camera/image_raw', 'camera/camera_info', 'joint_states',
+    'jepa/joint_trajectory', 'arm_controller/joint_trajectory', 'jepa/action',
+    'jepa/latent', 'jepa/goal_latent', 'jepa/prediction', 'jepa/plan', 'jepa/cost', 'jepa/surprise',
+    'sim/ee_pose', 'sim/cube_pose',
+]
+
+
+@dataclass
+class RecorderConfig:
+    """recorder_node's settings (its parameters, all read-only: a recording is configured once, at start)."""
+    output: str = setting('bags/recording_%Y%m%d_%H%M%S', 'bag directory to create, a time.strftime pattern '
+                          'relative to the working directory; it must not exist')
+    topics: list[str] = setting(list(DEFAULT_TOPICS), 'topics to record; relative names are under the node\'s '
+                                'namespace, and the bag names them without it')
+    storage: str = setting('mcap', 'storage format: mcap or sqlite3')
+    compression: str = setting('', "'' or zstd (mcap: compressed chunks; sqlite3: per message)")
+    max_bag_size: int = setting(0, 'bytes per split file; 0 = no size splitting', (0, 2**62))
+    max_bag_duration: float = setting(0.0, 'seconds per split file; 0 = no duration splitting', (0.0, 1e9))
+    duration: float = setting(0.0, 'stop after this many seconds of data, from the first message recorded; 0 = '
+                              'until stopped', (0.0, 1e9))
+    queue_depth: int = setting(1000, 'DDS history of each subscription', (1, 1_000_000))
+    max_backlog_mb: int = setting(512, 'unwritten data (MB) held for the writer thread before messages are '
+                                  'dropped (and counted as loss)', (1, 1 << 20))
+    discovery_period: float = setting(0.5, 'seconds between looks at the graph for topics not yet subscribed',
+                                      (0.01, 60.0))
+
+    def __post_init__(self):
+        if not self.output:
+            raise ValueError('output must name the bag directory to create')
+        if not self.topics or not all(self.topics):
+            raise ValueError(f'topics must name at least one topic, got {list(self.topics)}')
+        if self.storage not in STORAGES:
+            raise ValueError(f'storage must be one of {", ".join(STORAGES)}, got {self.storage!r}')
+        if self.compression not in ('', 'none', 'zstd'):
+            raise ValueError(f"compression must be '' or zstd, got {self.compression!r}")
+        for name in ('max_bag_size', 'max_bag_duration', 'duration'):
+            if not 0 <= getattr(self, name) < float('inf'):
+                raise ValueError(f'{name} must be >= 0 (0 = no limit), got {getattr(self, name)}')
+        for name in ('queue_depth', 'max_backlog_mb', 'discovery_period'):
+            if not 0 < getattr(self, name) < float('inf'):
+                raise ValueError(f'{name} must be positive, got {getattr(self, name)}')
 
 
 # Where a chunk record keeps the CRC of its uncompressed records: after opcode (1), record length (8),

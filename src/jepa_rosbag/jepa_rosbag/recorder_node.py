@@ -3,6 +3,10 @@
 Subscriptions are raw (serialized CDR, never deserialized in Python); each topic is subscribed once it
 appears in the graph, with its type from the graph and a QoS that matches every offering publisher. A
 writer thread does the disk work. Ctrl-C closes the bag properly and prints per-topic counts and loss.
+
+Topic names are relative by default (RecorderConfig.topics), so a recorder in a namespaced graph records that
+graph. The bag names each topic without the recorder's namespace (/arm1/joint_states is recorded as
+/joint_states): a bag of one arm reads like any other, whichever namespace it was recorded in.
 """
 import collections
 import functools
@@ -13,54 +17,54 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from jepa_common.node import run_node
+from jepa_common.parameters import declare_config
 
 from .endpoints import message_class, qos_from_rclpy, subscription_qos
-from .recorder import BagRecorder, RecorderError, RecordingQueue, RecordingSummary, RecordingWindow, SequenceGaps
+from .recorder import BagRecorder, RecorderConfig, RecorderError, RecordingQueue, RecordingSummary, \
+    RecordingWindow, SequenceGaps
 
-DEFAULT_TOPICS = [
-    '/camera/image_raw', '/camera/camera_info', '/joint_states',
-    '/jepa/joint_trajectory', '/arm_controller/joint_trajectory', '/jepa/action',
-    '/jepa/latent', '/jepa/goal_latent', '/jepa/prediction', '/jepa/plan', '/jepa/cost', '/jepa/surprise',
-    '/sim/ee_pose', '/sim/cube_pose',
-]
-DEFAULTS = {
-    'output': 'bags/recording_%Y%m%d_%H%M%S',  # time.strftime pattern; the bag directory must not exist
-    'topics': DEFAULT_TOPICS,
-    'storage': 'mcap',
-    'compression': '',
-    'max_bag_size': 0,  # bytes per split, 0 = no size splitting
-    'max_bag_duration': 0.0,  # seconds per split, 0 = no duration splitting
-    'duration': 0.0,  # stop after this many seconds from the first message recorded, 0 = until Ctrl-C
-    'queue_depth': 1000,  # DDS history of each subscription
-    'max_backlog_mb': 512,  # messages waiting for the writer thread before they are dropped (and counted)
-    'discovery_period': 0.5,  # seconds between looks at the graph for topics not yet subscribed
-}
+
+def bag_topic(topic: str, namespace: str) -> str:
+    """The name a bag records a fully qualified topic under: without the recorder's namespace."""
+    if namespace not in ('', '/') and topic.startswith(namespace + '/'):
+        return topic[len(namespace):]
+    return topic
 
 
 class RecorderNode(Node):
 
-    def __init__(self, parameter_overrides: list[Parameter] | None = None):
-        super().__init__('recorder', parameter_overrides=parameter_overrides or [])
-        for name, value in DEFAULTS.items():
-            self.declare_parameter(name, value)
-        p = {name: self.get_parameter(name).value for name in DEFAULTS}
-        self.wanted = [t if t.startswith('/') else '/' + t for t in p['topics']]
-        self.queue_depth = int(p['queue_depth'])
-        self.recorder = BagRecorder(time.strftime(p['output']), storage=p['storage'], compression=p['compression'],
-                                    max_split_bytes=int(p['max_bag_size']),
-                                    max_split_duration_s=float(p['max_bag_duration']))
-        self.queue = RecordingQueue(self.recorder, int(p['max_backlog_mb']) << 20, self._on_writer_error)
+    def __init__(self, parameter_overrides: list[Parameter] | None = None, **node_options):
+        super().__init__('recorder', parameter_overrides=parameter_overrides or [], **node_options)
+        try:
+            config = declare_config(self, RecorderConfig)
+        except ValueError as err:
+            raise RecorderError(str(err)) from None
+        # Fully qualified topic (what is subscribed) -> its name in the bag.
+        self.bag_names: dict[str, str] = {}
+        for topic in config.topics:
+            resolved = self.resolve_topic_name(topic)
+            self.bag_names[resolved] = bag_topic(resolved, self.get_namespace())
+        if len(set(self.bag_names.values())) != len(self.bag_names):
+            raise RecorderError(f'{self.get_name()}: topics {sorted(self.bag_names)} would share names in the bag '
+                                f'({sorted(self.bag_names.values())}): record the namespace\'s own topics or the '
+                                f'global ones, not both')
+        self.wanted = list(self.bag_names)
+        self.queue_depth = config.queue_depth
+        self.recorder = BagRecorder(time.strftime(config.output), storage=config.storage,
+                                    compression=config.compression, max_split_bytes=config.max_bag_size,
+                                    max_split_duration_s=config.max_bag_duration)
+        self.queue = RecordingQueue(self.recorder, config.max_backlog_mb << 20, self._on_writer_error)
         self.gaps = SequenceGaps()
-        self.window = RecordingWindow(float(p['duration']))
+        self.window = RecordingWindow(config.duration)
         self._stopping = False
-        self.multi_publisher: set[str] = set()
-        self.before_clock: collections.Counter = collections.Counter()
-        self.skipped: dict[str, str] = {}  # topic -> why it is not recorded
+        self.multi_publisher: set[str] = set()  # fully qualified topics
+        self.before_clock: collections.Counter = collections.Counter()  # by bag topic
+        self.skipped: dict[str, str] = {}  # fully qualified topic -> why it is not recorded
         self._recorded_subscriptions = {}
         self._summary: RecordingSummary | None = None
-        self.get_logger().info(f'recording into {self.recorder.path} ({p["storage"]}): {", ".join(self.wanted)}')
+        self.get_logger().info(f'recording into {self.recorder.path} ({config.storage}): {", ".join(self.wanted)}')
         self._discover()
-        self.create_timer(float(p['discovery_period']), self._discover)
+        self.create_timer(config.discovery_period, self._discover)
 
     def _discover(self) -> None:
         types = dict(self.get_topic_names_and_types())
@@ -87,21 +91,23 @@ class RecorderNode(Node):
         except (ImportError, AttributeError, ValueError):
             self._skip(topic, f'its message type {msgtypes[0]} is not installed here')
             return
+        name = self.bag_names[topic]
         try:
-            self.recorder.add_topic(topic, msgtypes[0], offered)
+            self.recorder.add_topic(name, msgtypes[0], offered)
         except RecorderError as err:
             self._skip(topic, str(err))
             return
         self._recorded_subscriptions[topic] = self.create_subscription(
-            cls, topic, functools.partial(self._on_message, topic),
+            cls, topic, functools.partial(self._on_message, name),
             subscription_qos(offered, self.queue_depth), raw=True)
-        self.get_logger().info(f'recording {topic} ({msgtypes[0]})')
+        self.get_logger().info(f'recording {topic} ({msgtypes[0]})' + (f' as {name}' if name != topic else ''))
 
     def _skip(self, topic: str, reason: str) -> None:
         self.skipped[topic] = reason
         self.get_logger().error(f'not recording {topic}: {reason}')
 
     def _on_message(self, topic: str, data: bytes, info: dict) -> None:
+        """topic: the bag's name of the topic."""
         self.gaps.observe(topic, info.get('publication_sequence_number'))
         stamp = self.get_clock().now().nanoseconds
         if stamp == 0:
@@ -130,14 +136,14 @@ class RecorderNode(Node):
     def report(self, summary: RecordingSummary) -> str:
         lines = [f'bag {summary.path}: {sum(summary.counts.values())} messages, '
                  f'{summary.bytes_written / 1e6:.1f} MB in {len(summary.splits)} file(s)']
-        width = max([len(t) for t in self.wanted] + [5])
-        for topic in self.wanted:
-            if topic in self.skipped:
-                lines.append(f'  {topic:<{width}}  not recorded: {self.skipped[topic]}')
+        width = max([len(t) for t in self.bag_names.values()] + [5])
+        for resolved, topic in self.bag_names.items():
+            if resolved in self.skipped:
+                lines.append(f'  {topic:<{width}}  not recorded: {self.skipped[resolved]}')
             elif topic not in summary.counts:
                 lines.append(f'  {topic:<{width}}  never published')
             else:
-                if topic in self.multi_publisher:
+                if resolved in self.multi_publisher:
                     lost = 'unknown (several publishers)'
                 else:
                     lost = str(self.gaps.gaps[topic])

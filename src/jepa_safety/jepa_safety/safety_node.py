@@ -1,9 +1,11 @@
 """`safety_node` (node `safety`): the only path from any commander to the arm controller.
 
-/jepa/joint_trajectory -> SafetyGate -> output_topic (checked trajectory, or a hold: joint names, no points)
-/joint_states, /jepa/estop (true = hold now, latched) and a steady-clock watchdog timer feed the gate;
-/safety/release_estop unlatches; /diagnostics reports state and counters periodically and on every event.
-/safety/set_parameters applies the live parameters (_LIVE) through SafetyGate.reconfigure; the rest are read-only.
+jepa/joint_trajectory -> SafetyGate -> output_topic (arm_controller/joint_trajectory: a checked trajectory, or
+a hold: joint names, no points). joint_states, jepa/estop (true = hold now, latched) and a steady-clock
+watchdog timer feed the gate; the service safety/release_estop unlatches; /diagnostics reports state and
+counters periodically and on every event, under the node's fully qualified name. Names are relative, so a
+namespaced graph has its own gate; /diagnostics stays global. safety/set_parameters applies the live
+parameters (_LIVE) through SafetyGate.reconfigure; the rest are read-only.
 """
 import array
 import os
@@ -12,19 +14,20 @@ import time
 import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+import jepa_common.parameters as ros_parameters
 from jepa_common.kinematics import DEFAULT_WORKSPACE, PANDA_ARM_JOINTS, PANDA_EE_FRAME, PANDA_FINGER_JOINTS, \
     ArmKinematics
 from jepa_common.node import run_node
+from jepa_common.qos import RELIABLE, SENSOR
 from jepa_safety.gate import Decision, JointLimits, SafetyGate, Trajectory, TrajectoryPoint, WorkspaceBox
 
 _LEVELS = {'forwarding': DiagnosticStatus.OK, 'holding': DiagnosticStatus.OK, 'no_state': DiagnosticStatus.WARN,
@@ -37,14 +40,8 @@ _LIVE = {'max_joint_velocity_scale': 'velocity_scale', 'stale_timeout': 'stale_t
 
 
 def declare(node: Node, name: str, default, description: str, span: tuple | None = None, **options):
-    """Declare a parameter with its description, read-only unless it is in _LIVE; span (lo, hi) is the
-    range of a numeric one (an IntegerRange for an int default); options: more ParameterDescriptor fields."""
-    descriptor = ParameterDescriptor(description=description, read_only=name not in _LIVE, **options)
-    if isinstance(default, int) and span is not None:
-        descriptor.integer_range = [IntegerRange(from_value=span[0], to_value=span[1], step=1)]
-    elif span is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=span[0], to_value=span[1], step=0.0)]
-    return node.declare_parameter(name, default, descriptor).value
+    """jepa_common.parameters.declare, live exactly when the parameter is in _LIVE (read-only otherwise)."""
+    return ros_parameters.declare(node, name, default, description, span, live=name in _LIVE, **options)
 
 
 def workspace_box(enabled: bool, lower, upper) -> WorkspaceBox | None:
@@ -127,21 +124,20 @@ class SafetyNode(Node):
         # controller of their own that would reject the whole message (a hold stops all the arm
         # controller's joints whichever it names).
         self.hold_names = list(self.get_parameter('arm_joints').value)
-        output_topic = declare(self, 'output_topic', '/arm_controller/joint_trajectory',
+        output_topic = declare(self, 'output_topic', 'arm_controller/joint_trajectory',
                                'where checked trajectories and holds go: the arm controller')
         check_period = declare(self, 'check_period', 0.02, 'period (s, steady clock) of the watchdog checks',
                                (0.001, 1.0))
         diagnostics_period = declare(self, 'diagnostics_period', 1.0, 'period (s) of the periodic /diagnostics',
                                      (0.01, 60.0))
 
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.output = self.create_publisher(JointTrajectory, output_topic, reliable)
-        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_subscription(JointTrajectory, '/jepa/joint_trajectory', self.on_trajectory, reliable)
+        self.output = self.create_publisher(JointTrajectory, output_topic, RELIABLE)
+        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
+        self.create_subscription(JointTrajectory, 'jepa/joint_trajectory', self.on_trajectory, RELIABLE)
         # Best effort accepts both reliable and best-effort joint state publishers; only the latest matters.
-        self.create_subscription(JointState, '/joint_states', self.on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(Bool, '/jepa/estop', self.on_estop, reliable)
-        self.create_service(Trigger, '/safety/release_estop', self.on_release)
+        self.create_subscription(JointState, 'joint_states', self.on_joint_state, SENSOR)
+        self.create_subscription(Bool, 'jepa/estop', self.on_estop, RELIABLE)
+        self.release_service = self.create_service(Trigger, 'safety/release_estop', self.on_release)
         # Watchdogs run on the steady clock: a paused or dead /clock must not stop them.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(check_period, self.on_check, clock=steady)
@@ -193,20 +189,21 @@ class SafetyNode(Node):
             decision = self.gate.reconfigure(**changes)
         except ValueError as error:
             self.get_logger().warn(f'refused parameters {values}: {error}')
-            return SetParametersResult(successful=False, reason=str(error))
+            return ros_parameters.result(str(error))
         if values:
             self.get_logger().info(f'parameters applied: {values}')
             self.last_reason = f'parameters applied: {values}'
             self.publish_diagnostics()
         if decision is not None:
             self.apply(decision, event=True)
-        return SetParametersResult(successful=True)
+        return ros_parameters.result()
 
     def on_estop(self, msg: Bool) -> None:
         decision = self.gate.on_estop(msg.data)
         if decision is not None:
             self.apply(decision, event=True)
-            self.get_logger().warn('e-stop: holding until /safety/release_estop', throttle_duration_sec=1.0)
+            self.get_logger().warn(f'e-stop: holding until {self.release_service.srv_name}',
+                                   throttle_duration_sec=1.0)
 
     def on_release(self, request, response):
         response.success, response.message = self.gate.release_estop()
@@ -241,13 +238,13 @@ class SafetyNode(Node):
         values += [KeyValue(key='last_error', value=self.gate.last_error),
                    KeyValue(key='last_event', value=self.last_reason),
                    KeyValue(key='missing_joints', value=','.join(self.gate.missing_joints()))]
-        status = DiagnosticStatus(level=_LEVELS[state], name=f'{self.get_name()}: gate', hardware_id='arm',
+        status = DiagnosticStatus(level=_LEVELS[state], name=f'{self.get_fully_qualified_name()}: gate',
+                                  hardware_id='arm',
                                   message=f'{state}: {self.last_reason}' if self.last_reason else state,
                                   values=values)
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics.publish(msg)
-
 
     def close(self) -> None:
         # The gate's last word: nothing it forwarded keeps the arm moving after it is gone.

@@ -10,12 +10,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jepa_common.settings import setting
 from jepa_cost.cost import TERMS
 
 # Order of the stored cost terms; the intrinsic cost is the sum of all but the critic.
 COST_FIELDS = (*TERMS, 'critic')
-TOPICS = {'latent': '/jepa/latent', 'action': '/jepa/action', 'cost': '/jepa/cost',
-          'prediction': '/jepa/prediction', 'goal': '/jepa/goal_latent'}
+# The streams a transition is assembled from, by kind: topic names relative to the graph's namespace.
+TOPICS = {'latent': 'jepa/latent', 'action': 'jepa/action', 'cost': 'jepa/cost',
+          'prediction': 'jepa/prediction', 'goal': 'jepa/goal_latent'}
+
+
+@dataclass
+class MemoryConfig:
+    """How much the short-term memory keeps and where it cuts episodes."""
+    capacity: int = setting(5000, 'transitions kept (the oldest are dropped first)', (1, 10_000_000))
+    max_gap: float = setting(1.0, 's between two latents\' stamps that still continues an episode', (0.0, 3600.0))
+
+    def __post_init__(self):
+        if self.capacity < 1:
+            raise ValueError(f'memory capacity must be >= 1, got {self.capacity}')
+        if not self.max_gap > 0:
+            raise ValueError(f'max_gap must be > 0 s, got {self.max_gap}')
 
 
 @dataclass
@@ -38,7 +53,7 @@ class Transition:
 class ShortTermMemory:
     """Ring buffer of transitions (oldest dropped first), with episode grouping preserved."""
 
-    def __init__(self, capacity: int = 5000):
+    def __init__(self, capacity: int = MemoryConfig.capacity):
         if capacity < 1:
             raise ValueError(f'memory capacity must be >= 1, got {capacity}')
         self.capacity = capacity
@@ -82,7 +97,7 @@ class ShortTermMemory:
                 **stack_transitions(list(self.transitions))} if self.transitions else {}
 
     @classmethod
-    def from_arrays(cls, arrays: dict, capacity: int = 5000) -> 'ShortTermMemory':
+    def from_arrays(cls, arrays: dict, capacity: int = MemoryConfig.capacity) -> 'ShortTermMemory':
         memory = cls(capacity)
         for i in range(len(arrays.get('episode', ()))):
             memory.add(Transition(int(arrays['episode'][i]), float(arrays['stamps'][i]),
@@ -109,16 +124,15 @@ class TransitionAssembler:
     taken from the latent at t is stamped in [t, next latent). A transition is completed one latent late,
     so that messages of the interval that arrive after the next latent still find it.
     A new episode starts when the goal changes, the latent model changes, time goes backwards (reset,
-    replay), the gap between latents exceeds max_gap, or a latent repeats the previous one bit for bit:
-    perception repeats a frozen camera frame's latent, which is no observation of what the action did, and the
-    next real latent comes after actions nobody saw (`repeated` counts them)."""
+    replay), or the gap between latents exceeds max_gap (perception refused frames: actions nobody saw).
+    A latent equal to the previous one is a still scene (perception gives no latent for a frozen camera: it
+    checks identical frames against the joint states), a transition like any other: the critic learns from
+    resting at the goal."""
 
-    def __init__(self, max_gap: float = 1.0, action_dim: int = 4):
+    def __init__(self, max_gap: float = MemoryConfig.max_gap, action_dim: int = 4):
         self.max_gap = max_gap
         self.action_dim = action_dim
         self.episode = 0
-        self.repeated = 0
-        self._last_z: np.ndarray | None = None
         self._goal: np.ndarray | None = None
         self._previous: tuple | None = None  # (stamp, z, model_id)
         self._pending: tuple | None = None   # (episode, stamp, z, next_stamp, next_z, goal)
@@ -155,11 +169,6 @@ class TransitionAssembler:
         prev = self._previous
         if prev is not None and stamp == prev[0] and model_id == prev[2]:
             return None  # the same latent twice
-        repeated = self._last_z is not None and np.array_equal(z, self._last_z)
-        self._last_z = z
-        if repeated:
-            self.repeated += 1
-            return self.new_episode()
         done = self.flush()
         if prev is not None and (model_id != prev[2] or z.shape != prev[1].shape
                                  or not 0 < stamp - prev[0] <= self.max_gap):

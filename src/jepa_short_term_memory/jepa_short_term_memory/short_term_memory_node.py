@@ -1,8 +1,8 @@
 """`short_term_memory_node` (node `short_term_memory`): remembers the agent's recent transitions.
 
-Subscribes /jepa/latent, /jepa/action, /jepa/cost, /jepa/prediction, /jepa/goal_latent; keeps at most `capacity`
-transitions (none from frames perception refused: it publishes no latent for them, and a frozen frame's repeated
-latent ends the episode, memory.TransitionAssembler); /short_term_memory/save (SaveEpisodes) writes them to a new
+Subscribes jepa/latent, jepa/action, jepa/cost, jepa/prediction, jepa/goal_latent; keeps at most `capacity`
+transitions (none across frames perception refused: it publishes no latent for them, and the gap ends the
+episode, memory.TransitionAssembler); short_term_memory/save (SaveEpisodes) writes them to a new
 rosbag2 bag, which is how the critic and the world model get them (`jepa train-critic --bag`).
 """
 import os
@@ -13,21 +13,22 @@ from rclpy.node import Node
 
 from jepa_common.conversions import msg_to_latent, stamp_to_sec
 from jepa_common.node import run_node
+from jepa_common.parameters import declare, declare_config
+from jepa_common.qos import LATCHED
 from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
 from jepa_interfaces.srv import SaveEpisodes
 from jepa_short_term_memory.bags import BagError, cost_terms_of, write_memory
-from jepa_short_term_memory.memory import TOPICS, ShortTermMemory, TransitionAssembler
-from jepa_common.qos import LATCHED
+from jepa_short_term_memory.memory import TOPICS, MemoryConfig, ShortTermMemory, TransitionAssembler
 
 
 class ShortTermMemoryNode(Node):
     def __init__(self):
         super().__init__('short_term_memory')
-        capacity = self.declare_parameter('capacity', 5000).value
-        max_gap = self.declare_parameter('max_gap', 1.0).value
-        diagnostics_period = self.declare_parameter('diagnostics_period', 5.0).value
-        self.memory = ShortTermMemory(capacity)
-        self.assembler = TransitionAssembler(max_gap=max_gap)
+        config = declare_config(self, MemoryConfig)
+        diagnostics_period = declare(self, 'diagnostics_period', 5.0, 's between /diagnostics reports',
+                                     (0.01, 3600.0))
+        self.memory = ShortTermMemory(config.capacity)
+        self.assembler = TransitionAssembler(max_gap=config.max_gap)
         self.model_id = ''
         self.errors = 0
         self.create_subscription(LatentState, TOPICS['latent'], self.on_latent, 10)
@@ -35,10 +36,10 @@ class ShortTermMemoryNode(Node):
         self.create_subscription(LatentState, TOPICS['prediction'], self.on_prediction, 10)
         self.create_subscription(ActionStamped, TOPICS['action'], self.on_action, 10)
         self.create_subscription(CostTerms, TOPICS['cost'], self.on_cost, 10)
-        self.create_service(SaveEpisodes, '/short_term_memory/save', self.on_save)
+        self.create_service(SaveEpisodes, 'short_term_memory/save', self.on_save)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(diagnostics_period, self.publish_diagnostics)
-        self.get_logger().info(f'remembering up to {capacity} transitions')
+        self.get_logger().info(f'remembering up to {config.capacity} transitions')
 
     def _guarded(self, what: str, handler) -> None:
         try:
@@ -92,16 +93,17 @@ class ShortTermMemoryNode(Node):
             self.get_logger().error(f'save failed: {exc}')
             return response
         response.success = True
-        response.message = f'wrote {response.transitions} transitions ({len(self.memory.episodes())} episodes) to {path}'
+        response.message = (f'wrote {response.transitions} transitions ({len(self.memory.episodes())} episodes) '
+                            f'to {path}')
         self.get_logger().info(response.message)
         return response
 
     def publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name='short_term_memory', hardware_id='agent', level=DiagnosticStatus.OK,
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: memory', hardware_id='agent', level=DiagnosticStatus.OK,
                                   message=f'{len(self.memory)} transitions')
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ('transitions', len(self.memory)), ('capacity', self.memory.capacity), ('dropped', self.memory.dropped),
-            ('episode', self.assembler.episode), ('repeated_latents', self.assembler.repeated),
+            ('episode', self.assembler.episode),
             ('bad_messages', self.errors))]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

@@ -1,12 +1,14 @@
 """arm_check: does an arm (simulated, fake or real) answer the agent's contract?
 
-A plain rclpy client that knows only the public interface (docs/architecture.md): it waits for /joint_states,
-moves a few joints by small amounts through the safety gate's input /jepa/joint_trajectory (or straight to
-the controller with --direct), and measures the /joint_states, camera and /clock rates and the final
+A plain rclpy client that knows only the public interface (docs/architecture.md): it waits for joint_states,
+moves a few joints by small amounts through the safety gate's input jepa/joint_trajectory (or straight to
+the controller with --direct), and measures the joint_states, camera and /clock rates and the final
 tracking error of each target. Rates are given per second of the arm's own clock (message stamps, i.e. sim
-time for the simulator) and per wall-clock second. Exit status 0 when every target was reached.
+time for the simulator) and per wall-clock second. Exit status 0 when every target was reached. Topic names
+are relative: `--ros-args -r __ns:=/arm1` checks the arm of a graph launched with namespace:=arm1 (give it
+`-r /clock:=/arm1/clock` too, the clock such a graph uses).
 
-    arm_check [--direct] [--tolerance 0.02] [--move-time 2.0] [--settle-time 1.0] [--timeout 60]
+    arm_check [--direct] [--tolerance 0.02] [--move-time 2.0] [--settle-time 1.0] [--timeout 60] [--ros-args ...]
 """
 import argparse
 import json
@@ -23,8 +25,8 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-GATE_TOPIC = '/jepa/joint_trajectory'
-CONTROLLER_TOPIC = '/arm_controller/joint_trajectory'
+GATE_TOPIC = 'jepa/joint_trajectory'
+CONTROLLER_TOPIC = 'arm_controller/joint_trajectory'
 # Joint-space moves relative to the arm's start position: (joint index, offset rad). Small enough to stay in
 # the workspace from the Panda's home pose; the last one returns to the start.
 DEFAULT_MOVES = (((0, 0.25),), ((0, -0.25), (1, 0.15)), ())
@@ -63,8 +65,8 @@ class _ArmProbe:
         self.node, self.executor = node, executor
         self.latest: JointState | None = None
         self.streams = {'joint_states': _Stream(), 'camera': _Stream(), 'clock': _Stream()}
-        node.create_subscription(JointState, '/joint_states', self._on_joint_state, 50)
-        node.create_subscription(Image, '/camera/image_raw', lambda m: self.streams['camera'].add(m.header.stamp), 10)
+        node.create_subscription(JointState, 'joint_states', self._on_joint_state, 50)
+        node.create_subscription(Image, 'camera/image_raw', lambda m: self.streams['camera'].add(m.header.stamp), 10)
         node.create_subscription(Clock, '/clock', lambda m: self.streams['clock'].add(m.clock), 50)
 
     def _on_joint_state(self, msg: JointState) -> None:
@@ -88,19 +90,21 @@ class _ArmProbe:
 
 
 def check_arm(direct: bool = False, tolerance: float = 0.02, move_time: float = 2.0, settle_time: float = 1.0,
-              timeout: float = 60.0, moves=DEFAULT_MOVES, context: Context | None = None) -> dict:
+              timeout: float = 60.0, moves=DEFAULT_MOVES, context: Context | None = None,
+              ros_args: list[str] | None = None) -> dict:
     """Run the check; returns a dict of measurements with `ok` (bool) and `problems` (list of str).
 
-    Uses `context` if given (an initialised rclpy context), else its own on the environment's ROS_DOMAIN_ID."""
+    Uses `context` if given (an initialised rclpy context), else its own on the environment's ROS_DOMAIN_ID,
+    initialised with ros_args (`--ros-args -r __ns:=/arm1 ...`)."""
     own_context = context is None
     if own_context:
         context = Context()
-        rclpy.init(context=context)
+        rclpy.init(context=context, args=['arm_check', *(ros_args or [])])
     node = Node('arm_check', context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     topic = CONTROLLER_TOPIC if direct else GATE_TOPIC
-    result = {'topic': topic, 'targets': [], 'problems': []}
+    result = {'topic': node.resolve_topic_name(topic), 'targets': [], 'problems': []}
     try:
         _run(node, executor, topic, tolerance, move_time, settle_time, timeout, moves, result)
     finally:
@@ -117,11 +121,11 @@ def _run(node, executor, topic, tolerance, move_time, settle_time, timeout, move
     publisher = node.create_publisher(JointTrajectory, topic, 10)
     deadline = time.monotonic() + timeout
     if not probe.spin_until(lambda: len(probe.streams['joint_states'].stamps) >= 10, timeout):
-        result['problems'].append(f'no /joint_states within {timeout} s')
+        result['problems'].append(f'no {node.resolve_topic_name("joint_states")} within {timeout} s')
         return
     if not probe.spin_until(lambda: publisher.get_subscription_count() > 0, max(1.0, deadline - time.monotonic())):
         hint = '' if topic == CONTROLLER_TOPIC else ' (is safety_node running? --direct bypasses it)'
-        result['problems'].append(f'nobody subscribes to {topic}{hint}')
+        result['problems'].append(f'nobody subscribes to {publisher.topic_name}{hint}')
         return
     names = [n for n in probe.latest.name]
     start = probe.positions(names)
@@ -204,8 +208,11 @@ def main(argv=None) -> int:
     parser.add_argument('--settle-time', type=float, default=1.0, help='arm-clock seconds to wait after each move')
     parser.add_argument('--timeout', type=float, default=60.0, help='wall-clock limit for the whole check, s')
     parser.add_argument('--json', action='store_true', help='print the measurements as JSON')
-    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    result = check_arm(args.direct, args.tolerance, args.move_time, args.settle_time, args.timeout)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ros_args = argv[argv.index('--ros-args'):] if '--ros-args' in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(ros_args)])
+    result = check_arm(args.direct, args.tolerance, args.move_time, args.settle_time, args.timeout,
+                       ros_args=ros_args)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -1,24 +1,26 @@
 """fake_arm_node (node `fake_arm`): ros2_control's mock hardware behind a JointTrajectoryController, no physics.
 
-It follows trajectories on the controller topic within the joint position and velocity limits, with a
-command latency and a first-order tracking lag, and publishes /joint_states. Joint names and limits come
-from parameters, or from the URDF (ArmKinematics) when `urdf_path` names one. It runs on the node clock, so
-`use_sim_time` works as for any node.
+It follows trajectories on controller_topic (arm_controller/joint_trajectory) within the joint position and
+velocity limits, with a command latency and a first-order tracking lag, and publishes joint_states (relative
+names: the node runs under a namespace). Joint names and limits come from parameters (FakeArmConfig), or from
+the URDF (ArmKinematics) when `urdf_path` names one. It runs on the node clock, so `use_sim_time` works as for
+any node.
 """
 import collections
 import math
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_common.conversions import sec_to_stamp
-from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_EE_FRAME, PANDA_FINGER_JOINTS, PANDA_HOME, ArmKinematics
+from jepa_common.kinematics import ArmKinematics
 from jepa_common.node import run_node
-from jepa_sim.fake_arm import FakeArm
-from jepa_sim.trajectory_command import apply_trajectory
+from jepa_common.parameters import declare, declare_config
+from jepa_common.qos import RELIABLE
+from jepa_sim.fake_arm import FakeArm, FakeArmConfig
+from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
 
 # Limits used when neither a URDF nor per-joint limit parameters describe the arm.
@@ -27,40 +29,36 @@ FALLBACK_FINGER_LIMITS = (0.0, 0.04, 0.1)
 
 
 class FakeArmNode(Node):
-    def __init__(self):
-        super().__init__('fake_arm')
-        param = self.declare_parameter
-        arm_joints = list(param('arm_joints', list(PANDA_ARM_JOINTS)).value)
-        finger_joints = list(param('finger_joints', list(PANDA_FINGER_JOINTS)).value)
+    def __init__(self, **node_options):
+        super().__init__('fake_arm', **node_options)
+        config = declare_config(self, FakeArmConfig)
+        topic = declare(self, 'controller_topic', CONTROLLER_TOPIC,
+                        'the trajectory_msgs/JointTrajectory topic the arm follows (the safety gate publishes there)')
+        arm_joints, finger_joints = list(config.arm_joints), list(config.finger_joints)
         self.joint_names = arm_joints + finger_joints
-        lower, upper, velocity = self._limits(arm_joints, finger_joints, param('urdf_path', '').value,
-                                              param('ee_frame', PANDA_EE_FRAME).value,
-                                              *(param(name, Parameter.Type.DOUBLE_ARRAY).value or []
-                                                for name in ('joint_lower', 'joint_upper', 'joint_velocity')))
-        home = np.array(param('home', list(PANDA_HOME)).value, dtype=float)
-        if home.size != len(arm_joints):
-            raise ValueError(f'home has {home.size} values for {len(arm_joints)} arm joints {arm_joints}')
-        initial = np.clip(np.r_[home, upper[len(arm_joints):]], lower, upper)
-        self.arm = FakeArm(initial, velocity, param('tracking_time_constant', 0.05).value)
+        lower, upper, velocity = self._limits(arm_joints, finger_joints, config)
+        initial = np.clip(np.r_[np.array(config.home, dtype=float), upper[len(arm_joints):]], lower, upper)
+        self.arm = FakeArm(initial, velocity, config.tracking_time_constant)
         self.follower = TrajectoryFollower(self.joint_names, lower, upper, initial)
-        self.latency = float(param('command_latency', 0.02).value)
-        self.max_stamp_skew = float(param('max_stamp_skew', 5.0).value)
+        self.latency = config.command_latency
+        self.max_stamp_skew = config.max_stamp_skew
         self._pending = collections.deque()
 
-        self.joint_state_pub = self.create_publisher(JointState, '/joint_states', 10)
-        topic = param('controller_topic', '/arm_controller/joint_trajectory').value
-        self.create_subscription(JointTrajectory, topic, self._on_trajectory, 10)
+        self.joint_state_pub = self.create_publisher(JointState, 'joint_states', RELIABLE)
+        subscription = self.create_subscription(JointTrajectory, topic, self._on_trajectory, RELIABLE)
         self._msg = JointState(name=self.joint_names)
         self._last = None
-        self.create_timer(1.0 / float(param('publish_rate', 100.0).value), self._update)
-        self.get_logger().info(f'fake arm with joints {self.joint_names} on {topic}; latency {self.latency} s, '
-                               f'tracking time constant {self.arm.time_constant} s')
+        self.create_timer(1.0 / config.publish_rate, self._update)
+        self.get_logger().info(f'fake arm with joints {self.joint_names} on {subscription.topic_name}; latency '
+                               f'{self.latency} s, tracking time constant {self.arm.time_constant} s')
 
-    def _limits(self, arm_joints, finger_joints, urdf_path, ee_frame, lower, upper, velocity):
+    def _limits(self, arm_joints, finger_joints, config: FakeArmConfig):
         """Joint limits (lower, upper, velocity) in joint_names order: URDF, else parameters, else fallback."""
+        urdf_path, lower, upper, velocity = (config.urdf_path, config.joint_lower, config.joint_upper,
+                                             config.joint_velocity)
         if urdf_path:
             try:
-                kin = ArmKinematics(urdf_path, arm_joints, finger_joints, ee_frame)
+                kin = ArmKinematics(urdf_path, arm_joints, finger_joints, config.ee_frame)
                 return (np.r_[kin.lower, kin.finger_lower], np.r_[kin.upper, kin.finger_upper],
                         np.r_[kin.velocity, kin.finger_velocity])
             except (OSError, ValueError) as error:

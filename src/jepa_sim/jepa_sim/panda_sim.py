@@ -14,6 +14,8 @@ import pybullet as p
 import pybullet_data
 
 from jepa_common.kinematics import ArmKinematics
+from jepa_common.settings import setting
+from jepa_sim.camera import CameraConfig
 
 PHYSICS_HZ = 240.0
 CUBE_SIZE = 0.05
@@ -28,48 +30,33 @@ VELOCITY_GAIN = 1.0
 
 
 @dataclass
-class CameraConfig:
-    # The shipped world model's camera (config/sim.yaml). Framed on the workspace: every end-effector position
-    # the tasks use stays in view and the 5-cm cube spans ~4-5 pixels (~3 in the model's 64x64 input; 2 at the
-    # first framing, which also showed the sky and the table's far side).
-    width: int = 96
-    height: int = 96
-    fov_deg: float = 40.0  # vertical field of view
-    # Front-right, above: sees the table in front of the arm, the cube and the gripper from the side.
-    eye: tuple = (1.2, 0.75, 0.75)
-    target: tuple = (0.45, 0.0, 0.15)
-    up: tuple = (0.0, 0.0, 1.0)
-    near: float = 0.05
-    far: float = 3.0
-
-    # The sim node's parameter for each field (config/sim.yaml).
-    PARAMETERS = {'width': 'camera_width', 'height': 'camera_height', 'fov_deg': 'camera_fov_deg',
-                  'eye': 'camera_eye', 'target': 'camera_target'}
-
-    @classmethod
-    def from_parameters(cls, value_of) -> 'CameraConfig':
-        """The camera the sim node's parameters describe: value_of(parameter name, default) -> value, with the
-        defaults of this class (a ROS node's declare_parameter, or a params file's dict.get)."""
-        values = {}
-        for field_name, parameter in cls.PARAMETERS.items():
-            default = getattr(cls, field_name)
-            # ROS parameters hold lists, not tuples.
-            value = value_of(parameter, list(default) if isinstance(default, tuple) else default)
-            values[field_name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
+class SimConfig:
+    """sim_node's settings (its parameters, all read-only: the world is built once, at start)."""
+    gui: bool = setting(False, 'show the PyBullet GUI window (needs a display)')
+    real_time_factor: float = setting(1.0, 'simulated seconds per wall-clock second; 0 = as fast as possible',
+                                      (0.0, 1000.0))
+    physics_rate: float = setting(PHYSICS_HZ, 'physics steps per simulated second (Hz)', (10.0, 10000.0))
+    seed: int = setting(0, 'seed of the start state before the first sim/reset', (0, 2**31 - 1))
+    randomize_arm: bool = setting(False, 'start from a random arm pose instead of home')
+    randomize_cube: bool = setting(False, 'start with the cube at a random place instead of in front of the arm')
+    # Publishing happens on whole physics steps (stamps stay exact), so a rate becomes physics_rate / n.
+    joint_state_rate: float = setting(120.0, 'joint_states rate (Hz of sim time), rounded to physics_rate / n',
+                                      (0.1, 10000.0))
+    camera_rate: float = setting(10.0, 'camera image, camera info and pose rate (Hz of sim time), rounded to '
+                                 'physics_rate / n', (0.1, 10000.0))
+    fast_visuals: bool = setting(True, 'draw the arm with its collision meshes (renders several times faster '
+                                 'than the detailed visual meshes)')
+    max_stamp_skew: float = setting(5.0, 'a trajectory stamped further than this from sim time (s; another '
+                                    'clock) starts on arrival instead', (0.0, 1e9))
 
     def __post_init__(self):
-        if int(self.width) <= 0 or int(self.height) <= 0:
-            raise ValueError(f'camera size must be positive, got {self.width}x{self.height}')
-        if not 0 < self.fov_deg < 180:
-            raise ValueError(f'camera field of view must be in (0, 180) degrees, got {self.fov_deg}')
-        if len(self.eye) != 3 or len(self.target) != 3 or np.allclose(self.eye, self.target):
-            raise ValueError(f'camera eye {self.eye} and target {self.target} must be distinct 3D points')
-
-    def intrinsics(self) -> np.ndarray:
-        """3x3 pinhole matrix K matching PyBullet's projection (square pixels, centred principal point)."""
-        f = (self.height / 2.0) / np.tan(np.radians(self.fov_deg) / 2.0)
-        return np.array([[f, 0.0, self.width / 2.0], [0.0, f, self.height / 2.0], [0.0, 0.0, 1.0]])
+        for name in ('physics_rate', 'joint_state_rate', 'camera_rate'):
+            if not 0 < getattr(self, name) < float('inf'):
+                raise ValueError(f'{name} must be a positive number, got {getattr(self, name)}')
+        if not 0 <= self.real_time_factor < float('inf'):
+            raise ValueError(f'real_time_factor must be >= 0 (0 = as fast as possible), got {self.real_time_factor}')
+        if not self.max_stamp_skew >= 0:
+            raise ValueError(f'max_stamp_skew must be >= 0, got {self.max_stamp_skew}')
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """sim_node (node `sim`): the PyBullet Panda behind a ros2_control-like interface, and the /clock source.
 
+Publishes joint_states, camera/image_raw, camera/camera_info, sim/ee_pose and sim/cube_pose (privileged
+state, for datasets and the referee), and /clock; follows trajectory_msgs/JointTrajectory on controller_topic
+(arm_controller/joint_trajectory); serves sim/reset and sim/render_state. Names are relative, so the node runs
+under a namespace; /clock stays global (a namespaced graph remaps it, see jepa_bringup.graph).
+
 The physics runs in its own thread, which owns the simulator: it steps, publishes on whole physics steps, and
 paces itself by real_time_factor (0 = as fast as possible). Subscription and service callbacks (executor
 thread) hand their work to it through a queue, so a command takes effect at the next physics step and the
@@ -20,9 +25,12 @@ from trajectory_msgs.msg import JointTrajectory
 
 from jepa_common.conversions import rgb_to_image, sec_to_stamp
 from jepa_common.node import run_node
+from jepa_common.parameters import declare, declare_config
+from jepa_common.qos import RELIABLE
 from jepa_interfaces.srv import RenderState, ResetSim
-from jepa_sim.panda_sim import CameraConfig, PandaSim
-from jepa_sim.trajectory_command import apply_trajectory
+from jepa_sim.camera import CameraConfig
+from jepa_sim.panda_sim import PandaSim, SimConfig
+from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
 
 BASE_FRAME = 'panda_link0'
@@ -48,33 +56,33 @@ def pose_array(msg: Pose) -> np.ndarray:
 
 
 class SimNode(Node):
-    def __init__(self):
-        super().__init__('sim')
-        param = self.declare_parameter
-        camera = CameraConfig.from_parameters(lambda name, default: param(name, default).value)
-        self.real_time_factor = float(param('real_time_factor', 1.0).value)
-        physics_rate = float(param('physics_rate', 240.0).value)
-        self.max_stamp_skew = float(param('max_stamp_skew', 5.0).value)
-        self.sim = PandaSim(gui=param('gui', False).value, camera=camera, physics_hz=physics_rate,
-                            fast_visuals=param('fast_visuals', True).value)
-        self.sim.reset(param('seed', 0).value, randomize_arm=param('randomize_arm', False).value,
-                       randomize_cube=param('randomize_cube', False).value)
+    def __init__(self, **node_options):
+        super().__init__('sim', **node_options)
+        config = declare_config(self, SimConfig)
+        camera = declare_config(self, CameraConfig, prefix=CameraConfig.PARAMETER_PREFIX)
+        controller_topic = declare(self, 'controller_topic', CONTROLLER_TOPIC,
+                                   'the trajectory_msgs/JointTrajectory topic the arm follows (the safety gate '
+                                   'publishes there)')
+        self.real_time_factor = config.real_time_factor
+        self.max_stamp_skew = config.max_stamp_skew
+        self.sim = PandaSim(gui=config.gui, camera=camera, physics_hz=config.physics_rate,
+                            fast_visuals=config.fast_visuals)
+        self.sim.reset(config.seed, randomize_arm=config.randomize_arm, randomize_cube=config.randomize_cube)
         self.follower = TrajectoryFollower(self.sim.joint_names, self.sim.lower, self.sim.upper,
                                            self.sim.joint_positions())
         # Publishing on whole physics steps keeps stamps exact: the rates become physics_rate / n.
-        self.joint_state_every = self._steps_per(param('joint_state_rate', 120.0).value, 'joint_state_rate')
-        self.camera_every = self._steps_per(param('camera_rate', 10.0).value, 'camera_rate')
+        self.joint_state_every = self._steps_per(config.joint_state_rate, 'joint_state_rate')
+        self.camera_every = self._steps_per(config.camera_rate, 'camera_rate')
 
-        self.clock_pub = self.create_publisher(ClockMsg, '/clock', 10)
-        self.joint_state_pub = self.create_publisher(JointState, '/joint_states', 10)
-        self.image_pub = self.create_publisher(Image, '/camera/image_raw', 10)
-        self.camera_info_pub = self.create_publisher(CameraInfo, '/camera/camera_info', 10)
-        self.ee_pose_pub = self.create_publisher(PoseStamped, '/sim/ee_pose', 10)
-        self.cube_pose_pub = self.create_publisher(PoseStamped, '/sim/cube_pose', 10)
-        self.create_subscription(JointTrajectory, param('controller_topic', '/arm_controller/joint_trajectory').value,
-                                 self._on_trajectory, 10)
-        self.create_service(ResetSim, '/sim/reset', self._on_reset)
-        self.create_service(RenderState, '/sim/render_state', self._on_render_state)
+        self.clock_pub = self.create_publisher(ClockMsg, '/clock', RELIABLE)
+        self.joint_state_pub = self.create_publisher(JointState, 'joint_states', RELIABLE)
+        self.image_pub = self.create_publisher(Image, 'camera/image_raw', RELIABLE)
+        self.camera_info_pub = self.create_publisher(CameraInfo, 'camera/camera_info', RELIABLE)
+        self.ee_pose_pub = self.create_publisher(PoseStamped, 'sim/ee_pose', RELIABLE)
+        self.cube_pose_pub = self.create_publisher(PoseStamped, 'sim/cube_pose', RELIABLE)
+        commands = self.create_subscription(JointTrajectory, controller_topic, self._on_trajectory, RELIABLE)
+        self.create_service(ResetSim, 'sim/reset', self._on_reset)
+        self.create_service(RenderState, 'sim/render_state', self._on_render_state)
         self.camera_info = self._make_camera_info()
 
         self._joint_state = JointState(name=list(self.sim.joint_names))
@@ -86,13 +94,11 @@ class SimNode(Node):
         self._thread.start()
         pace = 'as fast as possible' if self.real_time_factor <= 0 else f'{self.real_time_factor}x real time'
         self.get_logger().info(
-            f'simulating the Panda at {physics_rate:.0f} Hz, {pace}; /joint_states at '
-            f'{physics_rate / self.joint_state_every:.1f} Hz, camera {camera.width}x{camera.height} at '
-            f'{physics_rate / self.camera_every:.1f} Hz')
+            f'simulating the Panda at {config.physics_rate:.0f} Hz, {pace}; {self.joint_state_pub.topic_name} at '
+            f'{config.physics_rate / self.joint_state_every:.1f} Hz, camera {camera.width}x{camera.height} at '
+            f'{config.physics_rate / self.camera_every:.1f} Hz; following {commands.topic_name}')
 
     def _steps_per(self, rate: float, name: str) -> int:
-        if rate <= 0:
-            raise ValueError(f'{name} must be positive, got {rate}')
         steps = max(1, int(round(self.sim.physics_hz / rate)))
         if abs(self.sim.physics_hz / steps - rate) > 1e-6:
             self.get_logger().warning(f'{name} {rate} Hz is not physics_rate / n; publishing at '

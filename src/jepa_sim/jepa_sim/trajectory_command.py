@@ -9,6 +9,10 @@ from trajectory_msgs.msg import JointTrajectory
 from jepa_common.conversions import stamp_to_sec
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 
+# Where a ros2_control JointTrajectoryController named arm_controller listens; relative, so under the node's
+# namespace.
+CONTROLLER_TOPIC = 'arm_controller/joint_trajectory'
+
 
 def points_from_msg(msg: JointTrajectory) -> list[TrajectoryPoint]:
     return [TrajectoryPoint(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions),

@@ -32,8 +32,9 @@ from torch import nn
 from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.model import (CheckpointError, Encoder, WorldModel, WorldModelConfig, mlp, read_checkpoint,
                                     model_from_checkpoint)
+from jepa_world_model.runtime import select_device
 from jepa_world_model.train import (TrainConfig, WindowSampler, encode_ticks, make_optimizer, optimize,
-                                    rollout_errors, select_device, set_threads)
+                                    rollout_errors, set_threads)
 
 DEFAULT_HORIZONS = (1, 2, 5, 10)
 

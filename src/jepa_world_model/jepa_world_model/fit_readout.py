@@ -1,5 +1,5 @@
 """`jepa fit-readout --bag PLAY... [--checkpoint CKPT] [--out READOUT]`: fit the push skill's cube read-out
-(latent -> cube x, y) from play bags, without labels (push_skill.py says how).
+(latent -> cube x, y) from play bags, without labels (jepa_world_model.readout says how).
 
 The bags are play data as `jepa collect` records it (camera, joint states, actions); the latents are CKPT's
 (default: the shipped model), the hand's position comes from the arm's kinematics. Where the bags also hold the

@@ -8,7 +8,7 @@ How play labels the cube without being told where it is: the cube only moves whe
 latent step that the hand's own motion does not explain is contact. At the onset of a contact with the hand
 closed, low and moving straight, the cube's centre is one contact distance ahead of the hand along its motion
 (the hand's position is known from the arm's kinematics); the cube rested there since the previous contact, so
-every frame back to it gets that label. Onsets are few (185 in 100 minutes of play) and the latent
+every frame back to it gets that label. Onsets are few (a couple per minute of play) and the latent
 holds the cube nonlinearly (a linear map reads it 2-3 times worse than a small network, both fitted on true
 positions), so the read-out is a small network, and the frames between any two contacts, labelled or not, teach
 it what onsets cannot: the cube is where it was, wherever the hand goes meanwhile (their read-outs are pulled
@@ -49,7 +49,7 @@ class ReadoutFit:
 
 @dataclass
 class ReadoutSettings:
-    contact: float = 0.045          # cube centre ahead of the closed hand at the onset of contact (measured)
+    contact: float = 0.045          # cube centre ahead of the closed hand at the onset of contact, as in the simulator
     threshold_mads: float = 4.0     # contact: unexplained latent step above median + this many MADs
     quiet_before: int = 5           # no contact in the ticks before an onset
     persist: int = 1                # and contact in the ticks after it

@@ -1,24 +1,32 @@
 """The world model's runtime (ROS-free): device choice, checkpoint resolution and loading, latency statistics,
-and the online predictor. Every learned node loads its model through `LoadedModel`; training shares
-`select_device`.
+the online predictor, and the world_model node's settings. Every learned node loads its model through
+`LoadedModel`; training shares `select_device`.
 """
 from __future__ import annotations
 
 import collections
 import os
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from jepa_common.settings import check_spans, setting
 
 from jepa_world_model.model import WorldModel, default_checkpoint_path, model_from_checkpoint, read_checkpoint
 
 
+def check_device_name(name: str) -> None:
+    """ValueError unless name is auto, cpu, cuda or cuda:N (whether that GPU exists is select_device's check)."""
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', name):
+        raise ValueError(f'device must be auto, cpu, cuda or cuda:N, got {name!r}')
+
+
 def select_device(name: str) -> torch.device:
     """'auto' picks the GPU when there is one; 'cuda' without a GPU is an error, not a silent fallback."""
+    check_device_name(name)
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name != 'cpu' and not (name == 'cuda' or name.startswith('cuda:')):
-        raise ValueError(f'device must be auto, cpu or cuda, got {name!r}')
     if name.startswith('cuda') and not torch.cuda.is_available():
         raise ValueError(f'device {name!r} requested but torch sees no CUDA GPU')
     return torch.device(name)
@@ -26,10 +34,35 @@ def select_device(name: str) -> torch.device:
 
 def limit_torch_threads(threads: int) -> None:
     """Intra-op threads of this process (0 = torch's default, one per core). Every learned node is its own
-    process: with one thread each they share the cores instead of spinning against each other (measured on
-    2 busy cores: encoding one frame 0.9 ms p50 with 1 thread, 22 ms with 2)."""
+    process: with one thread each they share the cores instead of spinning against each other, which on busy
+    cores makes a frame's encoding many times slower than with one thread."""
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+@dataclass
+class WorldModelNodeConfig:
+    """The world_model node's parameters. Only `checkpoint` is applied while the node runs."""
+    checkpoint: str = setting(
+        '', "world-model checkpoint ('' = the shipped default); setting it loads that checkpoint, or is refused "
+            'and the current model kept', live=True)
+    device: str = setting('auto', 'torch device: auto (the GPU when there is one), cpu, cuda or cuda:N')
+    torch_threads: int = setting(1, 'intra-op torch threads (0 = one per core); the nodes share the cores', (0, 256))
+    action_window: float = setting(
+        0.1, 's after a latent within which the action taken from it is stamped', (0.001, 10.0))
+    max_gap: float = setting(
+        0.5, 's: a latent further after the one a prediction came from is not scored (frames were refused or '
+             'dropped between them)', (0.001, 3600.0))
+    max_rollout_elements: int = setting(
+        4_000_000, 'largest batch x horizon x latent_dim of one world_model/rollout request', (1, 2 ** 40))
+    diagnostics_period: float = setting(2.0, 's between /diagnostics reports', (0.1, 3600.0))
+
+    def __post_init__(self):
+        check_spans(self)
+        check_device_name(self.device)
+
+
+_DEFAULTS = WorldModelNodeConfig()
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -104,13 +137,14 @@ class OnlinePredictor:
     after the latent does. When no action comes for a state, the last executed action is assumed to have
     continued.
 
-    Only a new observation is scored. A latent identical to the previous one is perception repeating a frozen
-    camera frame's latent, and a latent more than max_gap after the one predicted from follows frames perception
-    refused (or a dropped stream): either way an unknown number of actions passed unseen, so neither is scored
-    against a one-step prediction, and a repeated one is not predicted from (`skipped` counts both).
+    A latent more than max_gap after the one predicted from follows frames perception refused (a frozen or
+    broken camera) or a dropped stream: an unknown number of actions passed unseen, so it is not scored against
+    a one-step prediction (`skipped` counts these). A latent equal to the previous one is a still scene, an
+    observation like any other: perception publishes no latent for a frozen camera's frames.
     """
 
-    def __init__(self, loaded: LoadedModel, action_window_ns: int = 100_000_000, max_gap_ns: int = 500_000_000):
+    def __init__(self, loaded: LoadedModel, action_window_ns: int = round(_DEFAULTS.action_window * 1e9),
+                 max_gap_ns: int = round(_DEFAULTS.max_gap * 1e9)):
         self.loaded = loaded
         self.action_window_ns = int(action_window_ns)
         self.max_gap_ns = int(max_gap_ns)
@@ -122,7 +156,6 @@ class OnlinePredictor:
         self._pending: tuple[np.ndarray, int] | None = None  # latest latent not yet predicted from
         self._prediction: tuple[torch.Tensor, int] | None = None  # prediction for the next latent, source stamp
         self._last_stamp: int | None = None
-        self._last_latent: np.ndarray | None = None
 
     def _check_latent(self, latent: np.ndarray) -> np.ndarray:
         return _finite_vector(latent, self.loaded.model.latent_dim, 'latent')
@@ -164,12 +197,6 @@ class OnlinePredictor:
             self.reset()
             self._actions.extend(a for a in actions if a[0] >= stamp_ns)
         self._last_stamp = stamp_ns
-        repeated = self._last_latent is not None and np.array_equal(latent, self._last_latent)
-        self._last_latent = latent
-        if repeated:
-            self.skipped += 1
-            self._pending = self._prediction = None
-            return [], None
         predictions = []
         if self._pending is not None:
             action = self._last_action_before(stamp_ns)

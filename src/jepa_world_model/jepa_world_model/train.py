@@ -35,8 +35,10 @@ import torch
 from tqdm import tqdm
 
 from jepa_world_model.dataset import BagError, Ticks, load_bags
+from jepa_world_model.image_statistics import METRICS_KEY, ImageReference
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
                                     model_from_checkpoint, read_checkpoint, save_checkpoint)
+from jepa_world_model.runtime import select_device
 
 REPORT_HORIZONS = (1, 2, 3, 5, 10)
 
@@ -81,14 +83,6 @@ class TrainState:
     def log(self, **values) -> None:
         for name, value in values.items():
             self.history.setdefault(name, []).append(float(value))
-
-
-def select_device(name: str) -> torch.device:
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f'device {name!r} requested but CUDA is not available')
-    return torch.device(name)
 
 
 def set_threads(count: int | None) -> None:
@@ -468,13 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     provenance.update({'bags': list(known.values()), 'git_commit': git_commit(), 'updated': now_iso(),
                        'host': platform.node(), 'torch': str(torch.__version__), 'device': str(device)})
     out = Path(args.out)
+    # What the training images look like: perception refuses live frames far from them (its frame check).
+    image_record = ImageReference.of_images(ticks.images, 'training images').to_dict()
     print(f'jepa train: {len(ticks)} ticks from {len(args.bag)} bag(s), {model_parameter_count(model)} parameters, '
           f'device {device}, {torch.get_num_threads()} threads, budget {args.minutes} min', file=sys.stderr)
 
     def write(state: TrainState, optimizer_state: dict | None) -> None:
         last = state.validations[-1] if state.validations else {}
         metrics = {'steps': state.step, 'train_seconds': state.seconds, 'samples': state.samples,
-                   'validation': {k: v for k, v in last.items() if k != 'embedding_corr'}}
+                   'validation': {k: v for k, v in last.items() if k != 'embedding_corr'}, METRICS_KEY: image_record}
         train_state = {'config': asdict(cfg), **asdict(state)}
         if optimizer_state is not None:
             train_state['optimizer'] = optimizer_state

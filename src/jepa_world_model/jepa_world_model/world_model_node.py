@@ -1,17 +1,18 @@
 """`world_model_node` (node `world_model`): the world model online.
 
-- /jepa/latent + /jepa/action -> /jepa/prediction: the one-step prediction of the next latent, stamped with
+- jepa/latent + jepa/action -> jepa/prediction: the one-step prediction of the next latent, stamped with
   the stamp of the latent it predicts from.
-- when that next latent arrives -> /jepa/surprise: squared error and the same normalized by the embedding
+- when that next latent arrives -> jepa/surprise: squared error and the same normalized by the embedding
   variance of the training data.
-- /world_model/rollout (jepa_interfaces/Rollout): batched open-loop rollouts of many action sequences.
-- /world_model/model_version (std_msgs/String, transient local): the checkpoint path after each (re)load.
-  A new checkpoint is loaded by setting the `checkpoint` parameter, or `/world_model/reload` (std_srvs/Trigger)
-  re-reads the current one after it was rewritten in place (e.g. after a world-model correction).
+- world_model/rollout (jepa_interfaces/Rollout): batched open-loop rollouts of many action sequences.
+- world_model/model_version (std_msgs/String, transient local): the checkpoint path after each (re)load.
+  A new checkpoint is loaded by setting the `checkpoint` parameter (the only parameter applied while the node
+  runs; the others are read-only), or world_model/reload (std_srvs/Trigger) re-reads the current one after it
+  was rewritten in place (e.g. after a world-model correction).
 - /diagnostics every `diagnostics_period`: prediction and surprise counts, recent normalized surprise,
   rollout latency.
 
-The ROS-free core (`LoadedModel`, `OnlinePredictor`) is in runtime.py.
+The ROS-free core (`LoadedModel`, `OnlinePredictor`, the settings `WorldModelNodeConfig`) is in runtime.py.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from jepa_common.conversions import latent_to_msg, msg_to_latent
 from jepa_common.node import run_node
-from jepa_common.qos import LATCHED
+from jepa_common.parameters import changed_config, declare_config, result
+from jepa_common.qos import LATCHED, RELIABLE
 from jepa_interfaces.msg import ActionStamped, LatentState, Surprise
 from jepa_interfaces.srv import Rollout
 from rcl_interfaces.msg import SetParametersResult
@@ -31,7 +33,8 @@ from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from jepa_world_model.runtime import LatencyStats, LoadedModel, OnlinePredictor, limit_torch_threads
+from jepa_world_model.runtime import LatencyStats, LoadedModel, OnlinePredictor, WorldModelNodeConfig, \
+    limit_torch_threads
 
 
 def stamp_ns(stamp: Time) -> int:
@@ -47,42 +50,36 @@ ACTION_SPACE = 'ee_delta'
 
 class WorldModelNode(Node):
 
-    def __init__(self):
-        super().__init__('world_model')
-        self.declare_parameter('checkpoint', '')
-        self.declare_parameter('device', 'auto')
-        self.declare_parameter('action_window', 0.1)  # s after a latent within which its action is stamped
-        # s: a latent further after the one a prediction came from is not scored (frames refused between them).
-        self.declare_parameter('max_gap', 0.5)
-        self.declare_parameter('max_rollout_elements', 4_000_000)  # batch*horizon*latent_dim per request
-        limit_torch_threads(self.declare_parameter('torch_threads', 1).value)
+    def __init__(self, **node_options):
+        super().__init__('world_model', **node_options)
+        self.config = declare_config(self, WorldModelNodeConfig)
+        limit_torch_threads(self.config.torch_threads)
         self.loaded: LoadedModel | None = None
         self.predictor: OnlinePredictor | None = None
         self.rollout_latency = LatencyStats()
         self.counts = dict.fromkeys(('predictions', 'surprises', 'bad_inputs'), 0)
         self._recent_surprise = collections.deque(maxlen=100)
 
-        self.prediction_pub = self.create_publisher(LatentState, '/jepa/prediction', 10)
-        self.surprise_pub = self.create_publisher(Surprise, '/jepa/surprise', 10)
-        self.version_pub = self.create_publisher(String, '/world_model/model_version', LATCHED)
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.prediction_pub = self.create_publisher(LatentState, 'jepa/prediction', RELIABLE)
+        self.surprise_pub = self.create_publisher(Surprise, 'jepa/surprise', RELIABLE)
+        self.version_pub = self.create_publisher(String, 'world_model/model_version', LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
         try:
-            self.loaded = LoadedModel(self.get_parameter('checkpoint').value, self.get_parameter('device').value)
+            self.loaded = LoadedModel(self.config.checkpoint, self.config.device)
             self.predictor = self._make_predictor()
             self._announce()
         except Exception as e:  # stays up: a later parameter update can load a good checkpoint
             self.get_logger().error(f'cannot load checkpoint: {e}; waiting for a usable one')
-        self.create_subscription(LatentState, '/jepa/latent', self.on_latent, 10)
-        self.create_subscription(ActionStamped, '/jepa/action', self.on_action, 10)
-        self.create_service(Rollout, '/world_model/rollout', self.on_rollout)
-        self.create_service(Trigger, '/world_model/reload', self.on_reload)
+        self.create_subscription(LatentState, 'jepa/latent', self.on_latent, RELIABLE)
+        self.create_subscription(ActionStamped, 'jepa/action', self.on_action, RELIABLE)
+        self.create_service(Rollout, 'world_model/rollout', self.on_rollout)
+        self.create_service(Trigger, 'world_model/reload', self.on_reload)
         self.add_on_set_parameters_callback(self.on_parameters)
-        self.create_timer(self.declare_parameter('diagnostics_period', 2.0).value, self.publish_diagnostics)
+        self.create_timer(self.config.diagnostics_period, self.publish_diagnostics)
 
     # ----- loading
     def _make_predictor(self) -> OnlinePredictor:
-        return OnlinePredictor(self.loaded, int(self.get_parameter('action_window').value * 1e9),
-                               int(self.get_parameter('max_gap').value * 1e9))
+        return OnlinePredictor(self.loaded, round(self.config.action_window * 1e9), round(self.config.max_gap * 1e9))
 
     def _announce(self) -> None:
         self.get_logger().info(f'loaded {self.loaded.checkpoint} (model {self.loaded.model_id}) '
@@ -92,7 +89,7 @@ class WorldModelNode(Node):
     def load(self, checkpoint: str) -> tuple[bool, str]:
         try:
             if self.loaded is None:
-                self.loaded = LoadedModel(checkpoint, self.get_parameter('device').value)
+                self.loaded = LoadedModel(checkpoint, self.config.device)
                 self.predictor = self._make_predictor()
             elif not self.loaded.load(checkpoint):
                 return True, f'{self.loaded.checkpoint} is already loaded'
@@ -105,15 +102,21 @@ class WorldModelNode(Node):
         self._announce()
         return True, f'loaded {self.loaded.checkpoint} (model {self.loaded.model_id})'
 
-    def on_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name == 'checkpoint':
-                ok, message = self.load(param.value)
-                return SetParametersResult(successful=ok, reason=message)
-        return SetParametersResult(successful=True)
+    def on_parameters(self, parameters) -> SetParametersResult:
+        """Only `checkpoint` is live (rclpy refuses the read-only ones before this is called)."""
+        try:
+            config, changed = changed_config(self.config, parameters)
+        except ValueError as exc:
+            return result(str(exc))
+        if 'checkpoint' in changed:
+            ok, message = self.load(config.checkpoint)
+            if not ok:
+                return result(message)
+        self.config = config
+        return result()
 
     def on_reload(self, request, response):
-        response.success, response.message = self.load(self.get_parameter('checkpoint').value)
+        response.success, response.message = self.load(self.config.checkpoint)
         return response
 
     # ----- online prediction
@@ -173,7 +176,7 @@ class WorldModelNode(Node):
             expected = self.loaded.model_id if request.start.model_id else None
             start = msg_to_latent(request.start, expected_model_id=expected)
             batch, horizon, action_dim = int(request.batch), int(request.horizon), int(request.action_dim)
-            if batch * horizon * self.loaded.model.latent_dim > self.get_parameter('max_rollout_elements').value:
+            if batch * horizon * self.loaded.model.latent_dim > self.config.max_rollout_elements:
                 raise ValueError(f'batch {batch} x horizon {horizon} is too large for one request')
             actions = np.asarray(request.actions, dtype=np.float32)
             if actions.size != batch * horizon * action_dim:
@@ -192,7 +195,7 @@ class WorldModelNode(Node):
     def publish_diagnostics(self) -> None:
         p50, p95 = self.rollout_latency.percentiles()
         recent = float(np.mean(self._recent_surprise)) if self._recent_surprise else float('nan')
-        status = DiagnosticStatus(name='world_model: predictor',
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: predictor',
                                   hardware_id=str(self.loaded.device) if self.loaded else '')
         if self.loaded is None:
             status.level, status.message = DiagnosticStatus.ERROR, 'no checkpoint loaded'
