@@ -8,8 +8,8 @@ model's one-step surprise (OnlinePredictor) -> the configurator's SurpriseMonito
 with the short-term memory's TransitionAssembler counting what it would keep. Nominal running: the scripted
 oracle reaches the evaluation's reach goals, holding still for 1 s after each episode (a still scene renders
 identically, and perception, which pairs each frame with the joint state, encodes it: the arm did not move).
-Each burst replaces 50 camera frames (5 s at 10 Hz) while the oracle goes on with its episodes; a frozen frame
-while the arm rests (between episodes) shows the scene as it is, and is kept like any still scene.
+Each burst replaces 50 camera frames (5 s at 10 Hz) from the start of an episode on, while the oracle moves the
+arm (a frozen frame while the arm rests shows the scene as it is, and is kept like any still scene).
 
 Baseline in the same run: the same frames unguarded (no frame check: every frame encoded, a wrong size resized)
 into the former monitor (5 consecutive surprising callbacks, no time span or gaps). Prints figures and whether the target (0 adjustments) was met; asserts nothing.
@@ -160,7 +160,11 @@ def main(argv=None) -> int:
 
     burst_adjustments = 0
     for kind in KINDS:
-        for _ in range(int(round(3.0 / DT))):  # nominal running up to the burst
+        # Nominal running, then the burst from the start of an episode, while the oracle moves the arm: a frozen
+        # picture of a resting arm would show the scene as it is.
+        for _ in range(int(round(3.0 / DT))):
+            run.step()
+        while run.steps_left != 0:
             run.step()
         start, counts = run.stamp, dict(g.check.counts)
         before = (g.surprising, g.adjustments, u.surprising, u.adjustments)
