@@ -17,6 +17,17 @@ def ros_graph(tmp_path):
 
 
 @pytest.fixture
+def rclpy_context():
+    """An rclpy context of this test's own, for nodes built in-process."""
+    import rclpy
+    from rclpy.context import Context
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.shutdown(context=context)
+
+
+@pytest.fixture
 def one_torch_thread():
     """Tiny models gain nothing from a second thread, and on a loaded 2-core machine OpenMP's spinning
     threads slow them down many times over."""

@@ -153,3 +153,24 @@ def test_a_written_report_is_reprinted_and_plotted_without_running_anything(tmp_
     with pytest.raises(SystemExit):
         main(['--from-json', str(path)])
     assert 'not a report of jepa eval' in capsys.readouterr().err
+
+
+def test_an_aborted_evaluation_keeps_the_episodes_measured_before_it(monkeypatch):
+    """A service that stops answering mid-run (the simulator hung once, 57 episodes in) must not cost the
+    episodes already measured: the report holds them, and names the abort."""
+    from jepa_bringup import evaluate as evaluation
+
+    class Referee:
+        perception_reports: list = []
+
+    def episode(referee, condition, task, seed, video):
+        if seed == 102:
+            raise TimeoutError('timed out after 30 s waiting for a response from /sim/render_state')
+        return {'seed': seed, 'success': seed % 2 == 0, 'final_distance_m': 0.01, 'start_distance_m': 0.1,
+                'latencies': []}
+
+    monkeypatch.setattr(evaluation, 'run_episode', episode)
+    with pytest.raises(evaluation.EvaluationAborted, match='render_state') as aborted:
+        evaluation.evaluate(Referee(), 'reach', 5, 100, ['mode2'], None, None)
+    report = aborted.value.report
+    assert report['conditions']['mode2']['episodes'] == 2 and report['seeds']['mode2'] == [100, 104]

@@ -3,9 +3,7 @@ can be: every recorder parameter is declared from RecorderConfig with a descript
 names resolve in the recorder's namespace and are recorded without it; the replay waits for discovery by
 default."""
 import pytest
-import rclpy
 from rcl_interfaces.msg import ParameterType
-from rclpy.context import Context
 from rclpy.parameter import Parameter
 
 from jepa_rosbag.recorder import RecorderConfig, RecorderError
@@ -14,11 +12,8 @@ from jepa_rosbag.replay import DISCOVERY_TIMEOUT_S, parser, wait_for_discovery
 
 
 @pytest.fixture
-def context():
-    context = Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
+def context(rclpy_context):
+    return rclpy_context
 
 
 def test_recorder_parameters_are_described_read_only_and_topics_resolve_in_its_namespace(context, tmp_path):

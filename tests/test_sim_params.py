@@ -2,9 +2,7 @@
 the config dataclasses with a description (numeric ones with a range), read-only (neither node applies changes
 while running), and a value the config refuses stops the node at start, naming the parameter."""
 import pytest
-import rclpy
 from rcl_interfaces.msg import ParameterType
-from rclpy.context import Context
 from rclpy.parameter import Parameter
 
 from jepa_sim.camera import CameraConfig
@@ -15,11 +13,8 @@ from jepa_sim.sim_node import SimNode
 
 
 @pytest.fixture
-def context():
-    context = Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
+def context(rclpy_context):
+    return rclpy_context
 
 
 # Parameters every rclpy node has.

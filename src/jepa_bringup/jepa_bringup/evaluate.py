@@ -366,12 +366,26 @@ def condition_seeds(condition: str, seed: int, episodes: int, reference_episodes
     return range(seed, seed + (reference_episodes if condition in BASELINES else episodes))
 
 
+class EvaluationAborted(RuntimeError):
+    """A task's evaluation stopped before its end (a service timed out, the graph stopped): `report` holds what
+    was measured until then, the unfinished condition's episodes included."""
+
+    def __init__(self, report: dict, cause: BaseException):
+        super().__init__(f'{type(cause).__name__}: {cause}')
+        self.report = report
+
+
 def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: list[str],
              video_path: Path | None, camera: CameraConfig, reference_episodes: int | None = None,
              log=print) -> dict:
     per_condition, seeds = {}, {}
     referee.perception_reports.clear()
     conditions = [c for c in conditions if c in TASK_CONDITIONS[task]]
+
+    def report() -> dict:
+        return {'task': task, 'success_radius_m': SUCCESS_RADIUS[task], 'radii_m': list(RADII), 'seeds': seeds,
+                'conditions': per_condition, 'perception': perception_summary(referee.perception_reports)}
+
     for condition in conditions:
         results, latencies = [], {name: [] for name in LATENCY_SERIES}
         run_seeds = condition_seeds(condition, seed, episodes, episodes if reference_episodes is None
@@ -386,7 +400,14 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
             for i, episode_seed in enumerate(run_seeds):
                 video = VideoRecorder(video_path, camera.eye, camera.target) \
                     if video_path is not None and i == 0 and condition == conditions[0] else None
-                result = run_episode(referee, condition, task, episode_seed, video)
+                try:
+                    result = run_episode(referee, condition, task, episode_seed, video)
+                except (TimeoutError, RuntimeError) as exc:
+                    # Keep what was measured: the episodes so far, this condition's included.
+                    if results:
+                        per_condition[condition] = summarize(results, {LATENCY_SERIES[k]: v
+                                                                       for k, v in latencies.items()})
+                    raise EvaluationAborted(report(), exc) from exc
                 for record in result.pop('latencies'):
                     for name in LATENCY_SERIES:
                         if name in record:
@@ -400,8 +421,7 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
             if restore is not None:
                 referee.set_node_parameters('actor', restore)
         per_condition[condition] = summarize(results, {LATENCY_SERIES[k]: v for k, v in latencies.items()})
-    return {'task': task, 'success_radius_m': SUCCESS_RADIUS[task], 'radii_m': list(RADII), 'seeds': seeds,
-            'conditions': per_condition, 'perception': perception_summary(referee.perception_reports)}
+    return report()
 
 
 def learned_files(parameters: dict[str, dict]) -> dict:
@@ -473,8 +493,14 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
         record['files'] = learned_files(record['parameters'])
         for task in tasks:
             task_video = None if video_path is None else video_path.with_name(f'{video_path.stem}_{task}{video_path.suffix}')
-            reports[task] = evaluate(referee, task, episodes, seed, conditions, task_video, camera, reference_episodes,
-                                     log)
+            try:
+                reports[task] = evaluate(referee, task, episodes, seed, conditions, task_video, camera,
+                                         reference_episodes, log)
+            except EvaluationAborted as aborted:
+                reports[task] = aborted.report
+                record['aborted'] = f'{task}: {aborted}'
+                log(f'jepa eval: {task} aborted ({aborted}); the report holds the episodes measured until then')
+                break
             if graph.poll() is not None:
                 raise RuntimeError(f'the graph stopped (exit {graph.returncode}); see {graph_log}')
         # What the run itself changed: adjustments the configurator made, and the files in service at the end.
@@ -597,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f'wrote {args.json}')
     if args.plot:
         print(f'wrote {plot_success_curves(result, args.plot)}')
+    if 'aborted' in result['provenance']:
+        print(f'jepa eval: aborted, {result["provenance"]["aborted"]}; the figures cover the episodes before it',
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -94,6 +94,22 @@ def changed_config(config, parameters, *, prefix: str = ''):
     return (dataclasses.replace(config, **changes) if changes else config), tuple(changes)
 
 
+def apply_changes(config, parameters, appliers: dict | None = None, *, prefix: str = ''):
+    """(config to keep, answer) for an on-set-parameters callback: the live settings among `parameters` validated
+    by the config; each changed one with an applier (name -> fn(new value) -> (ok, message), e.g. loading a
+    checkpoint) applied, a failure refusing the change. On refusal the config returned is the current one."""
+    try:
+        new, changed = changed_config(config, parameters, prefix=prefix)
+    except ValueError as exc:
+        return config, result(str(exc))
+    for name in changed:
+        if name in (appliers or {}):
+            ok, message = appliers[name](getattr(new, name))
+            if not ok:
+                return config, result(message)
+    return new, result()
+
+
 def result(reason: str = '') -> SetParametersResult:
     """An on-set-parameters answer: successful when there is no reason to refuse."""
     return SetParametersResult(successful=not reason, reason=reason)

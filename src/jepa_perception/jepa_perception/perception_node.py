@@ -20,7 +20,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from jepa_common.conversions import image_to_rgb, joint_positions, latent_to_msg, stamp_to_sec
 from jepa_common.node import run_node
-from jepa_common.parameters import changed_config, declare_config, result
+from jepa_common.parameters import apply_changes, declare_config
 from jepa_common.qos import LATCHED, RELIABLE, SENSOR
 from jepa_interfaces.msg import LatentState
 from rcl_interfaces.msg import SetParametersResult
@@ -107,16 +107,8 @@ class PerceptionNode(Node):
 
     def on_parameters(self, parameters) -> SetParametersResult:
         """Only `checkpoint` is live (rclpy refuses the read-only ones before this is called)."""
-        try:
-            config, changed = changed_config(self.config, parameters)
-        except ValueError as exc:
-            return result(str(exc))
-        if 'checkpoint' in changed:
-            ok, message = self.reload(config.checkpoint)
-            if not ok:
-                return result(message)
-        self.config = config
-        return result()
+        self.config, answer = apply_changes(self.config, parameters, {'checkpoint': self.reload})
+        return answer
 
     # ----- joint states
     def on_joint_state(self, msg: JointState) -> None:

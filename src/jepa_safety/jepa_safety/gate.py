@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jepa_common.trajectory import TrajectoryPoint
+
 # Distance (m) by which the end effector may leave the workspace box before a point counts as outside;
 # covers FK round-off, not a real tolerance.
 _BOX_EPS = 1e-6
@@ -91,15 +93,6 @@ class WorkspaceBox:
     def margin(self, xyz: np.ndarray) -> float:
         """Distance (m) from xyz to the nearest face when inside; <= 0 outside."""
         return float(min(np.min(xyz - self.lower), np.min(self.upper - xyz)))
-
-
-@dataclass
-class TrajectoryPoint:
-    """One point as a commander sent it: nothing is trusted yet (any lengths, any values)."""
-    time_from_start: float
-    positions: Sequence[float]
-    velocities: Sequence[float] = ()
-    accelerations: Sequence[float] = ()
 
 
 @dataclass

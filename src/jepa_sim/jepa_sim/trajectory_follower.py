@@ -5,20 +5,14 @@ positions; the follower is sampled at any time for the joint targets. Semantics 
 a new trajectory replaces the current one; one without points means "hold the current position"; joints the
 trajectory does not name keep their current targets; targets are clamped to the joint limits.
 """
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from jepa_common.trajectory import TrajectoryPoint
+
 # Clamping by less than this is not reported: measured positions overshoot limits by that much.
 CLAMP_REPORT_TOLERANCE = 1e-3
-
-
-@dataclass
-class TrajectoryPoint:
-    time_from_start: float
-    positions: Sequence[float]
-    velocities: Sequence[float] | None = None
 
 
 class TrajectoryFollower:

@@ -24,7 +24,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from jepa_common.conversions import latent_to_msg, msg_to_latent
 from jepa_common.node import run_node
-from jepa_common.parameters import changed_config, declare_config, result
+from jepa_common.parameters import apply_changes, declare_config
 from jepa_common.qos import LATCHED, RELIABLE
 from jepa_interfaces.msg import ActionStamped, LatentState, Surprise
 from jepa_interfaces.srv import Rollout
@@ -104,16 +104,8 @@ class WorldModelNode(Node):
 
     def on_parameters(self, parameters) -> SetParametersResult:
         """Only `checkpoint` is live (rclpy refuses the read-only ones before this is called)."""
-        try:
-            config, changed = changed_config(self.config, parameters)
-        except ValueError as exc:
-            return result(str(exc))
-        if 'checkpoint' in changed:
-            ok, message = self.load(config.checkpoint)
-            if not ok:
-                return result(message)
-        self.config = config
-        return result()
+        self.config, answer = apply_changes(self.config, parameters, {'checkpoint': self.load})
+        return answer
 
     def on_reload(self, request, response):
         response.success, response.message = self.load(self.config.checkpoint)
