@@ -59,6 +59,14 @@ def test_bookkeeping_nodes_yield_the_cores_to_the_command_path(graph):
         assert nodes[name].nice == 0, name
 
 
+def test_the_simulator_starts_on_a_goal_and_a_physical_arm_waits_for_one(graph):
+    """`jepa launch sim` alone does something: the configurator starts its task on the named goal `center`; a
+    physical arm's graph starts without one (named goals need images of the real scene)."""
+    assert by_name(graph.resolve('sim'))['configurator'].parameters['goal_name'] == 'center'
+    assert by_name(graph.resolve('sim', {'goal': 'left'}))['configurator'].parameters['goal_name'] == 'left'
+    assert by_name(graph.resolve('arm', {'arm': 'ur5e'}))['configurator'].parameters['goal_name'] == ''
+
+
 def test_argument_values_reach_parameters_typed(graph):
     nodes = by_name(graph.resolve('sim', {'mode': 'policy', 'device': 'cuda:0', 'gui': 'true', 'task': 'push'}))
     assert nodes['actor'].parameters['mode'] == 'policy'

@@ -152,7 +152,7 @@ class ConfiguratorNode(Node):
         self.add_on_set_parameters_callback(self.on_parameters)
         self.create_timer(0.5, self.check_training)
         self.create_timer(self.settings.diagnostics_period, self.publish_diagnostics)
-        if self.settings.goal_name:
+        if self.settings.goal_name and self.task != 'idle':
             self._startup = self.create_timer(1.0, self.start_initial_task)
         self.get_logger().info(f'task {self.task}, mode {self.mode}, named goals {sorted(self.goals)}, '
                                f'adjusts {self.settings.adjust} after {self.monitor.patience} surprising steps')
