@@ -70,11 +70,15 @@ PUBLISHER = textwrap.dedent('''
 ''').format(image=IMAGE, joints=JOINTS, h=H, w=W)
 
 COUNTER = textwrap.dedent('''
-    import signal, rclpy
-    from rclpy.executors import ExternalShutdownException
+    import signal, threading
+    stop = threading.Event()
+    # SIGINT ends the count wherever it lands, during the imports of a cold start included.
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    import rclpy
     from rclpy.qos import QoSProfile
+    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image, JointState
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node('bench_counter')
     counts = {{'img': 0, 'js': 0, 'bytes': 0}}
     def on(kind):
@@ -84,10 +88,9 @@ COUNTER = textwrap.dedent('''
         return cb
     node.create_subscription(Image, {image!r}, on('img'), QoSProfile(depth=1000), raw=True)
     node.create_subscription(JointState, {joints!r}, on('js'), QoSProfile(depth=1000), raw=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):  # SIGINT: which one depends on where it lands
-        pass
+    print('READY', flush=True)
+    while not stop.is_set():
+        rclpy.spin_once(node, timeout_sec=0.1)
     print('RECEIVED', counts['img'], counts['js'], counts['bytes'], flush=True)
 ''').format(image=IMAGE, joints=JOINTS)
 
@@ -140,6 +143,15 @@ def run_counter(seconds: float, domain: int) -> dict:
     env = ros_env(domain)
     counter = subprocess.Popen([sys.executable, '-c', COUNTER], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
+    # The flood starts once the counter subscribes: a cold start (imports compiled on first use) can take longer
+    # than the publisher's start delay.
+    started = []
+    for line in counter.stdout:
+        started.append(line)
+        if line.startswith('READY'):
+            break
+    else:
+        raise RuntimeError(f'the DDS counter exited before subscribing (exit {counter.wait()}):\n{"".join(started)}')
     n_img, n_js, elapsed = publish('flood', seconds, env, start_delay=4.0)
     time.sleep(2.0)
     out = stop(counter)

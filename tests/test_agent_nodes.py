@@ -86,7 +86,6 @@ def test_the_agent_nodes_apply_their_live_parameters_and_refuse_the_rest(checkpo
     """In-process nodes, set as `ros2 param set` would: a live setting takes effect at once, a value the config
     refuses and any read-only setting are refused with a reason, and a refused request changes nothing."""
     import rclpy
-    from rclpy.exceptions import ParameterNotDeclaredException  # noqa: F401  (a typo'd name raises it)
 
     from jepa_actor.actor_node import ActorNode
     from jepa_configurator.configurator_node import ConfiguratorNode
@@ -482,3 +481,23 @@ def test_configurator_renders_named_goals_and_goal_poses_in_the_simulator(ros_gr
     center, pose = (np.frombuffer(bytes(m.data), np.uint8) for m in goal_images[-2:])
     assert goal_images[-1].encoding == 'rgb8' and center.size == goal_images[-1].height * goal_images[-1].step
     assert np.abs(center.astype(int) - pose.astype(int)).mean() > 0.5  # the arm is elsewhere in the two
+
+
+def test_without_a_simulator_the_configurator_has_no_sim_client_and_says_why_a_pose_goal_is_refused(tmp_path):
+    """The arm graph runs no simulator (render_goals: false): nothing of the configurator is under sim/, and a goal
+    only the simulator could render is refused with the reason instead of waiting for a server that never comes."""
+    import rclpy
+
+    from jepa_configurator.configurator_node import ConfiguratorNode
+    rclpy.init(args=['--ros-args', '-p', 'render_goals:=false', '-p', f'work_dir:={tmp_path / "agent"}'])
+    try:
+        configurator = ConfiguratorNode()
+        try:
+            assert not [c.srv_name for c in configurator.clients if 'sim/' in c.srv_name]
+            goal = configurator.named_goal_image('ee:0.5,0.0,0.3')
+            with pytest.raises(ValueError, match='render_goals is false'):
+                goal.send(None)
+        finally:
+            configurator.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -2,6 +2,7 @@
 /jepa/action, mcap and sqlite3), errors on bad bags, a few training steps (and the record of the training images
 perception checks camera frames against), eval JSON, surprise plot."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS, ArmKinematics
 from jepa_rosbag.typestore import jepa_typestore
 from jepa_world_model import dataset, eval_model, surprise, train, runtime
+from jepa_world_model.bag_layout import BagLayout, layout_from_preset
 from jepa_world_model.dataset import BagError
 from jepa_world_model.model import load_checkpoint, resize_rgb
+from ur5e_model import ARM_JOINTS as UR5E_ARM, GRIPPER_JOINTS as UR5E_GRIPPER, ur5e_kinematics, write_ur5e_urdf
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -55,10 +58,13 @@ def make_episode(n_ticks, seed, start=(0.5, 0.0, 0.25)):
 
 def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP, encoding='rgb8', poses=True,
               image_topic='/camera/image_raw', t0=100.0, steps=None, stamp=lambda topic, t: t,
-              log_time=lambda topic, t: t, rclpy_bytes=False):
+              log_time=lambda topic, t: t, rclpy_bytes=False, arm_joints=PANDA_ARM_JOINTS,
+              finger_joints=PANDA_FINGER_JOINTS, extra_joints=(), split_joint_states=False, description=None):
     """A bag of an episode at t0 + k * DT. stamp(topic, t) is the header stamp and log_time(topic, t) the time
     the bag records; rclpy_bytes writes what rclpy's serialize_message makes of each message (as a plain rclpy
-    subscriber saving its messages with rosbags does)."""
+    subscriber saving its messages with rosbags does). arm_joints / finger_joints name the joints of the steps'
+    positions (another arm's), extra_joints are published too (at 0); split_joint_states publishes the arm and
+    the fingers in two messages (an arm driver and a gripper driver); description is a /robot_description text."""
     store = jepa_typestore()
     T = store.types
     writer = Writer(path, version=9, storage_plugin=storage)
@@ -76,6 +82,10 @@ def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP
     if poses:
         conns['ee'] = writer.add_connection('/sim/ee_pose', 'geometry_msgs/msg/PoseStamped', typestore=store)
         conns['cube'] = writer.add_connection('/sim/cube_pose', 'geometry_msgs/msg/PoseStamped', typestore=store)
+    if description is not None:
+        conns['description'] = writer.add_connection('/robot_description', 'std_msgs/msg/String', typestore=store)
+        writer.write(conns['description'], int(round((t0 - 1.0) * 1e9)),
+                     store.serialize_cdr(T['std_msgs/msg/String'](data=description), 'std_msgs/msg/String'))
 
     def put(name, t, msg, msgtype):
         data = store.serialize_cdr(msg, msgtype)
@@ -90,17 +100,24 @@ def write_bag(path, n_ticks=60, seed=0, actions=True, storage=StoragePlugin.MCAP
             position=T['geometry_msgs/msg/Point'](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
             orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0)))
 
-    names = [*PANDA_FINGER_JOINTS, *PANDA_ARM_JOINTS]      # another order than ours on purpose
+    names = [*finger_joints, *extra_joints, *arm_joints]      # another order than ours on purpose
+
+    def joint_state(t, names, positions):
+        return T['sensor_msgs/msg/JointState'](header=header(stamp('joints', t)), name=list(names),
+                                               position=np.asarray(positions, dtype=np.float64),
+                                               velocity=np.zeros(0), effort=np.zeros(0))
     for k, (q, fingers, ee, cube, action) in enumerate(steps or make_episode(n_ticks, seed)):
         t = t0 + k * DT
         pixels = render(ee, cube, encoding=encoding)
         put('image', t, T['sensor_msgs/msg/Image'](header=header(stamp('image', t)), height=CAMERA, width=CAMERA, encoding=encoding,
                                                    is_bigendian=0, step=CAMERA * 3, data=pixels.reshape(-1)),
             'sensor_msgs/msg/Image')
-        put('joints', t, T['sensor_msgs/msg/JointState'](header=header(stamp('joints', t)), name=names,
-                                                         position=np.r_[fingers, q].astype(np.float64),
-                                                         velocity=np.zeros(0), effort=np.zeros(0)),
-            'sensor_msgs/msg/JointState')
+        if split_joint_states:
+            put('joints', t - 0.001, joint_state(t - 0.001, finger_joints, fingers), 'sensor_msgs/msg/JointState')
+            put('joints', t, joint_state(t, arm_joints, q), 'sensor_msgs/msg/JointState')
+        else:
+            put('joints', t, joint_state(t, names, np.r_[fingers, np.zeros(len(extra_joints)), q]),
+                'sensor_msgs/msg/JointState')
         if poses:
             put('ee', t, pose(t, ee, 'ee'), 'geometry_msgs/msg/PoseStamped')
             put('cube', t, pose(t, cube, 'cube'), 'geometry_msgs/msg/PoseStamped')
@@ -385,3 +402,147 @@ def test_eval_json_and_surprise_plot(bags, tmp_path):
     assert png.stat().st_size > 1000
     assert eval_model.main(['--ckpt', str(tmp_path / 'missing.pt'), '--bag', str(bags['heldout']),
                           '--json', str(report)]) == 2
+
+
+# ---------------------------------------------------------------- another arm's bags (jepa train --arm)
+
+UR5E_CAMERA = '/camera/camera/color/image_raw'     # arm preset ur5e's camera.image_topic, as the bag names it
+
+
+def make_arm_episode(kinematics, n_ticks, seed, start=(0.45, 0.1, 0.35)):
+    """make_episode on another arm's kinematics: from its home, the tool turned down above `start`, then smooth
+    random ee_delta actions through its IK."""
+    rng = np.random.default_rng(seed)
+    q = kinematics.home.copy()
+    for _ in range(60):
+        q = kinematics.ik(q, np.array(start))
+    fingers = kinematics.gripper_to_fingers(1.0)
+    cube = np.array([0.45 + rng.uniform(-0.1, 0.1), rng.uniform(-0.15, 0.15), 0.02])
+    action = np.zeros(4)
+    steps = []
+    for _ in range(n_ticks):
+        action[:3] = np.clip(0.7 * action[:3] + rng.normal(0, 0.012, 3), -0.03, 0.03)
+        action[3] = 1.0 if rng.random() > 0.15 else -1.0
+        steps.append((q.copy(), fingers.copy(), kinematics.fk(q), cube.copy(), action.copy()))
+        q, fingers = kinematics.action_to_joint_target(q, action)
+    return steps
+
+
+@pytest.fixture(scope='module')
+def ur5e(tmp_path_factory):
+    """A play bag of a UR5e with its driver's names: the preset's camera topic, the UR joints and the Robotiq knuckle
+    (and its mimic twin, which the preset does not name), no /jepa/action and no privileged poses."""
+    root = tmp_path_factory.mktemp('ur5e')
+    urdf = write_ur5e_urdf(root / 'ur5e.urdf')
+    # No workspace box: every commanded step is one the arm makes (the box would clip some).
+    kinematics = ur5e_kinematics(urdf, workspace=((-2.0, 2.0),) * 3)
+    steps = make_arm_episode(kinematics, 50, seed=11)
+    arm = dict(arm_joints=UR5E_ARM, finger_joints=UR5E_GRIPPER, image_topic=UR5E_CAMERA, actions=False, poses=False)
+    bag = write_bag(root / 'play', steps=steps, extra_joints=('robotiq_85_right_knuckle_joint',), **arm)
+    return {'root': root, 'urdf': urdf, 'kinematics': kinematics, 'steps': steps, 'bag': bag, 'arm': arm,
+            'layout': layout_from_preset('ur5e', urdf=str(urdf))}
+
+
+def test_a_ur5e_bag_decodes_with_its_arm_preset_and_derives_its_actions(ur5e, tmp_path):
+    layout = ur5e['layout']
+    assert layout.image_topic == UR5E_CAMERA and layout.joints == (*UR5E_ARM, *UR5E_GRIPPER)
+    ticks = dataset.load_bag(ur5e['bag'], cache_dir=tmp_path, layout=layout)
+    steps = ur5e['steps']
+    assert len(ticks) == 50 and len(np.unique(ticks.segment)) == 1
+    assert ticks.proprio.shape == (50, 7)          # 6 arm joints + the knuckle, in the preset's order
+    np.testing.assert_allclose(ticks.proprio[:, :6], np.array([s[0] for s in steps]), atol=1e-6)
+    source = ticks.sources[0]
+    assert source['actions'] == 'derived_from_joint_motion'
+    assert source['arm']['arm'] == 'ur5e' and source['arm']['urdf_source'] == str(ur5e['urdf'])
+    # The end-effector steps through the UR5e's forward kinematics are the commanded ones (IK residual of a few
+    # mm), within the action bound; the gripper command is read from the knuckle's motion.
+    commanded = np.array([s[4] for s in steps])[:-1]
+    np.testing.assert_allclose(ticks.actions[:-1, :3], commanded[:, :3], atol=4e-3)
+    assert np.all(np.abs(ticks.actions[:, :3]) <= 0.03 + 1e-6)
+    np.testing.assert_array_equal(ticks.actions[:-1, 3], commanded[:, 3])
+    assert 0 < (commanded[:, 3] < 0).sum() < len(commanded)
+    np.testing.assert_allclose(ticks.ee, np.array([s[2] for s in steps]), atol=1e-5)
+    assert np.all(np.isnan(ticks.cube))
+    # Its own cache entry: the same bag read as the Panda's would be another (refused) decoding.
+    assert len(list(tmp_path.glob('*.npz'))) == 1
+    again = dataset.load_bag(ur5e['bag'], cache_dir=tmp_path, layout=layout)
+    np.testing.assert_array_equal(again.actions, ticks.actions)
+
+
+def test_joint_states_published_in_parts_are_merged(ur5e, tmp_path):
+    """An arm driver and a gripper driver publishing on one joint_states topic: every sample has every joint."""
+    bag = write_bag(tmp_path / 'split', steps=ur5e['steps'], split_joint_states=True, **ur5e['arm'])
+    ticks = dataset.decode_bag(bag, layout=ur5e['layout'])
+    whole = dataset.decode_bag(ur5e['bag'], layout=ur5e['layout'])
+    assert len(ticks) == len(whole)
+    np.testing.assert_allclose(ticks.proprio, whole.proprio)
+    np.testing.assert_allclose(ticks.actions, whole.actions)
+
+
+def test_a_preset_urdf_that_is_not_there_is_taken_from_the_bags_robot_description(ur5e, tmp_path):
+    text = ur5e['urdf'].read_text()
+    bag = write_bag(tmp_path / 'described', steps=ur5e['steps'], description=text, **ur5e['arm'])
+    layout = layout_from_preset('ur5e', urdf=str(tmp_path / 'not_here.urdf'))
+    ticks = dataset.decode_bag(bag, layout=layout)
+    assert ticks.sources[0]['arm']['urdf_source'] == '/robot_description'
+    np.testing.assert_allclose(ticks.actions, dataset.decode_bag(ur5e['bag'], layout=ur5e['layout']).actions)
+    # Without a description the missing URDF is named, with the way out.
+    with pytest.raises(BagError, match=r'URDF .*not_here.urdf of arm preset ur5e does not exist.*--urdf'):
+        dataset.decode_bag(ur5e['bag'], layout=layout)
+
+
+@pytest.mark.parametrize('mismatch', ['panda_bag_as_ur5e', 'ur5e_bag_as_panda', 'no_gripper_joint',
+                                      'description_of_another_arm'])
+def test_a_bag_that_does_not_match_the_arm_is_refused_naming_the_difference(ur5e, tmp_path, mismatch):
+    if mismatch == 'panda_bag_as_ur5e':
+        # The Panda's bag with the camera on the preset's topic: its joints are what differs.
+        bag, layout = write_bag(tmp_path / 'bag', n_ticks=10, image_topic=UR5E_CAMERA), ur5e['layout']
+        expected = [r'lacks the joint\(s\) \[.shoulder_pan_joint.', 'arm preset ur5e', 'joints are .*panda_joint1',
+                    'another arm']
+    elif mismatch == 'ur5e_bag_as_panda':
+        # No --arm: the Panda's camera topic is missing, and the bag's camera topic is named.
+        bag, layout = ur5e['bag'], BagLayout()
+        expected = [r'/camera/image_raw missing', 'the simulated Panda', f"image topics are {UR5E_CAMERA}",
+                    '--arm']
+    elif mismatch == 'no_gripper_joint':
+        steps = [(q, np.zeros(0), ee, cube, a) for q, _, ee, cube, a in ur5e['steps'][:10]]
+        bag = write_bag(tmp_path / 'bag', steps=steps, **{**ur5e['arm'], 'finger_joints': ()})
+        layout = ur5e['layout']
+        expected = [r"\['robotiq_85_left_knuckle_joint'\]", 'elbow_joint']
+    else:
+        panda = Path(ArmKinematics().urdf_path).read_text()
+        bag = write_bag(tmp_path / 'bag', steps=ur5e['steps'][:10], description=panda, **ur5e['arm'])
+        layout = ur5e['layout']
+        expected = ['/robot_description has no joint', 'shoulder_pan_joint', 'another arm']
+    with pytest.raises(BagError) as error:
+        dataset.decode_bag(bag, layout=layout)
+    message = str(error.value)
+    assert str(bag) in message
+    for part in expected:
+        assert re.search(part, message), (part, message)
+
+
+def test_jepa_train_arm_trains_on_a_ur5e_bag_and_refuses_it_as_the_pandas(ur5e, tmp_path, capsys):
+    out = tmp_path / 'wm.pt'
+    common = ['--bag', str(ur5e['bag']), '--cache', str(tmp_path / 'cache'), '--device', 'cpu', '--no-progress',
+              '--threads', '1', '--set', 'latent_dim=16', '--set', 'encoder_channels=[8, 8, 16, 16]',
+              '--set', 'predictor_hidden=64', '--set', 'batch_size=4', '--set', 'sequence_length=8',
+              '--set', 'horizon=3', '--steps', '3']
+    assert train.main([*common, '--out', str(out), '--arm', 'ur5e', '--urdf', str(ur5e['urdf'])]) == 0
+    err = capsys.readouterr().err
+    assert 'of arm preset ur5e' in err and 'actions derived from the recorded joint motion' in err
+    provenance = torch.load(out, weights_only=True)['provenance']
+    assert provenance['arm']['arm'] == 'ur5e' and provenance['arm']['image_topic'] == UR5E_CAMERA
+    assert provenance['bags'][0]['arm']['arm_joints'] == list(UR5E_ARM)
+    assert provenance['commands'][0].endswith(f'--arm ur5e --urdf {ur5e["urdf"]}')
+
+    # The same bag as the Panda's (no --arm), as another preset's, or with a preset that does not exist: refused.
+    assert train.main([*common, '--out', str(tmp_path / 'panda.pt')]) == 2
+    assert '/camera/image_raw missing' in capsys.readouterr().err
+    assert train.main([*common, '--out', str(tmp_path / 'kinova.pt'), '--arm', 'kinova_gen3',
+                       '--camera-topic', UR5E_CAMERA]) == 2
+    err = capsys.readouterr().err
+    assert 'arm preset kinova_gen3' in err and "'joint_1'" in err and 'shoulder_pan_joint' in err
+    assert train.main([*common, '--out', str(tmp_path / 'x.pt'), '--arm', 'no_such_arm']) == 2
+    assert "unknown arm preset 'no_such_arm'" in capsys.readouterr().err
+    assert not (tmp_path / 'panda.pt').exists() and not (tmp_path / 'kinova.pt').exists()

@@ -7,7 +7,8 @@ COMMANDS = {
     'launch': ('jepa_bringup.launcher', 'start a graph (sim, arm) from config/graph.yaml without ros2 launch'),
     'record': ('jepa_rosbag.record', 'record topics into a rosbag2 bag (mcap or sqlite3)'),
     'replay': ('jepa_rosbag.replay', 'publish a bag with its recorded timing and /clock'),
-    'collect': ('jepa_bringup.collect', 'drive the simulated arm with motor babbling and record play data'),
+    'collect': ('jepa_bringup.collect', 'drive the simulated arm (or any arm: --arm PRESET) with motor babbling and '
+                'record play data'),
     'train': ('jepa_world_model.train', 'train the JEPA world model from bags'),
     'eval-model': ('jepa_world_model.eval_model', 'latent prediction error vs horizon against baselines'),
     'surprise': ('jepa_world_model.surprise', 'plot predicted vs actual latent error over an episode'),

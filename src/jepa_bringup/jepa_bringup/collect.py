@@ -1,9 +1,15 @@
-"""Play-data collection: motor babbling on the simulated arm, recorded into a rosbag2 bag.
+"""Play-data collection: motor babbling through the safety gate, recorded into a rosbag2 bag.
 
-`jepa collect --minutes M --out BAG [--seed S]` starts `sim_node` (faster than real time), `safety_node` and
-`recorder_node` as separate processes in a ROS domain of its own, drives the arm through the safety gate with
-`BabblingPolicy` on sim time, resets the world to a new seeded pose every 20-30 sim seconds, and records
-camera, joint states, actions, commanded trajectories and the privileged poses into one mcap bag.
+Two modes, one command:
+
+- Simulator (the default): `jepa collect --minutes M --out BAG [--seed S]` starts `sim_node` (faster than real
+  time), `safety_node` and `recorder_node` as separate processes in a ROS domain of its own, drives the arm through
+  the safety gate with `BabblingPolicy` on sim time, resets the world to a new seeded pose every 20-30 sim seconds,
+  and records camera, joint states, actions, commanded trajectories and the privileged poses into one mcap bag.
+- Any arm, no simulator: `jepa collect --arm PRESET --minutes M --out BAG` plays on the arm behind the `arm`
+  graph of config/graph.yaml (a driver, or fake_arm_node with --fake-arm), with nothing under sim/: episodes end
+  by returning to the preset's home, with optional pauses for a person to rearrange the scene. See
+  jepa_bringup.arm_collect.
 
 `BabblingPolicy` is the ROS-free core: smooth random reaching around random waypoints plus deliberate
 pushes through the cube, so that the world model sees the cube move in a good fraction of the data, and
@@ -203,6 +209,11 @@ class BabblingPolicy:
         action = np.array([*translation, np.clip(gripper, -1.0, 1.0)])
         self._last = action
         return action.astype(np.float32)
+
+    def took(self, action: np.ndarray) -> None:
+        """The action actually commanded, where the caller had to scale the last one down (an arm slower than the
+        step): the next action's rate limit starts from it."""
+        self._last = np.asarray(action, dtype=float).copy()
 
 
 def episode_seeds(seed: int, episode: int) -> tuple[int, int]:
@@ -465,31 +476,98 @@ class PlayCollector(Node):
 
 # ---------------------------------------------------------------- the command
 
+# Options of the simulator mode only, and their defaults there (None in the parser: given or not is told apart).
+SIM_ONLY_DEFAULTS = {'real_time_factor': DEFAULT_REAL_TIME_FACTOR, 'push_fraction': BabblingConfig.push_fraction,
+                     'retreat_fraction': BabblingConfig.retreat_fraction, 'sim_camera': ''}
+# Options of the real-arm mode only (--arm), and their defaults.
+ARM_ONLY_DEFAULTS = {'urdf': None, 'camera_topic': None, 'controller_topic': None, 'fake_arm': False,
+                     'gate': 'start', 'pause_between_episodes': 0.0, 'wait_for_enter': False}
+
+
+def option_name(dest: str) -> str:
+    return '--' + dest.replace('_', '-')
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='jepa collect', description='Drive the simulated Panda with motor babbling '
-                                '(random reaching and cube pushes) through the safety gate and record play data.')
-    p.add_argument('--minutes', type=float, required=True, help='sim minutes of play to record')
+    p = argparse.ArgumentParser(
+        prog='jepa collect',
+        description='Drive an arm with motor babbling (random reaching; in the simulator also cube pushes) through '
+                    'the safety gate and record play data. Without --arm: the simulated Panda, in a ROS domain of '
+                    'its own. With --arm PRESET: the arm of `jepa launch arm arm:=PRESET` (its driver and camera '
+                    'running), no simulator and nothing under sim/; episodes end by returning home.')
+    p.add_argument('--minutes', type=float, required=True,
+                   help='minutes of play to record (sim minutes in the simulator; returning home and pauses '
+                        'not counted)')
     p.add_argument('--out', required=True, help='bag directory to create (mcap); must not exist')
     p.add_argument('--seed', type=int, default=0, help='seeds every reset pose and the babbling (default 0)')
-    p.add_argument('--real-time-factor', type=float, default=DEFAULT_REAL_TIME_FACTOR,
-                   help='sim speed: 0 = as fast as possible, 1 = real time (default '
-                        f'{DEFAULT_REAL_TIME_FACTOR:g}: faster makes commands reach the arm late in sim time)')
     p.add_argument('--episode-seconds', type=float, nargs=2, default=(20.0, 30.0), metavar=('MIN', 'MAX'),
-                   help='sim seconds between resets, drawn per episode (default 20 30)')
-    p.add_argument('--push-fraction', type=float, default=BabblingConfig.push_fraction,
-                   help=f'share of motions that push the cube (default {BabblingConfig.push_fraction})')
-    p.add_argument('--retreat-fraction', type=float, default=BabblingConfig.retreat_fraction,
-                   help='share of those pushes that stop at the cube and back away instead of pushing through '
-                        f'(default {BabblingConfig.retreat_fraction}; 0: every push goes through)')
+                   help='seconds of play per episode, drawn per episode (default 20 30); an episode ends with a '
+                        'reset in the simulator, by returning home on an arm')
     p.add_argument('--compression', choices=['zstd', 'none'], default='zstd', help='mcap chunk compression')
-    p.add_argument('--sim-camera', default='', metavar='FILE',
-                   help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graphs' "
-                        "sim_camera:= argument: play data from a real cell's viewpoint (default config/sim.yaml)")
     p.add_argument('--domain-id', type=int, default=None,
-                   help='ROS_DOMAIN_ID of the collection graph (default: a random one of 100..199, so that a '
-                        'running agent is not disturbed)')
+                   help='ROS_DOMAIN_ID of the collection graph (default: in the simulator a random one of '
+                        '100..199, so that a running agent is not disturbed; with --arm the environment\'s, where '
+                        'the driver is)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    sim = p.add_argument_group('simulator mode (no --arm)')
+    sim.add_argument('--real-time-factor', type=float, default=None,
+                     help='sim speed: 0 = as fast as possible, 1 = real time (default '
+                          f'{DEFAULT_REAL_TIME_FACTOR:g}: faster makes commands reach the arm late in sim time)')
+    sim.add_argument('--push-fraction', type=float, default=None,
+                     help=f'share of motions that push the cube (default {BabblingConfig.push_fraction})')
+    sim.add_argument('--retreat-fraction', type=float, default=None,
+                     help='share of those pushes that stop at the cube and back away instead of pushing through '
+                          f'(default {BabblingConfig.retreat_fraction}; 0: every push goes through)')
+    sim.add_argument('--sim-camera', default=None, metavar='FILE',
+                     help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graphs' "
+                          "sim_camera:= argument: play data from a real cell's viewpoint (default config/sim.yaml)")
+    arm = p.add_argument_group(
+        'arm mode (--arm PRESET): any arm behind the `arm` graph, no simulator',
+        'The arm\'s driver and camera run beside collect, as for `jepa launch arm arm:=PRESET`. Every command goes '
+        'to the safety gate (jepa/joint_trajectory), at the preset\'s velocity scale, inside its workspace box; '
+        'episodes end by driving the arm back to the preset\'s kinematics.home; commanding holds while the e-stop '
+        'is latched (after its release the arm goes home first), while joint states are stale and while the '
+        'camera is silent. The bag holds the camera, joint states, actions and commands: `jepa train --arm '
+        'PRESET` trains on it.')
+    arm.add_argument('--arm', default=None, metavar='PRESET',
+                     help='arm preset, config/arms/PRESET.yaml (franka_fr3, panda, ur5e, kinova_gen3, ...)')
+    arm.add_argument('--urdf', default=None, metavar='FILE',
+                     help="the arm's URDF in place of the preset's kinematics.urdf (the arm graph's urdf:=)")
+    arm.add_argument('--camera-topic', default=None, metavar='TOPIC',
+                     help="the camera's image topic in place of the preset's (the arm graph's camera_topic:=)")
+    arm.add_argument('--controller-topic', default=None, metavar='TOPIC',
+                     help="the arm controller's JointTrajectory topic in place of the preset's (controller_topic:=)")
+    arm.add_argument('--gate', choices=['start', 'running'], default='start',
+                     help='start: collect starts the arm graph\'s safety gate itself and refuses if one already '
+                          'runs (default); running: command through the gate already running in the domain (a '
+                          '`jepa launch arm arm:=PRESET task:=idle` graph), starting none')
+    arm.add_argument('--fake-arm', action='store_true',
+                     help='also start fake_arm_node in place of a driver (dry runs; the arm graph\'s fake_arm:=true)')
+    arm.add_argument('--pause-between-episodes', type=float, default=0.0, metavar='SECONDS',
+                     help='hold still this long at home between episodes, for a person to rearrange the objects '
+                          '(default 0)')
+    arm.add_argument('--wait-for-enter', action='store_true',
+                     help='between episodes, hold still at home until Enter is pressed')
     return p
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with each mode's defaults filled in; SystemExit (status 2, with the reason) where an
+    option of one mode is given in the other."""
+    p = parser()
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.arm is None:
+        wrong = [option_name(k) for k, v in ARM_ONLY_DEFAULTS.items() if getattr(args, k) != v]
+        if wrong:
+            p.error(f'{", ".join(wrong)}: for an arm behind the arm graph only (--arm PRESET)')
+        for name, default in SIM_ONLY_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+    else:
+        wrong = [option_name(k) for k in SIM_ONLY_DEFAULTS if getattr(args, k) is not None]
+        if wrong:
+            p.error(f'{", ".join(wrong)}: for the simulator only (no --arm)')
+    return args
 
 
 def collection_graph(real_time_factor: float, seed: int, sim_camera: str) -> list:
@@ -503,16 +581,19 @@ def collection_graph(real_time_factor: float, seed: int, sim_camera: str) -> lis
 
 
 class _Children:
-    """sim_node and safety_node (collection_graph's specs) and recorder_node, each its own process
-    (so the recorder's disk work and the simulator never hold up the control loop), output to one log."""
+    """The arm's nodes (sim_node and safety_node: collection_graph's specs; on an arm the gate and fake_arm_node,
+    or none) and recorder_node, each its own process (so the recorder's disk work and the simulator never hold up
+    the control loop), output to one log."""
 
-    def __init__(self, specs: list, bag: Path, compression: str, log_path: Path):
+    def __init__(self, specs: list, bag: Path, compression: str, log_path: Path, topics: list | None = None,
+                 use_sim_time: bool = True):
         # Bag timestamps in sim time, like the message stamps, so that a replay's /clock matches them.
         self.recorder = NodeSpec('recorder', 'jepa_rosbag', 'recorder_node',
                                  params_files=[os.path.join(package_share('jepa_bringup'), 'config', 'recorder.yaml')],
-                                 parameters={'output': str(bag), 'topics': RECORDED_TOPICS, 'storage': 'mcap',
+                                 parameters={'output': str(bag), 'topics': list(topics or RECORDED_TOPICS),
+                                             'storage': 'mcap',
                                              'compression': '' if compression == 'none' else compression,
-                                             'use_sim_time': True})
+                                             'use_sim_time': use_sim_time})
         self.log = open(log_path, 'w')
         printer = Printer(self.log)
         self.nodes = [NodeProcess(s, node_command(s), printer) for s in [*specs, self.recorder]]
@@ -578,8 +659,9 @@ def _free_domain_id(candidates: list[int], listen_s: float = 2.0) -> int:
     raise RuntimeError(f'every ROS_DOMAIN_ID tried ({candidates}) is in use; pass a free one with --domain-id')
 
 
-def _bag_summary(bag: Path) -> str:
-    """Per-topic message counts and size of the bag as written (read back from its metadata)."""
+def _bag_summary(bag: Path, recorded: list | None = None) -> str:
+    """Per-topic message counts and size of the bag as written (read back from its metadata); `recorded` are the
+    (relative) topics that should have messages."""
     from jepa_rosbag.reader import BagError, BagReader
     try:
         with BagReader(bag) as reader:
@@ -587,7 +669,7 @@ def _bag_summary(bag: Path) -> str:
     except BagError as e:
         return f'bag {bag} cannot be read back: {e}'
     size = sum(f.stat().st_size for f in bag.rglob('*') if f.is_file())
-    names = [bag_topic(t) for t in RECORDED_TOPICS]
+    names = [bag_topic(t) for t in (RECORDED_TOPICS if recorded is None else recorded)]
     missing = [t for t in names if t not in topics or not topics[t].message_count]
     lines = [f'bag {bag}: {size / 1e6:.1f} MB, {sum(t.message_count for t in topics.values())} messages']
     lines += [f'  {name:<34} {topic.message_count:>8}' for name, topic in sorted(topics.items())]
@@ -596,14 +678,17 @@ def _bag_summary(bag: Path) -> str:
     return '\n'.join(lines)
 
 
-def _recorder_ready(node: Node) -> list[str]:
+def _recorder_ready(node: Node, topics: list | None = None) -> list[str]:
     """Topics the recorder does not subscribe yet (it subscribes each once its publisher appears)."""
-    return [t for t in RECORDED_TOPICS
+    return [t for t in (RECORDED_TOPICS if topics is None else topics)
             if not any(i.node_name == 'recorder' for i in node.get_subscriptions_info_by_topic(t))]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_arguments(argv)
+    if args.arm is not None:
+        from jepa_bringup.arm_collect import run
+        return run(args)
     out = Path(args.out)
     if out.exists():
         print(f'jepa collect: {out} already exists; bags are never overwritten, choose another --out', file=sys.stderr)

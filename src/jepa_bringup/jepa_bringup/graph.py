@@ -23,10 +23,10 @@ from typing import Any, Mapping
 import yaml
 
 from jepa_bringup.description import SIM_PARAMS_FILE, DescriptionError, UrdfValue, camera_transform_arguments
+from jepa_common.arm_presets import PRESET_DIR, read_preset
 
 GRAPH_FILE_NAME = 'graph.yaml'
 PRESET_ARGUMENT = 'arm'
-PRESET_DIR = 'arms'
 TRUE_WORDS = ('true', '1', 'yes', 'on')
 FALSE_WORDS = ('false', '0', 'no', 'off')
 _SUBSTITUTION = re.compile(r'\$\((\w+)\s+([^()\s]+)\s*\)')
@@ -421,19 +421,10 @@ class GraphFile:
 def load_preset(name: str, config_dir: str | os.PathLike | None = None) -> dict:
     """The arm preset config/arms/<name>.yaml as a dict (its file path under '_path')."""
     config_dir = Path(config_dir) if config_dir else Path(default_graph_file()).resolve().parent
-    path = config_dir / PRESET_DIR / f'{name}.yaml'
-    if not re.fullmatch(r'[\w-]+', name) or not path.is_file():
-        available = sorted(p.stem for p in (config_dir / PRESET_DIR).glob('*.yaml'))
-        raise GraphError(f'unknown arm preset {name!r}; presets in {config_dir / PRESET_DIR}: '
-                         f'{", ".join(available) or "none"}')
     try:
-        preset = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise GraphError(f'arm preset {path} is not valid YAML: {error}') from error
-    if not isinstance(preset, dict):
-        raise GraphError(f'arm preset {path} must be a mapping')
-    preset['_path'] = str(path)
-    return preset
+        return read_preset(name, config_dir / PRESET_DIR)
+    except ValueError as error:
+        raise GraphError(str(error)) from error
 
 
 def _typed(text: str):

@@ -74,6 +74,9 @@ class ConfiguratorNodeConfig:
                         '(reactive); configurator/set_task changes it')
     goal_name: str = setting('', "a named goal (goals.<name>) or goal pose (ee:x,y,z) to start the task with at once "
                              "('' = wait for configurator/set_task)")
+    render_goals: bool = setting(True, "render goals given as joint positions (named goals, ee:x,y,z poses) with the "
+                                 "simulator's sim/render_state; false where no simulator runs (a physical arm: its "
+                                 "named goals are images), and then no sim/ client exists")
     configure_nodes: list[str] = setting(['cost', 'actor'], "nodes that get the task's weights.*, mode and skill, and "
                                          "the retrained critic's critic_path ('' entries are ignored)")
     adjust: list[str] = setting(list(ADJUSTMENTS), f'what sustained surprise adjusts ({", ".join(ADJUSTMENTS)}) '
@@ -143,7 +146,8 @@ class ConfiguratorNode(Node):
         self.param_clients = {name: self.create_client(SetParametersAtomically, f'{name}/set_parameters_atomically',
                                                        callback_group=responses)
                               for name in {*self.targets, 'world_model'}}
-        self.render_client = self.create_client(RenderState, 'sim/render_state', callback_group=responses)
+        self.render_client = self.create_client(RenderState, 'sim/render_state', callback_group=responses) \
+            if self.settings.render_goals else None
         self.save_client = self.create_client(SaveEpisodes, 'short_term_memory/save', callback_group=responses)
         self.create_service(SetTask, 'configurator/set_task', self.on_set_task)
         self.create_subscription(Surprise, 'jepa/surprise', self.on_surprise, 10)
@@ -259,6 +263,9 @@ class ConfiguratorNode(Node):
         positions = goal.get('joint_positions')
         if not positions or len(positions) != len(self.arm_joints):
             raise ValueError(f'goal {name!r} needs joint_positions for {len(self.arm_joints)} joints or an image file')
+        if self.render_client is None:
+            raise ValueError(f'goal {name!r} is given as joint positions, which only the simulator renders, and '
+                             'render_goals is false here: give it an image file (jepa calibrate captures one)')
         request = RenderState.Request(joint_names=self.arm_joints, joint_positions=[float(v) for v in positions])
         cube = goal.get('cube_position')
         if cube:

@@ -1,12 +1,18 @@
 """Training data from rosbag2 bags: camera + joint states (+ actions, + privileged poses) on a fixed control grid.
 
-Any bag (mcap or sqlite3) with /camera/image_raw and /joint_states works, including bags from other tools:
+Any bag (mcap or sqlite3) with a camera image topic and joint states works, including bags from other tools. Which
+topics and joints, and the arm's kinematics, come from a `BagLayout` (bag_layout.py): by default the simulated
+Panda's (/camera/image_raw, /joint_states, panda_joint1..7 + two fingers), or an arm preset's (`jepa train --arm`).
+A bag that does not match its layout is refused, naming what differs: the camera or joint states topic missing
+(with the image topics the bag does have), joints the layout names that joint_states never names (with the ones
+it does), a /robot_description of another arm. Joint states published in parts (an arm driver and a gripper
+driver on one topic) are merged: a sample is the newest value of every joint.
 
 - With /jepa/action (ActionStamped, space ee_delta) each action message is a control tick; the state of the
   tick is the latest image / joint state at (or just after, within `STAMP_TOLERANCE`) the action's stamp.
 - Without it, ticks are laid every `dt` seconds, and the action of tick k is derived from the recorded motion:
-  the end-effector displacement FK(q_{k+1}) - FK(q_k) clipped to the action bound, and the gripper command
-  from the finger joints.
+  the end-effector displacement FK(q_{k+1}) - FK(q_k) through the layout's kinematics, clipped to the action
+  bound, and the gripper command from the gripper joints' opening (0 for an arm without gripper joints).
 
 Each topic of a bag has one time base: its header stamps (a zero stamp included: sim time starts at 0), or,
 when no message of the topic is stamped (all zero), the times the recorder received them. Stamps that mix
@@ -30,23 +36,26 @@ from pathlib import Path
 import numpy as np
 from jepa_rosbag.reader import BagError, BagReader
 
+from jepa_world_model.bag_layout import (ACTION_TOPIC, CUBE_TOPIC, DESCRIPTION_TOPIC, EE_TOPIC, IMAGE_TOPIC,
+                                         JOINT_TOPIC, BagLayout)
 from jepa_world_model.model import resize_rgb
 
 DATASET_VERSION = 2   # part of the cache key: raised whenever decoding changes, so older caches are not reused
 DT = 0.1
-IMAGE_TOPIC = '/camera/image_raw'
-JOINT_TOPIC = '/joint_states'
-ACTION_TOPIC = '/jepa/action'
-EE_TOPIC = '/sim/ee_pose'
-CUBE_TOPIC = '/sim/cube_pose'
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+JOINT_TYPE = 'sensor_msgs/msg/JointState'
+DESCRIPTION_TYPE = 'std_msgs/msg/String'
+# The topics of the default layout (the simulated Panda's) and their types.
 TOPIC_TYPES = {
-    IMAGE_TOPIC: 'sensor_msgs/msg/Image',
-    JOINT_TOPIC: 'sensor_msgs/msg/JointState',
+    IMAGE_TOPIC: IMAGE_TYPE,
+    JOINT_TOPIC: JOINT_TYPE,
     ACTION_TOPIC: 'jepa_interfaces/msg/ActionStamped',
     EE_TOPIC: 'geometry_msgs/msg/PoseStamped',
     CUBE_TOPIC: 'geometry_msgs/msg/PoseStamped',
 }
 REQUIRED_TOPICS = (IMAGE_TOPIC, JOINT_TOPIC)
+# Joint states read before decoding to refuse a bag of another arm early (its joint names).
+JOINT_NAMES_PREVIEW = 1000
 # An image or joint state may be stamped this much after the tick it belongs to (publish jitter).
 STAMP_TOLERANCE = 0.005
 # A tick whose newest image or joint state is older than this has no valid observation.
@@ -65,7 +74,7 @@ class Ticks:
     k+1); it is meaningful only where tick k+1 is in the same segment."""
     images: np.ndarray            # (N, S, S, 3) uint8
     actions: np.ndarray           # (N, 4) float32
-    proprio: np.ndarray           # (N, 9) float32: 7 arm + 2 finger joint positions
+    proprio: np.ndarray           # (N, J) float32: the layout's arm then gripper joint positions (Panda: 7 + 2)
     ee: np.ndarray                # (N, 3) float32, metres; NaN where unknown
     cube: np.ndarray              # (N, 3) float32, metres; NaN where unknown
     segment: np.ndarray           # (N,) int64
@@ -115,19 +124,120 @@ def concat(parts: list[Ticks]) -> Ticks:
 
 # ---------------------------------------------------------------- bag access
 
-def read_bag_messages(bag: Path, topics: tuple[str, ...]):
+def topic_types(layout: BagLayout) -> dict[str, str]:
+    """The topics decoding reads with `layout` and their types (the privileged poses and actions keep their names)."""
+    types = {layout.image_topic: IMAGE_TYPE, layout.joint_topic: JOINT_TYPE}
+    types.update({t: v for t, v in TOPIC_TYPES.items() if t not in (IMAGE_TOPIC, JOINT_TOPIC)})
+    return types
+
+
+def _check_topics(bag: Path, present: dict[str, str], layout: BagLayout, topics) -> None:
+    """BagError naming the layout's topics the bag lacks (with the image topics it has), or a topic of another
+    type than decoding reads."""
+    required = (layout.image_topic, layout.joint_topic)
+    missing = [t for t in required if t not in present]
+    if missing:
+        images = sorted(t for t, kind in present.items() if kind == IMAGE_TYPE)
+        hint = ''
+        if layout.image_topic in missing:
+            hint = (f'; {layout.describe()} reads the camera on {layout.image_topic}: the bag\'s image topics are '
+                    f'{", ".join(images) or "none"} (another --arm or --camera-topic?)')
+        raise BagError(f'bag {bag}: topic(s) {", ".join(missing)} missing (it has: {", ".join(sorted(present))}){hint}')
+    types = topic_types(layout)
+    for topic in topics:
+        if topic in present and present[topic] != types[topic]:
+            raise BagError(f'bag {bag}: topic {topic} has type {present[topic]}, expected {types[topic]}')
+
+
+def read_bag_messages(bag: Path, topics: tuple[str, ...], layout: BagLayout | None = None):
     """Yield (topic, timestamp_ns, message) for those of `topics` the bag has, in time order; BagError if
-    a required topic is missing or has an unexpected type."""
+    a topic the layout requires is missing or a topic has an unexpected type."""
+    layout = layout or BagLayout()
     with BagReader(bag) as reader:
         present = {name: topic.msgtype for name, topic in reader.topics.items()}
-        missing = [t for t in REQUIRED_TOPICS if t not in present]
-        if missing:
-            raise BagError(f'bag {bag}: topic(s) {", ".join(missing)} missing (it has: {", ".join(sorted(present))})')
-        for topic in topics:
-            if topic in present and present[topic] != TOPIC_TYPES[topic]:
-                raise BagError(f'bag {bag}: topic {topic} has type {present[topic]}, expected {TOPIC_TYPES[topic]}')
+        _check_topics(bag, present, layout, topics)
         for message in reader.messages([t for t in topics if t in present]):
             yield message.topic, message.timestamp_ns, message.message
+
+
+def _preview(bag: Path, layout: BagLayout) -> tuple[set, str | None]:
+    """(joint names of the first JOINT_NAMES_PREVIEW joint states, or fewer once every layout joint was seen;
+    the text of the bag's /robot_description or None), read before decoding so that a bag of another arm is
+    refused before its images are decoded. The first image is converted first: a camera the decoder cannot read
+    is the first thing wrong with such a bag, whatever its joints."""
+    from jepa_common.conversions import image_to_rgb
+    names: set = set()
+    description = None
+    with BagReader(bag) as reader:
+        present = {name: topic.msgtype for name, topic in reader.topics.items()}
+        _check_topics(bag, present, layout, ())
+        for message in reader.messages([layout.image_topic]):
+            try:
+                image_to_rgb(message.message)
+            except ValueError as exc:
+                raise BagError(f'bag {bag}: {layout.image_topic} message #0: {exc}') from exc
+            break
+        wanted = set(layout.joints)
+        for count, message in enumerate(reader.messages([layout.joint_topic])):
+            names.update(message.message.name)
+            if wanted <= names or count + 1 >= JOINT_NAMES_PREVIEW:
+                break
+        if present.get(DESCRIPTION_TOPIC) == DESCRIPTION_TYPE:
+            for message in reader.messages([DESCRIPTION_TOPIC]):
+                description = str(message.message.data)
+                break
+    return names, description
+
+
+def _joint_mismatch(bag: Path, layout: BagLayout, names: set, where: str) -> BagError:
+    missing = [j for j in layout.joints if j not in names]
+    extra = sorted(names - set(layout.joints))
+    others = f'; of those, {", ".join(extra)} are not {layout.describe()}\'s' if extra and len(extra) < len(names) else ''
+    return BagError(f'bag {bag}: {layout.joint_topic} ({where}) lacks the joint(s) {missing} that {layout.describe()} '
+                    f'names; its joints are {", ".join(sorted(names)) or "none"}{others}: a bag of another arm?'
+                    + ('' if layout.arm else ' Pass its arm preset with --arm.'))
+
+
+def urdf_joints(text: str) -> set[str]:
+    """Names of the joints of a URDF document (ValueError if it is not one)."""
+    import xml.etree.ElementTree as ET
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as error:
+        raise ValueError(f'not a URDF document: {error}') from error
+    return {joint.get('name') for joint in root.iter('joint')}
+
+
+def layout_kinematics(bag: Path, layout: BagLayout, description: str | None):
+    """(ArmKinematics, where its URDF came from) for one bag: the layout's URDF file, or, where that file is
+    absent, the bag's /robot_description. A recorded description that lacks the layout's joints is another arm:
+    BagError naming them."""
+    import tempfile
+    if description is not None:
+        try:
+            described = urdf_joints(description)
+        except ValueError as error:
+            raise BagError(f'bag {bag}: {DESCRIPTION_TOPIC}: {error}') from error
+        absent = [j for j in layout.joints if j not in described]
+        if absent:
+            raise BagError(f'bag {bag}: its {DESCRIPTION_TOPIC} has no joint(s) {absent} that {layout.describe()} '
+                           'names: the bag was recorded on another arm')
+    if layout.urdf and not os.path.isfile(layout.urdf):
+        if description is None:
+            raise BagError(f'bag {bag}: the URDF {layout.urdf} of {layout.describe()} does not exist and the bag has '
+                           f'no {DESCRIPTION_TOPIC} to take the kinematics from; pass the arm\'s URDF with --urdf')
+        with tempfile.TemporaryDirectory(prefix='jepa_urdf_') as folder:
+            path = os.path.join(folder, 'robot_description.urdf')
+            Path(path).write_text(description)
+            try:
+                return layout.kinematics(path), DESCRIPTION_TOPIC
+            except (OSError, ValueError) as error:
+                raise BagError(f'bag {bag}: the kinematics of {layout.describe()} from its {DESCRIPTION_TOPIC}: '
+                               f'{error}') from error
+    try:
+        return layout.kinematics(), layout.urdf or 'the simulated Panda URDF'
+    except (OSError, ValueError) as error:
+        raise ValueError(f'the kinematics of {layout.describe()}: {error}') from error
 
 
 def bag_files(bag: Path) -> list[Path]:
@@ -192,24 +302,40 @@ def _select_action_ticks(stamps: np.ndarray, dt: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
-    """Read and align one bag (no cache). Raises BagError naming the bag, topic and problem."""
-    from jepa_common.conversions import joint_positions, image_to_rgb
-    from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_FINGER_JOINTS, ArmKinematics
+def decode_bag(bag, image_size: int = 64, dt: float = DT, layout: BagLayout | None = None) -> Ticks:
+    """Read and align one bag (no cache) with `layout` (default: the simulated Panda's). Raises BagError naming
+    the bag, topic and problem, or what differs from the layout."""
+    from jepa_common.conversions import image_to_rgb
 
     bag = Path(bag)
-    joints = (*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS)
-    data = {t: ([], [], []) for t in TOPIC_TYPES}     # topic -> (header stamps, receive times, values)
-    counts = dict.fromkeys(TOPIC_TYPES, 0)
-    skipped = dict.fromkeys(TOPIC_TYPES, 0)
-    for topic, log_time, msg in read_bag_messages(bag, tuple(TOPIC_TYPES)):
+    layout = layout or BagLayout()
+    names, description = _preview(bag, layout)
+    if not set(layout.joints) <= names:
+        raise _joint_mismatch(bag, layout, names, f'its first {JOINT_NAMES_PREVIEW} messages')
+    kinematics, urdf_source = layout_kinematics(bag, layout, description)
+    image_topic, joint_topic = layout.image_topic, layout.joint_topic
+    types = topic_types(layout)
+    joints = layout.joints
+    latest_joint = {}                                  # joint -> newest position (joint states may come in parts)
+    data = {t: ([], [], []) for t in types}           # topic -> (header stamps, receive times, values)
+    counts = dict.fromkeys(types, 0)
+    skipped = dict.fromkeys(types, 0)
+    for topic, log_time, msg in read_bag_messages(bag, tuple(types), layout):
         n = counts[topic]
         counts[topic] += 1
         try:
-            if topic == IMAGE_TOPIC:
+            if topic == image_topic:
                 value = resize_rgb(np.ascontiguousarray(image_to_rgb(msg)), image_size)
-            elif topic == JOINT_TOPIC:
-                value = joint_positions(msg, joints)
+            elif topic == joint_topic:
+                if len(msg.position) != len(msg.name):
+                    raise ValueError(f'joint state has {len(msg.name)} names but {len(msg.position)} positions')
+                update = {name: float(p) for name, p in zip(msg.name, msg.position) if name in joints}
+                if not all(np.isfinite(v) for v in update.values()):
+                    raise ValueError('joint state contains NaN or inf positions')
+                latest_joint.update(update)
+                if not update or len(latest_joint) < len(joints):
+                    continue                           # no joint of ours, or not every joint seen yet
+                value = np.array([latest_joint[j] for j in joints], dtype=np.float64)
             elif topic == ACTION_TOPIC:
                 if msg.space != 'ee_delta':
                     raise ValueError(f'action space {msg.space!r}, expected "ee_delta"')
@@ -231,7 +357,7 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
         data[topic][0].append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
         data[topic][1].append(log_time * 1e-9)
         data[topic][2].append(value)
-    for topic in REQUIRED_TOPICS:
+    for topic in (image_topic, joint_topic):
         if not data[topic][0]:
             raise BagError(f'bag {bag}: topic {topic} has no messages')
     bases = {topic: time_base(bag, topic, np.asarray(header, dtype=np.float64), np.asarray(received))
@@ -241,25 +367,25 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
         stamps = bases[topic][1]
         order = np.argsort(stamps, kind='stable')
         values = data[topic][2]
-        return stamps[order], ([values[i] for i in order] if topic == IMAGE_TOPIC else
+        return stamps[order], ([values[i] for i in order] if topic == image_topic else
                                np.asarray(values, dtype=np.float64).reshape(len(values), -1)[order])
 
     def described(topic):
         stamps = bases[topic][1]
         return f'{topic} ({bases[topic][0]} {stamps.min():.1f}..{stamps.max():.1f} s)'
 
-    img_t, images = arrays(IMAGE_TOPIC)
-    joint_t, q = arrays(JOINT_TOPIC)
+    img_t, images = arrays(image_topic)
+    joint_t, q = arrays(joint_topic)
     first = max(img_t[0], joint_t[0])
     last = min(img_t[-1], joint_t[-1])
     if last - first < dt:
-        raise BagError(f'bag {bag}: {described(IMAGE_TOPIC)} and {described(JOINT_TOPIC)} overlap for '
+        raise BagError(f'bag {bag}: {described(image_topic)} and {described(joint_topic)} overlap for '
                        f'{max(last - first, 0):.2f} s, less than one control period'
                        + (': the topics use different clocks' if last < first else ''))
     for topic in (ACTION_TOPIC, EE_TOPIC, CUBE_TOPIC):
         if topic in bases and (bases[topic][1].max() < first - 1.0 or bases[topic][1].min() > last + 1.0):
-            raise BagError(f'bag {bag}: {described(topic)} does not overlap {described(IMAGE_TOPIC)} and '
-                           f'{described(JOINT_TOPIC)}: the topics use different clocks')
+            raise BagError(f'bag {bag}: {described(topic)} does not overlap {described(image_topic)} and '
+                           f'{described(joint_topic)}: the topics use different clocks')
 
     recorded = ACTION_TOPIC in bases
     if recorded:
@@ -284,15 +410,19 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
         actions = actions[valid]
     proprio = q[q_idx]
 
-    kinematics = ArmKinematics()
-    fk = kinematics.fk(proprio[:, :7])
+    arm = len(layout.arm_joints)
+    fk = kinematics.fk(proprio[:, :arm])
     step = np.diff(fk, axis=0)
     gap_ok &= np.all(np.abs(step) <= MAX_JUMP_STEPS * kinematics.max_step, axis=1)
     if not recorded:
-        fingers = proprio[:, 7:9]
-        opening = np.diff(fingers.sum(axis=1))
-        gripper = np.where(opening > 1e-3, 1.0, np.where(opening < -1e-3, -1.0,
-                                                          np.sign(kinematics.fingers_to_gripper(fingers[1:]))))
+        fingers = proprio[:, arm:]
+        if fingers.shape[1]:
+            # Towards the upper limits is +1, as ArmKinematics.gripper_to_fingers maps commands.
+            opening = np.diff(fingers.sum(axis=1))
+            gripper = np.where(opening > 1e-3, 1.0, np.where(opening < -1e-3, -1.0,
+                                                              np.sign(kinematics.fingers_to_gripper(fingers[1:]))))
+        else:
+            gripper = np.zeros(len(step))
         actions = np.zeros((len(ticks), 4))
         actions[:-1] = kinematics.clip_action(np.c_[step, gripper])
     segment = np.concatenate([[0], np.cumsum(~gap_ok)]).astype(np.int64)
@@ -312,6 +442,8 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT) -> Ticks:
               'messages': {t: c for t, c in counts.items() if c},
               'time_bases': {t: base for t, (base, _) in bases.items()},
               'skipped_non_finite': {t: c for t, c in skipped.items() if c}}
+    if not layout.is_default:
+        source['arm'] = {**layout.to_dict(), 'urdf_source': urdf_source}
     return Ticks(images=np.stack([images[i] for i in img_idx]).astype(np.uint8),
                  actions=actions.astype(np.float32), proprio=proprio.astype(np.float32),
                  ee=ee.astype(np.float32), cube=pose_at(CUBE_TOPIC).astype(np.float32),
@@ -325,19 +457,25 @@ def default_cache_dir() -> Path:
     return Path(base) / 'jepa_world_model'
 
 
-def _cache_key(bag: Path, image_size: int, dt: float) -> str:
+def _cache_key(bag: Path, image_size: int, dt: float, layout: BagLayout | None = None) -> str:
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in bag_files(bag)]
-    blob = json.dumps([DATASET_VERSION, str(bag.resolve()), stats, image_size, dt])
+    parts = [DATASET_VERSION, str(bag.resolve()), stats, image_size, dt]
+    if layout is not None and not layout.is_default:
+        # Another arm's topics, joints and kinematics decode to other ticks (the default keeps its older keys).
+        urdf = Path(layout.urdf)
+        digest = hashlib.sha256(urdf.read_bytes()).hexdigest() if layout.urdf and urdf.is_file() else ''
+        parts.append([layout.to_dict(), digest])
+    blob = json.dumps(parts)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_bag(bag, cache_dir=None, image_size: int = 64, dt: float = DT) -> Ticks:
+def load_bag(bag, cache_dir=None, image_size: int = 64, dt: float = DT, layout: BagLayout | None = None) -> Ticks:
     """Ticks of one bag, decoded once and then read from the .npz cache (cache_dir None: the user cache)."""
     bag = Path(bag)
     if not bag.exists():
         raise BagError(f'bag {bag}: no such bag')
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache = cache_dir / f'{bag.resolve().name}-{_cache_key(bag, image_size, dt)}.npz'
+    cache = cache_dir / f'{bag.resolve().name}-{_cache_key(bag, image_size, dt, layout)}.npz'
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as f:
@@ -345,7 +483,7 @@ def load_bag(bag, cache_dir=None, image_size: int = 64, dt: float = DT) -> Ticks
                                                   'stamps')}, sources=json.loads(str(f['sources'])))
         except (OSError, ValueError, KeyError):
             pass   # a damaged cache file is simply rebuilt
-    ticks = decode_bag(bag, image_size, dt)
+    ticks = decode_bag(bag, image_size, dt, layout)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f'.{cache.name}.tmp{os.getpid()}.npz')
     np.savez(tmp, images=ticks.images, actions=ticks.actions, proprio=ticks.proprio, ee=ticks.ee, cube=ticks.cube,
@@ -354,5 +492,6 @@ def load_bag(bag, cache_dir=None, image_size: int = 64, dt: float = DT) -> Ticks
     return ticks
 
 
-def load_bags(bags, cache_dir=None, image_size: int = 64, dt: float = DT) -> Ticks:
-    return concat([load_bag(b, cache_dir, image_size, dt) for b in bags])
+def load_bags(bags, cache_dir=None, image_size: int = 64, dt: float = DT, layout: BagLayout | None = None) -> Ticks:
+    """Ticks of several bags of one arm (`layout`, default the simulated Panda), as one."""
+    return concat([load_bag(b, cache_dir, image_size, dt, layout) for b in bags])

@@ -15,7 +15,16 @@ Objective on windows of H+1 control ticks (images o_0..o_H, actions a_0..a_{H-1}
 - latent variable z_k ~ q(z | s_k, s_{k+1}) with a KL penalty (bounded information); z is zeroed for a
   share of the samples so that the predictor is also good with z = 0, as it is used for planning.
 
-`jepa train --bag BAG [--bag BAG ...] --out CKPT [--minutes T] [--device auto] [--resume CKPT]`
+`jepa train --bag BAG [--bag BAG ...] --out CKPT [--minutes T] [--device auto] [--resume CKPT]
+[--arm PRESET [--urdf FILE] [--camera-topic TOPIC]]`
+
+Without --arm the bags are the simulated Panda's (/camera/image_raw, /joint_states, panda_joint1..7 + fingers, the
+Panda URDF). `--arm PRESET` decodes them as that arm preset's (config/arms/<PRESET>.yaml, as `jepa launch arm
+arm:=PRESET` and `jepa collect --arm PRESET` use it): its camera topic, its joints and its URDF's kinematics, with
+the overrides the arm graph takes as urdf:= and camera_topic:=; a preset URDF that is not there is taken from the
+bag's /robot_description when it recorded one. Bags without /jepa/action (a person's demonstrations recorded with
+`jepa record`, another tool's bags) get actions derived from the recorded joint motion. A bag that does not match
+the arm is refused, naming what differs (jepa_world_model.dataset).
 """
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from jepa_world_model.bag_layout import BagLayout, layout_from_preset
 from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.image_statistics import METRICS_KEY, ImageReference
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
@@ -423,7 +433,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bars (logs only)')
+    arm = parser.add_argument_group('the arm the bags hold (default: the simulated Panda)')
+    arm.add_argument('--arm', default=None, metavar='PRESET',
+                     help='arm preset (config/arms/PRESET.yaml: franka_fr3, panda, ur5e, kinova_gen3, ...): camera '
+                          'topic, joint names and URDF kinematics of the bags, as `jepa collect --arm` recorded them')
+    arm.add_argument('--urdf', default=None, metavar='FILE',
+                     help="the arm's URDF in place of the preset's kinematics.urdf (the arm graph's urdf:=)")
+    arm.add_argument('--camera-topic', default=None, metavar='TOPIC',
+                     help="the camera image topic in place of the preset's camera.image_topic (the arm graph's "
+                          'camera_topic:=)')
     return parser
+
+
+def arm_layout(args: argparse.Namespace) -> BagLayout:
+    """The layout the bags are decoded with: --arm's preset (ValueError naming an unknown one), or the simulated
+    Panda's; --urdf and --camera-topic replace what either names."""
+    layout = layout_from_preset(args.arm) if args.arm else BagLayout()
+    return layout.with_overrides(args.urdf and os.path.abspath(os.path.expanduser(args.urdf)), args.camera_topic)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             state, optimizer_state = TrainState(), None
             provenance = {'commands': [command], 'created': now_iso()}
         torch.manual_seed(args.seed + state.step)
-        ticks = load_bags(args.bag, args.cache, model.image_size)
+        layout = arm_layout(args)
+        ticks = load_bags(args.bag, args.cache, model.image_size, layout=layout)
     except (BagError, CheckpointError, ValueError) as exc:
         print(f'jepa train: {exc}', file=sys.stderr)
         return 2
@@ -461,11 +488,19 @@ def main(argv: list[str] | None = None) -> int:
     known.update({source['path']: source for source in ticks.sources})
     provenance.update({'bags': list(known.values()), 'git_commit': git_commit(), 'updated': now_iso(),
                        'host': platform.node(), 'torch': str(torch.__version__), 'device': str(device)})
+    if not layout.is_default:
+        # The arm the model learned (the simulated Panda when absent).
+        provenance['arm'] = layout.to_dict()
     out = Path(args.out)
     # What the training images look like: perception refuses live frames far from them (its frame check).
     image_record = ImageReference.of_images(ticks.images, 'training images').to_dict()
-    print(f'jepa train: {len(ticks)} ticks from {len(args.bag)} bag(s), {model_parameter_count(model)} parameters, '
-          f'device {device}, {torch.get_num_threads()} threads, budget {args.minutes} min', file=sys.stderr)
+    arm = '' if layout.is_default else f' of {layout.describe()}'
+    print(f'jepa train: {len(ticks)} ticks from {len(args.bag)} bag(s){arm}, {model_parameter_count(model)} '
+          f'parameters, device {device}, {torch.get_num_threads()} threads, budget {args.minutes} min', file=sys.stderr)
+    derived = sum(source.get('actions') == 'derived_from_joint_motion' for source in ticks.sources)
+    if derived:
+        print(f'jepa train: {derived} bag(s) without /jepa/action: actions derived from the recorded joint motion',
+              file=sys.stderr)
 
     def write(state: TrainState, optimizer_state: dict | None) -> None:
         last = state.validations[-1] if state.validations else {}

@@ -1,0 +1,120 @@
+"""Which arm a bag holds and where: the topics, joint names and kinematics training decodes a bag with. ROS-free.
+
+`BagLayout()` is the simulated Panda's: /camera/image_raw, /joint_states, panda_joint1..7 and two fingers, the
+Panda URDF the simulator uses. `layout_from_preset(name)` is an arm preset's (config/arms/<name>.yaml, the file the
+`arm` graph and `jepa collect --arm` read): the camera topic (camera.image_topic), the joints (joints.arm,
+joints.gripper, in the agent's order) and the kinematics (kinematics.urdf, ee_frame, home). The arm graph runs in
+the root namespace and the recorder drops its own namespace, so a preset's relative topic
+camera/camera/color/image_raw is /camera/camera/color/image_raw in the bag.
+
+A preset's URDF file may be absent where the bag is trained on: a bag that recorded /robot_description (a driver's
+robot_state_publisher latches it) then gives the kinematics itself (dataset.decode_bag).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from jepa_common.arm_presets import read_preset
+from jepa_common.kinematics import PANDA_ARM_JOINTS, PANDA_EE_FRAME, PANDA_FINGER_JOINTS
+
+IMAGE_TOPIC = '/camera/image_raw'
+JOINT_TOPIC = '/joint_states'
+ACTION_TOPIC = '/jepa/action'
+EE_TOPIC = '/sim/ee_pose'
+CUBE_TOPIC = '/sim/cube_pose'
+DESCRIPTION_TOPIC = '/robot_description'
+
+
+def bag_topic(topic: str) -> str:
+    """The name a topic of the root namespace has in a bag: relative names made absolute."""
+    return '/' + str(topic).lstrip('/')
+
+
+@dataclass(frozen=True)
+class BagLayout:
+    """Topics, joints and kinematics of one arm's bags. `urdf` '' is the simulator's Panda URDF; `home` () is the
+    kinematics' default (the Panda's ready pose)."""
+    arm: str = ''                                   # the preset's name; '' = the simulated Panda, no preset
+    image_topic: str = IMAGE_TOPIC
+    joint_topic: str = JOINT_TOPIC
+    arm_joints: tuple = PANDA_ARM_JOINTS
+    gripper_joints: tuple = PANDA_FINGER_JOINTS
+    urdf: str = ''
+    ee_frame: str = PANDA_EE_FRAME
+    home: tuple = ()
+
+    def __post_init__(self):
+        for name in ('image_topic', 'joint_topic'):
+            object.__setattr__(self, name, bag_topic(getattr(self, name)))
+        object.__setattr__(self, 'arm_joints', tuple(str(j) for j in self.arm_joints))
+        object.__setattr__(self, 'gripper_joints', tuple(str(j) for j in self.gripper_joints))
+        object.__setattr__(self, 'home', tuple(float(v) for v in self.home))
+        object.__setattr__(self, 'urdf', os.path.expanduser(self.urdf) if self.urdf else '')
+        if not self.arm_joints:
+            raise ValueError('a bag layout needs at least one arm joint')
+        joints = self.joints
+        repeated = sorted({j for j in joints if joints.count(j) > 1})
+        if repeated:
+            raise ValueError(f'joints {repeated} are named twice in {self.describe()}')
+        if self.home and len(self.home) != len(self.arm_joints):
+            raise ValueError(f'{self.describe()}: home has {len(self.home)} values for {len(self.arm_joints)} arm '
+                             'joints')
+
+    @property
+    def joints(self) -> tuple:
+        """Arm then gripper joints: the order of Ticks.proprio's columns."""
+        return (*self.arm_joints, *self.gripper_joints)
+
+    @property
+    def is_default(self) -> bool:
+        return self == BagLayout()
+
+    def describe(self) -> str:
+        return f'arm preset {self.arm}' if self.arm else 'the simulated Panda (no --arm)'
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values.update(arm_joints=list(self.arm_joints), gripper_joints=list(self.gripper_joints), home=list(self.home))
+        return values
+
+    def kinematics(self, urdf_path: str | None = None):
+        """ArmKinematics of this arm, from `urdf_path` if given (a bag's robot_description), else `urdf`."""
+        from jepa_common.kinematics import ArmKinematics
+        return ArmKinematics(urdf_path or self.urdf or None, arm_joints=self.arm_joints,
+                             finger_joints=self.gripper_joints, ee_frame=self.ee_frame, home=self.home or None)
+
+    def with_overrides(self, urdf: str | None = None, image_topic: str | None = None) -> 'BagLayout':
+        """This layout with the URDF and / or camera topic replaced (the arm graph's urdf:= and camera_topic:=)."""
+        changes = {k: v for k, v in (('urdf', urdf), ('image_topic', image_topic)) if v}
+        return replace(self, **changes) if changes else self
+
+
+def _entry(preset: dict, key: str, kind):
+    entry = preset
+    for part in key.split('.'):
+        if not isinstance(entry, dict) or part not in entry:
+            raise ValueError(f'arm preset {preset.get("_path", "?")} has no entry {key!r}')
+        entry = entry[part]
+    if entry is None and kind is list:
+        entry = []
+    if not isinstance(entry, kind):
+        raise ValueError(f'arm preset {preset.get("_path", "?")}: {key} must be a {kind.__name__}, got {entry!r}')
+    return entry
+
+
+def layout_from_preset(preset: dict | str, urdf: str | None = None, image_topic: str | None = None,
+                       directory: str | os.PathLike | None = None) -> BagLayout:
+    """The layout of the bags of an arm preset (a name, read from `directory`, or its dict), with the overrides
+    the arm graph takes as urdf:= and camera_topic:=."""
+    if isinstance(preset, str):
+        preset = read_preset(preset, directory)
+    name = Path(preset.get('_path', 'preset.yaml')).stem
+    layout = BagLayout(arm=name, image_topic=_entry(preset, 'camera.image_topic', str),
+                       arm_joints=tuple(_entry(preset, 'joints.arm', list)),
+                       gripper_joints=tuple(_entry(preset, 'joints.gripper', list)),
+                       urdf=_entry(preset, 'kinematics.urdf', str) or '',
+                       ee_frame=_entry(preset, 'kinematics.ee_frame', str),
+                       home=tuple(_entry(preset, 'kinematics.home', list)))
+    return layout.with_overrides(urdf, image_topic)
