@@ -37,9 +37,10 @@ VOLATILE_DEPTH = 100  # publisher history for ordinary topics
 LATCHED_DEPTH = 1  # a latched (transient local) topic hands late joiners its last value, as its publisher did
 ACK_TIMEOUT_S = 2.0  # at the end, how long to wait for reliable subscribers to acknowledge everything
 # Before playing: at most this long for the graph's subscribers to match the replay's publishers, and how long
-# the graph must stay unchanged (no subscriber appearing) before the replay trusts it knows them all.
-DISCOVERY_TIMEOUT_S = 3.0
-DISCOVERY_SETTLE_S = 0.5
+# the graph must stay unchanged (no subscriber appearing) before the replay trusts it knows them all: a process
+# that just started on a busy machine can take over a second to hear of the participants already running.
+DISCOVERY_TIMEOUT_S = 4.0
+DISCOVERY_SETTLE_S = 2.0
 
 
 class BagPlayer:
