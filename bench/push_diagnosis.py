@@ -47,7 +47,8 @@ from jepa_bringup.episodes import DT, PUSH_HEIGHT, SUCCESS_RADIUS, Goal, OracleP
 from jepa_bringup.sim_episodes import SimWorkbench, graph_readout, graph_settings
 from jepa_actor.actor import Actor
 from jepa_cost.cost import CostWeights, EnergyMetric
-from jepa_sim.panda_sim import CUBE_REGION, CUBE_SIZE
+from jepa_sim.arm_sim import CUBE_SIZE
+from jepa_sim.panda_sim import CUBE_REGION
 from jepa_world_model.eval_model import fit_ridge, ridge_probe
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 

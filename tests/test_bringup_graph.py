@@ -11,7 +11,7 @@ CONFIG = Path(__file__).resolve().parents[1] / 'config'
 AGENT_NODES = {'perception', 'world_model', 'cost', 'short_term_memory', 'actor', 'configurator'}
 # robot_description and TF for RViz (ROS install only; tests/test_bringup_description.py).
 DESCRIPTION_NODES = {'robot_state_publisher', 'camera_tf'}
-PRESETS = ('franka_fr3', 'panda', 'ur5e', 'kinova_gen3')
+PRESETS = ('franka_fr3', 'panda', 'ur5e', 'kinova_gen3', 'xarm6')
 
 
 @pytest.fixture(scope='module')

@@ -3,7 +3,7 @@ numeric one a range, and the ones a running node applies (live) are exactly thos
 every other one is read-only, so setting it is refused with a reason instead of answering "successful" and
 changing nothing.
 
-All ten node executables run as processes in one graph (real DDS), on their defaults.
+All eleven node executables run as processes in one graph (real DDS), on their defaults.
 """
 from pathlib import Path
 
@@ -23,6 +23,7 @@ NUMERIC = {ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE}
 NODES = {
     'sim': ('sim_node', set()),
     'fake_arm': ('fake_arm_node', set()),
+    'sim_driver': ('sim_driver_node', set()),
     'safety': ('safety_node', {'max_joint_velocity_scale', 'stale_timeout', 'command_timeout', 'workspace_enabled',
                                'workspace_min', 'workspace_max'}),
     'recorder': ('recorder_node', set()),
@@ -113,8 +114,15 @@ def test_every_parameter_a_graph_passes_is_one_its_node_declares(described):
     graph_file = GraphFile()
     raw = yaml.safe_load((REPO / 'config' / 'graph.yaml').read_text())['graphs']
     ignored = []
+    def broadcast_of(graph: str) -> set[str]:
+        """A graph's own `parameters` and those of the graphs it includes (each for that graph's nodes)."""
+        names = flatten(raw[graph].get('parameters') or {})
+        for included in raw[graph].get('include') or []:
+            names |= broadcast_of(included)
+        return names
+
     for graph in graph_file.graph_names:
-        broadcast = flatten(raw[graph].get('parameters') or {})
+        broadcast = broadcast_of(graph)
         declared_somewhere = set()
         for spec in graph_file.resolve(graph, {}):
             node = executables.get(spec.executable)

@@ -14,11 +14,13 @@ setup(
     zip_safe=True,
     maintainer='JEPA robotics maintainers',
     maintainer_email='maintainers@jepa-robotics.org',
-    description='PyBullet Franka Panda and a mock arm behind a ros2_control-like interface.',
+    description='PyBullet arms (the Panda simulator, a driver stand-in for any URDF) and a mock arm behind a '
+                'ros2_control-like interface.',
     license='Apache-2.0',
     entry_points={'console_scripts': [
         'sim_node = jepa_sim.sim_node:main',
         'fake_arm_node = jepa_sim.fake_arm_node:main',
+        'sim_driver_node = jepa_sim.sim_driver_node:main',
         'arm_check = jepa_sim.arm_check:main',
     ]},
 )

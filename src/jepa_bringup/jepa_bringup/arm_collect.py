@@ -80,6 +80,8 @@ GATE_NODE = 'safety'
 COMMAND_TOPIC = 'jepa/joint_trajectory'
 ACTION_TOPIC = 'jepa/action'
 ESTOP_TOPIC = 'jepa/estop'
+# A gate report stamped this long after the collector saw the e-stop reflects it: both hear the same message.
+ESTOP_REPORT_MARGIN_NS = 1_000_000_000
 JOINT_STATES_TOPIC = 'joint_states'
 DESCRIPTION_TOPIC = 'robot_description'
 
@@ -395,8 +397,8 @@ class ArmCollector(Node):
     """Babbles on the arm through the gate at a fixed control period (a timer on the node clock), `ArmPlay`
     deciding each command; holds as the module docstring says."""
 
-    def __init__(self, play: ArmPlay, setup: ArmSetup):
-        super().__init__('collector')
+    def __init__(self, play: ArmPlay, setup: ArmSetup, **node_options):
+        super().__init__('collector', **node_options)
         self.play = play
         self.setup = setup
         self.kinematics = setup.kinematics
@@ -407,6 +409,7 @@ class ArmCollector(Node):
         self.gate_state = 'unknown'
         self.estop = False
         self._estop_confirmed = False
+        self._estop_since_ns = 0
         self._positions: dict[str, tuple[float, float]] = {}      # joint -> (position, steady arrival time)
         self.joint_names_seen: set = set()
         self.camera_at = -np.inf
@@ -499,6 +502,7 @@ class ArmCollector(Node):
     def _latch_estop(self, source: str) -> None:
         self.estop = True
         self._estop_confirmed = False
+        self._estop_since_ns = self.get_clock().now().nanoseconds
         self.play.interrupt()
         self.say(f'e-stop ({source}): holding until it is released (safety/release_estop); then the arm goes home')
 
@@ -513,9 +517,15 @@ class ArmCollector(Node):
                 if not self.estop:
                     self._latch_estop('the gate reports it')
                 self._estop_confirmed = True
-            elif self.estop and self._estop_confirmed:
+            elif self.estop and (self._estop_confirmed or self._reported_after_latch(msg)):
+                # The gate is the authority: once it reports it is not latched, after it has seen the e-stop
+                # (or in a report made well after it, in case its report of the latch was missed), go on.
                 self.estop = self._estop_confirmed = False
                 self.say('e-stop released')
+
+    def _reported_after_latch(self, msg: DiagnosticArray) -> bool:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        return stamp > self._estop_since_ns + ESTOP_REPORT_MARGIN_NS
 
     def on_gate_output(self, msg: JointTrajectory) -> None:
         if self.state != 'running':

@@ -33,6 +33,8 @@ SUCCESS_RADIUS = {'reach': 0.025, 'push': 0.025}
 RADII = (0.01, 0.02, 0.025, 0.03, 0.05)
 # Reach goals: where the end effector can go without touching the table or leaving the camera's view.
 REACH_REGION = ((0.35, 0.65), (-0.22, 0.22), (0.12, 0.38))
+# An arm preset's reach goals (jepa eval --arm): its workspace box, this far inside.
+REACH_BOX_MARGIN = 0.03
 REACH_STEPS = 60
 # Push goals: this far from the cube (m), kept at least PUSH_MIN_DISTANCE after clipping to the table region.
 PUSH_DISTANCE = (0.10, 0.18)
@@ -57,11 +59,17 @@ class Goal:
     push_direction: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
-def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray, cube_now: np.ndarray) -> Goal:
-    """A seeded goal for an episode that starts at (q_now, cube_now)."""
+def reach_region(workspace) -> tuple:
+    """The reach goals' region of an arm preset: its workspace box ((x lo, x hi), ...), REACH_BOX_MARGIN inside."""
+    return tuple((float(lo) + REACH_BOX_MARGIN, float(hi) - REACH_BOX_MARGIN) for lo, hi in workspace)
+
+
+def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray, cube_now: np.ndarray,
+              region=REACH_REGION) -> Goal:
+    """A seeded goal for an episode that starts at (q_now, cube_now); reach targets are drawn from `region`."""
     rng = np.random.default_rng([seed, 7])
     if task == 'reach':
-        target = np.array([rng.uniform(lo, hi) for lo, hi in REACH_REGION])
+        target = np.array([rng.uniform(lo, hi) for lo, hi in region])
         arm_q = kinematics.ik(q_now, target)
         return Goal(task, kinematics.fk(arm_q), arm_q, np.asarray(cube_now, float))
     if task == 'push':
@@ -143,19 +151,21 @@ class RandomPolicy:
         return np.r_[self.rng.uniform(-self.max_step, self.max_step, 3), self.rng.uniform(-1, 1)]
 
 
-def sim_camera(override: Path | str | None = None) -> CameraConfig:
+def sim_camera(override: Path | str | None = None, params_file: str = SIM_PARAMS_FILE,
+               node: str = SIM_NODE) -> CameraConfig:
     """The simulated camera as the graph's sim node has it: config/sim.yaml, then the params file the graph's
     `sim_camera` argument names (`jepa calibrate`'s sim_camera.yaml) on top, as the node reads them. So every
-    episode, in the graph or in the workbench, and the eval's video overlay see the graph's images."""
-    files = [Path(package_share('jepa_bringup')) / 'config' / SIM_PARAMS_FILE] + ([Path(override)] if override else [])
+    episode, in the graph or in the workbench, and the eval's video overlay see the graph's images. params_file
+    and node name another simulated camera's (config/sim_driver.yaml, sim_driver)."""
+    files = [Path(package_share('jepa_bringup')) / 'config' / params_file] + ([Path(override)] if override else [])
     params = {}
     for path in files:
         try:
-            section = node_parameters(yaml.safe_load(path.read_text()), SIM_NODE)
+            section = node_parameters(yaml.safe_load(path.read_text()), node)
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f'sim camera params {path}: not a readable params file: {exc}') from exc
         if section is None:
-            raise ValueError(f'sim camera params {path}: no section for the sim node ({SIM_NODE}: ros__parameters: '
+            raise ValueError(f'sim camera params {path}: no section for the sim node ({node}: ros__parameters: '
                              f'...)')
         params.update(section)
     return CameraConfig.from_parameters(params.get)

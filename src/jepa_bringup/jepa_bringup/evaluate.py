@@ -5,6 +5,12 @@ real time on sim time. This process is only the referee: per episode it resets t
 renders the goal image of a seeded goal state (sim/render_state), hands the task to the configurator
 (configurator/set_task), and measures the outcome with privileged sim state (sim/ee_pose, sim/cube_pose).
 
+`--arm PRESET` evaluates reach on another simulated arm instead, as if it were a physical one: graph
+`sim_driver_arm` (the `arm` graph of the preset beside sim_driver_node, its driver stand-in, on the wall clock).
+The referee alone then uses the stand-in's privileged interface (referee/reset, referee/render_state,
+referee/ee_pose, referee/cube_pose, referee/clock), the preset's kinematics and camera topic, and draws reach goals
+inside the preset's workspace box (episodes.reach_region).
+
 Conditions (episodes.TASK_CONDITIONS): the agent's mode2, mode1 (on the seeds Mode-2 just taught it) and
 mode1_fresh (on new seeds, with DAgger labelling and distillation off); and, on the same seeds in the same run,
 the references: scripted_skill (push: the graph with the hand-written push skill as its higher level), a
@@ -37,9 +43,10 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, RADII, SETTLE, SUCCESS_RADIUS, TASK_CONDITIONS, \
-    Goal, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize
-from jepa_bringup.graph import NAMESPACE_ARGUMENT, parse_assignments, ros_namespace
+from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, SUCCESS_RADIUS, \
+    TASK_CONDITIONS, Goal, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, reach_region, \
+    sim_camera, summarize
+from jepa_bringup.graph import NAMESPACE_ARGUMENT, GraphError, load_preset, parse_assignments, ros_namespace
 from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
@@ -47,6 +54,7 @@ from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
 from jepa_world_model.readout import default_readout_path
 from jepa_sim.camera import CameraConfig
+from jepa_sim.sim_driver import REFEREE_NAMESPACE
 from jepa_world_model.runtime import resolve_checkpoint
 
 
@@ -58,6 +66,26 @@ GRAPH_TASKS = {'scripted_skill': 'push_skill'}  # scripted_skill applies to push
 # The nodes whose effective parameters every report records, and the learned files they name.
 LEARNED_NODES = ('perception', 'world_model', 'cost', 'actor', 'configurator')
 PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms')
+# Where the referee reads the true state, resets and renders goals, and sees the camera: the simulator's names (graph
+# sim), or the driver stand-in's privileged interface for an arm preset (arm_referee_names, graph sim_driver_arm).
+SIM_NAMES = {'clock': '/clock', 'ee_pose': 'sim/ee_pose', 'cube_pose': 'sim/cube_pose', 'reset': 'sim/reset',
+             'render_state': 'sim/render_state', 'image': 'camera/image_raw', 'camera_info': 'camera/camera_info'}
+ARM_GRAPH = 'sim_driver_arm'
+
+
+def arm_referee_names(preset: dict) -> dict:
+    """The referee's names for an arm preset behind sim_driver_node (referee:=true)."""
+    image = str(preset['camera']['image_topic'])
+    names = {key: f'{REFEREE_NAMESPACE}/{key}' for key in ('clock', 'ee_pose', 'cube_pose', 'reset', 'render_state')}
+    return {**names, 'image': image, 'camera_info': image.rsplit('/', 1)[0] + '/camera_info'}
+
+
+def preset_kinematics(preset: dict) -> ArmKinematics:
+    """The arm preset's kinematics, as the arm graph gives them to every node."""
+    return ArmKinematics(preset['kinematics']['urdf'] or None, arm_joints=preset['joints']['arm'],
+                         finger_joints=preset['joints']['gripper'] or [], ee_frame=preset['kinematics']['ee_frame'],
+                         home=preset['kinematics']['home'],
+                         workspace=tuple(zip(preset['workspace']['min'], preset['workspace']['max'])))
 
 
 def status_node(name: str) -> str:
@@ -77,9 +105,12 @@ def perception_summary(reports: list[dict[str, float]]) -> dict:
 class Referee(Node):
     """Talks to the running graph: resets, goals, tasks, and the privileged state it scores with."""
 
-    def __init__(self, kinematics: ArmKinematics, context=None):
+    def __init__(self, kinematics: ArmKinematics, context=None, names: dict | None = None, region=REACH_REGION):
         super().__init__('eval_referee', context=context)
         self.kinematics = kinematics
+        names = names or SIM_NAMES
+        # Where reach goals are drawn.
+        self.region = region
         self.sim_time = 0.0
         self.ee = self.cube = self.q = None
         self.image: np.ndarray | None = None
@@ -93,12 +124,13 @@ class Referee(Node):
         self.latencies: list[dict[str, float]] = []
         # The last /diagnostics values of each node (the configurator's adjustment counts, for the report).
         self.status: dict[str, dict[str, str]] = {}
-        self.create_subscription(Clock, '/clock', self._on_clock, 10)
-        self.create_subscription(PoseStamped, 'sim/ee_pose', lambda m: setattr(self, 'ee', _position(m.pose)), 10)
-        self.create_subscription(PoseStamped, 'sim/cube_pose', lambda m: setattr(self, 'cube', _position(m.pose)), 10)
+        self.create_subscription(Clock, names['clock'], self._on_clock, 10)
+        self.create_subscription(PoseStamped, names['ee_pose'], lambda m: setattr(self, 'ee', _position(m.pose)), 10)
+        self.create_subscription(PoseStamped, names['cube_pose'], lambda m: setattr(self, 'cube', _position(m.pose)),
+                                 10)
         self.create_subscription(JointState, 'joint_states', self._on_joint_state, 10)
-        self.create_subscription(Image, 'camera/image_raw', self._on_image, 10)
-        self.create_subscription(CameraInfo, 'camera/camera_info', lambda m: setattr(self, 'camera_info', m), 1)
+        self.create_subscription(Image, names['image'], self._on_image, 10)
+        self.create_subscription(CameraInfo, names['camera_info'], lambda m: setattr(self, 'camera_info', m), 1)
         self.create_subscription(Plan, 'jepa/plan', self._on_plan, 10)
         # Readiness of the agent: each node's first sign of life once it spins (models loaded).
         self.alive: set[str] = set()
@@ -107,8 +139,8 @@ class Referee(Node):
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.create_subscription(LatentState, 'jepa/latent', self._on_latent, 10)
         self.command_pub = self.create_publisher(JointTrajectory, 'jepa/joint_trajectory', 10)
-        self.reset_client = self.create_client(ResetSim, 'sim/reset')
-        self.render_client = self.create_client(RenderState, 'sim/render_state')
+        self.reset_client = self.create_client(ResetSim, names['reset'])
+        self.render_client = self.create_client(RenderState, names['render_state'])
         self.task_client = self.create_client(SetTask, 'configurator/set_task')
         self._service_clients: dict[str, object] = {}
         self.executor_ = SingleThreadedExecutor(context=context)
@@ -326,7 +358,7 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     referee.set_task('idle')
     referee.hold()
     referee.reset(seed)
-    goal = make_goal(task, seed, referee.kinematics, referee.q, referee.cube)
+    goal = make_goal(task, seed, referee.kinematics, referee.q, referee.cube, referee.region)
     goal_image = referee.render_goal(goal)
     steps = episode_steps(goal, referee.cube)
     policy = None
@@ -460,22 +492,35 @@ def stop_graph(graph: subprocess.Popen, timeout: float = 30.0) -> int:
     return graph.returncode
 
 
-def graph_camera(launch_args: list[str]) -> CameraConfig:
+def graph_camera(launch_args: list[str], arm: str | None = None) -> CameraConfig:
     """The camera the graph's sim node will use with these launch arguments (its `sim_camera` params file on
-    top of config/sim.yaml); ValueError naming what is wrong."""
+    top of config/sim.yaml), or with an arm preset the driver stand-in's (config/sim_driver.yaml); ValueError
+    naming what is wrong."""
+    if arm:
+        return sim_camera(None, 'sim_driver.yaml', 'sim_driver')
     return sim_camera(parse_assignments(launch_args).get('sim_camera'))
 
 
 def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launch_args: list[str],
         video_path: Path | None, log_dir: Path, camera: CameraConfig, reference_episodes: int | None = None,
-        command: list[str] | None = None, log=print) -> dict:
+        command: list[str] | None = None, log=print, arm: str | None = None) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
-    simulated camera (sim_camera), for the video overlay. Returns {'provenance': ..., 'tasks': {task: report}}."""
+    simulated camera (sim_camera), for the video overlay; `arm` an arm preset to evaluate behind the driver
+    stand-in (graph sim_driver_arm) instead of the Panda simulator. Returns {'provenance': ..., 'tasks': {task:
+    report}}."""
     namespace = ros_namespace(parse_assignments(launch_args).get(NAMESPACE_ARGUMENT, ''))
     record = provenance(command or sys.argv)
     record['launch_args'] = launch_args
     graph_log = log_dir / 'graph.log'
-    graph = start_graph('sim', ['task:=idle', *launch_args], graph_log)
+    if arm:
+        preset = load_preset(arm)
+        record['arm'] = arm
+        kinematics, names = preset_kinematics(preset), arm_referee_names(preset)
+        region = reach_region(kinematics.workspace)
+        graph = start_graph(ARM_GRAPH, ['task:=idle', f'arm:={arm}', 'referee:=true', *launch_args], graph_log)
+    else:
+        kinematics, names, region = ArmKinematics(), SIM_NAMES, REACH_REGION
+        graph = start_graph('sim', ['task:=idle', *launch_args], graph_log)
     log(f'started the graph (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, log {graph_log})')
     # The referee follows /clock and /joint_states (120 Hz each): on a small machine that is CPU the graph's
     # command path would otherwise wait for. It yields (after starting the graph, which must not inherit this);
@@ -485,7 +530,7 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     # referee joins the graph's namespace (namespace:=), and its clock.
     rclpy.init(args=['jepa-eval', '--ros-args', '-r', f'__ns:={namespace}', '-r', '/clock:=clock'] if namespace
                else [])
-    referee = Referee(ArmKinematics())
+    referee = Referee(kinematics, names=names, region=region)
     reports = {}
     try:
         referee.wait_for_graph(120.0)
@@ -587,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--from-json', type=Path, metavar='REPORT',
                         help='run nothing: print the table (and --plot) of a report an earlier run wrote')
     parser.add_argument('--log-dir', type=Path, default=Path('runs/eval'))
+    parser.add_argument('--arm', metavar='PRESET', default=None,
+                        help='evaluate reach on this arm preset, simulated behind sim_driver_node as if it were a '
+                             'physical arm (graph sim_driver_arm; the referee alone uses its referee/ interface)')
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, checkpoint:=...)')
     args = parser.parse_args(argv)
     if args.from_json:
@@ -604,14 +652,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'unknown conditions {sorted(unknown)} ({", ".join(every)})')
     if args.episodes < 1 or (args.reference_episodes is not None and args.reference_episodes < 1):
         parser.error('--episodes and --reference-episodes must be >= 1')
+    if args.arm and (args.task or ['reach']) != ['reach']:
+        # The push goals and the oracle's push height are the Panda's fingertip frame's.
+        parser.error('--arm evaluates reach only')
     try:
-        camera = graph_camera(args.launch_args)
-    except ValueError as exc:
+        if args.arm:
+            load_preset(args.arm)
+        camera = graph_camera(args.launch_args, args.arm)
+    except (ValueError, GraphError) as exc:
         parser.error(str(exc))
     try:
         result = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
                      args.log_dir, camera, args.reference_episodes,
-                     command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)])
+                     command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)], arm=args.arm)
     except (KeyboardInterrupt, ExternalShutdownException):
         # rclpy turns Ctrl-C into a context shutdown; run() has already brought the graph down.
         print('jepa eval: interrupted; no report written', file=sys.stderr)

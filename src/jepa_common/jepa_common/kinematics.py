@@ -102,7 +102,11 @@ class ArmKinematics:
                                                          parent.placement * offset, pin.FrameType.OP_FRAME))
         self.data = self.model.createData()
 
-        self.home = np.asarray(PANDA_HOME if home is None else home, dtype=float)
+        if home is None:
+            # Without one (a node that never goes home, like the safety gate): the Panda's for a 7-joint arm, else
+            # the arm's zero pose within its limits.
+            home = PANDA_HOME if len(self.arm_joints) == len(PANDA_HOME) else np.clip(0.0, self.lower, self.upper)
+        self.home = np.asarray(home, dtype=float)
         if self.home.shape != (len(self.arm_joints),):
             raise ValueError(f'home has {self.home.size} values for {len(self.arm_joints)} arm joints')
         self.tool_rotation = np.asarray(tool_rotation, dtype=float)
