@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
-from rcl_interfaces.srv import DescribeParameters, ListParameters, SetParameters
+from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters, SetParameters
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT_EXECUTABLES = {'perception_node', 'world_model_node', 'cost_node', 'short_term_memory_node', 'actor_node',
@@ -71,6 +71,17 @@ def test_every_parameter_has_a_description_and_numeric_ones_a_range(described, n
                        if d.type in NUMERIC and not d.dynamic_typing
                        and not (d.integer_range or d.floating_point_range))
     assert not unbounded, f'{node}: numeric parameters without a range: {unbounded}'
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize('node', sorted(NODES))
+def test_every_parameter_has_a_value_a_client_can_read(described, node):
+    """`ros2 param get` and `jepa eval`'s provenance read parameters through get_parameters: one parameter without
+    a value (declared by type only) makes the whole answer empty."""
+    graph, descriptors = described
+    names = sorted(descriptors[node])
+    values = graph.call(GetParameters, f'/{node}/get_parameters', GetParameters.Request(names=names)).values
+    assert len(values) == len(names), f'{node}: get_parameters answered {len(values)} of {len(names)} values'
 
 
 @pytest.mark.integration

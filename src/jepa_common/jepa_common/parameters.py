@@ -42,13 +42,19 @@ def descriptor(default, description: str, span: tuple | None = None, *, live: bo
 def declare(node: Node, name: str, default, description: str, span: tuple | None = None, *, live: bool = False,
             element_type: type | None = None, **options):
     """Declare one parameter with its description (and range) and return its value. An empty-list default
-    needs element_type (str, float, int or bool): rclpy cannot tell an empty list's type from its value."""
+    needs element_type (str, float, int or bool): rclpy cannot tell an empty list's type from its value, so the
+    parameter is declared with dynamic typing, holding [] (set, so `ros2 param get` and the get_parameters
+    service answer for it), and a value given for it is checked against element_type here."""
     if isinstance(default, (list, tuple)) and not default:
         if element_type not in _ARRAY_TYPES:
             raise TypeError(f'parameter {name}: an empty list default needs element_type (str, float, int, bool)')
-        value = node.declare_parameter(name, _ARRAY_TYPES[element_type],
-                                       descriptor(default, description, span, live=live, **options)).value
-        return [] if value is None else list(value)
+        options['dynamic_typing'] = True
+        value = node.declare_parameter(name, [], descriptor(default, description, span, live=live, **options)).value
+        value = [] if value is None else list(value) if isinstance(value, (list, tuple)) else value
+        if not isinstance(value, list) or not all(isinstance(v, element_type) or
+                                                  (element_type is float and isinstance(v, int)) for v in value):
+            raise ValueError(f'parameter {name} must be a list of {element_type.__name__}, got {value!r}')
+        return [float(v) for v in value] if element_type is float else value
     if default is None:
         options.setdefault('dynamic_typing', True)
     value = node.declare_parameter(name, list(default) if isinstance(default, tuple) else default,
