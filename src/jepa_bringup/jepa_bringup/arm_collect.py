@@ -59,7 +59,7 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.collect import (BabblingConfig, BabblingPolicy, CollectStats, _bag_summary, _Children,
-                                  _recorder_ready, episode_length, episode_seeds)
+                                  _failed_on_interrupt_or_exit, _recorder_ready, episode_length, episode_seeds)
 from jepa_bringup.graph import GraphError, GraphFile, load_preset
 from jepa_common.conversions import joint_target_trajectory
 from jepa_common.kinematics import ArmKinematics
@@ -677,12 +677,7 @@ def run(args) -> int:
         while not collector.done:
             executor.spin_once(timeout_sec=0.1)
             now = time.monotonic()
-            dead = children.dead()
-            if interrupted:
-                collector.fail(f'interrupted ({interrupted[0]}): the bag keeps what was recorded so far')
-            elif dead:
-                collector.fail(dead)
-            elif collector.state == 'waiting':
+            if not _failed_on_interrupt_or_exit(collector, children, interrupted) and collector.state == 'waiting':
                 missing = collector.missing(now)
                 unrecorded = _recorder_ready(collector, setup.required_topics())
                 if not missing and not unrecorded:

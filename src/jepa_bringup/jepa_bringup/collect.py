@@ -678,6 +678,16 @@ def _bag_summary(bag: Path, recorded: list | None = None) -> str:
     return '\n'.join(lines)
 
 
+def _failed_on_interrupt_or_exit(collector, children, interrupted: list) -> bool:
+    """Fail the collection when it was interrupted or a child process exited; -> whether it did."""
+    dead = children.dead()
+    if interrupted:
+        collector.fail(f'interrupted ({interrupted[0]}): the bag keeps what was recorded so far')
+    elif dead:
+        collector.fail(dead)
+    return bool(interrupted or dead)
+
+
 def _recorder_ready(node: Node, topics: list | None = None) -> list[str]:
     """Topics the recorder does not subscribe yet (it subscribes each once its publisher appears)."""
     return [t for t in (RECORDED_TOPICS if topics is None else topics)
@@ -746,12 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         while not collector.done:
             executor.spin_once(timeout_sec=0.1)
             now = time.monotonic()
-            dead = children.dead()
-            if interrupted:
-                collector.fail(f'interrupted ({interrupted[0]}): the bag keeps what was recorded so far')
-            elif dead:
-                collector.fail(dead)
-            elif collector.state == 'waiting':
+            if not _failed_on_interrupt_or_exit(collector, children, interrupted) and collector.state == 'waiting':
                 missing = _recorder_ready(collector)
                 if collector.ready() and not missing:
                     collector.start()

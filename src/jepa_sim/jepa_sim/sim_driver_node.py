@@ -24,7 +24,6 @@ the agent's graph subscribes to it or calls it.
 The physics runs in its own thread, which owns the simulator, as in sim_node; callbacks hand it their work.
 """
 import threading
-import time
 
 from geometry_msgs.msg import PoseStamped
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -37,7 +36,7 @@ from jepa_common.qos import RELIABLE
 from jepa_interfaces.srv import RenderState, ResetSim
 from jepa_sim.camera import CameraConfig
 from jepa_sim.sim_driver import REFEREE_NAMESPACE, SimDriverConfig, driver_arm
-from jepa_sim.sim_ros import MAX_LAG_S, PhysicsWork, SimulatedArmNode, camera_info_msg
+from jepa_sim.sim_ros import PhysicsWork, SimulatedArmNode, camera_info_msg
 from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
 
@@ -46,6 +45,8 @@ IMAGE_TOPIC = 'camera/image_raw'
 
 class SimDriverNode(SimulatedArmNode):
     service_log_prefix = 'referee: '
+    # Real time, like the arm it stands in for.
+    real_time_factor = 1.0
 
     def __init__(self, **node_options):
         super().__init__('sim_driver', **node_options)
@@ -109,29 +110,9 @@ class SimDriverNode(SimulatedArmNode):
         """The driver's clock (s): its stamps, and the time trajectories run on."""
         return self.sim.time + self._offset
 
-    # -- the physics thread
-    def _physics_loop(self) -> None:
-        # Real time, like the arm it stands in for: paced on the monotonic clock; when it falls behind (a loaded
-        # machine) it drops the schedule and its clock jumps ahead with the wall clock, as a controller's would.
-        chunk = self.joint_state_every
-        wall_start, sim_start = time.monotonic(), self.sim.time
-        try:
-            while not self._stop.is_set():
-                self._work.run_pending()
-                self._step(chunk)
-                due = wall_start + (self.sim.time - sim_start)
-                lag = time.monotonic() - due
-                if lag > MAX_LAG_S:
-                    self.get_logger().warning(f'the simulated arm runs slower than real time; dropping {lag:.2f} s '
-                                              'of schedule', throttle_duration_sec=10.0)
-                    wall_start, sim_start = time.monotonic(), self.sim.time
-                    self._offset = max(self._offset, self._wall() - self.sim.time)
-                else:
-                    self._stop.wait(max(0.0, due - time.monotonic()))
-        except Exception as error:  # noqa: BLE001 - a dead physics thread must not go unnoticed
-            if not self._stop.is_set() and self.context.ok():
-                self.get_logger().fatal(f'physics thread stopped: {error!r}; shutting the node down')
-                self.context.try_shutdown()
+    def _schedule_dropped(self) -> None:
+        # Fallen behind (a loaded machine): the clock jumps ahead with the wall clock, as a controller's would.
+        self._offset = max(self._offset, self._wall() - self.sim.time)
 
     # -- the driver's command input
     def _on_trajectory(self, msg: JointTrajectory) -> None:

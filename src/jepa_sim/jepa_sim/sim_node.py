@@ -12,7 +12,6 @@ executor's per-callback overhead is not paid once per step. Everything is stampe
 which /clock publishes.
 """
 import threading
-import time
 
 from geometry_msgs.msg import PoseStamped
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -25,7 +24,7 @@ from jepa_common.qos import RELIABLE
 from jepa_interfaces.srv import RenderState, ResetSim
 from jepa_sim.camera import CameraConfig
 from jepa_sim.panda_sim import PandaSim, SimConfig
-from jepa_sim.sim_ros import MAX_LAG_S, PhysicsWork, SimulatedArmNode, camera_info_msg
+from jepa_sim.sim_ros import PhysicsWork, SimulatedArmNode, camera_info_msg
 from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
 
@@ -80,32 +79,6 @@ class SimNode(SimulatedArmNode):
     def now(self) -> float:
         """Sim time: this node is the clock of its world."""
         return self.sim.time
-
-    # -- the physics thread
-    def _physics_loop(self) -> None:
-        # Paced on the monotonic wall clock: this node is the source of sim time, not its follower.
-        chunk = self.joint_state_every
-        wall_start, sim_start = time.monotonic(), self.sim.time
-        try:
-            while not self._stop.is_set():
-                self._work.run_pending()
-                self._step(chunk)
-                if self.real_time_factor > 0:
-                    due = wall_start + (self.sim.time - sim_start) / self.real_time_factor
-                    lag = (time.monotonic() - due) * self.real_time_factor
-                    if lag > MAX_LAG_S:
-                        self.get_logger().warning(
-                            f'the simulation runs slower than real_time_factor {self.real_time_factor}; '
-                            f'dropping {lag:.2f} s of schedule', throttle_duration_sec=10.0)
-                        wall_start, sim_start = time.monotonic(), self.sim.time
-                    else:
-                        self._stop.wait(max(0.0, due - time.monotonic()))
-        except Exception as error:  # noqa: BLE001 - a dead physics thread must not go unnoticed
-            # At shutdown the context goes away under a publish; that is not a failure.
-            if not self._stop.is_set() and self.context.ok():
-                # A simulator without physics must not linger: stop the node so the launcher sees it.
-                self.get_logger().fatal(f'physics thread stopped: {error!r}; shutting the node down')
-                self.context.try_shutdown()
 
     # -- commands and services
     def _on_trajectory(self, msg: JointTrajectory) -> None:

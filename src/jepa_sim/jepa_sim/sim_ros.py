@@ -1,6 +1,7 @@
 """ROS helpers the simulated arms' nodes share (sim_node, sim_driver_node): pose and camera messages, and the
 queue through which executor callbacks hand work to the physics thread that owns the simulator."""
 import queue
+import time
 from concurrent.futures import Future
 from typing import Callable, Sequence
 
@@ -132,6 +133,7 @@ class SimulatedArmNode(Node):
     the camera every `camera_every`, all stamped with `now()`. A subclass sets sim, follower, the publishers
     (clock_pub and the pose publishers may be None: not offered), camera_info, camera_frame and base_frame."""
     clock_pub = ee_pose_pub = cube_pose_pub = None
+    real_time_factor = 1.0    # 0: as fast as possible
     service_log_prefix = ''   # names whose services the log lines are about (the driver's: 'referee: ')
 
     def now(self) -> float:
@@ -144,6 +146,36 @@ class SimulatedArmNode(Node):
             self.get_logger().warning(f'{name} {rate} Hz is not physics_rate / n; publishing at '
                                       f'{self.sim.physics_hz / steps:.2f} Hz')
         return steps
+
+    def _schedule_dropped(self) -> None:
+        """Called in the physics thread when the simulation fell behind its schedule and gave the lag up."""
+
+    def _physics_loop(self) -> None:
+        # Paced on the monotonic wall clock by real_time_factor; work the executor callbacks posted runs between
+        # chunks of steps.
+        chunk = self.joint_state_every
+        wall_start, sim_start = time.monotonic(), self.sim.time
+        try:
+            while not self._stop.is_set():
+                self._work.run_pending()
+                self._step(chunk)
+                if self.real_time_factor > 0:
+                    due = wall_start + (self.sim.time - sim_start) / self.real_time_factor
+                    lag = (time.monotonic() - due) * self.real_time_factor
+                    if lag > MAX_LAG_S:
+                        self.get_logger().warning(
+                            f'the simulation runs slower than {self.real_time_factor}x real time; dropping '
+                            f'{lag:.2f} s of schedule', throttle_duration_sec=10.0)
+                        wall_start, sim_start = time.monotonic(), self.sim.time
+                        self._schedule_dropped()
+                    else:
+                        self._stop.wait(max(0.0, due - time.monotonic()))
+        except Exception as error:  # noqa: BLE001 - a dead physics thread must not go unnoticed
+            # At shutdown the context goes away under a publish; that is not a failure.
+            if not self._stop.is_set() and self.context.ok():
+                # A simulator without physics must not linger: stop the node so the launcher sees it.
+                self.get_logger().fatal(f'physics thread stopped: {error!r}; shutting the node down')
+                self.context.try_shutdown()
 
     def _step(self, steps: int) -> None:
         for _ in range(steps):
