@@ -164,11 +164,14 @@ def _wait_for_subscribers(publishers: dict, timeout: float) -> None:
 
 def wait_for_discovery(publishers: dict, known_subscribers: Callable[[str], int], timeout: float,
                        settle: float = DISCOVERY_SETTLE_S, now: Callable[[], float] = time.monotonic,
-                       sleep: Callable[[float], None] = time.sleep) -> list[str]:
+                       sleep: Callable[[float], None] = time.sleep,
+                       other_nodes: Callable[[], int] | None = None) -> list[str]:
     """Wait until every subscriber the graph shows on each publisher's topic (known_subscribers(topic)) has
     matched that publisher (publisher.get_subscription_count()), and the graph has not changed for `settle`
     seconds (a replay that just started learns the graph over a moment); at most `timeout` seconds. Returns
-    the topics still waiting for a match when the time was up (e.g. a subscriber with incompatible QoS)."""
+    the topics still waiting for a match when the time was up (e.g. a subscriber with incompatible QoS).
+    other_nodes: how many other nodes the graph shows; while none is known, discovery has not begun to answer
+    and the graph is not trusted however long it stays unchanged (a replay alone waits the whole timeout)."""
     start = now()
     changed, last = start, None
     while True:
@@ -177,7 +180,8 @@ def wait_for_discovery(publishers: dict, known_subscribers: Callable[[str], int]
             changed, last = now(), known
         waiting = [topic for topic, publisher in publishers.items()
                    if publisher.get_subscription_count() < known[topic]]
-        if not waiting and now() - changed >= settle:
+        heard = other_nodes is None or other_nodes() > 0
+        if not waiting and heard and now() - changed >= settle:
             return []
         if now() - start >= timeout:
             return waiting
@@ -206,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, RELIABLE)
         if not args.no_wait:
             by_name = {publisher.topic_name: publisher for publisher in publishers.values()}
-            unmatched = wait_for_discovery(by_name, node.count_subscribers, args.discovery_timeout)
+            unmatched = wait_for_discovery(by_name, node.count_subscribers, args.discovery_timeout,
+                                           other_nodes=lambda: len(node.get_node_names()) - 1)
             if unmatched:
                 node.get_logger().warning(f'subscribers of {", ".join(unmatched)} did not match within '
                                           f'{args.discovery_timeout} s (incompatible QoS?); playing anyway')
