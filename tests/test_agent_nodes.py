@@ -238,7 +238,8 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     adjustments = ros_graph.collect(String, '/configurator/adjustment')
     diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
     cost = ros_graph.start('cost_node', 'cost', params_file=PARAMS, params={'checkpoint': checkpoint[0]})
-    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS)
+    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
+                             params={'diagnostics_period': 0.2})
     # The surprise below is published unstamped: only the count of consecutive steps can make it sustained.
     configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
         'configure_nodes': ['cost'], 'work_dir': str(tmp_path / 'agent'), 'surprise.patience': 3,
@@ -263,6 +264,16 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
                          and node.count_subscribers('/jepa/surprise') >= 1, 60, 'cost, memory and configurator')
     ros_graph.spin_for(1.0)
     feeder.goal(0.0)
+
+    # Discovery between two other processes (memory and cost) is not visible from here: the memory's
+    # diagnostics say when it hears costs.
+    def memory_heard(stream):
+        return any(kv.key == stream and int(kv.value) > 0 for d in diagnostics for s in d.status
+                   if s.name == '/short_term_memory: memory' for kv in s.values)
+    end = time.monotonic() + 30
+    while not memory_heard('costs') and time.monotonic() < end:
+        step()
+    assert memory_heard('costs'), memory.output()[-3000:]
     end = time.monotonic() + 30
     while len(costs) < 10 and time.monotonic() < end:
         step()

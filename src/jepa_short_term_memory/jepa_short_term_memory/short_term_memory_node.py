@@ -31,6 +31,9 @@ class ShortTermMemoryNode(Node):
         self.assembler = TransitionAssembler(max_gap=config.max_gap)
         self.model_id = ''
         self.errors = 0
+        # Messages heard per stream: a memory that hears latents but no costs records transitions nobody can
+        # learn from, and says so in its diagnostics.
+        self.heard = dict.fromkeys(('latents', 'goals', 'predictions', 'actions', 'costs'), 0)
         self.create_subscription(LatentState, TOPICS['latent'], self.on_latent, 10)
         self.create_subscription(LatentState, TOPICS['goal'], self.on_goal, LATCHED)
         self.create_subscription(LatentState, TOPICS['prediction'], self.on_prediction, 10)
@@ -41,9 +44,10 @@ class ShortTermMemoryNode(Node):
         self.create_timer(diagnostics_period, self.publish_diagnostics)
         self.get_logger().info(f'remembering up to {config.capacity} transitions')
 
-    def _guarded(self, what: str, handler) -> None:
+    def _guarded(self, what: str, stream: str, handler) -> None:
         try:
             handler()
+            self.heard[stream] += 1
         except ValueError as exc:
             self.errors += 1
             self.get_logger().error(f'ignored {what}: {exc}', throttle_duration_sec=2.0)
@@ -53,13 +57,13 @@ class ShortTermMemoryNode(Node):
             self.model_id = msg.model_id
             self.memory.add(self.assembler.latent(stamp_to_sec(msg.header.stamp), msg_to_latent(msg).reshape(-1),
                                                   msg.model_id))
-        self._guarded('latent', handle)
+        self._guarded('latent', 'latents', handle)
 
     def on_goal(self, msg: LatentState) -> None:
-        self._guarded('goal latent', lambda: self.memory.add(self.assembler.goal(msg_to_latent(msg).reshape(-1))))
+        self._guarded('goal latent', 'goals', lambda: self.memory.add(self.assembler.goal(msg_to_latent(msg).reshape(-1))))
 
     def on_prediction(self, msg: LatentState) -> None:
-        self._guarded('prediction', lambda: self.assembler.prediction(stamp_to_sec(msg.header.stamp),
+        self._guarded('prediction', 'predictions', lambda: self.assembler.prediction(stamp_to_sec(msg.header.stamp),
                                                                       msg_to_latent(msg).reshape(-1)))
 
     def on_action(self, msg: ActionStamped) -> None:
@@ -68,7 +72,7 @@ class ShortTermMemoryNode(Node):
             if data.shape != (4,) or not np.all(np.isfinite(data)):
                 raise ValueError(f'expected 4 finite ee_delta values, got {data.tolist()}')
             self.assembler.action(stamp_to_sec(msg.header.stamp), data)
-        self._guarded('action', handle)
+        self._guarded('action', 'actions', handle)
 
     def on_cost(self, msg: CostTerms) -> None:
         def handle():
@@ -76,7 +80,7 @@ class ShortTermMemoryNode(Node):
             if not np.all(np.isfinite(terms)):
                 raise ValueError('cost terms contain NaN or inf')
             self.assembler.cost(stamp_to_sec(msg.header.stamp), terms)
-        self._guarded('cost', handle)
+        self._guarded('cost', 'costs', handle)
 
     def on_save(self, request: SaveEpisodes.Request, response: SaveEpisodes.Response) -> SaveEpisodes.Response:
         path = os.path.abspath(os.path.expanduser(request.path)) if request.path else ''
@@ -99,11 +103,14 @@ class ShortTermMemoryNode(Node):
         return response
 
     def publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: memory', hardware_id='agent', level=DiagnosticStatus.OK,
-                                  message=f'{len(self.memory)} transitions')
+        silent = [name for name in ('goals', 'costs') if self.heard['latents'] and not self.heard[name]]
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: memory', hardware_id='agent',
+                                  level=DiagnosticStatus.WARN if silent else DiagnosticStatus.OK,
+                                  message=f'{len(self.memory)} transitions' + (
+                                      f'; latents but no {" and no ".join(silent)} heard' if silent else ''))
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ('transitions', len(self.memory)), ('capacity', self.memory.capacity), ('dropped', self.memory.dropped),
-            ('episode', self.assembler.episode),
+            ('episode', self.assembler.episode), *self.heard.items(),
             ('bad_messages', self.errors))]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
