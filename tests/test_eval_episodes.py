@@ -32,6 +32,22 @@ def test_goals_are_seeded_and_inside_their_regions(kinematics):
                            make_goal('reach', 1, kinematics, q, cube).target)
 
 
+def test_a_reach_goal_shows_the_posture_the_action_interface_gives_at_its_target(kinematics):
+    # The arm starts away from home: a one-off IK solve from there leaves elbow and wrist where straight
+    # ee_delta steps (the agent's and the oracle's interface) do not; the goal image must show one it can reach.
+    q = np.array(PANDA_HOME) + np.array([0.3, 0.2, -0.3, 0.2, 0.2, -0.2, 0.4])
+    cube = np.array([0.5, 0.0, 0.025])
+    for seed in range(3):
+        goal = make_goal('reach', seed, kinematics, q, cube)
+        assert np.linalg.norm(kinematics.fk(goal.arm_q) - goal.target) < 1e-3
+        arm, oracle = q.copy(), OraclePolicy(goal, kinematics.max_step)
+        for _ in range(200):
+            arm, _ = kinematics.action_to_joint_target(arm, oracle.act(kinematics.fk(arm), cube))
+        assert np.max(np.abs(arm - goal.arm_q)) < 0.01
+        one_off = kinematics.ik(q, goal.target)
+        assert np.max(np.abs(one_off - goal.arm_q)) > 0.02   # the old goal posture, which this test tells apart
+
+
 def test_push_goals_near_the_table_edge_stay_far_enough_and_on_the_table(kinematics):
     # A cube in a corner of the region: clipping would pull many goals close; they are redrawn instead.
     q, cube = np.array(PANDA_HOME), np.array([0.36, -0.27, 0.025])

@@ -14,7 +14,7 @@ from jepa_bringup.episodes import DT, SUCCESS_RADIUS, OraclePolicy, episode_step
 from jepa_actor.actor import Actor
 from jepa_cost.cost import EnergyMetric
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
-from hierarchy import HighConfig, HighPlanner, HighPredictor, HighPredictorZ, NoisePredictor, TwoLevelAgent, episodes_of, macro_of
+from hierarchy import EnsemblePredictor, HighConfig, HighPlanner, HighPredictor, HighPredictorZ, NoisePredictor, TwoLevelAgent, episodes_of, macro_of
 
 APPROACH_BACK = 0.037 + 0.03   # the skill's contact + standoff: diagnostics only
 
@@ -55,8 +55,12 @@ def main():
         setattr(hc, k, type(getattr(hc, k))(v))
     needs_high = any(c in ('two', 'noise') for c in a.conditions.split(','))
     if needs_high:
-        blob = torch.load(a.high, weights_only=False)
-        pred = (HighPredictorZ if 'z_dim' in blob['init'] else HighPredictor)(**blob['init']); pred.load_state_dict(blob['state']); pred.eval()
+        members = []
+        for path in a.high.split(','):   # several: an ensemble
+            blob = torch.load(path, weights_only=False)
+            member = (HighPredictorZ if 'z_dim' in blob['init'] else HighPredictor)(**blob['init'])
+            member.load_state_dict(blob['state']); member.eval(); members.append(member)
+        pred = members[0] if len(members) == 1 else EnsemblePredictor(members)
         hc.K = blob['K']
         play = dict(np.load(a.play))
         eps = episodes_of(play)

@@ -109,6 +109,22 @@ class HighPredictorZ(HighPredictor):
         return torch.stack(out, 1)
 
 
+class EnsemblePredictor(nn.Module):
+    """Several high-level predictors trained alike from different seeds; their spread is where the model does
+    not know (planners exploit such states: the disagreement penalty keeps the search where the members agree)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.delta_std = members[0].delta_std
+
+    def rollout_members(self, s0, macros):
+        return torch.stack([m.rollout(s0, macros) for m in self.members])   # (M, B, H, D)
+
+    def rollout(self, s0, macros):
+        return self.rollout_members(s0, macros).mean(0)
+
+
 class NoisePredictor(nn.Module):
     """Ablation: the high-level predictor replaced by noise (the current latent plus Gaussian noise with the
     per-dimension std of real K-step latent changes; the macro-action is ignored)."""
@@ -209,6 +225,8 @@ class HighConfig:
     replan_every: int = 1
     z_samples: int = 8             # latent-variable predictor: draws of z per candidate
     z_reduce: str = 'min'          # min (optimistic), mean, zero (z = 0 only)
+    disagreement: float = 0.0      # ensemble: cost = members' mean cost + this x their std
+    subgoal_index: int = 0         # which predicted latent of the best plan becomes the low level's goal
     seed: int = 0
 
 
@@ -241,6 +259,10 @@ class HighPlanner:
         c = self.cfg
         B = len(cand)
         zd = getattr(self.pred, 'z_dim', 0)
+        if isinstance(self.pred, EnsemblePredictor):
+            lat = self.pred.rollout_members(z0[None].expand(B, -1), cand)
+            costs = torch.stack([self.cost(m, goal) for m in lat])
+            return costs.mean(0) + c.disagreement * costs.std(0), lat.mean(0)
         if not zd or c.z_reduce == 'zero':
             lat = self.pred.rollout(z0[None].expand(B, -1), cand)
             return self.cost(lat, goal), lat
@@ -311,7 +333,7 @@ class TwoLevelAgent:
         zt = torch.as_tensor(np.asarray(z, np.float32)); gt = torch.as_tensor(np.asarray(goal, np.float32))
         if self.subgoal is None or self.steps % self.planner.cfg.replan_every == 0:
             macros, lat, cost = self.planner.plan(zt, gt)
-            self.subgoal = lat[0].numpy()
+            self.subgoal = lat[min(self.planner.cfg.subgoal_index, len(lat) - 1)].numpy()
             self.last_plan = (macros.numpy(), lat.numpy(), cost)
         self.steps += 1
         return self.actor.act(z, self.subgoal, q_arm, 'mode2')

@@ -21,6 +21,7 @@ def main():
     ap.add_argument('--change-weight', type=float, default=0.0)
     ap.add_argument('--z-dim', type=int, default=0)
     ap.add_argument('--beta', type=float, default=0.02)
+    ap.add_argument('--seed', type=int, default=0, help='initialisation and batch order (ensemble members)')
     a = ap.parse_args()
     torch.set_num_threads(1)
     model = load_checkpoint(default_checkpoint_path())
@@ -35,7 +36,8 @@ def main():
     print(f'{len(train)} train / {len(val)} val episodes, latent scale {scale:.4f}', flush=True)
     t0 = time.monotonic()
     net = train_high(train, val, a.K, a.H, epochs=a.epochs, hidden=a.hidden, dropout=a.dropout, wd=a.wd,
-                     latent_scale=scale, time_budget_s=a.budget, change_weight=a.change_weight, z_dim=a.z_dim, beta=a.beta)
+                     latent_scale=scale, time_budget_s=a.budget, change_weight=a.change_weight, z_dim=a.z_dim, beta=a.beta,
+                     seed=a.seed)
     print(f'training took {time.monotonic() - t0:.0f} s', flush=True)
     # held-out comparison
     S, M, T, EE, CU = windows(val, a.K, a.H, stride=3)

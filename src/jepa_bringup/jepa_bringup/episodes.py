@@ -70,7 +70,7 @@ def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray
     rng = np.random.default_rng([seed, 7])
     if task == 'reach':
         target = np.array([rng.uniform(lo, hi) for lo, hi in region])
-        arm_q = kinematics.ik(q_now, target)
+        arm_q = interface_pose(kinematics, q_now, target)
         return Goal(task, kinematics.fk(arm_q), arm_q, np.asarray(cube_now, float))
     if task == 'push':
         cube_xy = np.asarray(cube_now[:2], float)
@@ -86,9 +86,26 @@ def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray
         cube_goal = np.array([goal_xy[0], goal_xy[1], cube_now[2]])
         # The goal image shows the gripper where a push would leave it: just behind the cube.
         behind = goal_xy - direction * (CUBE_HALF + 0.03)
-        arm_q = kinematics.ik(q_now, np.array([behind[0], behind[1], PUSH_HEIGHT + 0.05]))
+        arm_q = interface_pose(kinematics, q_now, np.array([behind[0], behind[1], PUSH_HEIGHT + 0.05]))
         return Goal(task, cube_goal, arm_q, cube_goal, direction)
     raise ValueError(f'unknown task {task!r} (reach, push)')
+
+
+def interface_pose(kinematics: ArmKinematics, q_now: np.ndarray, target: np.ndarray, steps: int = 400) -> np.ndarray:
+    """The arm's joint positions with the end effector at `target`, as the agent's own action interface puts
+    them there and hold them: ee_delta steps in a straight line from q_now (kinematics.action_to_joint_target) until
+    the arm is still. The action
+    space moves the hand, not the elbow or the wrist, so a goal image may show only a posture the arm reaches
+    through it; a posture the interface does not produce (a one-off IK solve from q_now) can be matched in
+    the image only by moving the hand away from the target."""
+    q = np.asarray(q_now, float)
+    for _ in range(steps):
+        # Each step's IK also draws the elbow towards home: the arm holding its hand at the target keeps moving
+        # until that settles, and the goal shows it settled (where an episode's arm ends up).
+        previous, q = q, kinematics.action_to_joint_target(q, toward(kinematics.fk(q), target, kinematics.max_step))[0]
+        if np.max(np.abs(q - previous)) < 1e-4:
+            break
+    return q
 
 
 def episode_steps(goal: Goal, cube_now: np.ndarray) -> int:
