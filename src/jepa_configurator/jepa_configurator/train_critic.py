@@ -7,9 +7,14 @@ without a cost or a goal are left out (counted in the report).
 The configurator's retraining after surprise (`retrain_critic`) holds the most recent transitions out and keeps
 the retrained critic only if it predicts them better than the critic in service, by the margin of
 adjust_world_model.KeepIfBetter.
+
+Under `torchrun --nproc_per_node N` (beside `jepa train` in one job) rank 0 fits and writes the critic, exactly as
+one process does, and the other ranks end at once: the critic is a small MLP fitted in seconds, for which an
+all-reduce of its gradients at every minibatch would cost more than the minibatch.
 """
 import argparse
 import hashlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -195,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if int(os.environ.get('RANK', '0')) > 0:
+        return 0    # a torchrun job's rank 0 fits the critic (see the module's docstring)
     return print_summary(parser.prog, lambda: critic_from_bags(args.bag, args.out, args.method, args.discount,
                                                                args.epochs, args.init, args.seed),
                          (CriticDataError, BagError, CriticError))

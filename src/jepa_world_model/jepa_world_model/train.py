@@ -25,6 +25,12 @@ the overrides the arm graph takes as urdf:= and camera_topic:=; a preset URDF th
 bag's /robot_description when it recorded one. Bags without /jepa/action (a person's demonstrations recorded with
 `jepa record`, another tool's bags) get actions derived from the recorded joint motion. A bag that does not match
 the arm is refused, naming what differs (jepa_world_model.dataset).
+
+The same command runs as each process of `torchrun --nproc_per_node N` (DistributedDataParallel: NCCL on GPUs, each
+process on the GPU of its LOCAL_RANK, gloo on the CPU): the configured batch_size is then the global batch, which
+every rank draws alike and trains its share of, so N processes take the steps one process would take on that
+batch; rank 0 keeps the time budget, validates and writes the checkpoint (its provenance records world_size and
+backend; one process alone: 1 and 'none').
 """
 from __future__ import annotations
 
@@ -36,11 +42,13 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from jepa_world_model.bag_layout import BagLayout, layout_from_preset
@@ -48,7 +56,7 @@ from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.image_statistics import METRICS_KEY, ImageReference
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
                                     model_from_checkpoint, read_checkpoint, save_checkpoint)
-from jepa_world_model.runtime import select_device
+from jepa_world_model.runtime import check_device_name, select_device
 
 REPORT_HORIZONS = (1, 2, 3, 5, 10)
 
@@ -96,8 +104,107 @@ class TrainState:
 
 
 def set_threads(count: int | None) -> None:
-    """torch intra-op threads: all cores by default (the training budget assumes both cores of the target)."""
-    torch.set_num_threads(count or os.cpu_count() or 1)
+    """torch intra-op threads: all cores by default (the training budget assumes both cores of the target),
+    shared among the processes torchrun started on this machine."""
+    local_processes = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    torch.set_num_threads(count or max(1, (os.cpu_count() or 1) // local_processes))
+
+
+@dataclass(frozen=True)
+class Job:
+    """This process's place in a torchrun job: its rank among world_size processes (local_rank among those on its
+    machine), the torch.distributed backend and the device its collectives use. One process alone is rank 0 of 1
+    with backend 'none', and every method is then the identity: the training runs exactly as without torchrun."""
+    rank: int = 0
+    world_size: int = 1
+    backend: str = 'none'
+    device: torch.device = torch.device('cpu')
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 validates and writes the checkpoint, its plot and the logs."""
+        return self.rank == 0
+
+    def take(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's share of a global batch (dim 0), drawn alike on every rank: the world_size shares,
+        in rank order, are the batch one process would train on."""
+        share = batch.shape[0] // self.world_size
+        return batch[self.rank * share:(self.rank + 1) * share]
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The ranks' shares of a batch (dim 0) concatenated in rank order, differentiable: each rank's share
+        gets the gradient every rank's loss puts on it (the gather's backward sums them)."""
+        if self.world_size == 1:
+            return tensor
+        # The autograd-aware gather torch 2.13 names in place of torch.distributed.nn.functional.all_gather (which
+        # warns that it is deprecated at every call): its backward is a reduce-scatter summing the ranks' gradients.
+        from torch.distributed._functional_collectives import all_gather_single
+        return all_gather_single(tensor, 0, dist.group.WORLD)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean over the ranks of `values` (equal shares of a batch: the batch's means of per-sample means)."""
+        if self.world_size == 1:
+            return values
+        values = values.to(self.device)
+        dist.all_reduce(values)
+        return values / self.world_size
+
+    def main_value(self, value: float) -> float:
+        """Rank 0's `value` on every rank: decisions that depend on a process's own clock (the time budget, the
+        learning-rate schedule) are taken once, so that all ranks take the same steps."""
+        if self.world_size == 1:
+            return value
+        shared = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(shared, 0)
+        return float(shared.item())
+
+    def local_main_first(self, work):
+        """work() on each machine's first process (local_rank 0) before the others, which then find what it cached
+        there (decoded bags); it lets them go on whether or not its work succeeded, so none waits on a failed one."""
+        if self.local_rank:
+            dist.barrier()
+        try:
+            return work()
+        finally:
+            if self.world_size > 1 and not self.local_rank:
+                dist.barrier()
+
+
+SINGLE_PROCESS = Job()
+
+
+def start_job(device_name: str) -> tuple[Job, torch.device]:
+    """Join the torchrun job this process was started in (WORLD_SIZE > 1 in the environment), or stay one process
+    (no torchrun: exactly the single-process training). In a job, `auto` and `cuda` take the GPU of the process's
+    LOCAL_RANK and the backend is NCCL; on the CPU it is gloo. ValueError naming what does not fit."""
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    if world_size <= 1:
+        return SINGLE_PROCESS, select_device(device_name)
+    if 'LOCAL_RANK' not in os.environ:
+        raise ValueError(f'WORLD_SIZE={world_size} without LOCAL_RANK: start distributed training with torchrun '
+                         '(torchrun --nproc_per_node N ...)')
+    local_rank = int(os.environ['LOCAL_RANK'])
+    check_device_name(device_name)
+    if device_name.startswith('cuda:'):
+        raise ValueError(f'--device {device_name}: under torchrun each process takes the GPU of its LOCAL_RANK; '
+                         'pass --device cuda or auto (CUDA_VISIBLE_DEVICES chooses the GPUs)')
+    if device_name == 'cuda' or (device_name == 'auto' and torch.cuda.is_available()):
+        device = select_device(f'cuda:{local_rank}')
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f'LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} GPU(s): start '
+                             'at most one process per GPU')
+        torch.cuda.set_device(device)
+        dist.init_process_group('nccl', device_id=device)
+    else:
+        device = torch.device('cpu')
+        dist.init_process_group('gloo')
+    return Job(dist.get_rank(), dist.get_world_size(), dist.get_backend(), device, local_rank), device
+
+
+def end_job(job: Job) -> None:
+    if job.world_size > 1:
+        dist.destroy_process_group()
 
 
 class WindowSampler:
@@ -120,8 +227,11 @@ class WindowSampler:
         idx = starts[:, None] + self.offsets
         return self.images[idx], self.actions[idx[:, :-1]]
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pick = torch.randint(len(self.starts), (batch,), generator=generator).to(self.starts.device)
+    def sample(self, batch: int, generator: torch.Generator,
+               job: Job = SINGLE_PROCESS) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of `batch` windows drawn with `generator`; in a torchrun job `batch` is the global batch, drawn
+        alike on every rank, of which this rank gets its share."""
+        pick = job.take(torch.randint(len(self.starts), (batch,), generator=generator)).to(self.starts.device)
         return self.gather(self.starts[pick])
 
 
@@ -138,11 +248,16 @@ def variance_covariance(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+              generator: torch.Generator | None = None, job: Job = SINGLE_PROCESS) -> tuple[torch.Tensor, dict]:
     """The training objective on a batch of sequences: images (B, L, S, S, 3) uint8, actions (B, L-1, A).
 
     Every frame is encoded once; the rollout of cfg.horizon steps starts from every tick that leaves room
-    for it, so one sequence of L frames yields L - horizon overlapping windows for the predictor."""
+    for it, so one sequence of L frames yields L - horizon overlapping windows for the predictor.
+
+    In a torchrun job the batch is this rank's share of the global batch: the latent-variable noise is drawn for
+    the global batch and sliced like it, and the variance-covariance terms (statistics of the batch, not means of
+    per-sample terms) are taken over the embeddings of all ranks, so that the mean of the ranks' gradients (what
+    DistributedDataParallel applies) is the gradient of one process on the global batch."""
     batch, length = images.shape[:2]
     horizon = min(cfg.horizon, length - 1)
     states = model.encode(images.flatten(0, 1)).view(batch, length, -1)
@@ -157,8 +272,8 @@ def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cf
     weights, pred_terms, kl_terms = [], [], []
     for k in range(horizon):
         mean, logvar = model.infer_latent_var(win_targets[:, k], win_targets[:, k + 1])
-        noise = torch.randn(mean.shape, generator=generator).to(mean.device)
-        used = (torch.rand(n, 1, generator=generator) >= cfg.z_drop).to(mean)
+        noise = job.take(torch.randn((n * job.world_size, *mean.shape[1:]), generator=generator)).to(mean.device)
+        used = (job.take(torch.rand(n * job.world_size, 1, generator=generator)) >= cfg.z_drop).to(mean)
         latent_var = (mean + noise * (0.5 * logvar).exp()) * used
         kl_terms.append((kl_to_standard_normal(mean, logvar) * used[:, 0]).mean())
         state = model.predict(state, win_actions[:, k], latent_var)
@@ -166,7 +281,7 @@ def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cf
         weights.append(cfg.discount ** k)
     prediction = sum(w * p for w, p in zip(weights, pred_terms)) / sum(weights)
     kl = torch.stack(kl_terms).mean()
-    variance, covariance = variance_covariance(states.flatten(0, 1))
+    variance, covariance = variance_covariance(job.gather(states.flatten(0, 1)))
     inferred = model.inverse_dynamics(states[:, :-1].flatten(0, 1), states[:, 1:].flatten(0, 1))
     inverse = ((inferred - actions.flatten(0, 1)) / model.action_scale).pow(2).mean()
     slowness = states.var(dim=1).mean()
@@ -175,6 +290,19 @@ def jepa_loss(model: WorldModel, images: torch.Tensor, actions: torch.Tensor, cf
     terms = {'loss': loss, 'prediction': prediction, 'variance': variance, 'covariance': covariance,
              'inverse': inverse, 'slowness': slowness, 'kl': kl}
     return loss, {k: float(v.detach()) for k, v in terms.items()}
+
+
+class JepaObjective(torch.nn.Module):
+    """jepa_loss as a module's forward: what DistributedDataParallel wraps, so that it sees the whole step and
+    averages the gradients of all the parameters the step used."""
+
+    def __init__(self, model: WorldModel, cfg: TrainConfig, job: Job):
+        super().__init__()
+        self.model, self.cfg, self.job = model, cfg, job
+
+    def forward(self, images: torch.Tensor, actions: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        return jepa_loss(self.model, images, actions, self.cfg, generator, self.job)
 
 
 @torch.no_grad()
@@ -288,25 +416,27 @@ def make_optimizer(parameters, lr: float, weight_decay: float, state: dict | Non
 
 def optimize(optimizer: torch.optim.Optimizer, loss_fn, budget_s: float, max_steps: int | None, grad_clip: float,
              start_step: int = 0, desc: str = 'train', on_step=None, progress: bool = True,
-             lr_final_fraction: float = 1.0) -> int:
+             lr_final_fraction: float = 1.0, now=time.monotonic) -> int:
     """The optimization loop shared by the world model and the baselines: gradient clipping, a wall-clock
     budget and/or a step limit, a tqdm bar. loss_fn(step) -> (loss, terms); on_step(step, terms) is called
     after every step. The learning rate follows a cosine from its initial value down to lr_final_fraction
-    of it at the end of the budget (whichever of time and steps runs out first). Returns the step reached."""
+    of it at the end of the budget (whichever of time and steps runs out first). now() is the clock of the
+    budget (in a torchrun job rank 0's, so that every rank stops at the same step with the same rates).
+    Returns the step reached."""
     parameters = [p for group in optimizer.param_groups for p in group['params']]
     base_lrs = [group['lr'] for group in optimizer.param_groups]
-    started = time.monotonic()
+    started = now()
     bar = tqdm(total=max_steps, desc=desc, unit='step', disable=not progress, dynamic_ncols=True, file=sys.stderr)
     step = start_step
     try:
-        while (max_steps is None or step - start_step < max_steps) and time.monotonic() - started < budget_s:
+        while (max_steps is None or step - start_step < max_steps) and now() - started < budget_s:
             loss, terms = loss_fn(step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f'loss became {float(loss)} at step {step} (terms {terms})')
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
-            done = max((time.monotonic() - started) / budget_s,
+            done = max((now() - started) / budget_s,
                        (step - start_step) / max_steps if max_steps else 0.0)
             scale = lr_final_fraction + (1.0 - lr_final_fraction) * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
             for group, base in zip(optimizer.param_groups, base_lrs):
@@ -328,10 +458,17 @@ def optimize(optimizer: torch.optim.Optimizer, loss_fn, budget_s: float, max_ste
 def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device: torch.device, budget_s: float,
                       max_steps: int | None = None, state: TrainState | None = None,
                       optimizer_state: dict | None = None, seed: int = 0, checkpoint=None,
-                      progress: bool = True) -> tuple[TrainState, dict]:
+                      progress: bool = True, job: Job = SINGLE_PROCESS) -> tuple[TrainState, dict]:
     """Train in place for budget_s seconds (or max_steps). Validates every cfg.val_every_s seconds on the
     held-out tail of each segment and calls checkpoint(state, optimizer) after each validation.
-    Returns the training state and the optimizer's state dict."""
+    Returns the training state and the optimizer's state dict.
+
+    In a torchrun job (`job`) every rank runs this with the same data and seed: cfg.batch_size is the global
+    batch, each rank trains on its share under DistributedDataParallel, and rank 0 alone validates and calls
+    checkpoint (the others go on to the next step and wait for it there)."""
+    if cfg.batch_size % job.world_size:
+        raise ValueError(f'batch_size {cfg.batch_size} (the global batch) does not split evenly over '
+                         f'{job.world_size} processes')
     state = state or TrainState()
     held = ticks.holdout_mask(cfg.val_fraction)
     length = max(cfg.sequence_length, cfg.horizon + 1)
@@ -346,6 +483,15 @@ def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device:
     val_actions = torch.from_numpy(ticks.actions[val_ticks]).to(device)
     generator = torch.Generator().manual_seed(seed + state.step)
     model.to(device).train()
+    objective = JepaObjective(model, cfg, job)
+    if job.world_size > 1:
+        # Starts every rank from rank 0's parameters and buffers. The buffers (the latent statistics rank 0 stores
+        # at each validation, the action scale) are not the loss's business: they are not broadcast at every step.
+        objective = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device] if device.type == 'cuda' else None, forward_sync_buffers=False)
+        # The 1x1 keypoint convolution's weight gradient comes with other strides on its size-1 dimensions than the
+        # weight, the same memory layout: DDP's warning about it says nothing.
+        warnings.filterwarnings('ignore', message='Grad strides do not match bucket view strides')
     optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, optimizer_state)
     clock = {'last': time.monotonic()}
     first_step = state.step
@@ -370,20 +516,28 @@ def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device:
         clock['last'] = time.monotonic()
 
     def loss_fn(step):
-        images, actions = train_sampler.sample(cfg.batch_size, generator)
-        return jepa_loss(model, images, actions, cfg, generator)
+        loss, terms = objective(*train_sampler.sample(cfg.batch_size, generator, job), generator)
+        if job.world_size > 1:
+            # The global batch's terms (the mean of equal shares' means), alike on every rank: what is logged, and
+            # a loss that is not finite on one rank stops all of them at this step.
+            terms = dict(zip(terms, job.mean(torch.tensor(list(terms.values()), dtype=torch.float64)).tolist()))
+            if not math.isfinite(terms['loss']):
+                raise FloatingPointError(f'loss became {terms["loss"]} at step {step} (terms {terms}, the global '
+                                         f'batch of {job.world_size} processes)')
+        return loss, terms
 
     def on_step(step, terms):
         state.step = step
         state.samples += cfg.batch_size
         if step % 10 == 0 or step == first_step + 1:
             state.log(step=step, **terms)
-        if time.monotonic() - clock['last'] >= cfg.val_every_s:
+        if job.is_main and time.monotonic() - clock['last'] >= cfg.val_every_s:
             validate(step)
 
-    optimize(optimizer, loss_fn, budget_s, max_steps, cfg.grad_clip, state.step, 'jepa train', on_step, progress,
-             cfg.lr_final_fraction)
-    validate(state.step)
+    optimize(optimizer, loss_fn, budget_s, max_steps, cfg.grad_clip, state.step, 'jepa train', on_step,
+             progress and job.is_main, cfg.lr_final_fraction, lambda: job.main_value(time.monotonic()))
+    if job.is_main:
+        validate(state.step)
     model.eval()
     return state, optimizer.state_dict()
 
@@ -453,11 +607,23 @@ def arm_layout(args: argparse.Namespace) -> BagLayout:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`jepa train`, as one process or as each process of `torchrun --nproc_per_node N` (see start_job)."""
     args = build_parser().parse_args(argv)
     command = ' '.join(['jepa', 'train', *(sys.argv[1:] if argv is None else argv)])
     try:
+        job, device = start_job(args.device)
+    except ValueError as exc:
+        print(f'jepa train: {exc}', file=sys.stderr)
+        return 2
+    try:
+        return train_from_args(args, command, job, device)
+    finally:
+        end_job(job)
+
+
+def train_from_args(args: argparse.Namespace, command: str, job: Job, device: torch.device) -> int:
+    try:
         model_values, train_values = split_overrides(parse_overrides(args.overrides))
-        device = select_device(args.device)
         if args.resume:
             checkpoint, model_id = read_checkpoint(args.resume)
             model = model_from_checkpoint(checkpoint, args.resume, model_id)
@@ -473,13 +639,15 @@ def main(argv: list[str] | None = None) -> int:
             provenance = dict(checkpoint['provenance'])
             provenance['commands'] = list(provenance.get('commands', [])) + [command]
         else:
+            torch.manual_seed(args.seed)   # --seed fixes the initial weights too
             model = WorldModel(WorldModelConfig.from_dict(model_values))
             cfg = TrainConfig.from_dict(train_values)
             state, optimizer_state = TrainState(), None
             provenance = {'commands': [command], 'created': now_iso()}
         torch.manual_seed(args.seed + state.step)
         layout = arm_layout(args)
-        ticks = load_bags(args.bag, args.cache, model.image_size, layout=layout)
+        # A machine's first process decodes the bags into the cache; the others there read what it cached.
+        ticks = job.local_main_first(lambda: load_bags(args.bag, args.cache, model.image_size, layout=layout))
     except (BagError, CheckpointError, ValueError) as exc:
         print(f'jepa train: {exc}', file=sys.stderr)
         return 2
@@ -487,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     known = {b['path']: b for b in provenance.get('bags', [])}
     known.update({source['path']: source for source in ticks.sources})
     provenance.update({'bags': list(known.values()), 'git_commit': git_commit(), 'updated': now_iso(),
-                       'host': platform.node(), 'torch': str(torch.__version__), 'device': str(device)})
+                       'host': platform.node(), 'torch': str(torch.__version__), 'device': str(device),
+                       'world_size': job.world_size, 'backend': job.backend})
     if not layout.is_default:
         # The arm the model learned (the simulated Panda when absent).
         provenance['arm'] = layout.to_dict()
@@ -495,10 +664,13 @@ def main(argv: list[str] | None = None) -> int:
     # What the training images look like: perception refuses live frames far from them (its frame check).
     image_record = ImageReference.of_images(ticks.images, 'training images').to_dict()
     arm = '' if layout.is_default else f' of {layout.describe()}'
-    print(f'jepa train: {len(ticks)} ticks from {len(args.bag)} bag(s){arm}, {model_parameter_count(model)} '
-          f'parameters, device {device}, {torch.get_num_threads()} threads, budget {args.minutes} min', file=sys.stderr)
+    processes = f' in each of {job.world_size} processes ({job.backend})' if job.world_size > 1 else ''
+    if job.is_main:
+        print(f'jepa train: {len(ticks)} ticks from {len(args.bag)} bag(s){arm}, {model_parameter_count(model)} '
+              f'parameters, device {device}, {torch.get_num_threads()} threads{processes}, budget {args.minutes} '
+              'min', file=sys.stderr)
     derived = sum(source.get('actions') == 'derived_from_joint_motion' for source in ticks.sources)
-    if derived:
+    if derived and job.is_main:
         print(f'jepa train: {derived} bag(s) without /jepa/action: actions derived from the recorded joint motion',
               file=sys.stderr)
 
@@ -514,15 +686,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         state, optimizer_state = train_world_model(model, ticks, cfg, device, args.minutes * 60.0, args.steps, state,
-                                                   optimizer_state, args.seed, write, not args.no_progress)
+                                                   optimizer_state, args.seed, write if job.is_main else None,
+                                                   not args.no_progress, job)
     except KeyboardInterrupt:
         print('jepa train: interrupted; the last validated checkpoint is kept', file=sys.stderr)
         return 130
     except (ValueError, FloatingPointError) as exc:
         print(f'jepa train: {exc}', file=sys.stderr)
         return 1
-    print(f'jepa train: wrote {out} ({model.model_id}) after {state.step} steps, {state.seconds / 60:.1f} min',
-          file=sys.stderr)
+    if job.is_main:
+        print(f'jepa train: wrote {out} ({model.model_id}) after {state.step} steps, {state.seconds / 60:.1f} min',
+              file=sys.stderr)
     return 0
 
 
