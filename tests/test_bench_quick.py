@@ -17,6 +17,7 @@ RESULT_LINES = {
                             r'frames \(target 0: (met|MISSED)\); unguarded: \d+'],
     'bag_fuzz.py': [r'bag fuzz: \d+ damaged copies of \d+ bags in [\d.]+ s: 0 broken rules'],
     'agent_tasks.py': [r'reach mode2: \d+% of 1 \(target 95%: (met|missed)\); (\d+\.\d\dx the oracle|oracle 0 %)'],
+    'gpu_path.py': [r'planner, \d+ samples p50 \(ms\) +[\d.]+', r'cuda: '],
     'planner_rate.py': [r'mode2 default .* cpu p50 +[\d.]+ p95 +[\d.]+ ms = +[\d.]+ Hz on a free core',
                         r'default vs sampling-only: [\d.]+x the time; vs batch-1 loop: \d+x faster',
                         r'target >= 10 Hz replanning on a free core: (met|MISSED)'],
@@ -27,13 +28,15 @@ RESULT_LINES = {
                              r'nominal 30 Hz .*\n +images \d+/\d+ recorded',
                              r'ratios: recorder/DDS-baseline \S+ \(MB/s\) \S+ \(msg/s\); recorder/writer-baseline'],
     'safety_property.py': [r'\d+ cases in [\d.]+ s \([\d.]+ ms each\)', r'escapes: 0'],
+    'two_host_latency.py': [r'split / one host: p50 [\d.]+x|not measured: '],
     'world_model_throughput.py': [r'training: +[\d.]+ windows/s',
                                   r'encoder: [\d.]+ ms per image',
                                   r'rollout batch +\d+ horizon 5: +\d+ steps/s \( *[\d.]+x batch 1\).*'
                                   r'\(predictor at [\d.]+x its speed\)'],
 }
-# The ones that start node processes over real DDS: the graph's eval, and the recorder against a publisher.
-INTEGRATION = {'agent_tasks.py', 'record_throughput.py'}
+# The ones that start node processes over real DDS: the graph's eval, the recorder against a publisher, the
+# graph split over two network namespaces.
+INTEGRATION = {'agent_tasks.py', 'record_throughput.py', 'two_host_latency.py'}
 
 
 def scripts():

@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, episode_steps, \
     final_distance, make_goal, sim_camera
-from jepa_common.paths import package_share
 from jepa_actor.actor import Actor, ActorConfig
-from jepa_configurator.configurator import task_skill, task_weights
+from jepa_bringup.agent_settings import agent_params, graph_settings  # noqa: F401 - the workbench's settings
 from jepa_cost.cost import CostWeights
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_sim.camera import CameraConfig
@@ -126,24 +124,6 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
     distance = final_distance(goal, bench.ee, bench.cube)
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
             'start_distance_m': start_distance, 'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}
-
-
-def agent_params() -> dict:
-    """The agent nodes' params file (config/agent.yaml), node name -> ros__parameters: the deployment's overrides
-    only (a node or setting it leaves out runs on its defaults)."""
-    params = yaml.safe_load((Path(package_share('jepa_bringup')) / 'config' / 'agent.yaml').read_text())
-    return {node: section['ros__parameters'] for node, section in params.items()}
-
-
-def graph_settings(task: str) -> tuple[ActorConfig, CostWeights]:
-    """The actor's settings (with the task's skill) and the task's cost weights as the graph's params file
-    sets them."""
-    params = agent_params()
-    # agent.yaml holds only what the deployment overrides: a node it leaves out runs on its defaults.
-    actor, configurator = params.get('actor', {}), params.get('configurator', {})
-    config = ActorConfig().changed(**{k: v for k, v in actor.items() if k in ActorConfig.names()})
-    config = config.changed(skill=task_skill(task, configurator.get('skills')))
-    return config, task_weights(task, configurator.get('tasks'))
 
 
 def graph_readout(model) -> CubeReadout:
