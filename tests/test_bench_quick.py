@@ -18,6 +18,7 @@ RESULT_LINES = {
     'bag_fuzz.py': [r'bag fuzz: \d+ damaged copies of \d+ bags in [\d.]+ s: 0 broken rules'],
     'agent_tasks.py': [r'reach mode2: \d+% of 1 \(target 95%: (met|missed)\); (\d+\.\d\dx the oracle|oracle 0 %)'],
     'gpu_path.py': [r'planner, \d+ samples p50 \(ms\) +[\d.]+', r'cuda: '],
+    'loader_memory.py': [r'loading \+ sampling: peak RSS \d+ MiB', r'loader: \d+ windows/s from disk'],
     'planner_rate.py': [r'mode2 default .* cpu p50 +[\d.]+ p95 +[\d.]+ ms = +[\d.]+ Hz on a free core',
                         r'default vs sampling-only: [\d.]+x the time; vs batch-1 loop: \d+x faster',
                         r'target >= 10 Hz replanning on a free core: (met|MISSED)'],

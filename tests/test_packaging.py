@@ -39,6 +39,7 @@ PYTHON_KEYS = {
     'pybullet_data': 'python3-pybullet-pip',
     'rosbags': 'python3-rosbags-pip',
     'mcap': 'python3-mcap-pip',
+    'pyarrow': 'python3-pyarrow-pip',
     # What rosbags itself reads with, imported for their error types (jepa_rosbag.reader), and installed with
     # rosbags: apsw (sqlite3 bags) and, before Python 3.14, backports.zstd; on 3.14 that is the standard
     # library's `compression`.

@@ -10,6 +10,8 @@ COMMANDS = {
     'collect': ('jepa_bringup.collect', 'drive the simulated arm (or any arm: --arm PRESET) with motor babbling and '
                 'record play data'),
     'train': ('jepa_world_model.train', 'train the JEPA world model from bags'),
+    'export-lerobot': ('jepa_world_model.lerobot_export', 'write bags as a LeRobotDataset (v3.0), which `jepa train '
+                       '--bag` also trains from'),
     'eval-model': ('jepa_world_model.eval_model', 'latent prediction error vs horizon against baselines'),
     'surprise': ('jepa_world_model.surprise', 'plot predicted vs actual latent error over an episode'),
     'train-critic': ('jepa_configurator.train_critic', 'fit the critic from recorded episodes'),

@@ -12,6 +12,7 @@ robot_state_publisher latches it) then gives the kinematics itself (dataset.deco
 """
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -118,3 +119,23 @@ def layout_from_preset(preset: dict | str, urdf: str | None = None, image_topic:
                        ee_frame=_entry(preset, 'kinematics.ee_frame', str),
                        home=tuple(_entry(preset, 'kinematics.home', list)))
     return layout.with_overrides(urdf, image_topic)
+
+
+def add_arm_arguments(parser: argparse.ArgumentParser) -> None:
+    """--arm, --urdf and --camera-topic: the arm the bags hold, for every command that decodes bags."""
+    arm = parser.add_argument_group('the arm the bags hold (default: the simulated Panda)')
+    arm.add_argument('--arm', default=None, metavar='PRESET',
+                     help='arm preset (config/arms/PRESET.yaml: franka_fr3, panda, ur5e, kinova_gen3, ...): camera '
+                          'topic, joint names and URDF kinematics of the bags, as `jepa collect --arm` recorded them')
+    arm.add_argument('--urdf', default=None, metavar='FILE',
+                     help="the arm's URDF in place of the preset's kinematics.urdf (the arm graph's urdf:=)")
+    arm.add_argument('--camera-topic', default=None, metavar='TOPIC',
+                     help="the camera image topic in place of the preset's camera.image_topic (the arm graph's "
+                          'camera_topic:=)')
+
+
+def arm_layout(args: argparse.Namespace) -> BagLayout:
+    """The layout the bags are decoded with (add_arm_arguments' options): --arm's preset (ValueError naming an
+    unknown one), or the simulated Panda's; --urdf and --camera-topic replace what either names."""
+    layout = layout_from_preset(args.arm) if args.arm else BagLayout()
+    return layout.with_overrides(args.urdf and os.path.abspath(os.path.expanduser(args.urdf)), args.camera_topic)

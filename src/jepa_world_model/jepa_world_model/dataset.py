@@ -21,20 +21,27 @@ are samples, so no allocation depends on how far apart stamps are.
 
 Ticks are cut into segments wherever the data cannot be a single control step (no fresh image, an action gap
 far from dt, an end-effector jump no action could make, e.g. a reset); training windows never cross segments.
-Every problem is a jepa_rosbag BagError naming the bag, the topic and what is wrong. Decoded ticks are
-cached as an .npz keyed by the bag's files (name, size, mtime) and the decoding settings, so repeated
-training does not decode the bag again.
+Every problem is a jepa_rosbag BagError naming the bag, the topic and what is wrong.
+
+Data larger than memory: `load_bags` takes any number of bags (a bag, a folder holding bags, a glob pattern,
+several of these) and LeRobot datasets (lerobot_export.py). Each is decoded once into a cache folder of .npy arrays
+keyed by its content identity and the decoding settings, and memory-mapped from there: training gathers its
+windows from the files, and the kernel keeps in memory only the pages it reads while it has room. Several bags are
+one more cache folder, their arrays copied one after the other on disk, so every user of Ticks sees plain arrays.
 """
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from jepa_rosbag.reader import BagError, BagReader
+from jepa_rosbag.reader import STORAGE_SUFFIXES, BagError, BagReader
 
 from jepa_world_model.bag_layout import (ACTION_TOPIC, CUBE_TOPIC, DESCRIPTION_TOPIC, EE_TOPIC, IMAGE_TOPIC,
                                          JOINT_TOPIC, BagLayout)
@@ -72,7 +79,7 @@ HEADER_STAMPS, RECEIVE_TIMES = 'header stamps', 'receive times'
 class Ticks:
     """Per-control-tick arrays of one or more bags. actions[k] is the action taken at tick k (towards tick
     k+1); it is meaningful only where tick k+1 is in the same segment."""
-    images: np.ndarray            # (N, S, S, 3) uint8
+    images: np.ndarray            # (N, S, S, 3) uint8 (N, H, W, 3 when decoded at the size recorded)
     actions: np.ndarray           # (N, 4) float32
     proprio: np.ndarray           # (N, J) float32: the layout's arm then gripper joint positions (Panda: 7 + 2)
     ee: np.ndarray                # (N, 3) float32, metres; NaN where unknown
@@ -99,27 +106,13 @@ class Ticks:
     def holdout_mask(self, fraction: float) -> np.ndarray:
         """True for the last `fraction` of the ticks of every segment: a held-out tail per continuous
         stretch, so that validation windows share no tick with training windows."""
+        _, group, counts = np.unique(self.segment, return_inverse=True, return_counts=True)
+        order = np.argsort(group, kind='stable')             # the ticks segment by segment, each in tick order
+        rank = np.arange(len(self)) - np.repeat(np.cumsum(counts) - counts, counts)     # place in its segment
+        kept = counts - np.round(counts * fraction).astype(np.int64)
         held = np.zeros(len(self), dtype=bool)
-        for seg in np.unique(self.segment):
-            idx = np.flatnonzero(self.segment == seg)
-            n_held = int(round(len(idx) * fraction))
-            if n_held:
-                held[idx[-n_held:]] = True
+        held[order] = rank >= np.repeat(kept, counts)
         return held
-
-
-def concat(parts: list[Ticks]) -> Ticks:
-    """Ticks of several bags as one; segment ids are renumbered so no window crosses bags."""
-    if not parts:
-        raise ValueError('no bags given')
-    offset, segments = 0, []
-    for part in parts:
-        segments.append(part.segment - part.segment.min() + offset if len(part) else part.segment)
-        offset = int(segments[-1].max()) + 1 if len(part) else offset
-    return Ticks(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                   ('images', 'actions', 'proprio', 'ee', 'cube')),
-                 segment=np.concatenate(segments), stamps=np.concatenate([p.stamps for p in parts]),
-                 sources=[s for p in parts for s in p.sources])
 
 
 # ---------------------------------------------------------------- bag access
@@ -245,16 +238,17 @@ def bag_files(bag: Path) -> list[Path]:
     return sorted(p for p in bag.iterdir() if p.is_file()) if bag.is_dir() else [bag]
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def files_sha256(bag: Path) -> dict:
     """sha256 of every file of the bag (metadata.yaml and storage files), for provenance."""
-    digests = {}
-    for path in bag_files(bag):
-        h = hashlib.sha256()
-        with open(path, 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 20), b''):
-                h.update(chunk)
-        digests[path.name] = h.hexdigest()
-    return digests
+    return {path.name: file_sha256(path) for path in bag_files(bag)}
 
 
 # ---------------------------------------------------------------- decoding
@@ -302,13 +296,70 @@ def _select_action_ticks(stamps: np.ndarray, dt: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def decode_bag(bag, image_size: int = 64, dt: float = DT, layout: BagLayout | None = None) -> Ticks:
-    """Read and align one bag (no cache) with `layout` (default: the simulated Panda's). Raises BagError naming
-    the bag, topic and problem, or what differs from the layout."""
+class _Frames:
+    """A bag's decoded camera frames in the order they came: in memory, or, given a spill file, appended to it one
+    at a time and memory-mapped, so that decoding holds a frame at a time however long the bag."""
+
+    def __init__(self, spill: Path | None):
+        self.spill, self.frames, self.shape, self.count, self.file = spill, [], None, 0, None
+
+    def add(self, frame: np.ndarray) -> int:
+        """Keep a frame (ValueError if its size differs from the first's); returns its number."""
+        if self.shape is None:
+            self.shape = frame.shape
+        elif frame.shape != self.shape:
+            raise ValueError(f'a {frame.shape[1]}x{frame.shape[0]} image after {self.shape[1]}x{self.shape[0]} ones: '
+                             'the images are kept as recorded only when all have one size')
+        if self.spill is None:
+            self.frames.append(frame)
+        else:
+            if self.file is None:
+                self.file = open(self.spill, 'wb')
+            self.file.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        self.count += 1
+        return self.count - 1
+
+    def pick(self, numbers: np.ndarray, out: Path | None) -> np.ndarray:
+        """The frames `numbers`, stacked in memory, or (with a spill file) copied from it into the .npy file `out`
+        by plain reads and writes (neither file mapped into this process) and mapped from there."""
+        if self.spill is None:
+            return np.stack([self.frames[i] for i in numbers]).astype(np.uint8)
+        self.close()
+        size = int(np.prod(self.shape))
+        header = {'descr': np.lib.format.dtype_to_descr(np.dtype(np.uint8)), 'fortran_order': False,
+                  'shape': (len(numbers), *self.shape)}
+        with open(self.spill, 'rb') as src, open(out, 'wb') as dst:
+            np.lib.format.write_array_header_2_0(dst, header)
+            for number in numbers:
+                dst.write(os.pread(src.fileno(), size, int(number) * size))
+        return np.load(out, mmap_mode='r')
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def decode_bag(bag, image_size: int | None = 64, dt: float = DT, layout: BagLayout | None = None,
+               images_out: Path | None = None) -> Ticks:
+    """Read and align one bag (no cache) with `layout` (default: the simulated Panda's), its images resized to
+    image_size (None: as the camera recorded them, all of one size). With images_out (a .npy path) the images are
+    written there, a frame at a time, and mapped from it, instead of held in memory. Raises BagError naming the
+    bag, topic and problem, or what differs from the layout."""
+    bag = Path(bag)
+    frames = _Frames(None if images_out is None else Path(images_out).with_suffix('.frames'))
+    try:
+        return _decode(bag, image_size, dt, layout or BagLayout(), frames, images_out)
+    finally:
+        frames.close()
+        if frames.spill is not None:
+            frames.spill.unlink(missing_ok=True)
+
+
+def _decode(bag: Path, image_size: int | None, dt: float, layout: BagLayout, frames: _Frames,
+            images_out: Path | None) -> Ticks:
     from jepa_common.conversions import image_to_rgb
 
-    bag = Path(bag)
-    layout = layout or BagLayout()
     names, description = _preview(bag, layout)
     if not set(layout.joints) <= names:
         raise _joint_mismatch(bag, layout, names, f'its first {JOINT_NAMES_PREVIEW} messages')
@@ -325,7 +376,8 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT, layout: BagLayout | No
         counts[topic] += 1
         try:
             if topic == image_topic:
-                value = resize_rgb(np.ascontiguousarray(image_to_rgb(msg)), image_size)
+                value = np.ascontiguousarray(image_to_rgb(msg))
+                value = frames.add(value if image_size is None else resize_rgb(value, image_size))
             elif topic == joint_topic:
                 if len(msg.position) != len(msg.name):
                     raise ValueError(f'joint state has {len(msg.name)} names but {len(msg.position)} positions')
@@ -444,54 +496,259 @@ def decode_bag(bag, image_size: int = 64, dt: float = DT, layout: BagLayout | No
               'skipped_non_finite': {t: c for t, c in skipped.items() if c}}
     if not layout.is_default:
         source['arm'] = {**layout.to_dict(), 'urdf_source': urdf_source}
-    return Ticks(images=np.stack([images[i] for i in img_idx]).astype(np.uint8),
+    return Ticks(images=frames.pick(np.asarray(images, dtype=np.int64)[img_idx], images_out),
                  actions=actions.astype(np.float32), proprio=proprio.astype(np.float32),
                  ee=ee.astype(np.float32), cube=pose_at(CUBE_TOPIC).astype(np.float32),
                  segment=segment, stamps=ticks, sources=[source])
 
 
+# ---------------------------------------------------------------- which bags
+
+GLOB_CHARACTERS = frozenset('*?[')
+
+
+def is_lerobot_dataset(path) -> bool:
+    """A LeRobotDataset's root: a directory with meta/info.json (lerobot_export.py reads it)."""
+    return (Path(path) / 'meta' / 'info.json').is_file()
+
+
+def is_bag(path) -> bool:
+    """A rosbag2 bag: a .mcap/.db3 file, or a directory with metadata.yaml or storage files of its own (one left
+    without metadata.yaml is still a bag, for its reader to say what is wrong with it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.suffix in STORAGE_SUFFIXES
+    return (path / 'metadata.yaml').exists() or any(p.suffix in STORAGE_SUFFIXES and p.is_file()
+                                                    for p in path.iterdir())
+
+
+def _datasets_under(folder: Path) -> list[Path]:
+    """The bags and LeRobot datasets in `folder` and its subfolders, in name order (none looked for inside one)."""
+    found = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.name.startswith('.'):
+            found += [child] if is_lerobot_dataset(child) or is_bag(child) else _datasets_under(child)
+    return found
+
+
+def _datasets_in(path: Path) -> list[Path]:
+    if not path.exists():
+        raise BagError(f'bag {path}: no such bag')
+    if not path.is_dir() or is_lerobot_dataset(path) or is_bag(path):
+        return [path]        # a file that is not a bag is one for its reader to refuse, naming it
+    found = _datasets_under(path)
+    if not found:
+        raise BagError(f'{path} is not a rosbag2 bag (no metadata.yaml), not a LeRobot dataset (no meta/info.json) '
+                       'and holds neither in its subfolders')
+    return found
+
+
+def expand_bags(specs) -> list[Path]:
+    """The bags and LeRobot datasets that `specs` (one or a list) name, in their order, each once however many
+    specs name it. A spec is a bag (a directory with metadata.yaml, or a .mcap/.db3 file), a LeRobot dataset (a
+    directory with meta/info.json), a folder holding any of these (searched recursively, in name order), or a glob
+    pattern (`runs/play*`, `bags/**/arm_*`) of any of these (what else it matches is passed over). BagError naming a
+    spec that names none."""
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    found: dict[Path, Path] = {}
+    for spec in specs:
+        text = os.path.expanduser(str(spec))
+        if GLOB_CHARACTERS & set(text) and not os.path.exists(text):
+            matches = [Path(match) for match in sorted(glob.glob(text, recursive=True))]
+            # What a pattern matches beside the bags (a log file, a folder of plots) is passed over.
+            paths = [path for match in matches for path in (
+                [match] if is_lerobot_dataset(match) or is_bag(match) else
+                _datasets_under(match) if match.is_dir() else [])]
+            if not paths:
+                raise BagError(f'{spec}: {len(matches)} file(s) or folder(s) match this pattern, none a bag, a '
+                               'LeRobot dataset or a folder holding one')
+        else:
+            paths = _datasets_in(Path(text))
+        for path in paths:
+            found.setdefault(path.resolve(), path)
+    if not found:
+        raise ValueError('no bags given')
+    return list(found.values())
+
+
 # ---------------------------------------------------------------- cache
+
+# A cache folder holds one .npy file per array of Ticks (ARRAYS) and ticks.json (CACHE_FORMAT, the arrays' shapes
+# and dtypes, the sources). CACHE_FORMAT is raised whenever that layout changes.
+CACHE_FORMAT = 1
+ARRAYS = ('images', 'actions', 'proprio', 'ee', 'cube', 'segment', 'stamps')
+CACHE_ERRORS = (OSError, ValueError, KeyError, TypeError)
+COPY_BLOCK = 16 << 20     # bytes per read when the arrays of several bags are copied into one file
+
 
 def default_cache_dir() -> Path:
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return Path(base) / 'jepa_world_model'
 
 
-def _cache_key(bag: Path, image_size: int, dt: float, layout: BagLayout | None = None) -> str:
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in bag_files(bag)]
-    parts = [DATASET_VERSION, str(bag.resolve()), stats, image_size, dt]
+def content_identity(path) -> list:
+    """What the cache takes as the content of a bag or LeRobot dataset: the sha256 of its metadata file
+    (metadata.yaml, meta/info.json) and the name, size and modification time of every file in it. A sha256 of every
+    file would read the whole recording again at every start of training (minutes for hours of camera frames); the
+    metadata names what was recorded (topics, message counts, start and duration), and a file rewritten in place
+    changes its size or time. The sha256 of every file is taken once, when the cache is built, for provenance."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob('*') if p.is_file()) if path.is_dir() else [path]
+    described = [f for f in (path / 'metadata.yaml', path / 'meta' / 'info.json') if f.is_file()]
+    return [[hashlib.sha256(f.read_bytes()).hexdigest() for f in described],
+            [[str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns]
+             for f in files]]
+
+
+def _cache_key(bag: Path, image_size: int | None, dt: float, layout: BagLayout | None = None) -> str:
+    parts = [DATASET_VERSION, content_identity(bag), image_size, dt]
     if layout is not None and not layout.is_default:
-        # Another arm's topics, joints and kinematics decode to other ticks (the default keeps its older keys).
+        # Another arm's topics, joints and kinematics decode to other ticks.
         urdf = Path(layout.urdf)
         digest = hashlib.sha256(urdf.read_bytes()).hexdigest() if layout.urdf and urdf.is_file() else ''
         parts.append([layout.to_dict(), digest])
-    blob = json.dumps(parts)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def load_bag(bag, cache_dir=None, image_size: int = 64, dt: float = DT, layout: BagLayout | None = None) -> Ticks:
-    """Ticks of one bag, decoded once and then read from the .npz cache (cache_dir None: the user cache)."""
-    bag = Path(bag)
-    if not bag.exists():
-        raise BagError(f'bag {bag}: no such bag')
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache = cache_dir / f'{bag.resolve().name}-{_cache_key(bag, image_size, dt, layout)}.npz'
-    if cache.is_file():
+def _open_cache(folder: Path) -> Ticks:
+    """Ticks memory-mapped (copy-on-write: the files are never changed) from a cache folder; one of CACHE_ERRORS
+    if the folder is absent, of another format or damaged (an array missing, truncated or of another shape)."""
+    meta = json.loads((folder / 'ticks.json').read_text())
+    if meta['format'] != CACHE_FORMAT:
+        raise ValueError(f'{folder}: cache format {meta["format"]}, not {CACHE_FORMAT}')
+    arrays = {}
+    for name in ARRAYS:
+        array = np.load(folder / f'{name}.npy', mmap_mode='c', allow_pickle=False)
+        if [list(array.shape), str(array.dtype)] != meta['arrays'][name]:
+            raise ValueError(f'{folder}: {name}.npy is {array.shape} {array.dtype}, not {meta["arrays"][name]}')
+        arrays[name] = array
+    return Ticks(**arrays, sources=meta['sources'])
+
+
+def _cached(folder: Path, build) -> Ticks:
+    """Ticks of the cache `folder`, made first by build(staging) -> sources (writing ARRAYS into staging) when the
+    folder is absent or damaged. The folder appears whole or not at all (built under another name, then renamed),
+    and while one process builds it, others that want it wait for it (a lock file beside it)."""
+    try:
+        return _open_cache(folder)
+    except CACHE_ERRORS:
+        pass
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f'.{folder.name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with np.load(cache, allow_pickle=False) as f:
-                return Ticks(**{k: f[k] for k in ('images', 'actions', 'proprio', 'ee', 'cube', 'segment',
-                                                  'stamps')}, sources=json.loads(str(f['sources'])))
-        except (OSError, ValueError, KeyError):
-            pass   # a damaged cache file is simply rebuilt
-    ticks = decode_bag(bag, image_size, dt, layout)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f'.{cache.name}.tmp{os.getpid()}.npz')
-    np.savez(tmp, images=ticks.images, actions=ticks.actions, proprio=ticks.proprio, ee=ticks.ee, cube=ticks.cube,
-             segment=ticks.segment, stamps=ticks.stamps, sources=np.array(json.dumps(ticks.sources)))
-    os.replace(tmp, cache)
+            return _open_cache(folder)       # another process built it meanwhile
+        except CACHE_ERRORS:
+            shutil.rmtree(folder, ignore_errors=True)
+        for stale in folder.parent.glob(f'.{folder.name}.staging-*'):    # left by a process that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = folder.with_name(f'.{folder.name}.staging-{os.getpid()}')
+        staging.mkdir()
+        try:
+            sources = build(staging)
+            arrays = {name: np.load(staging / f'{name}.npy', mmap_mode='r') for name in ARRAYS}
+            meta = {'format': CACHE_FORMAT, 'ticks': len(arrays['stamps']), 'sources': sources,
+                    'arrays': {name: [list(a.shape), str(a.dtype)] for name, a in arrays.items()}}
+            del arrays
+            (staging / 'ticks.json').write_text(json.dumps(meta))
+            os.rename(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _open_cache(folder)
+
+
+def save_ticks(folder: Path, ticks: Ticks) -> list:
+    """Ticks' arrays as the .npy files of a cache folder (but those already there: the images decode_bag wrote
+    a frame at a time); returns their sources."""
+    for name in ARRAYS:
+        if not (folder / f'{name}.npy').exists():
+            np.save(folder / f'{name}.npy', np.ascontiguousarray(getattr(ticks, name)))
+    return ticks.sources
+
+
+def _copy_rows(out: Path, files: list[Path]) -> None:
+    """One .npy file of the rows of the .npy `files` one after the other, copied a block at a time from file to
+    file: however large, no array is read into memory."""
+    layouts = []
+    for path in files:
+        with open(path, 'rb') as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            layouts.append((shape, fortran, dtype, f.tell()))
+    rows = {(shape[1:], dtype) for shape, _, dtype, _ in layouts}
+    if len(rows) != 1 or any(fortran for _, fortran, _, _ in layouts):
+        raise ValueError(f'{out.name}: the arrays to concatenate differ ({sorted(map(str, rows))})')
+    (row, dtype), = rows
+    header = {'descr': np.lib.format.dtype_to_descr(dtype), 'fortran_order': False,
+              'shape': (sum(shape[0] for shape, *_ in layouts), *row)}
+    with open(out, 'wb') as dst:
+        np.lib.format.write_array_header_2_0(dst, header)
+        for path, (_, _, _, offset) in zip(files, layouts):
+            with open(path, 'rb') as src:
+                src.seek(offset)
+                shutil.copyfileobj(src, dst, COPY_BLOCK)
+
+
+def _renumbered_segments(parts: list[Ticks]) -> np.ndarray:
+    """The segment ids of several Ticks one after the other, renumbered so that no window crosses from one to the
+    next."""
+    offset, segments = 0, []
+    for part in parts:
+        segments.append(part.segment - part.segment.min() + offset if len(part) else np.asarray(part.segment))
+        offset = int(segments[-1].max()) + 1 if len(part) else offset
+    return np.concatenate(segments).astype(np.int64)
+
+
+def _save_concatenated(staging: Path, parts: list[tuple[Path, Ticks]]) -> list:
+    """The cache folders `parts` (folder, its Ticks) as one: their arrays one after the other."""
+    for name in ARRAYS:
+        if name == 'segment':
+            np.save(staging / 'segment.npy', _renumbered_segments([ticks for _, ticks in parts]))
+        else:
+            _copy_rows(staging / f'{name}.npy', [folder / f'{name}.npy' for folder, _ in parts])
+    return [source for _, ticks in parts for source in ticks.sources]
+
+
+def _located(ticks: Ticks, paths: list[Path]) -> Ticks:
+    """Ticks whose sources name the paths they were loaded from now (a cache is found by content: a bag that was
+    moved or copied finds the one it made elsewhere)."""
+    for source, path in zip(ticks.sources, paths):
+        source['path'] = str(Path(path).resolve())
     return ticks
 
 
-def load_bags(bags, cache_dir=None, image_size: int = 64, dt: float = DT, layout: BagLayout | None = None) -> Ticks:
-    """Ticks of several bags of one arm (`layout`, default the simulated Panda), as one."""
-    return concat([load_bag(b, cache_dir, image_size, dt, layout) for b in bags])
+def _bag_cache(bag: Path, cache_dir, image_size: int | None, dt: float,
+               layout: BagLayout | None) -> tuple[Path, Ticks]:
+    if not bag.exists():
+        raise BagError(f'bag {bag}: no such bag')
+    folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / f'bag-{_cache_key(bag, image_size, dt, layout)}'
+    if is_lerobot_dataset(bag):
+        from jepa_world_model.lerobot_export import read_lerobot
+        return folder, _cached(folder, lambda staging: read_lerobot(bag, staging, image_size, dt, layout))
+    return folder, _cached(folder, lambda staging: save_ticks(
+        staging, decode_bag(bag, image_size, dt, layout, images_out=staging / 'images.npy')))
+
+
+def load_bag(bag, cache_dir=None, image_size: int | None = 64, dt: float = DT,
+             layout: BagLayout | None = None) -> Ticks:
+    """Ticks of one bag (or LeRobot dataset), decoded once into its cache folder (cache_dir None: the user cache)
+    and memory-mapped from there; image_size None keeps the images as recorded."""
+    bag = Path(bag)
+    return _located(_bag_cache(bag, cache_dir, image_size, dt, layout)[1], [bag])
+
+
+def load_bags(bags, cache_dir=None, image_size: int | None = 64, dt: float = DT,
+              layout: BagLayout | None = None) -> Ticks:
+    """Ticks of the bags and LeRobot datasets `bags` names (expand_bags: bags, folders of them, glob patterns) of
+    one arm (`layout`, default the simulated Panda), as one memory-mapped whole: one bag's cache, or, for several,
+    the cache of their concatenation (made once per list of bags, copied on disk from theirs)."""
+    paths = expand_bags(bags)
+    parts = [_bag_cache(path, cache_dir, image_size, dt, layout) for path in paths]
+    if len(parts) == 1:
+        return _located(parts[0][1], paths)
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, [folder.name for folder, _ in parts]]).encode()).hexdigest()[:16]
+    folder = parts[0][0].parent / f'set-{key}'
+    return _located(_cached(folder, lambda staging: _save_concatenated(staging, parts)), paths)

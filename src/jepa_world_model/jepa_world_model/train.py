@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from jepa_world_model.bag_layout import BagLayout, layout_from_preset
+from jepa_world_model.bag_layout import add_arm_arguments, arm_layout
 from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.image_statistics import METRICS_KEY, ImageReference
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
@@ -306,10 +306,13 @@ class JepaObjective(torch.nn.Module):
 
 
 @torch.no_grad()
-def encode_ticks(model: WorldModel, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Embeddings (N, D) of uint8 frames (N, S, S, 3), in batches, on the model's device."""
-    return torch.cat([model.encode(torch.from_numpy(images[i:i + batch]).to(model.device))
-                      for i in range(0, len(images), batch)])
+def encode_ticks(model: WorldModel, images: np.ndarray, rows: np.ndarray | None = None,
+                 batch: int = 256) -> torch.Tensor:
+    """Embeddings (N, D) of uint8 frames (N, S, S, 3) (or of the frames at `rows`), in batches, on the model's
+    device. Each batch is read on its own, so frames memory-mapped from the decoded-bag cache stay on disk."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    return torch.cat([model.encode(torch.from_numpy(np.asarray(images[rows[i:i + batch]])).to(model.device))
+                      for i in range(0, len(rows), batch)])
 
 
 @torch.no_grad()
@@ -344,7 +347,7 @@ def rollout_errors(model: WorldModel, states: torch.Tensor, actions: torch.Tenso
 def update_latent_stats(model: WorldModel, ticks: Ticks, device: torch.device, count: int = 2048) -> None:
     """Store mean / variance of the embeddings of (up to `count`) training frames in the model."""
     idx = np.linspace(0, len(ticks) - 1, min(count, len(ticks))).round().astype(int)
-    embeddings = encode_ticks(model, ticks.images[idx])
+    embeddings = encode_ticks(model, ticks.images, idx)
     model.latent_mean.copy_(embeddings.mean(dim=0))
     model.latent_var.copy_(embeddings.var(dim=0).clamp_min(1e-8))
 
@@ -479,7 +482,6 @@ def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device:
     val_ticks = np.flatnonzero(held)
     # Window starts as positions within the held-out ticks (windows never leave them).
     val_starts = np.searchsorted(val_ticks, val_starts)
-    val_images = ticks.images[val_ticks]
     val_actions = torch.from_numpy(ticks.actions[val_ticks]).to(device)
     generator = torch.Generator().manual_seed(seed + state.step)
     model.to(device).train()
@@ -500,7 +502,8 @@ def train_world_model(model: WorldModel, ticks: Ticks, cfg: TrainConfig, device:
         state.seconds += time.monotonic() - clock['last']
         model.eval()
         if len(val_starts):
-            metrics = rollout_errors(model, encode_ticks(model, val_images), val_actions, val_starts, val_length)
+            metrics = rollout_errors(model, encode_ticks(model, ticks.images, val_ticks), val_actions, val_starts,
+                                     val_length)
             metrics['step'] = step
             state.validations.append(metrics)
             h = min(5, len(metrics['normalized_error']))
@@ -574,7 +577,8 @@ def split_overrides(values: dict) -> tuple[dict, dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='jepa train', description=__doc__.split('\n\n')[0])
-    parser.add_argument('--bag', action='append', required=True, help='rosbag2 bag directory (repeatable)')
+    parser.add_argument('--bag', action='append', required=True,
+                        help='a rosbag2 bag, a folder of bags, a quoted glob or a LeRobot dataset (repeatable)')
     parser.add_argument('--out', required=True, help='checkpoint to write (a PNG of the training curves and a '
                         'JSON summary are written next to it)')
     parser.add_argument('--minutes', type=float, default=15.0, help='wall-clock training budget')
@@ -587,23 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bars (logs only)')
-    arm = parser.add_argument_group('the arm the bags hold (default: the simulated Panda)')
-    arm.add_argument('--arm', default=None, metavar='PRESET',
-                     help='arm preset (config/arms/PRESET.yaml: franka_fr3, panda, ur5e, kinova_gen3, ...): camera '
-                          'topic, joint names and URDF kinematics of the bags, as `jepa collect --arm` recorded them')
-    arm.add_argument('--urdf', default=None, metavar='FILE',
-                     help="the arm's URDF in place of the preset's kinematics.urdf (the arm graph's urdf:=)")
-    arm.add_argument('--camera-topic', default=None, metavar='TOPIC',
-                     help="the camera image topic in place of the preset's camera.image_topic (the arm graph's "
-                          'camera_topic:=)')
+    add_arm_arguments(parser)
     return parser
-
-
-def arm_layout(args: argparse.Namespace) -> BagLayout:
-    """The layout the bags are decoded with: --arm's preset (ValueError naming an unknown one), or the simulated
-    Panda's; --urdf and --camera-topic replace what either names."""
-    layout = layout_from_preset(args.arm) if args.arm else BagLayout()
-    return layout.with_overrides(args.urdf and os.path.abspath(os.path.expanduser(args.urdf)), args.camera_topic)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -666,7 +655,7 @@ def train_from_args(args: argparse.Namespace, command: str, job: Job, device: to
     arm = '' if layout.is_default else f' of {layout.describe()}'
     processes = f' in each of {job.world_size} processes ({job.backend})' if job.world_size > 1 else ''
     if job.is_main:
-        print(f'jepa train: {len(ticks)} ticks from {len(args.bag)} bag(s){arm}, {model_parameter_count(model)} '
+        print(f'jepa train: {len(ticks)} ticks from {len(ticks.sources)} bag(s){arm}, {model_parameter_count(model)} '
               f'parameters, device {device}, {torch.get_num_threads()} threads{processes}, budget {args.minutes} '
               'min', file=sys.stderr)
     derived = sum(source.get('actions') == 'derived_from_joint_motion' for source in ticks.sources)
