@@ -296,8 +296,8 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
 def test_task_profiles_live_once_and_a_params_file_overrides_only_what_it_names():
     from jepa_configurator.configurator import TASK_PROFILES, TASKS, SurpriseMonitor, TaskProfile, task_skill, \
         task_weights
-    assert task_weights('reach') == CostWeights(critic=0.5)
-    overridden = task_weights('reach', {'reach': {'energy': 2.0}, 'push': {'latent': 9.0}})
+    assert task_weights('reach') == CostWeights() and task_weights('reach').critic == 0.0
+    overridden = task_weights('reach', {'reach': {'energy': 2.0, 'critic': 0.5}, 'push': {'latent': 9.0}})
     assert overridden.energy == 2.0 and overridden.critic == 0.5 and task_weights('push').latent == 1.0
     with pytest.raises(ValueError, match='swim'):
         task_weights('swim', {'reach': {}})

@@ -135,7 +135,7 @@ def test_the_agent_nodes_apply_their_live_parameters_and_refuse_the_rest(checkpo
         configurator = ConfiguratorNode()
         nodes.append(configurator)
         assert configurator.profiles['push_skill'].skill == 'push' and configurator.profiles['idle'].adjust == ()
-        assert configurator.profiles['reach'].adjust == ('critic', 'world_model')
+        assert configurator.profiles['reach'].adjust == ('world_model',)
         applied(configurator, ('tasks.push.energy', 0.4))  # applies from the next set_task
         assert configurator.profiles['push'].weights.energy == 0.4
         assert configurator.profiles['reach'].weights.energy == 1.0
@@ -241,9 +241,11 @@ def test_cost_memory_and_configurator_work_together(ros_graph, checkpoint, tmp_p
     memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
                              params={'diagnostics_period': 0.2})
     # The surprise below is published unstamped: only the count of consecutive steps can make it sustained.
+    # Reach with the critic on (no shipped profile weighs or retrains it): the machinery is what is tested here.
     configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
         'configure_nodes': ['cost'], 'work_dir': str(tmp_path / 'agent'), 'surprise.patience': 3,
-        'surprise.min_span': 0.0, 'surprise.cooldown': 0.0})
+        'surprise.min_span': 0.0, 'surprise.cooldown': 0.0, 'tasks.reach.critic': 0.5,
+        'task_adjust.reach': ['critic', 'world_model']})
     feeder = Feeder(ros_graph, model_id)
     action_pub = ros_graph.node.create_publisher(ActionStamped, '/jepa/action', 10)
     prediction_pub = ros_graph.node.create_publisher(LatentState, '/jepa/prediction', 10)

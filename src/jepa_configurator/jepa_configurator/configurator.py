@@ -35,9 +35,9 @@ class TaskProfile:
 # and `task_adjust.<task>`, so a params file overrides only what differs.
 TASK_PROFILES = {
     # Plan towards the goal image through the world model: `energy`, the displacement the model's effector map
-    # reads, and `latent`, the whole latent. The critic's weight acts only once a surprise adjustment has trained
-    # and loaded a critic (none is shipped).
-    'reach': TaskProfile(CostWeights(critic=0.5)),
+    # reads, and `latent`, the whole latent. No profile weighs or retrains the critic: no run has shown it change
+    # an outcome (`tasks.<task>.critic` and `task_adjust.<task>` turn it on).
+    'reach': TaskProfile(CostWeights()),
     # The cube is what must move: the whole latent, which holds it, weighs most. Contact makes surprise routine
     # in a push (its outcome varies beyond what a one-step predictor models), so a push's surprise only saves
     # the memory and adjusts nothing.

@@ -79,7 +79,8 @@ class ConfiguratorNodeConfig:
                                  "named goals are images), and then no sim/ client exists")
     configure_nodes: list[str] = setting(['cost', 'actor'], "nodes that get the task's weights.*, mode and skill, and "
                                          "the retrained critic's critic_path ('' entries are ignored)")
-    adjust: list[str] = setting(list(ADJUSTMENTS), f'what sustained surprise adjusts ({", ".join(ADJUSTMENTS)}) '
+    # Not the critic by default: no profile weighs it (configurator.TASK_PROFILES).
+    adjust: list[str] = setting(['world_model'], f'what sustained surprise adjusts ({", ".join(ADJUSTMENTS)}) '
                                 "in a task whose task_adjust does not say otherwise ('' entries are ignored)")
     checkpoint: str = setting('', "the world model in service until world_model/model_version announces one ('' = the "
                               'shipped default); setting it switches the surprise baseline to that model, and one '
