@@ -21,7 +21,8 @@ NUMERIC = {ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE}
 
 # node name -> (executable, parameters the running node applies). Everything else must be read-only.
 NODES = {
-    'sim': ('sim_node', set()),
+    'sim': ('sim_node', {'perturb_camera_shift', 'perturb_camera_rotation', 'perturb_arm_tracking',
+                         'perturb_cube_mass_scale', 'perturb_cube_friction_scale', 'perturb_cube_rgb'}),
     'fake_arm': ('fake_arm_node', set()),
     'sim_driver': ('sim_driver_node', set()),
     'safety': ('safety_node', {'max_joint_velocity_scale', 'stale_timeout', 'command_timeout', 'workspace_enabled',

@@ -3,6 +3,7 @@
 Actions are in the agent's own action space (ee_delta, docs/architecture.md), so the baselines and the agent
 drive the arm through the same kinematics and the same safety gate.
 """
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from jepa_common.paths import package_share
 from jepa_actor.scripted_skill import PushSkill, PushSkillConfig
 from jepa_bringup.description import SIM_NODE, SIM_PARAMS_FILE, node_parameters
 from jepa_sim.camera import CameraConfig
+from jepa_sim.perturbation import PERTURBATIONS, Perturbation, named_perturbation
 
 # The agent's conditions. mode1 is scored on the seeds Mode-2 has just taught it (its distilled policy learned on
 # them); mode1_fresh on as many seeds after those, with DAgger labelling and distillation off, so it acts alone.
@@ -207,3 +209,36 @@ def summarize(results: list[dict], latencies: dict[str, list[float]]) -> dict:
         **{f'{name}_ms': percentiles(values) for name, values in latencies.items()},
         'per_episode': results,
     }
+
+# ---------------------------------------------------------------- world perturbations (jepa eval, the workbench)
+
+def add_perturbation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--perturb', action='append', metavar='NAME', default=[],
+                        help=f'perturb the simulated world for every condition: {", ".join(PERTURBATIONS)} (repeat or '
+                             'comma-separate to combine; docs/perturbations.md)')
+    parser.add_argument('--perturb-set', action='append', metavar='FIELD=VALUE', default=[],
+                        help='a perturbation setting on top of the named ones, e.g. arm_tracking=0.4 or '
+                             'camera_shift=0.05,0,0 (fields: ' + ', '.join(Perturbation.__dataclass_fields__) + ')')
+
+
+def perturbation_of(args: argparse.Namespace) -> tuple[list[str], dict, Perturbation]:
+    """(names, settings, the Perturbation) of add_perturbation_arguments' options; ValueError naming what is wrong."""
+    names = [n.strip() for item in args.perturb for n in item.split(',') if n.strip()]
+    settings = perturbation_settings(args.perturb_set)
+    return names, settings, named_perturbation(names, settings)
+
+
+def perturbation_settings(items: list[str]) -> dict:
+    """['arm_tracking=0.4', 'camera_shift=0.05,0,0'] -> {'arm_tracking': 0.4, 'camera_shift': [0.05, 0.0, 0.0]};
+    ValueError naming an item that is not FIELD=NUMBER[,NUMBER...]."""
+    settings = {}
+    for item in items:
+        name, sep, text = item.partition('=')
+        try:
+            if not sep or not name:
+                raise ValueError
+            values = [float(v) for v in text.split(',')]
+        except ValueError:
+            raise ValueError(f'--perturb-set expects FIELD=NUMBER or FIELD=X,Y,Z, got {item!r}') from None
+        settings[name.strip()] = values if ',' in text else values[0]
+    return settings

@@ -17,6 +17,11 @@ the references: scripted_skill (push: the graph with the hand-written push skill
 scripted oracle on privileged state and random actions, the last two driven by the referee itself through the
 same safety gate while the agent is told `idle`.
 
+`--perturb NAME` (camera_moved, sluggish_arm, heavy_cube, recoloured_cube; jepa_sim.perturbation) changes the
+simulated world for every condition: the referee sets the simulator's perturb_* parameters once the graph is up,
+before the first episode, and the report's provenance records the names and the values the simulator then holds.
+The referee still scores with the true state.
+
 Latency is measured from outside the actor, on the wall clock: the arrival here of each camera frame, of its
 latent and of the plan the actor chose from it (jepa/plan, published with its command).
 """
@@ -44,8 +49,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, SUCCESS_RADIUS, \
-    TASK_CONDITIONS, Goal, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, reach_region, \
-    sim_camera, summarize
+    TASK_CONDITIONS, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, episode_steps, final_distance, \
+    make_goal, perturbation_of, reach_region, sim_camera, summarize
 from jepa_bringup.graph import NAMESPACE_ARGUMENT, GraphError, load_preset, parse_assignments, ros_namespace
 from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
@@ -54,6 +59,7 @@ from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
 from jepa_world_model.readout import default_readout_path
 from jepa_sim.camera import CameraConfig
+from jepa_sim.perturbation import Perturbation, named_perturbation
 from jepa_sim.sim_driver import REFEREE_NAMESPACE
 from jepa_world_model.runtime import resolve_checkpoint
 
@@ -71,6 +77,7 @@ PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms
 SIM_NAMES = {'clock': '/clock', 'ee_pose': 'sim/ee_pose', 'cube_pose': 'sim/cube_pose', 'reset': 'sim/reset',
              'render_state': 'sim/render_state', 'image': 'camera/image_raw', 'camera_info': 'camera/camera_info'}
 ARM_GRAPH = 'sim_driver_arm'
+SIM_NODE = 'sim'
 
 
 def arm_referee_names(preset: dict) -> dict:
@@ -503,11 +510,13 @@ def graph_camera(launch_args: list[str], arm: str | None = None) -> CameraConfig
 
 def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launch_args: list[str],
         video_path: Path | None, log_dir: Path, camera: CameraConfig, reference_episodes: int | None = None,
-        command: list[str] | None = None, log=print, arm: str | None = None) -> dict:
+        command: list[str] | None = None, log=print, arm: str | None = None,
+        perturb: dict | None = None) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
     simulated camera (sim_camera), for the video overlay; `arm` an arm preset to evaluate behind the driver
-    stand-in (graph sim_driver_arm) instead of the Panda simulator. Returns {'provenance': ..., 'tasks': {task:
-    report}}."""
+    stand-in (graph sim_driver_arm) instead of the Panda simulator; `perturb` {'names': [...], 'settings': {field:
+    value}} the world perturbation the simulator gets before the first episode (named_perturbation; the Panda
+    simulator only). Returns {'provenance': ..., 'tasks': {task: report}}."""
     namespace = ros_namespace(parse_assignments(launch_args).get(NAMESPACE_ARGUMENT, ''))
     record = provenance(command or sys.argv)
     record['launch_args'] = launch_args
@@ -534,6 +543,8 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     reports = {}
     try:
         referee.wait_for_graph(120.0)
+        if not arm:
+            record['perturbation'] = perturb_world(referee, perturb or {'names': [], 'settings': {}}, log)
         record['parameters'] = {node: referee.node_parameters(node) for node in LEARNED_NODES}
         record['files'] = learned_files(record['parameters'])
         for task in tasks:
@@ -560,6 +571,20 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
         log(f'graph stopped (exit {code})')
     record['load_end'] = machine_load()
     return {'provenance': record, 'tasks': reports}
+
+
+def perturb_world(referee: Referee, perturb: dict, log=print) -> dict:
+    """Give the simulator the perturbation `perturb` names ({'names': [...], 'settings': {field: value}}; none
+    given: the simulator is left as it was started) -> its provenance record: the names, the settings and every
+    perturb_* value the simulator holds afterwards, read back from it."""
+    given = bool(perturb['names'] or perturb['settings'])
+    if given:
+        referee.set_node_parameters(SIM_NODE, named_perturbation(perturb['names'], perturb['settings']).parameters())
+    held = {name: value for name, value in referee.node_parameters(SIM_NODE).items()
+            if name.startswith(Perturbation.PARAMETER_PREFIX)}
+    if given:
+        log(f'perturbed the world: {", ".join(perturb["names"]) or "-"} {perturb["settings"] or ""} -> {held}')
+    return {'names': list(perturb['names']), 'settings': dict(perturb['settings']), 'sim_parameters': held}
 
 
 def success_table(result: dict) -> str:
@@ -635,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--arm', metavar='PRESET', default=None,
                         help='evaluate reach on this arm preset, simulated behind sim_driver_node as if it were a '
                              'physical arm (graph sim_driver_arm; the referee alone uses its referee/ interface)')
+    add_perturbation_arguments(parser)
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, checkpoint:=...)')
     args = parser.parse_args(argv)
     if args.from_json:
@@ -656,15 +682,22 @@ def main(argv: list[str] | None = None) -> int:
         # The push goals and the oracle's push height are the Panda's fingertip frame's.
         parser.error('--arm evaluates reach only')
     try:
+        names, settings, perturbation = perturbation_of(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.arm and (args.perturb or args.perturb_set):
+        parser.error('--perturb and --perturb-set perturb the Panda simulator (graph sim), not an --arm preset')
+    try:
         if args.arm:
             load_preset(args.arm)
-        camera = graph_camera(args.launch_args, args.arm)
+        camera = perturbation.moved_camera(graph_camera(args.launch_args, args.arm))
     except (ValueError, GraphError) as exc:
         parser.error(str(exc))
     try:
         result = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
                      args.log_dir, camera, args.reference_episodes,
-                     command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)], arm=args.arm)
+                     command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)], arm=args.arm,
+                     perturb={'names': names, 'settings': settings})
     except (KeyboardInterrupt, ExternalShutdownException):
         # rclpy turns Ctrl-C into a context shutdown; run() has already brought the graph down.
         print('jepa eval: interrupted; no report written', file=sys.stderr)

@@ -12,6 +12,7 @@ the configurator's task profile); --set and --weight override them.
 
     python -m jepa_bringup.sim_episodes --task reach --episodes 10 --set horizon=12 --weight energy=2
     python -m jepa_bringup.sim_episodes --task push --episodes 30 --command-delay 0.05 --weight hand=0 --weight energy=1
+    python -m jepa_bringup.sim_episodes --task reach --episodes 10 --perturb camera_moved --perturb-set arm_tracking=0.4
 """
 import argparse
 import json
@@ -23,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, episode_steps, \
-    final_distance, make_goal, sim_camera
+from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, \
+    add_perturbation_arguments, episode_steps, final_distance, make_goal, perturbation_of, sim_camera
 from jepa_actor.actor import Actor, ActorConfig
 from jepa_bringup.agent_settings import agent_params, graph_settings  # noqa: F401 - the workbench's settings
 from jepa_cost.cost import CostWeights
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_sim.camera import CameraConfig
 from jepa_sim.panda_sim import PandaSim
+from jepa_sim.perturbation import Perturbation
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
 
@@ -72,6 +74,11 @@ class SimWorkbench:
         goal = make_goal(task, seed, self.kinematics, self.q_arm, self.cube)
         goal_image, _ = self.sim.render_state(goal.arm_q, goal.cube_position)
         return goal, self.encode(goal_image)
+
+    def perturb(self, perturbation: Perturbation) -> None:
+        """The world perturbed as sim_node applies it: the simulator's camera and cube, the controller's tracking."""
+        self.sim.perturb(perturbation)
+        self.follower.tracking = perturbation.arm_tracking
 
     def command(self, action: np.ndarray, q_arm: np.ndarray | None = None) -> None:
         """Follow the action from q_arm (the joint state it was chosen at; default: now), as the actor's command."""
@@ -158,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                              'sim_camera:= argument; default config/sim.yaml')
     parser.add_argument('--command-delay', type=float, default=0.0, metavar='SECONDS',
                         help=f'send each agent command this long after its frame, 0 to {DT} (default 0)')
+    add_perturbation_arguments(parser)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
@@ -170,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = replace(weights, **{k: float(v) for k, v in parse_assignments(args.weight, '--weight').items()})
         camera = sim_camera(args.sim_camera)
         check_command_delay(args.command_delay)
+        names, settings, perturbation = perturbation_of(args)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
@@ -179,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReadoutError as exc:
         parser.error(f'skill {config.skill!r}: {exc}')
     bench = SimWorkbench(model, camera)
-    report = {}
+    bench.perturb(perturbation)
+    report = {'perturbation': {'names': names, 'settings': settings, 'values': perturbation.parameters()}} \
+        if names or settings else {}
     try:
         # One actor for both modes, as in the graph: Mode-1 acts with the policy distilled from Mode-2 so far.
         actor = Actor(model, config, weights, bench.kinematics, readout=readout)

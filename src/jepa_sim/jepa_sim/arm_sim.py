@@ -18,6 +18,7 @@ import pybullet_data
 
 from jepa_common.kinematics import ArmKinematics
 from jepa_sim.camera import CameraConfig
+from jepa_sim.perturbation import CUBE_FRICTION, CUBE_MASS, Perturbation
 
 PHYSICS_HZ = 240.0
 CUBE_SIZE = 0.05
@@ -94,14 +95,13 @@ class ArmSim:
         table = p.loadURDF('table/table.urdf', [0.5, 0, -0.625], physicsClientId=self.client)
         self.robot = self._load_robot(self.kinematics.urdf_path, fast_visuals)
         half = CUBE_SIZE / 2
+        # Mass, friction and colour: perturb().
         self.cube = p.createMultiBody(
-            baseMass=0.1,
+            baseMass=CUBE_MASS,
             baseCollisionShapeIndex=p.createCollisionShape(p.GEOM_BOX, halfExtents=[half] * 3,
                                                            physicsClientId=self.client),
-            baseVisualShapeIndex=p.createVisualShape(p.GEOM_BOX, halfExtents=[half] * 3, rgbaColor=[0.9, 0.1, 0.1, 1],
-                                                     physicsClientId=self.client),
+            baseVisualShapeIndex=p.createVisualShape(p.GEOM_BOX, halfExtents=[half] * 3, physicsClientId=self.client),
             basePosition=[*scene.cube_home, half], physicsClientId=self.client)
-        p.changeDynamics(self.cube, -1, lateralFriction=0.8, physicsClientId=self.client)
 
         index = {p.getJointInfo(self.robot, j, physicsClientId=self.client)[1].decode(): j
                  for j in range(p.getNumJoints(self.robot, physicsClientId=self.client))}
@@ -128,9 +128,11 @@ class ArmSim:
         self._colour_scene(table, first_hand_link=max(self._joint_ids[:len(self.arm_joints)]) + 1)
         if gui:
             p.resetDebugVisualizerCamera(1.4, 50, -35, [0.45, 0.0, 0.1], physicsClientId=self.client)
-        self._view = p.computeViewMatrix(self.camera.eye, self.camera.target, self.camera.up)
+        # The camera as configured; perturb() may move the one that renders (self.camera).
+        self.nominal_camera = self.camera
         self._projection = p.computeProjectionMatrixFOV(self.camera.fov_deg, self.camera.width / self.camera.height,
                                                         self.camera.near, self.camera.far)
+        self.perturb(Perturbation())
         self.commanded = np.zeros(len(self.joint_names))
         self.reset(seed, randomize_arm=False, randomize_cube=False)
 
@@ -160,12 +162,25 @@ class ArmSim:
 
     def _colour_scene(self, table: int, first_hand_link: int) -> None:
         """Contrasting colours: a brown table, a light arm with a dark hand (the links after the last arm
-        joint), the red cube."""
+        joint); the cube's (red) is perturb()'s."""
         p.changeVisualShape(table, -1, rgbaColor=[0.55, 0.45, 0.35, 1], physicsClientId=self.client)
         hand_links = set(range(first_hand_link, p.getNumJoints(self.robot, physicsClientId=self.client)))
         for link in range(-1, p.getNumJoints(self.robot, physicsClientId=self.client)):
             colour = [0.25, 0.25, 0.28, 1] if link in hand_links else [0.9, 0.9, 0.9, 1]
             p.changeVisualShape(self.robot, link, rgbaColor=colour, physicsClientId=self.client)
+
+    def perturb(self, perturbation: Perturbation) -> None:
+        """Make the world differ from the nominal one as `perturbation` says (Perturbation() restores it): the
+        camera moved, the cube's mass (its inertia with it), friction and colour. Takes effect at the next step and
+        render. The arm's tracking is the trajectory follower's (TrajectoryFollower.tracking), not the
+        simulator's."""
+        self.perturbation = perturbation
+        self.camera = perturbation.moved_camera(self.nominal_camera)
+        self._view = p.computeViewMatrix(self.camera.eye, self.camera.target, self.camera.up)
+        mass = CUBE_MASS * perturbation.cube_mass_scale
+        p.changeDynamics(self.cube, -1, mass=mass, localInertiaDiagonal=[mass * CUBE_SIZE ** 2 / 6] * 3,
+                         lateralFriction=CUBE_FRICTION * perturbation.cube_friction_scale, physicsClientId=self.client)
+        p.changeVisualShape(self.cube, -1, rgbaColor=[*perturbation.cube_rgb, 1.0], physicsClientId=self.client)
 
     # -- world state
     def reset(self, seed: int, randomize_arm: bool = True,

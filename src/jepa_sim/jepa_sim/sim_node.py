@@ -5,6 +5,10 @@ state, for datasets and the referee), and /clock; follows trajectory_msgs/JointT
 (arm_controller/joint_trajectory); serves sim/reset and sim/render_state. Names are relative, so the node runs
 under a namespace; /clock stays global (a namespaced graph remaps it, see jepa_bringup.graph).
 
+Its parameters are read-only (the world is built once, at start) except the perturb_* ones
+(jepa_sim.perturbation.Perturbation: a moved camera, a sluggish arm, a heavier or recoloured cube), which apply at
+once, between two physics steps; `jepa eval --perturb NAME` sets them.
+
 The physics runs in its own thread, which owns the simulator: it steps, publishes on whole physics steps, and
 paces itself by real_time_factor (0 = as fast as possible). Subscription and service callbacks (executor
 thread) hand their work to it through a queue, so a command takes effect at the next physics step and the
@@ -19,11 +23,12 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_common.node import run_node
-from jepa_common.parameters import declare, declare_config
+from jepa_common.parameters import apply_changes, declare, declare_config
 from jepa_common.qos import RELIABLE
 from jepa_interfaces.srv import RenderState, ResetSim
 from jepa_sim.camera import CameraConfig
 from jepa_sim.panda_sim import PandaSim, SimConfig
+from jepa_sim.perturbation import Perturbation
 from jepa_sim.sim_ros import PhysicsWork, SimulatedArmNode, camera_info_msg
 from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
@@ -38,6 +43,7 @@ class SimNode(SimulatedArmNode):
         self.camera_frame, self.base_frame = CAMERA_FRAME, BASE_FRAME
         config = declare_config(self, SimConfig)
         camera = declare_config(self, CameraConfig, prefix=CameraConfig.PARAMETER_PREFIX)
+        self.perturbation = declare_config(self, Perturbation, prefix=Perturbation.PARAMETER_PREFIX)
         controller_topic = declare(self, 'controller_topic', CONTROLLER_TOPIC,
                                    'the trajectory_msgs/JointTrajectory topic the arm follows (the safety gate '
                                    'publishes there)')
@@ -48,6 +54,7 @@ class SimNode(SimulatedArmNode):
         self.sim.reset(config.seed, randomize_arm=config.randomize_arm, randomize_cube=config.randomize_cube)
         self.follower = TrajectoryFollower(self.sim.joint_names, self.sim.lower, self.sim.upper,
                                            self.sim.joint_positions())
+        self._perturb(self.perturbation)
         # Publishing on whole physics steps keeps stamps exact: the rates become physics_rate / n.
         self.joint_state_every = self._steps_per(config.joint_state_rate, 'joint_state_rate')
         self.camera_every = self._steps_per(config.camera_rate, 'camera_rate')
@@ -70,6 +77,7 @@ class SimNode(SimulatedArmNode):
         self._publish_state(camera=True)
         self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
         self._thread.start()
+        self.add_on_set_parameters_callback(self.on_parameters)
         pace = 'as fast as possible' if self.real_time_factor <= 0 else f'{self.real_time_factor}x real time'
         self.get_logger().info(
             f'simulating the Panda at {config.physics_rate:.0f} Hz, {pace}; {self.joint_state_pub.topic_name} at '
@@ -79,6 +87,22 @@ class SimNode(SimulatedArmNode):
     def now(self) -> float:
         """Sim time: this node is the clock of its world."""
         return self.sim.time
+
+    # -- the perturbations, the live parameters
+    def _perturb(self, perturbation: Perturbation) -> None:
+        """In the physics thread (or before it starts)."""
+        self.sim.perturb(perturbation)
+        self.follower.tracking = perturbation.arm_tracking
+
+    def on_parameters(self, parameters):
+        """Only the perturb_* parameters are live (rclpy refuses the read-only ones before this is called); a
+        change is applied between two physics steps before the answer."""
+        new, answer = apply_changes(self.perturbation, parameters, prefix=Perturbation.PARAMETER_PREFIX)
+        if answer.successful and new != self.perturbation:
+            self._work.call(lambda: self._perturb(new))
+            self.perturbation = new
+            self.get_logger().info(f'world perturbation now {new}')
+        return answer
 
     # -- commands and services
     def _on_trajectory(self, msg: JointTrajectory) -> None:

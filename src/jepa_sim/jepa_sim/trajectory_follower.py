@@ -4,6 +4,9 @@ A trajectory (joint names + points with time_from_start) starts at `start_time` 
 positions; the follower is sampled at any time for the joint targets. Semantics kept from the JTC:
 a new trajectory replaces the current one; one without points means "hold the current position"; joints the
 trajectory does not name keep their current targets; targets are clamped to the joint limits.
+
+`tracking` below 1 makes a sluggish controller (a perturbation of the world, jepa_sim.perturbation): every
+trajectory is followed for only that share of the way from where the joints were when it arrived.
 """
 from typing import Sequence
 
@@ -19,8 +22,10 @@ class TrajectoryFollower:
     """Targets for a fixed set of joints over time. Times are seconds on whatever clock the caller uses."""
 
     def __init__(self, joint_names: Sequence[str], lower: Sequence[float], upper: Sequence[float],
-                 initial_positions: Sequence[float] | None = None):
+                 initial_positions: Sequence[float] | None = None, tracking: float = 1.0):
         self.joint_names = tuple(joint_names)
+        # Share of each commanded step followed, from the next trajectory on (1: all of it).
+        self.tracking = tracking
         self._index = {n: i for i, n in enumerate(self.joint_names)}
         if len(self._index) != len(self.joint_names):
             raise ValueError(f'duplicate joint names in {list(self.joint_names)}')
@@ -65,6 +70,9 @@ class TrajectoryFollower:
             positions[k, columns] = point.positions
             if cubic:
                 velocities[k, columns] = point.velocities
+        if self.tracking != 1.0:
+            positions[1:] = start + self.tracking * (positions[1:] - start)
+            velocities *= self.tracking
         clamped = self._clamp(positions)
         beyond = np.any(np.abs(clamped - positions) > CLAMP_REPORT_TOLERANCE, axis=0)
         clamped_names = [self.joint_names[j] for j in np.flatnonzero(beyond)]
