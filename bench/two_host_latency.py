@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 # The veth's two ends: each pair of namespaces is a network of its own, so every run may use the same addresses.
 ADDRESSES = {'A': '10.213.0.1', 'B': '10.213.0.2'}
 GRAPH_STOP_TIMEOUT = 15.0
+# The nodes of the inference graph (graph.yaml `inference`).
+INFERENCE_NODES = {'perception', 'world_model', 'cost', 'actor'}
 
 
 def namespaces_unavailable() -> str | None:
@@ -235,12 +237,24 @@ def observe(seconds: float, wait: float) -> dict:
     deadline = time.monotonic() + wait
     while state['first_command'] is None and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.05)
+    seen: set[str] = set()
+
+    def look() -> None:
+        seen.update(n for n in node.get_node_names() if n != 'two_host_observer')
     if state['first_command'] is not None:
         state['measuring'] = True
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
-    nodes = sorted(n for n in node.get_node_names() if n != 'two_host_observer')
+            look()
+        # Discovery runs per participant: a node may be heard of here well after the commands it helps make
+        # (seconds on a loaded machine), so the graph is watched a while longer for the inference nodes.
+        end = time.monotonic() + wait
+        while not INFERENCE_NODES <= seen and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.1)
+            look()
+    look()
+    nodes = sorted(seen)
     executor.shutdown()
     node.destroy_node()
     rclpy.shutdown()
