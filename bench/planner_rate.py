@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from jepa_bringup.sim_episodes import agent_params, graph_settings
+from jepa_bringup.agent_settings import agent_params, graph_settings
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
 from jepa_actor.actor import Actor
 from jepa_cost.cost import PlanObjective

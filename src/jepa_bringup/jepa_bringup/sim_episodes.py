@@ -27,7 +27,7 @@ import torch
 from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, \
     add_perturbation_arguments, episode_steps, final_distance, make_goal, perturbation_of, sim_camera
 from jepa_actor.actor import Actor, ActorConfig
-from jepa_bringup.agent_settings import agent_params, graph_settings  # noqa: F401 - the workbench's settings
+from jepa_bringup.agent_settings import agent_params, graph_settings
 from jepa_cost.cost import CostWeights
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_sim.camera import CameraConfig

@@ -23,7 +23,6 @@ the agent's graph subscribes to it or calls it.
 
 The physics runs in its own thread, which owns the simulator, as in sim_node; callbacks hand it their work.
 """
-import threading
 
 from geometry_msgs.msg import PoseStamped
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -36,7 +35,7 @@ from jepa_common.qos import RELIABLE
 from jepa_interfaces.srv import RenderState, ResetSim
 from jepa_sim.camera import CameraConfig
 from jepa_sim.sim_driver import REFEREE_NAMESPACE, SimDriverConfig, driver_arm
-from jepa_sim.sim_ros import PhysicsWork, SimulatedArmNode, camera_info_msg
+from jepa_sim.sim_ros import SimulatedArmNode, camera_info_msg
 from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
 
@@ -88,13 +87,7 @@ class SimDriverNode(SimulatedArmNode):
             self.create_service(RenderState, f'{ns}/render_state', self._on_render_state)
         self.camera_info = camera_info_msg(self.sim.camera, self.camera_frame)
 
-        self._joint_state = JointState(name=list(self.sim.joint_names))
-        self._sent = None
-        self._work = PhysicsWork()
-        self._stop = threading.Event()
-        self._publish_state(camera=True)
-        self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
-        self._thread.start()
+        self._start_physics()
         self.get_logger().info(
             f'simulated arm {list(self.sim.arm_joints)} + gripper {list(self.sim.finger_joints)} from '
             f'{self.sim.kinematics.urdf_path}, in real time on the wall clock; following {commands.topic_name}; '

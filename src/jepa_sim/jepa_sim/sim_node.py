@@ -15,7 +15,6 @@ thread) hand their work to it through a queue, so a command takes effect at the 
 executor's per-callback overhead is not paid once per step. Everything is stamped with simulated time,
 which /clock publishes.
 """
-import threading
 
 from geometry_msgs.msg import PoseStamped
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -29,7 +28,7 @@ from jepa_interfaces.srv import RenderState, ResetSim
 from jepa_sim.camera import CameraConfig
 from jepa_sim.panda_sim import PandaSim, SimConfig
 from jepa_sim.perturbation import Perturbation
-from jepa_sim.sim_ros import PhysicsWork, SimulatedArmNode, camera_info_msg
+from jepa_sim.sim_ros import SimulatedArmNode, camera_info_msg
 from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
 
@@ -70,13 +69,7 @@ class SimNode(SimulatedArmNode):
         self.create_service(RenderState, 'sim/render_state', self._on_render_state)
         self.camera_info = camera_info_msg(self.sim.camera, CAMERA_FRAME)
 
-        self._joint_state = JointState(name=list(self.sim.joint_names))
-        self._sent = None
-        self._work = PhysicsWork()
-        self._stop = threading.Event()
-        self._publish_state(camera=True)
-        self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
-        self._thread.start()
+        self._start_physics()
         self.add_on_set_parameters_callback(self.on_parameters)
         pace = 'as fast as possible' if self.real_time_factor <= 0 else f'{self.real_time_factor}x real time'
         self.get_logger().info(

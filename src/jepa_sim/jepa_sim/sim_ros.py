@@ -1,6 +1,7 @@
 """ROS helpers the simulated arms' nodes share (sim_node, sim_driver_node): pose and camera messages, and the
 queue through which executor callbacks hand work to the physics thread that owns the simulator."""
 import queue
+import threading
 import time
 from concurrent.futures import Future
 from typing import Callable, Sequence
@@ -9,7 +10,7 @@ import numpy as np
 from geometry_msgs.msg import Point, Pose, PoseStamped
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, JointState
 
 from jepa_common.conversions import rgb_to_image, sec_to_stamp
 from jepa_sim.camera import CameraConfig
@@ -146,6 +147,16 @@ class SimulatedArmNode(Node):
             self.get_logger().warning(f'{name} {rate} Hz is not physics_rate / n; publishing at '
                                       f'{self.sim.physics_hz / steps:.2f} Hz')
         return steps
+
+    def _start_physics(self) -> None:
+        """Publish the first state, then hand the simulator to the physics thread (the subclass has set it up)."""
+        self._joint_state = JointState(name=list(self.sim.joint_names))
+        self._sent = None
+        self._work = PhysicsWork()
+        self._stop = threading.Event()
+        self._publish_state(camera=True)
+        self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
+        self._thread.start()
 
     def _schedule_dropped(self) -> None:
         """Called in the physics thread when the simulation fell behind its schedule and gave the lag up."""
