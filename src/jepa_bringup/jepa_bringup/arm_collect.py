@@ -77,6 +77,7 @@ STALE_STATE_S = 0.3
 CAMERA_SILENT_S = 1.0
 STARTUP_TIMEOUT_S = 120.0
 GATE_NODE = 'safety'
+GATE_DISCOVERY_S = 5.0
 COMMAND_TOPIC = 'jepa/joint_trajectory'
 ACTION_TOPIC = 'jepa/action'
 ESTOP_TOPIC = 'jepa/estop'
@@ -451,7 +452,11 @@ class ArmCollector(Node):
 
     def gate_heard(self) -> bool:
         """A safety gate runs in the root namespace: node /safety exists, or its diagnostics were heard."""
-        return self.gate_state != 'unknown' or (GATE_NODE, '/') in self.get_node_names_and_namespaces()
+        return self.gate_state != 'unknown' or self.gates_in_graph() > 0
+
+    def gates_in_graph(self) -> int:
+        """How many nodes named /safety the graph shows (more than one: two gates would drive one controller)."""
+        return sum(entry == (GATE_NODE, '/') for entry in self.get_node_names_and_namespaces())
 
     def gate_listens(self) -> bool:
         """The gate subscribes to our commands (before that they would be lost)."""
@@ -659,9 +664,9 @@ def run(args) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(collector)
         if setup.specs:
-            # Never a second gate: two would both drive the controller. Discovery takes a moment; the gate
-            # reports on /diagnostics every second.
-            end = time.monotonic() + 2.5
+            # Never a second gate: two would both drive the controller. Discovery takes a moment (seconds on a
+            # loaded machine); the gate also reports on /diagnostics every second.
+            end = time.monotonic() + GATE_DISCOVERY_S
             while time.monotonic() < end and not collector.gate_heard():
                 executor.spin_once(timeout_sec=0.1)
             if collector.gate_heard():
@@ -680,7 +685,11 @@ def run(args) -> int:
             if not _failed_on_interrupt_or_exit(collector, children, interrupted) and collector.state == 'waiting':
                 missing = collector.missing(now)
                 unrecorded = _recorder_ready(collector, setup.required_topics())
-                if not missing and not unrecorded:
+                if setup.specs and collector.gates_in_graph() > 1:
+                    # Discovery of a gate that was already running came late: still nothing was commanded.
+                    collector.fail(f'a second safety gate (node /{GATE_NODE}) appeared in ROS_DOMAIN_ID {domain_id}; '
+                                   'pass --gate running to command through it, or stop it')
+                elif not missing and not unrecorded:
                     collector.start()
                     progress.write('jepa collect: arm, gate, camera and recorder are up; returning home first')
                 elif now - wall_start > STARTUP_TIMEOUT_S:

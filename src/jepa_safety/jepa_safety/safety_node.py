@@ -16,6 +16,7 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration as RosDuration
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -249,7 +250,11 @@ class SafetyNode(Node):
     def close(self) -> None:
         # The gate's last word: nothing it forwarded keeps the arm moving after it is gone.
         self.output.publish(JointTrajectory(joint_names=self.hold_names))
-        self.get_logger().info('stopping: published a hold')
+        # Destroying the writer at once can drop the sample before a reliable reader has it.
+        if self.output.wait_for_all_acked(RosDuration(seconds=1.0)):
+            self.get_logger().info('stopping: published a hold, acknowledged by every subscriber')
+        else:
+            self.get_logger().warning('stopping: published a hold; not every subscriber acknowledged it within 1 s')
 
 
 def main(args=None) -> int:
