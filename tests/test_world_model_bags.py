@@ -546,3 +546,112 @@ def test_jepa_train_arm_trains_on_a_ur5e_bag_and_refuses_it_as_the_pandas(ur5e, 
     assert train.main([*common, '--out', str(tmp_path / 'x.pt'), '--arm', 'no_such_arm']) == 2
     assert "unknown arm preset 'no_such_arm'" in capsys.readouterr().err
     assert not (tmp_path / 'panda.pt').exists() and not (tmp_path / 'kinova.pt').exists()
+
+
+# ---------------------------------------------------------------- eval-model, surprise, fit-readout, --resume: its arm
+
+SMALL_MODEL = ['--set', 'latent_dim=16', '--set', 'encoder_channels=[8, 8, 16, 16]', '--set', 'predictor_hidden=64',
+               '--set', 'batch_size=4', '--set', 'sequence_length=8', '--set', 'horizon=3']
+
+
+@pytest.fixture(scope='module')
+def ur5e_checkpoint(ur5e):
+    """A few steps of training on the UR5e bag: a checkpoint whose provenance records arm preset ur5e."""
+    out = ur5e['root'] / 'wm.pt'
+    assert train.main(['--bag', str(ur5e['bag']), '--cache', str(ur5e['root'] / 'cache'), '--out', str(out),
+                       '--device', 'cpu', '--no-progress', '--threads', '1', '--steps', '3', *SMALL_MODEL,
+                       '--arm', 'ur5e', '--urdf', str(ur5e['urdf'])]) == 0
+    return out
+
+
+def test_layout_for_checkpoint_takes_the_checkpoints_arm_and_refuses_another(ur5e):
+    from argparse import Namespace
+    from jepa_world_model.bag_layout import layout_for_checkpoint
+
+    def options(arm=None, urdf=None, camera_topic=None):
+        return Namespace(arm=arm, urdf=urdf, camera_topic=camera_topic)
+    recorded = {'arm': ur5e['layout'].to_dict()}
+    # Without --arm: the recorded layout, said so; --urdf and --camera-topic replace what it names.
+    layout, note = layout_for_checkpoint(options(), recorded, 'wm.pt')
+    assert layout == ur5e['layout'] and 'arm preset ur5e' in note and 'wm.pt' in note
+    layout, _ = layout_for_checkpoint(options(urdf='elsewhere.urdf', camera_topic='cam'), recorded, 'wm.pt')
+    assert layout.same_arm(ur5e['layout']) and layout.urdf.endswith('/elsewhere.urdf') and layout.image_topic == '/cam'
+    # --arm of the same arm: its preset, no note; of another arm: refused naming both and the --arm to pass.
+    layout, note = layout_for_checkpoint(options('ur5e', str(ur5e['urdf'])), recorded, 'wm.pt')
+    assert layout == ur5e['layout'] and note == ''
+    with pytest.raises(ValueError, match=r'wm.pt was trained on bags of arm preset ur5e, not of arm preset panda: '
+                                         r'pass --arm ur5e'):
+        layout_for_checkpoint(options('panda'), recorded, 'wm.pt')
+    # A checkpoint of the simulated Panda records no arm: --arm decodes other arms' bags for it (sim to real).
+    assert layout_for_checkpoint(options('ur5e', str(ur5e['urdf'])), {}, 'wm.pt') == (ur5e['layout'], '')
+    assert layout_for_checkpoint(options(), {}, 'wm.pt') == (BagLayout(), '')
+
+
+def test_eval_surprise_and_resume_decode_the_bags_as_the_checkpoints_arm(ur5e, ur5e_checkpoint, tmp_path, capsys):
+    ckpt, bag, cache = str(ur5e_checkpoint), str(ur5e['bag']), str(ur5e['root'] / 'cache')
+    report = tmp_path / 'eval.json'
+    evaluate = ['--ckpt', ckpt, '--bag', bag, '--json', str(report), '--cache', cache, '--horizons', '1,2',
+                '--baseline-steps', '2', '--no-progress', '--threads', '1']
+    assert eval_model.main([*evaluate, '--arm', 'ur5e', '--urdf', str(ur5e['urdf'])]) == 0
+    result = json.loads(report.read_text())
+    assert result['arm']['arm'] == 'ur5e' and all(np.isfinite(result['normalized_error']['jepa']))
+    assert 'decoding the bags as' not in capsys.readouterr().err
+    # No --arm: the checkpoint's arm, said so.
+    report.unlink()
+    assert eval_model.main(evaluate) == 0
+    assert f'jepa eval-model: decoding the bags as arm preset ur5e, the arm {ckpt} was trained on' \
+        in capsys.readouterr().err
+    assert json.loads(report.read_text())['arm']['arm'] == 'ur5e'
+    # Another arm's --arm: refused, naming both arms and the --arm to pass.
+    assert eval_model.main([*evaluate, '--arm', 'panda']) == 2
+    assert f'{ckpt} was trained on bags of arm preset ur5e, not of arm preset panda: pass --arm ur5e' \
+        in capsys.readouterr().err
+
+    png = tmp_path / 'surprise.png'
+    assert surprise.main(['--ckpt', ckpt, '--bag', bag, '--out', str(png), '--cache', cache]) == 0
+    assert png.stat().st_size > 1000 and 'decoding the bags as arm preset ur5e' in capsys.readouterr().err
+    assert surprise.main(['--ckpt', ckpt, '--bag', bag, '--out', str(png), '--cache', cache, '--arm', 'kinova_gen3',
+                          '--camera-topic', UR5E_CAMERA]) == 2
+    assert 'arm preset ur5e, not of arm preset kinova_gen3: pass --arm ur5e' in capsys.readouterr().err
+
+    resume = ['--bag', bag, '--cache', cache, '--out', str(tmp_path / 'resumed.pt'), '--resume', ckpt, '--device',
+              'cpu', '--no-progress', '--threads', '1', '--steps', '1']
+    assert train.main(resume) == 0
+    assert 'decoding the bags as arm preset ur5e' in capsys.readouterr().err
+    assert torch.load(tmp_path / 'resumed.pt', weights_only=True)['provenance']['arm']['arm'] == 'ur5e'
+    assert train.main([*resume, '--arm', 'panda']) == 2
+    assert 'not of arm preset panda: pass --arm ur5e' in capsys.readouterr().err
+
+
+def test_fit_readout_reads_the_hand_with_the_arms_kinematics(ur5e, ur5e_checkpoint, tmp_path, capsys, monkeypatch):
+    from jepa_world_model import fit_readout
+    # The hand through the UR5e's kinematics: from the preset's URDF, or, where that file is absent, from the bag's
+    # own /robot_description.
+    hand = np.array([s[2] for s in ur5e['steps']])
+    ticks = dataset.load_bag(ur5e['bag'], cache_dir=tmp_path, layout=ur5e['layout'])
+    np.testing.assert_allclose(fit_readout.hand_positions(ticks, ur5e['layout']), hand, atol=1e-5)
+    described = write_bag(tmp_path / 'described', steps=ur5e['steps'], description=ur5e['urdf'].read_text(),
+                          **ur5e['arm'])
+    absent = layout_from_preset('ur5e', urdf=str(tmp_path / 'not_here.urdf'))
+    ticks = dataset.load_bags([described, ur5e['bag']], cache_dir=tmp_path, layout=ur5e['layout'])
+    np.testing.assert_allclose(fit_readout.hand_positions(ticks, ur5e['layout']), np.r_[hand, hand], atol=1e-5)
+    ticks = dataset.load_bag(described, cache_dir=tmp_path, layout=absent)
+    np.testing.assert_allclose(fit_readout.hand_positions(ticks, absent), hand, atol=1e-5)
+
+    # The command decodes the bag as the checkpoint's arm and fits on the UR5e's hand (the fit itself, minutes of
+    # optimization, is the read-out's tests' business: here it stops at what it was given) and refuses another
+    # arm's --arm.
+    def fit(latents, hand, opening, segment, encoder):
+        given.update(hand=hand, opening=opening)
+        raise fit_readout.ReadoutError('stopped before fitting')
+    given = {}
+    monkeypatch.setattr(fit_readout, 'fit_cube_readout', fit)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    command = ['--bag', str(ur5e['bag']), '--checkpoint', str(ur5e_checkpoint), '--out', str(tmp_path / 'r.npz')]
+    assert fit_readout.main(command) == 1
+    err = capsys.readouterr().err
+    assert 'decoding the bags as arm preset ur5e' in err and 'stopped before fitting' in err
+    np.testing.assert_allclose(given['hand'], hand, atol=1e-5)
+    np.testing.assert_allclose(given['opening'], [s[1].sum() for s in ur5e['steps']], atol=1e-6)
+    assert fit_readout.main([*command, '--arm', 'panda']) == 1
+    assert 'not of arm preset panda: pass --arm ur5e' in capsys.readouterr().err

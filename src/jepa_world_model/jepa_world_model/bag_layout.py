@@ -9,6 +9,10 @@ camera/camera/color/image_raw is /camera/camera/color/image_raw in the bag.
 
 A preset's URDF file may be absent where the bag is trained on: a bag that recorded /robot_description (a driver's
 robot_state_publisher latches it) then gives the kinematics itself (dataset.decode_bag).
+
+A checkpoint trained on another arm than the simulated Panda records its layout (provenance['arm']): the commands
+that decode bags for an existing checkpoint (eval-model, surprise, fit-readout, train --resume) decode with it when
+no --arm is given, and refuse an --arm of another arm (`layout_for_checkpoint`).
 """
 from __future__ import annotations
 
@@ -75,6 +79,12 @@ class BagLayout:
     def describe(self) -> str:
         return f'arm preset {self.arm}' if self.arm else 'the simulated Panda (no --arm)'
 
+    def same_arm(self, other: 'BagLayout') -> bool:
+        """Whether `other` is the same arm: preset, joints and end-effector frame (the URDF's path and the camera topic
+        may differ from one machine or recording to the next)."""
+        fields = ('arm', 'arm_joints', 'gripper_joints', 'ee_frame')
+        return all(getattr(self, name) == getattr(other, name) for name in fields)
+
     def to_dict(self) -> dict:
         values = asdict(self)
         values.update(arm_joints=list(self.arm_joints), gripper_joints=list(self.gripper_joints), home=list(self.home))
@@ -121,9 +131,11 @@ def layout_from_preset(preset: dict | str, urdf: str | None = None, image_topic:
     return layout.with_overrides(urdf, image_topic)
 
 
-def add_arm_arguments(parser: argparse.ArgumentParser) -> None:
-    """--arm, --urdf and --camera-topic: the arm the bags hold, for every command that decodes bags."""
-    arm = parser.add_argument_group('the arm the bags hold (default: the simulated Panda)')
+def add_arm_arguments(parser: argparse.ArgumentParser, for_checkpoint: bool = False) -> None:
+    """--arm, --urdf and --camera-topic: the arm the bags hold, for every command that decodes bags (for_checkpoint:
+    one that decodes them for an existing checkpoint, whose arm is the default: layout_for_checkpoint)."""
+    default = 'the arm the checkpoint was trained on' if for_checkpoint else 'the simulated Panda'
+    arm = parser.add_argument_group(f'the arm the bags hold (default: {default})')
     arm.add_argument('--arm', default=None, metavar='PRESET',
                      help='arm preset (config/arms/PRESET.yaml: franka_fr3, panda, ur5e, kinova_gen3, ...): camera '
                           'topic, joint names and URDF kinematics of the bags, as `jepa collect --arm` recorded them')
@@ -137,5 +149,33 @@ def add_arm_arguments(parser: argparse.ArgumentParser) -> None:
 def arm_layout(args: argparse.Namespace) -> BagLayout:
     """The layout the bags are decoded with (add_arm_arguments' options): --arm's preset (ValueError naming an
     unknown one), or the simulated Panda's; --urdf and --camera-topic replace what either names."""
-    layout = layout_from_preset(args.arm) if args.arm else BagLayout()
+    return _with_overrides(layout_from_preset(args.arm) if args.arm else BagLayout(), args)
+
+
+def _with_overrides(layout: BagLayout, args: argparse.Namespace) -> BagLayout:
     return layout.with_overrides(args.urdf and os.path.abspath(os.path.expanduser(args.urdf)), args.camera_topic)
+
+
+def layout_for_checkpoint(args: argparse.Namespace, provenance: dict, checkpoint) -> tuple[BagLayout, str]:
+    """(layout, note) to decode bags for the checkpoint `checkpoint` whose provenance is `provenance`, from
+    add_arm_arguments' options. A checkpoint that records no arm (the simulated Panda's, or older) takes
+    arm_layout(args). One that records its arm's layout: without --arm that layout, with --urdf and --camera-topic
+    replacing what it names, and a note saying so; with --arm the preset's layout if it is the same arm, else
+    ValueError naming both arms and the --arm to pass."""
+    recorded = provenance.get('arm')
+    if recorded is None:
+        return arm_layout(args), ''
+    try:
+        learned = BagLayout(**recorded)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f'{checkpoint}: its provenance records an arm layout this code cannot read ({error}): '
+                         f'{recorded!r}') from error
+    if not args.arm:
+        note = f'decoding the bags as {learned.describe()}, the arm {checkpoint} was trained on'
+        return _with_overrides(learned, args), note
+    layout = arm_layout(args)
+    if not layout.same_arm(learned):
+        hint = f'pass --arm {learned.arm}, or ' if learned.arm else ''
+        raise ValueError(f'{checkpoint} was trained on bags of {learned.describe()}, not of {layout.describe()}: '
+                         f'{hint}leave --arm out to decode them as the arm it was trained on')
+    return layout, ''

@@ -201,6 +201,14 @@ def urdf_joints(text: str) -> set[str]:
     return {joint.get('name') for joint in root.iter('joint')}
 
 
+def bag_kinematics(bag: Path, layout: BagLayout):
+    """The ArmKinematics one bag (or LeRobot dataset) was recorded with, as decoding it uses them
+    (layout_kinematics)."""
+    bag = Path(bag)
+    description = None if is_lerobot_dataset(bag) else _preview(bag, layout)[1]
+    return layout_kinematics(bag, layout, description)[0]
+
+
 def layout_kinematics(bag: Path, layout: BagLayout, description: str | None):
     """(ArmKinematics, where its URDF came from) for one bag: the layout's URDF file, or, where that file is
     absent, the bag's /robot_description. A recorded description that lacks the layout's joints is another arm:

@@ -16,6 +16,9 @@ with copy-last in pixel space for scale, is reported next to them.
 
 A ridge-regression probe from the JEPA latent to the end-effector and cube positions (fitted on the training
 bags' frames, evaluated on the held-out ones) tells whether the latent carries the arm and object state.
+
+The bags are decoded as the arm the checkpoint was trained on (its provenance's arm layout; the simulated Panda when
+it records none), or as --arm's preset; an --arm of another arm than the checkpoint's is refused.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jepa_world_model.bag_layout import add_arm_arguments, layout_for_checkpoint
 from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.model import (CheckpointError, Encoder, WorldModel, WorldModelConfig, mlp, read_checkpoint,
                                     model_from_checkpoint)
@@ -192,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-progress', action='store_true')
+    add_arm_arguments(parser, for_checkpoint=True)
     return parser
 
 
@@ -208,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                                         if Path(b['path']).exists()]
         if not train_bags:
             raise ValueError(f'{args.ckpt} names no training bag that exists here; pass --train-bag')
-        heldout = load_bags(args.bag, args.cache, model.image_size)
-        train_ticks = load_bags(train_bags, args.cache, model.image_size)
+        layout, note = layout_for_checkpoint(args, checkpoint['provenance'], args.ckpt)
+        if note:
+            print(f'jepa eval-model: {note}', file=sys.stderr)
+        heldout = load_bags(args.bag, args.cache, model.image_size, layout=layout)
+        train_ticks = load_bags(train_bags, args.cache, model.image_size, layout=layout)
     except (BagError, CheckpointError, ValueError) as exc:
         print(f'jepa eval-model: {exc}', file=sys.stderr)
         return 2
@@ -239,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         'model_id': model_id,
         'bags': [str(Path(b).resolve()) for b in args.bag],
         'train_bags': train_bags,
+        'arm': None if layout.is_default else layout.to_dict(),
         'windows': len(starts),
         'horizons': horizons,
         'normalized_error': {'jepa': [jepa['normalized_error'][i] for i in pick],

@@ -3,7 +3,8 @@
 `jepa surprise --ckpt CKPT --bag BAG --out PNG` plots, for every control tick, the normalized error between
 predict(s_t, a_t) (z = 0) and the embedding of the next frame, next to the copy-last error (how much the
 state changed at all). Peaks the model did not expect (a pushed cube, a collision) stand out against
-transitions it explains.
+transitions it explains. The bag is decoded as the arm the checkpoint was trained on, or as --arm's preset
+(bag_layout.layout_for_checkpoint).
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jepa_world_model.bag_layout import add_arm_arguments, layout_for_checkpoint
 from jepa_world_model.dataset import BagError, Ticks, load_bags
-from jepa_world_model.model import CheckpointError, WorldModel, load_checkpoint
+from jepa_world_model.model import CheckpointError, WorldModel, model_from_checkpoint, read_checkpoint
 from jepa_world_model.train import encode_ticks
 
 
@@ -64,10 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', required=True, help='PNG to write')
     parser.add_argument('--cache', default=None, help='decoded-bag cache directory')
     parser.add_argument('--device', default='cpu')
+    add_arm_arguments(parser, for_checkpoint=True)
     args = parser.parse_args(argv)
     try:
-        model = load_checkpoint(args.ckpt, args.device)
-        ticks = load_bags([args.bag], args.cache, model.image_size)
+        checkpoint, model_id = read_checkpoint(args.ckpt)
+        model = model_from_checkpoint(checkpoint, args.ckpt, model_id, args.device)
+        layout, note = layout_for_checkpoint(args, checkpoint['provenance'], args.ckpt)
+        if note:
+            print(f'jepa surprise: {note}', file=sys.stderr)
+        ticks = load_bags([args.bag], args.cache, model.image_size, layout=layout)
     except (BagError, CheckpointError, ValueError) as exc:
         print(f'jepa surprise: {exc}', file=sys.stderr)
         return 2

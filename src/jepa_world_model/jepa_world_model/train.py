@@ -19,12 +19,13 @@ Objective on windows of H+1 control ticks (images o_0..o_H, actions a_0..a_{H-1}
 [--arm PRESET [--urdf FILE] [--camera-topic TOPIC]]`
 
 Without --arm the bags are the simulated Panda's (/camera/image_raw, /joint_states, panda_joint1..7 + fingers, the
-Panda URDF). `--arm PRESET` decodes them as that arm preset's (config/arms/<PRESET>.yaml, as `jepa launch arm
-arm:=PRESET` and `jepa collect --arm PRESET` use it): its camera topic, its joints and its URDF's kinematics, with
-the overrides the arm graph takes as urdf:= and camera_topic:=; a preset URDF that is not there is taken from the
-bag's /robot_description when it recorded one. Bags without /jepa/action (a person's demonstrations recorded with
-`jepa record`, another tool's bags) get actions derived from the recorded joint motion. A bag that does not match
-the arm is refused, naming what differs (jepa_world_model.dataset).
+Panda URDF), or, with --resume, those of the arm the checkpoint was trained on (bag_layout.layout_for_checkpoint,
+which refuses an --arm of another arm). `--arm PRESET` decodes them as that arm preset's (config/arms/<PRESET>.yaml,
+as `jepa launch arm arm:=PRESET` and `jepa collect --arm PRESET` use it): its camera topic, its joints and its URDF's
+kinematics, with the overrides the arm graph takes as urdf:= and camera_topic:=; a preset URDF that is not there is
+taken from the bag's /robot_description when it recorded one. Bags without /jepa/action (a person's demonstrations
+recorded with `jepa record`, another tool's bags) get actions derived from the recorded joint motion. A bag that does
+not match the arm is refused, naming what differs (jepa_world_model.dataset).
 
 The same command runs as each process of `torchrun --nproc_per_node N` (DistributedDataParallel: NCCL on GPUs, each
 process on the GPU of its LOCAL_RANK, gloo on the CPU): the configured batch_size is then the global batch, which
@@ -51,7 +52,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from jepa_world_model.bag_layout import add_arm_arguments, arm_layout
+from jepa_world_model.bag_layout import add_arm_arguments, arm_layout, layout_for_checkpoint
 from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.image_statistics import METRICS_KEY, ImageReference
 from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
@@ -627,14 +628,17 @@ def train_from_args(args: argparse.Namespace, command: str, job: Job, device: to
             optimizer_state = resumed.get('optimizer')
             provenance = dict(checkpoint['provenance'])
             provenance['commands'] = list(provenance.get('commands', [])) + [command]
+            layout, note = layout_for_checkpoint(args, provenance, args.resume)
+            if note and job.is_main:
+                print(f'jepa train: {note}', file=sys.stderr)
         else:
             torch.manual_seed(args.seed)   # --seed fixes the initial weights too
             model = WorldModel(WorldModelConfig.from_dict(model_values))
             cfg = TrainConfig.from_dict(train_values)
             state, optimizer_state = TrainState(), None
             provenance = {'commands': [command], 'created': now_iso()}
+            layout = arm_layout(args)
         torch.manual_seed(args.seed + state.step)
-        layout = arm_layout(args)
         # A machine's first process decodes the bags into the cache; the others there read what it cached.
         ticks = job.local_main_first(lambda: load_bags(args.bag, args.cache, model.image_size, layout=layout))
     except (BagError, CheckpointError, ValueError) as exc:
