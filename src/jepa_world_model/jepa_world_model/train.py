@@ -208,31 +208,44 @@ def end_job(job: Job) -> None:
         dist.destroy_process_group()
 
 
-class WindowSampler:
-    """Random windows of consecutive ticks, gathered straight from tensors on the training device."""
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of a CUDA device; 0 for any other (its frames stay in host memory)."""
+    return torch.cuda.get_device_properties(device).total_memory if device.type == 'cuda' else 0
 
-    def __init__(self, ticks: Ticks, starts: np.ndarray, length: int, device: torch.device):
+
+class WindowSampler:
+    """Random windows of consecutive ticks. The frames go to the training device once when they fit in
+    `device_share` of its memory; otherwise they stay in host memory (memory-mapped from the bag cache) and each
+    batch's windows are gathered there and copied over."""
+
+    def __init__(self, ticks: Ticks, starts: np.ndarray, length: int, device: torch.device,
+                 device_share: float = 0.25):
         if len(starts) == 0:
             raise ValueError(f'no window of {length} consecutive ticks in the data ({len(ticks)} ticks)')
-        self.images = torch.from_numpy(ticks.images).to(device)
-        self.actions = torch.from_numpy(ticks.actions).to(device)
-        self.starts = torch.from_numpy(starts).to(device)
+        self.device = torch.device(device)
+        frames = torch.from_numpy(ticks.images)
+        actions = torch.from_numpy(ticks.actions)
+        if ticks.images.nbytes + ticks.actions.nbytes <= device_share * device_memory(self.device):
+            frames, actions = frames.to(self.device), actions.to(self.device)
+        self.images, self.actions = frames, actions
+        self.starts = torch.from_numpy(starts)
         self.length = length
-        self.offsets = torch.arange(length, device=device)
+        self.offsets = torch.arange(length)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L, S, S, 3) uint8 images and (B, L-1, A) actions of the windows starting at `starts`."""
-        idx = starts[:, None] + self.offsets
-        return self.images[idx], self.actions[idx[:, :-1]]
+        """(B, L, S, S, 3) uint8 images and (B, L-1, A) actions, on the training device, of the windows starting
+        at `starts`."""
+        idx = starts.to(self.images.device)[:, None] + self.offsets.to(self.images.device)
+        return self.images[idx].to(self.device), self.actions[idx[:, :-1]].to(self.device)
 
     def sample(self, batch: int, generator: torch.Generator,
                job: Job = SINGLE_PROCESS) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch of `batch` windows drawn with `generator`; in a torchrun job `batch` is the global batch, drawn
         alike on every rank, of which this rank gets its share."""
-        pick = job.take(torch.randint(len(self.starts), (batch,), generator=generator)).to(self.starts.device)
+        pick = job.take(torch.randint(len(self.starts), (batch,), generator=generator))
         return self.gather(self.starts[pick])
 
 
