@@ -1,5 +1,9 @@
 """Mode-1: a reactive policy (latent, goal latent) -> action, distilled from Mode-2's plans.
 
+The policy reads the state and where the goal lies from it (goal - state): what Mode-2 does depends mostly on
+that displacement, which every step of every episode shows, while the goal itself takes one value per episode, so a
+policy on (state, goal) learns the goals it was taught and not the ones it was not (research/mode1_distillation).
+
 DAgger-style: the labels are Mode-2's first actions on the states the actor itself visits, so the policy
 learns on its own state distribution. It proposes candidates to Mode-2 and drives the arm alone when the
 configurator selects mode1.
@@ -12,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-POLICY_FORMAT_VERSION = 1
+POLICY_FORMAT_VERSION = 2  # 2: input (state, goal - state); 1 read (state, goal)
 
 
 class PolicyError(RuntimeError):
@@ -31,7 +35,7 @@ class ReactivePolicy(nn.Module):
 
     def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """z (..., D), goal (D,) or (..., D) -> actions (..., A) within [low, high]."""
-        x = torch.cat([z, goal.expand_as(z)], dim=-1)
+        x = torch.cat([z, goal.expand_as(z) - z], dim=-1)
         return self.low + (self.net(x) + 1) / 2 * (self.high - self.low)
 
     def propose(self, model, z0: torch.Tensor, goal: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,9 +62,11 @@ class ReactivePolicy(nn.Module):
             blob = torch.load(str(path), map_location='cpu', weights_only=False)
         except Exception as exc:  # torch raises many types for a bad file
             raise PolicyError(f'cannot read policy {path}: {exc}') from exc
-        if not isinstance(blob, dict) or blob.get('kind') != 'jepa_policy' \
-                or blob.get('format_version') != POLICY_FORMAT_VERSION:
-            raise PolicyError(f'{path} is not a policy checkpoint of format {POLICY_FORMAT_VERSION}')
+        if not isinstance(blob, dict) or blob.get('kind') != 'jepa_policy':
+            raise PolicyError(f'{path} is not a policy checkpoint')
+        if blob.get('format_version') != POLICY_FORMAT_VERSION:
+            raise PolicyError(f'policy {path} is of format {blob.get("format_version")}, this actor reads format '
+                              f'{POLICY_FORMAT_VERSION} (its input is the state and goal - state): distil it again')
         config = blob['config']
         if latent_dim is not None and config['latent_dim'] != latent_dim:
             raise PolicyError(f'policy {path} is for latent_dim {config["latent_dim"]}, the model has {latent_dim}')
