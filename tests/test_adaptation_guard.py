@@ -112,3 +112,15 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_by_name(tmp_path):
     notes.write_text('not a model\n')
     with pytest.raises(CheckpointError, match=r'notes\.txt: not a checkpoint file \(torch\.save writes a zip archive'):
         read_checkpoint(notes)
+
+
+def test_a_holdout_that_leaves_nothing_to_fine_tune_on_is_refused_by_name():
+    import torch
+    from jepa_configurator.adjust_world_model import FineTuning, fine_tune_predictor
+    from jepa_world_model.model import WorldModel
+    model = WorldModel()
+    n = 25
+    data = {'states': torch.zeros(n, model.latent_dim), 'actions': torch.zeros(n, model.action_dim),
+            'next_states': torch.zeros(n, model.latent_dim)}
+    with pytest.raises(AdjustmentError, match='leaves none to fine-tune on'):
+        fine_tune_predictor(model, data, FineTuning(holdout=0.99))

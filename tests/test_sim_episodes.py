@@ -40,9 +40,18 @@ def test_the_oracle_is_the_push_ceiling_at_the_strict_radius(bench):
 def test_mode2_closes_the_distance_through_the_world_models_energy(bench, one_torch_thread):
     # Seed 3: the goal is 0.26 m from the start; a small planner still gets most of the way there.
     actor = Actor(bench.model, ActorConfig(samples=64, iterations=1, grad_steps=1), kinematics=bench.kinematics)
-    result = run_episode(bench, actor, 'mode2', 'reach', seed=3)
+    transitions = []
+    result = run_episode(bench, actor, 'mode2', 'reach', seed=3, transitions=transitions)
     assert result['final_distance_m'] < 0.5 * result['start_distance_m']
     assert result['plan_ms_p50'] > 0
+    # The agent's transitions as the short-term memory stores them: one per step, chained, the last one ending at
+    # the episode's final frame.
+    import numpy as np
+    from jepa_bringup.episodes import REACH_STEPS
+    assert len(transitions) == REACH_STEPS
+    for (_, _, reached), (state, action, _) in zip(transitions, transitions[1:]):
+        assert np.array_equal(reached, state) and action.shape == (4,)
+    assert np.allclose(transitions[-1][2], bench.encode(bench.sim.render()))
 
 
 def test_command_line_rejects_unknown_settings(capsys):

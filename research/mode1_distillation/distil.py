@@ -29,13 +29,11 @@ from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 COMMAND_DELAY_S = 0.05
 
 
-class GoalRelativePolicy(ReactivePolicy):
-    """The policy on (state, goal - state): what to do depends mostly on where the goal lies from here, which
-    every step of every episode shows, while the goal itself takes one value per episode."""
+class StateGoalPolicy(ReactivePolicy):
+    """The policy's input before format 2: (state, goal)."""
 
     def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        goal = goal.expand_as(z)
-        return self.low + (self.net(torch.cat([z, goal - z], dim=-1)) + 1) / 2 * (self.high - self.low)
+        return self.low + (self.net(torch.cat([z, goal.expand_as(z)], dim=-1)) + 1) / 2 * (self.high - self.low)
 
 
 def evaluate(bench, actor, seed: int, episodes: int) -> dict:
@@ -56,7 +54,7 @@ def main() -> int:
     parser.add_argument('--dagger-episodes', type=int, default=0, help='Mode-1 episodes labelled by Mode-2 after '
                                                                        'the Mode-2 ones')
     parser.add_argument('--capacity', type=int, default=100_000, help='distillation examples kept')
-    parser.add_argument('--goal-relative', action='store_true', help='GoalRelativePolicy in place of the actor\'s')
+    parser.add_argument('--state-goal', action='store_true', help='the policy on (state, goal), as before format 2')
     parser.add_argument('--eval-seed', type=int, default=3000)
     parser.add_argument('--eval-episodes', type=int, default=20)
     parser.add_argument('--eval-every', type=int, default=25)
@@ -69,8 +67,8 @@ def main() -> int:
     config, weights = graph_settings('reach')
     bench = SimWorkbench(model, sim_camera())
     actor = Actor(model, config, weights, bench.kinematics)
-    if args.goal_relative:
-        actor.policy = GoalRelativePolicy(model.latent_dim, actor.low, actor.high, model_id=model.model_id)
+    if args.state_goal:
+        actor.policy = StateGoalPolicy(model.latent_dim, actor.low, actor.high, model_id=model.model_id)
     actor.distiller = PolicyDistiller(actor.policy, capacity=args.capacity, seed=config.seed)
     report = {'provenance': {'git': subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
                                                    text=True).stdout.strip(),

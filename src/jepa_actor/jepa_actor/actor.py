@@ -75,8 +75,8 @@ class ActorConfig:
     subgoal_iterations: int = setting(3, 'levels 2: higher-level sampling rounds', (1, 1000), live=True)
     skill: str = setting('', "'': plan towards the goal (or the higher level's sub-goal); push: the scripted push "
                          'skill sets the sub-goals (the push_skill reference task)', live=True)
-    seed: int = setting(0, 'seed of the planners\' and the distillation\'s random draws', (0, 2 ** 31 - 1),
-                        live=True)
+    seed: int = setting(0, 'seed of the planners\', the untrained policy\'s and the distillation\'s random draws',
+                        (0, 2 ** 31 - 1), live=True)
     # The arm's action bound (m per step): the kinematics' max_step, not a setting of its own.
     max_step: float = field(default=0.03)
 
@@ -152,8 +152,11 @@ class Actor:
         self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]
         if model.action_dim != len(self.low):
             raise ValueError(f'the world model takes {model.action_dim}-d actions; the actor emits ee_delta (4-d)')
-        self.policy = (policy or ReactivePolicy(model.latent_dim, self.low, self.high,
-                                                model_id=model.model_id)).to(self.device)
+        if policy is None:
+            with torch.random.fork_rng(devices=[]):  # the config's seed fixes an untrained policy's weights
+                torch.manual_seed(self.config.seed)
+                policy = ReactivePolicy(model.latent_dim, self.low, self.high, model_id=model.model_id)
+        self.policy = policy.to(self.device)
         self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
         self.plans = 0
         self.mode1_steps = 0

@@ -103,9 +103,11 @@ def check_command_delay(seconds: float) -> None:
 
 
 def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: str, seed: int,
-                command_delay: float = 0.0) -> dict:
+                command_delay: float = 0.0, transitions: list | None = None) -> dict:
     """One episode; the agent's commands are sent command_delay seconds after the frame they were chosen from
-    (0 to DT), the baselines' at once."""
+    (0 to DT), the baselines' at once. `transitions`, if given, gets the agent's (latent, action, next latent) per
+    step appended, as the short-term memory stores them (what the configurator's world-model adjustment learns
+    from)."""
     check_command_delay(command_delay)
     goal, goal_latent = bench.start_episode(task, seed)
     policy = None
@@ -123,11 +125,17 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
             bench.advance(DT)
             continue
         q_arm = bench.q_arm
-        decision = actor.act(bench.encode(bench.sim.render()), goal_latent, q_arm, condition)
+        latent = bench.encode(bench.sim.render())
+        if transitions is not None and plan_ms:
+            transitions.append((previous_latent, previous_action, latent))
+        decision = actor.act(latent, goal_latent, q_arm, condition)
         plan_ms.append(decision.plan_time_ms)
+        previous_latent, previous_action = latent, np.array(decision.action, dtype=np.float32)
         bench.advance(command_delay)
         bench.command(decision.action, q_arm)
         bench.advance(DT - command_delay)
+    if transitions is not None and plan_ms:
+        transitions.append((previous_latent, previous_action, bench.encode(bench.sim.render())))
     distance = final_distance(goal, bench.ee, bench.cube)
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
             'start_distance_m': start_distance, 'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}

@@ -117,21 +117,21 @@ def transitions_for(memory, model_id: str) -> dict:
     return {k: torch.as_tensor(arrays[k][keep], dtype=torch.float32) for k in ('states', 'actions', 'next_states')}
 
 
-def adjust_world_model(bags: list[str], checkpoint: str, out: str, tuning: FineTuning | None = None, seed: int = 0,
-                       keep_if_better: KeepIfBetter | None = None, log=print) -> dict:
-    """Fine-tune the predictor of `checkpoint` on the bags' transitions and write it to `out`; returns a
-    summary dict. Raises AdjustmentError (also when held-out prediction did not improve by the margin of
-    `keep_if_better`), BagError or CheckpointError naming what is wrong."""
+def fine_tune_predictor(model, data: dict, tuning: FineTuning | None = None,
+                        keep_if_better: KeepIfBetter | None = None, seed: int = 0) -> dict:
+    """Fine-tune `model`'s predictor in place (the encoder, and so the latent space, untouched) on `data`: tensors
+    'states', 'actions', 'next_states' of transitions in time order, the most recent `tuning.holdout` share held
+    out. Returns the verdict's figures (KeepIfBetter.judge) with the transitions, held-out count, steps and lr;
+    AdjustmentError when too few are held out to judge or the fine-tuned predictor is not better by the margin
+    (the model is then left fine-tuned: the caller keeps the one in service)."""
     tuning, keep_if_better = tuning or FineTuning(), keep_if_better or KeepIfBetter()
-    start = time.monotonic()
-    original, adjusted_from = read_checkpoint(checkpoint)
-    model = model_from_checkpoint(original, checkpoint, adjusted_from)
-    data = transitions_for(read_memory(bags, log=log), adjusted_from)
     n = len(data['states'])
     n_val = max(1, int(round(tuning.holdout * n)))
     keep_if_better.windows(n_val)  # before fine-tuning: too few to judge is known now
-    train = {k: v[:n - n_val] for k, v in data.items()}
-    held_out = {k: v[n - n_val:] for k, v in data.items()}
+    if n_val >= n:
+        raise AdjustmentError(f'holding out {tuning.holdout:.0%} of {n} transitions leaves none to fine-tune on')
+    train = {k: data[k][:n - n_val] for k in ('states', 'actions', 'next_states')}
+    held_out = {k: data[k][n - n_val:] for k in ('states', 'actions', 'next_states')}
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -142,6 +142,7 @@ def adjust_world_model(bags: list[str], checkpoint: str, out: str, tuning: FineT
         """Per-transition normalized one-step errors."""
         return model.normalized_error(model.predict(batch['states'], batch['actions']), batch['next_states'])
 
+    model.eval()
     with torch.no_grad():
         before = errors(held_out).numpy()
     generator = torch.Generator().manual_seed(seed)
@@ -157,8 +158,20 @@ def adjust_world_model(bags: list[str], checkpoint: str, out: str, tuning: FineT
     with torch.no_grad():
         after = errors(held_out).numpy()
     figures = keep_if_better.judge(before, after, 'the fine-tuned world model')
-    adjustment = {'adjusted_from': adjusted_from, 'bags': [str(b) for b in bags], 'transitions': n - n_val,
-                  'held_out': n_val, 'steps': tuning.steps, 'lr': tuning.lr, **figures,
+    return {'transitions': n - n_val, 'held_out': n_val, 'steps': tuning.steps, 'lr': tuning.lr, **figures}
+
+
+def adjust_world_model(bags: list[str], checkpoint: str, out: str, tuning: FineTuning | None = None, seed: int = 0,
+                       keep_if_better: KeepIfBetter | None = None, log=print) -> dict:
+    """Fine-tune the predictor of `checkpoint` on the bags' transitions and write it to `out`; returns a
+    summary dict. Raises AdjustmentError (also when held-out prediction did not improve by the margin of
+    `keep_if_better`), BagError or CheckpointError naming what is wrong."""
+    start = time.monotonic()
+    original, adjusted_from = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(original, checkpoint, adjusted_from)
+    data = transitions_for(read_memory(bags, log=log), adjusted_from)
+    figures = fine_tune_predictor(model, data, tuning, keep_if_better, seed)
+    adjustment = {'adjusted_from': adjusted_from, 'bags': [str(b) for b in bags], **figures,
                   'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     provenance = {**original['provenance'], 'adjustments': [*original['provenance'].get('adjustments', []),
                                                              adjustment]}
