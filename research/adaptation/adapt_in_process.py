@@ -9,13 +9,19 @@ perturbed one, twice from the same actor state (the Mode-1 policy distilled over
        otherwise) on all perturbed (latent, action, next latent) transitions so far, the agent's own, as the
        short-term memory stores them; a kept model replaces the one in service as the actor node hot-swaps one
        (a new Actor continuing from the previous: same encoder, Mode-1 policy carried over; goals encoded again).
---effector-map (the variant): each adjustment also refits the effector map the cost measures distances with (the
-inverse-dynamics head's linear translation map, `inverse_translation`: latent step -> hand step) on the same
-transitions, ridge towards the map in service, kept under the same KeepIfBetter on held-out hand-step error; the
-encoder, and so the latent space, stays.
+--effector-map [actions|measured] (the variants): each adjustment also refits the effector map the cost measures
+distances with (the inverse-dynamics head's linear translation map, `inverse_translation`: latent step -> hand
+step) on the same transitions, ridge towards the map in service, kept under the same KeepIfBetter on held-out
+hand-step error; the encoder, and so the latent space, stays. The hand step it learns: `actions`, the commanded
+one; `measured`, the one the arm measured (forward kinematics of the joint states the commands were chosen at, the
+arm's proprioception: no privileged simulator state). --no-predictor leaves the predictor as it is.
 Per episode: success, final distance, the one-step normalized prediction error of the model that planned it on
 that episode's transitions, and the steps the configurator's SurpriseMonitor (defaults, baseline the checkpoint's
-held-out error) counts as surprising; per arm, how often it would have fired.
+held-out error) counts as surprising; per arm, how often it would have fired. Also, from the measured hand steps,
+the gap between the hand step the effector map in service reads from each latent step and the one measured (a
+surprise signal available every step), and the start distance to the goal that map reads against the true one.
+At the end of an arm that changed the model, the effector map's readings on the oracle's paths (diag.readings)
+before and after.
 
     nice -n 19 .venv/bin/python research/adaptation/adapt_in_process.py --perturb camera_moved --json cam.json
 """
@@ -34,9 +40,31 @@ from jepa_bringup.sim_episodes import SimWorkbench, graph_settings, run_episode
 from jepa_configurator.adjust_world_model import AdjustmentError, FineTuning, KeepIfBetter, fine_tune_predictor
 from jepa_configurator.configurator import SurpriseMonitor, expected_surprise
 from jepa_sim.perturbation import Perturbation
+from jepa_cost.cost import EnergyMetric
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
+from diag import readings
+
 TASK = 'reach'
+
+
+class ProprioceptiveBench(SimWorkbench):
+    """The workbench keeping, per episode, what the agent knows besides the image: the joint state each command
+    was chosen at (the arm's joint_states) and the goal latent."""
+
+    def start_episode(self, task: str, seed: int):
+        goal, self.goal_latent = super().start_episode(task, seed)
+        self.joints = []
+        return goal, self.goal_latent
+
+    def command(self, action: np.ndarray, q_arm: np.ndarray | None = None) -> None:
+        self.joints.append(self.q_arm if q_arm is None else np.asarray(q_arm, dtype=float))
+        super().command(action, q_arm)
+
+    def measured_hand_steps(self) -> np.ndarray:
+        """(commands, 3) the hand's steps over the episode's commands, m: forward kinematics of the joint state
+        each command was chosen at and of the one now."""
+        return np.diff(self.kinematics.fk(np.stack([*self.joints, self.q_arm])), axis=0)
 
 
 def as_data(transitions: list) -> dict:
@@ -53,13 +81,13 @@ def prediction_errors(model, transitions: list) -> np.ndarray:
         return model.normalized_error(model.predict(data['states'], data['actions']), data['next_states']).numpy()
 
 
-def refit_effector_map(model, data: dict, holdout: float, keep: KeepIfBetter) -> dict:
+def refit_effector_map(model, data: dict, hand_steps: torch.Tensor, holdout: float, keep: KeepIfBetter) -> dict:
     """Refit `model.inverse_translation` (latent step -> hand step / action_scale) in place on the older
-    transitions, ridge towards the map in service; AdjustmentError unless the held-out hand-step error improves
-    by KeepIfBetter's margin."""
+    transitions, `hand_steps` (m, one per transition) its targets, ridge towards the map in service;
+    AdjustmentError unless the held-out hand-step error improves by KeepIfBetter's margin."""
     steps = data['next_states'] - data['states']
     scale = model.action_scale[:model.config.translation_dims]
-    target = data['actions'][:, :len(scale)] / scale
+    target = hand_steps / scale
     n = len(steps)
     n_val = max(1, int(round(holdout * n)))
     keep.windows(n_val)
@@ -79,11 +107,21 @@ def refit_effector_map(model, data: dict, holdout: float, keep: KeepIfBetter) ->
     return {'transitions': n - n_val, 'held_out': n_val, **figures}
 
 
-def play(bench, actor, seed: int, label: str, log: list, monitor: SurpriseMonitor) -> tuple[dict, list]:
+def play(bench, actor, seed: int, label: str, log: list, monitor: SurpriseMonitor) -> tuple[dict, list, np.ndarray]:
+    """One Mode-2 episode: (its record, its transitions, the hand steps measured over them)."""
     transitions = []
     t0 = time.monotonic()
     result = run_episode(bench, actor, 'mode2', TASK, seed, transitions=transitions)
+    hand_steps = bench.measured_hand_steps()
+    if len(hand_steps) != len(transitions):
+        raise RuntimeError(f'{len(hand_steps)} measured hand steps for {len(transitions)} transitions')
     errors = prediction_errors(actor.model, transitions)
+    effector_map = EnergyMetric.of(actor.model).effector_map.numpy()
+    latents = np.stack([t[0] for t in transitions] + [transitions[-1][2]])
+    gap = np.linalg.norm(np.diff(latents, axis=0) @ effector_map.T - hand_steps, axis=1)
+    result['map_gap_cm'] = 100 * float(gap.mean())  # |hand step the map reads - the one measured|
+    result['measured_step_cm'] = 100 * float(np.linalg.norm(hand_steps, axis=1).mean())
+    result['start_distance_read_m'] = float(np.linalg.norm(effector_map @ (bench.goal_latent - latents[0])))
     fired, surprising = monitor.fired, monitor.surprising
     start = 10.0 * len(log)  # episodes 10 s apart: a reset between two breaks a streak, as in the graph
     for i, error in enumerate(errors):
@@ -95,45 +133,54 @@ def play(bench, actor, seed: int, label: str, log: list, monitor: SurpriseMonito
     result['seconds'] = round(time.monotonic() - t0, 1)
     log.append(result)
     print(f'{label} seed {seed}: {result["start_distance_m"]:.3f} -> {result["final_distance_m"]:.3f} m '
-          f'{"success" if result["success"] else "fail"}, prediction error {result["prediction_error"]:.3f} '
-          f'({result["model_id"]}, {result["seconds"]:.0f} s)', flush=True)
-    return result, transitions
+          f'{"success" if result["success"] else "fail"}, prediction error {result["prediction_error"]:.3f}, '
+          f'start distance read {result["start_distance_read_m"]:.3f} m, map gap {result["map_gap_cm"]:.2f} of '
+          f'{result["measured_step_cm"]:.2f} cm/step ({result["model_id"]}, {result["seconds"]:.0f} s)', flush=True)
+    return result, transitions, hand_steps
 
 
-def adjust(actor, seen: list, tuning, keep, seed: int, effector_map: bool) -> tuple[object | None, dict]:
-    """(the adjusted model or None, the record): the predictor fine-tuned as the configurator does, and with
-    `effector_map` the effector map refitted; each part kept only if KeepIfBetter says so."""
+def adjust(actor, seen: list, measured: np.ndarray, tuning, keep, seed: int, predictor: bool,
+           effector_map: str | None) -> tuple[object | None, dict]:
+    """(the adjusted model or None, the record): with `predictor` the predictor fine-tuned as the configurator
+    does, with `effector_map` ('actions' or 'measured': its targets) the effector map refitted; each part kept only
+    if KeepIfBetter says so. `measured`: the hand steps measured over the transitions `seen`."""
     data = as_data(seen)
     candidate = copy.deepcopy(actor.model)
     record = {'from_model': actor.model.model_id}
-    try:
-        record['predictor'] = {'kept': True, **fine_tune_predictor(candidate, data, tuning, keep, seed=seed)}
-    except AdjustmentError as exc:
-        candidate = copy.deepcopy(actor.model)  # refused: the predictor in service stays
-        record['predictor'] = {'kept': False, 'why': str(exc)}
-    if effector_map:
+    if predictor:
         try:
-            record['effector_map'] = {'kept': True, **refit_effector_map(candidate, data, tuning.holdout, keep)}
+            record['predictor'] = {'kept': True, **fine_tune_predictor(candidate, data, tuning, keep, seed=seed)}
         except AdjustmentError as exc:
-            record['effector_map'] = {'kept': False, 'why': str(exc)}
-    record['kept'] = any(part['kept'] for part in (record['predictor'], record.get('effector_map', {'kept': False})))
+            candidate = copy.deepcopy(actor.model)  # refused: the predictor in service stays
+            record['predictor'] = {'kept': False, 'why': str(exc)}
+    if effector_map:
+        hand_steps = data['actions'][:, :3] if effector_map == 'actions' else \
+            torch.as_tensor(measured, dtype=torch.float32)
+        try:
+            record['effector_map'] = {'kept': True, 'targets': effector_map,
+                                      **refit_effector_map(candidate, data, hand_steps, tuning.holdout, keep)}
+        except AdjustmentError as exc:
+            record['effector_map'] = {'kept': False, 'targets': effector_map, 'why': str(exc)}
+    record['kept'] = any(record[part]['kept'] for part in ('predictor', 'effector_map') if part in record)
     return (candidate if record['kept'] else None), record
 
 
 def perturbed_arm(bench, start_actor, config, weights, perturbation, seeds, adjust_every, tuning, keep,
-                  effector_map: bool, baseline: float, label) -> dict:
+                  predictor: bool, effector_map: str | None, baseline: float, label, reading_seeds) -> dict:
     """The perturbed episodes from a copy of `start_actor`; adjust_every 0 = never adjust."""
     actor = copy.deepcopy(start_actor)
     bench.model = actor.model
     bench.perturb(perturbation)
     monitor = SurpriseMonitor(baseline=baseline)
-    episodes, adjustments, seen = [], [], []
+    episodes, adjustments, seen, measured = [], [], [], []
     for i, seed in enumerate(seeds):
-        _, transitions = play(bench, actor, seed, label, episodes, monitor)
+        _, transitions, hand_steps = play(bench, actor, seed, label, episodes, monitor)
         seen.extend(transitions)
+        measured.extend(hand_steps)
         if adjust_every and (i + 1) % adjust_every == 0:
             t0 = time.monotonic()
-            candidate, record = adjust(actor, seen, tuning, keep, len(adjustments), effector_map)
+            candidate, record = adjust(actor, seen, np.asarray(measured), tuning, keep, len(adjustments), predictor,
+                                       effector_map)
             if candidate is not None:
                 candidate.model_id = f'adjusted-{len(adjustments) + 1}'
                 previous, actor = actor, Actor(candidate, config, weights, bench.kinematics)
@@ -147,8 +194,21 @@ def perturbed_arm(bench, start_actor, config, weights, perturbation, seeds, adju
                     print(f'{label} adjustment after {i + 1}, {part}: {"kept" if r["kept"] else "refused"} '
                           f'({record["seconds"]} s) {r.get("held_out_error_before", "")} -> '
                           f'{r.get("held_out_error_after", "")} {r.get("why", "")}', flush=True)
-    return {'episodes': episodes, 'adjustments': adjustments, 'surprise_fired': monitor.fired,
-            'surprising_steps': monitor.surprising, 'observed_steps': monitor.observed, **summary(episodes)}
+    arm = {'episodes': episodes, 'adjustments': adjustments, 'surprise_fired': monitor.fired,
+           'surprising_steps': monitor.surprising, 'observed_steps': monitor.observed, **summary(episodes)}
+    if any(record['kept'] for record in adjustments) and reading_seeds:
+        arm['readings'] = {'seeds': reading_seeds}
+        for when, model in (('before', start_actor.model), ('after', actor.model)):
+            r = readings(bench, model, reading_seeds)
+            arm['readings'][when] = {'model_id': model.model_id,
+                                     'hand_step_error_cm': 100 * float(np.mean(r['hand_step_error_m'])),
+                                     'start_distance_read_m': r['start_distance_read_m'],
+                                     'start_distance_true_m': r['start_distance_true_m']}
+            print(f'{label} effector map {when} ({model.model_id}) on the oracle paths of {reading_seeds}: hand-step '
+                  f'error {arm["readings"][when]["hand_step_error_cm"]:.2f} cm, start distance read '
+                  f'{np.round(r["start_distance_read_m"], 3)} m vs true {np.round(r["start_distance_true_m"], 3)} m',
+                  flush=True)
+    return arm
 
 
 def summary(episodes: list) -> dict:
@@ -166,8 +226,14 @@ def main() -> int:
     parser.add_argument('--arms', default='off,on', help='comma-separated: off, on')
     parser.add_argument('--steps', type=int, default=FineTuning.steps)
     parser.add_argument('--lr', type=float, default=FineTuning.lr)
-    parser.add_argument('--effector-map', action='store_true',
-                        help='the variant: each adjustment also refits the cost\'s effector map')
+    parser.add_argument('--effector-map', nargs='?', const='actions', choices=['actions', 'measured'],
+                        help='the variants: each adjustment also refits the cost\'s effector map on the hand steps '
+                             'commanded (actions, the default) or measured by the joints (measured)')
+    parser.add_argument('--predictor', action=argparse.BooleanOptionalAction, default=True,
+                        help='each adjustment fine-tunes the predictor (default); --no-predictor: not')
+    parser.add_argument('--reading-seeds', default='7020,7021,7022,7050,7051,7052',
+                        help='comma-separated seeds whose oracle paths measure the effector map before and after an '
+                             'arm that changed the model ("" = none)')
     parser.add_argument('--checkpoint', type=Path, default=None)
     parser.add_argument('--json', type=Path)
     add_perturbation_arguments(parser)
@@ -175,6 +241,12 @@ def main() -> int:
     arms = [a for a in args.arms.split(',') if a]
     if not arms or set(arms) - {'off', 'on'} or args.adjust_every < 1:
         parser.error('--arms: a comma-separated subset of off, on; --adjust-every >= 1')
+    if not args.predictor and not args.effector_map:
+        parser.error('--no-predictor without --effector-map: the adjustment would change nothing')
+    try:
+        reading_seeds = [int(s) for s in args.reading_seeds.split(',') if s.strip()]
+    except ValueError:
+        parser.error(f'--reading-seeds {args.reading_seeds!r}: comma-separated integers')
     try:
         names, settings, perturbation = perturbation_of(args)
         tuning = FineTuning(args.steps, args.lr)
@@ -186,7 +258,7 @@ def main() -> int:
     model = load_checkpoint(checkpoint)
     baseline, _ = expected_surprise(str(checkpoint))
     config, weights = graph_settings(TASK)
-    bench = SimWorkbench(model, sim_camera())
+    bench = ProprioceptiveBench(model, sim_camera())
     report = {'args': {k: str(v) for k, v in vars(args).items()},
               'perturbation': {'names': names, 'settings': settings, 'values': perturbation.parameters()},
               'tuning': vars(tuning), 'keep_if_better': vars(KeepIfBetter()), 'model_id': model.model_id,
@@ -203,7 +275,7 @@ def main() -> int:
         for arm in arms:
             report[arm] = perturbed_arm(bench, actor, config, weights, perturbation, seeds,
                                         args.adjust_every if arm == 'on' else 0, tuning, KeepIfBetter(),
-                                        args.effector_map, baseline, arm)
+                                        args.predictor, args.effector_map, baseline, arm, reading_seeds)
             bench.perturb(Perturbation())
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))

@@ -20,12 +20,18 @@ def main() -> int:
                   f'{r.get("surprise_fired", "n/a")}')
         perturbed = [a for a in ('off', 'on') if a in report]
         if perturbed:
-            print(f'\n| seed | ' + ' | '.join(f'{a} final (cm) | {a} pred. error' for a in perturbed) + ' |')
-            print('|---|' + '---|---|' * len(perturbed))
+            # Later runs also record the start distance the effector map read and its gap to the measured steps.
+            read = 'map_gap_cm' in report[perturbed[0]]['episodes'][0]
+            extra = ' | {a} start read / true (cm) | {a} map gap / measured step (cm)' if read else ''
+            print(f'\n| seed | ' + ' | '.join(f'{a} final (cm) | {a} pred. error' + extra.format(a=a)
+                                            for a in perturbed) + ' |')
+            print('|---|' + ('---|---|' + '---|---|' * read) * len(perturbed))
             for rows in zip(*(report[a]['episodes'] for a in perturbed)):
                 print(f'| {rows[0]["seed"]} | ' + ' | '.join(
                     f'{100 * e["final_distance_m"]:.1f} {"ok" if e["success"] else "MISS"} | '
-                    f'{e["prediction_error"]:.4f}' for e in rows) + ' |')
+                    f'{e["prediction_error"]:.4f}' + (
+                        f' | {100 * e["start_distance_read_m"]:.1f} / {100 * e["start_distance_m"]:.1f} | '
+                        f'{e["map_gap_cm"]:.2f} / {e["measured_step_cm"]:.2f}' if read else '') for e in rows) + ' |')
         for arm in perturbed:
             for a in report[arm]['adjustments']:
                 parts = []
