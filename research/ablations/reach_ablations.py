@@ -15,7 +15,6 @@ condition names:
 import argparse
 import copy
 import json
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -26,6 +25,7 @@ import torch
 
 from jepa_actor.actor import Actor
 from jepa_bringup.agent_settings import graph_settings
+from jepa_bringup.provenance import machine_load, provenance
 from jepa_bringup.episodes import sim_camera
 from jepa_bringup.sim_episodes import SimWorkbench, run_episode
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
@@ -76,12 +76,8 @@ def main() -> int:
     shipped = load_checkpoint(checkpoint)
     config, weights = graph_settings('reach')
     bench = SimWorkbench(shipped, sim_camera())
-    report = {'provenance': {'git': subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
-                                                   text=True).stdout.strip(),
-                             'checkpoint': str(checkpoint), 'model_id': shipped.model_id,
-                             'command': ' '.join(sys.argv), 'load_start': Path('/proc/loadavg').read_text().split()[:3],
-                             'seeds': [args.seed, args.seed + args.episodes - 1],
-                             'command_delay_s': COMMAND_DELAY_S},
+    report = {'provenance': {**provenance(sys.argv), 'checkpoint': str(checkpoint), 'model_id': shipped.model_id,
+                             'seeds': [args.seed, args.seed + args.episodes - 1], 'command_delay_s': COMMAND_DELAY_S},
               'conditions': {}}
     try:
         for name in conditions:
@@ -110,7 +106,7 @@ def main() -> int:
                   f'distance p50 {np.median(distances) * 100:.1f} cm', flush=True)
     finally:
         bench.close()
-    report['provenance']['load_end'] = Path('/proc/loadavg').read_text().split()[:3]
+    report['provenance']['load_end'] = machine_load()
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -23,7 +23,7 @@ def main() -> int:
             # Later runs also record the start distance the effector map read and its gap to the measured steps.
             read = 'map_gap_cm' in report[perturbed[0]]['episodes'][0]
             extra = ' | {a} start read / true (cm) | {a} map gap / measured step (cm)' if read else ''
-            print(f'\n| seed | ' + ' | '.join(f'{a} final (cm) | {a} pred. error' + extra.format(a=a)
+            print('\n| seed | ' + ' | '.join(f'{a} final (cm) | {a} pred. error' + extra.format(a=a)
                                             for a in perturbed) + ' |')
             print('|---|' + ('---|---|' + '---|---|' * read) * len(perturbed))
             for rows in zip(*(report[a]['episodes'] for a in perturbed)):

@@ -11,7 +11,6 @@ acts alone on the evaluation seeds, checked after each `--eval-every` training e
 """
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from jepa_actor.actor import Actor
 from jepa_actor.policy import PolicyDistiller, ReactivePolicy
 from jepa_bringup.agent_settings import graph_settings
+from jepa_bringup.provenance import machine_load, provenance
 from jepa_bringup.episodes import sim_camera
 from jepa_bringup.sim_episodes import SimWorkbench, run_episode
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
@@ -70,10 +70,7 @@ def main() -> int:
     if args.state_goal:
         actor.policy = StateGoalPolicy(model.latent_dim, actor.low, actor.high, model_id=model.model_id)
     actor.distiller = PolicyDistiller(actor.policy, capacity=args.capacity, seed=config.seed)
-    report = {'provenance': {'git': subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
-                                                   text=True).stdout.strip(),
-                             'model_id': model.model_id, 'command': ' '.join(sys.argv),
-                             'load_start': Path('/proc/loadavg').read_text().split()[:3]},
+    report = {'provenance': {**provenance(sys.argv), 'model_id': model.model_id},
               'checks': []}
     t0 = time.monotonic()
     try:
@@ -92,9 +89,9 @@ def main() -> int:
                       f'evaluation seeds, final p50 {check["final_distance_m_p50"] * 100:.1f} cm', flush=True)
     finally:
         bench.close()
+    report['provenance']['load_end'] = machine_load()
     if args.save:
         actor.policy.save(args.save)
-    report['provenance']['load_end'] = Path('/proc/loadavg').read_text().split()[:3]
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

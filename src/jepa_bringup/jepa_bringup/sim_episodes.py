@@ -119,6 +119,7 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
         actor.reset()
     start_distance = final_distance(goal, bench.ee, bench.cube)
     plan_ms = []
+    previous_latent = previous_action = None
     for _ in range(episode_steps(goal, bench.cube)):
         if policy is not None:
             bench.command(policy.act(bench.ee, bench.cube))
