@@ -4,20 +4,13 @@ Every report of `jepa eval` carries this, so that a figure can be traced to the 
 that produced it and to the load the machine was under while it was measured.
 """
 import datetime
-import hashlib
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+from jepa_common.digest import file_sha256
 
 
 def git_state(where: str | Path = Path(__file__).resolve().parent) -> dict:
@@ -57,7 +50,7 @@ def files_sha256(files: dict[str, str | Path]) -> dict:
         elif not Path(path).is_file():
             out[name] = {'path': str(path), 'sha256': None, 'problem': 'not a file'}
         else:
-            out[name] = {'path': str(path), 'sha256': sha256(path)}
+            out[name] = {'path': str(path), 'sha256': file_sha256(path)}
     return out
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from jepa_common.digest import file_sha256
 from jepa_rosbag.reader import STORAGE_SUFFIXES, BagError, BagReader
 
 from jepa_world_model.bag_layout import (ACTION_TOPIC, CUBE_TOPIC, DESCRIPTION_TOPIC, EE_TOPIC, IMAGE_TOPIC,
@@ -244,14 +245,6 @@ def layout_kinematics(bag: Path, layout: BagLayout, description: str | None):
 def bag_files(bag: Path) -> list[Path]:
     bag = Path(bag)
     return sorted(p for p in bag.iterdir() if p.is_file()) if bag.is_dir() else [bag]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def files_sha256(bag: Path) -> dict:

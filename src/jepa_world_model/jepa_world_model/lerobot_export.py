@@ -48,7 +48,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jepa_world_model.bag_layout import BagLayout, add_arm_arguments, arm_layout
-from jepa_world_model.dataset import DT, BagError, Ticks, expand_bags, file_sha256, is_lerobot_dataset, load_bag
+from jepa_common.digest import file_sha256
+from jepa_world_model.dataset import DT, BagError, Ticks, expand_bags, is_lerobot_dataset, load_bag
 from jepa_world_model.model import resize_rgb
 
 CODEBASE_VERSION = 'v3.0'
