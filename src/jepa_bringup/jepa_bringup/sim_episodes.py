@@ -32,7 +32,7 @@ from jepa_cost.cost import CostWeights
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_sim.camera import CameraConfig
 from jepa_sim.panda_sim import PandaSim
-from jepa_sim.perturbation import Perturbation
+from jepa_sim.perturbation import Perturbation, apply_perturbation
 from jepa_sim.trajectory_follower import TrajectoryFollower, TrajectoryPoint
 from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
 
@@ -76,9 +76,8 @@ class SimWorkbench:
         return goal, self.encode(goal_image)
 
     def perturb(self, perturbation: Perturbation) -> None:
-        """The world perturbed as sim_node applies it: the simulator's camera and cube, the controller's tracking."""
-        self.sim.perturb(perturbation)
-        self.follower.tracking = perturbation.arm_tracking
+        """The world perturbed as sim_node perturbs it: the simulator's camera and cube, the controller's tracking."""
+        apply_perturbation(self.sim, self.follower, perturbation)
 
     def command(self, action: np.ndarray, q_arm: np.ndarray | None = None) -> None:
         """Follow the action from q_arm (the joint state it was chosen at; default: now), as the actor's command."""

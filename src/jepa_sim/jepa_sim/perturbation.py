@@ -114,6 +114,13 @@ def named_perturbation(names, overrides: dict | None = None) -> Perturbation:
     return Perturbation(**{**values, **(overrides or {})})
 
 
+def apply_perturbation(sim, follower, perturbation: Perturbation) -> None:
+    """The world of `sim` (an ArmSim) and its controller `follower` (a TrajectoryFollower) perturbed: the camera and
+    the cube are the simulator's, the arm's tracking is the controller's."""
+    sim.perturb(perturbation)
+    follower.tracking = perturbation.arm_tracking
+
+
 def _rotation(vector: np.ndarray) -> np.ndarray:
     """The rotation matrix of a rotation vector (radians; Rodrigues' formula)."""
     angle = float(np.linalg.norm(vector))

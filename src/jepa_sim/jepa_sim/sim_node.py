@@ -27,7 +27,7 @@ from jepa_common.qos import RELIABLE
 from jepa_interfaces.srv import RenderState, ResetSim
 from jepa_sim.camera import CameraConfig
 from jepa_sim.panda_sim import PandaSim, SimConfig
-from jepa_sim.perturbation import Perturbation
+from jepa_sim.perturbation import Perturbation, apply_perturbation
 from jepa_sim.sim_ros import SimulatedArmNode, camera_info_msg
 from jepa_sim.trajectory_command import CONTROLLER_TOPIC, apply_trajectory
 from jepa_sim.trajectory_follower import TrajectoryFollower
@@ -53,7 +53,7 @@ class SimNode(SimulatedArmNode):
         self.sim.reset(config.seed, randomize_arm=config.randomize_arm, randomize_cube=config.randomize_cube)
         self.follower = TrajectoryFollower(self.sim.joint_names, self.sim.lower, self.sim.upper,
                                            self.sim.joint_positions())
-        self._perturb(self.perturbation)
+        apply_perturbation(self.sim, self.follower, self.perturbation)
         # Publishing on whole physics steps keeps stamps exact: the rates become physics_rate / n.
         self.joint_state_every = self._steps_per(config.joint_state_rate, 'joint_state_rate')
         self.camera_every = self._steps_per(config.camera_rate, 'camera_rate')
@@ -82,17 +82,12 @@ class SimNode(SimulatedArmNode):
         return self.sim.time
 
     # -- the perturbations, the live parameters
-    def _perturb(self, perturbation: Perturbation) -> None:
-        """In the physics thread (or before it starts)."""
-        self.sim.perturb(perturbation)
-        self.follower.tracking = perturbation.arm_tracking
-
     def on_parameters(self, parameters):
         """Only the perturb_* parameters are live (rclpy refuses the read-only ones before this is called); a
         change is applied between two physics steps before the answer."""
         new, answer = apply_changes(self.perturbation, parameters, prefix=Perturbation.PARAMETER_PREFIX)
         if answer.successful and new != self.perturbation:
-            self._work.call(lambda: self._perturb(new))
+            self._work.call(lambda: apply_perturbation(self.sim, self.follower, new))  # in the physics thread
             self.perturbation = new
             self.get_logger().info(f'world perturbation now {new}')
         return answer
