@@ -96,10 +96,9 @@ def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray
 def interface_pose(kinematics: ArmKinematics, q_now: np.ndarray, target: np.ndarray, steps: int = 400) -> np.ndarray:
     """The arm's joint positions with the end effector at `target`, as the agent's own action interface puts
     them there and hold them: ee_delta steps in a straight line from q_now (kinematics.action_to_joint_target) until
-    the arm is still. The action
-    space moves the hand, not the elbow or the wrist, so a goal image may show only a posture the arm reaches
-    through it; a posture the interface does not produce (a one-off IK solve from q_now) can be matched in
-    the image only by moving the hand away from the target."""
+    the arm is still. The action space moves the hand, not the elbow or the wrist, so a goal image may show only a
+    posture the arm reaches through it; a posture the interface does not produce (a one-off IK solve from q_now) can
+    be matched in the image only by moving the hand away from the target."""
     q = np.asarray(q_now, float)
     for _ in range(steps):
         # Each step's IK also draws the elbow towards home: the arm holding its hand at the target keeps moving

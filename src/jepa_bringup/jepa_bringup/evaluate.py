@@ -48,6 +48,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from jepa_bringup.description import SIM_NODE
 from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, SUCCESS_RADIUS, \
     TASK_CONDITIONS, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, episode_steps, final_distance, \
     make_goal, perturbation_of, reach_region, sim_camera, summarize
@@ -77,7 +78,6 @@ PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms
 SIM_NAMES = {'clock': '/clock', 'ee_pose': 'sim/ee_pose', 'cube_pose': 'sim/cube_pose', 'reset': 'sim/reset',
              'render_state': 'sim/render_state', 'image': 'camera/image_raw', 'camera_info': 'camera/camera_info'}
 ARM_GRAPH = 'sim_driver_arm'
-SIM_NODE = 'sim'
 
 
 def arm_referee_names(preset: dict) -> dict:
