@@ -230,7 +230,7 @@ class WindowSampler:
         self.images, self.actions = frames, actions
         self.starts = torch.from_numpy(starts)
         self.length = length
-        self.offsets = torch.arange(length)
+        self.offsets = torch.arange(length, device=frames.device)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -238,7 +238,7 @@ class WindowSampler:
     def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, S, S, 3) uint8 images and (B, L-1, A) actions, on the training device, of the windows starting
         at `starts`."""
-        idx = starts.to(self.images.device)[:, None] + self.offsets.to(self.images.device)
+        idx = starts.to(self.offsets.device)[:, None] + self.offsets
         return self.images[idx].to(self.device), self.actions[idx[:, :-1]].to(self.device)
 
     def sample(self, batch: int, generator: torch.Generator,
