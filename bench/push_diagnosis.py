@@ -152,7 +152,7 @@ def handover(bench: SimWorkbench, model, scenes: int, max_steps: int | None = No
     """Per evaluation seed 0..scenes-1: the cube's final distance to its goal when the oracle brings the hand
     behind the cube at pushing height and Mode-2 (without the skill) plans the rest of the episode (at most
     max_steps)."""
-    config, _ = graph_settings('push')
+    config, _ = graph_settings('push_one_level')
     actor = Actor(model, config.changed(skill=''), PLANNING_ONLY_PUSH, bench.kinematics)
     distances = []
     for seed in range(scenes):
@@ -176,7 +176,7 @@ def skill_push(bench: SimWorkbench, model, scenes: int, low: float = 0.09, max_s
     at most max_steps: the cube's final distance to its goal and the read-out's error on the goal image's cube.
     And per control step of those episodes: the effector map's error reading the real hand step from the real
     latent step, and the step's length (cm), for steps starting with the hand below `low` (m) and above it."""
-    config, weights = graph_settings('push')
+    config, weights = graph_settings('push_skill')
     readout = graph_readout(model)
     actor = Actor(model, config, weights, bench.kinematics, readout=readout)
     effector_map = actor.intrinsic.metric.effector_map.cpu().numpy()

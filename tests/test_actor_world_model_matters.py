@@ -16,12 +16,13 @@ from jepa_bringup.sim_episodes import SimWorkbench, agent_params, graph_readout,
 from jepa_common.kinematics import ArmKinematics
 from jepa_actor.actor import Actor
 from jepa_configurator.configurator import TASK_PROFILES, TASKS
+from jepa_world_model.high_level import HighLevelModel, default_high_level_path
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
 # Each shipped task profile that acts: does it plan through the world model? (A new profile must be labelled.)
-PLANS_THROUGH_WORLD_MODEL = {'reach': True, 'push': True, 'push_skill': False}
+PLANS_THROUGH_WORLD_MODEL = {'reach': True, 'push': True, 'push_one_level': True, 'push_skill': False}
 # The scene each profile is decided on: the evaluation task whose goals it is given.
-EPISODE_TASK = {'reach': 'reach', 'push': 'push', 'push_skill': 'push'}
+EPISODE_TASK = {'reach': 'reach', 'push': 'push', 'push_one_level': 'push', 'push_skill': 'push'}
 SEEDS = (0, 1, 2)
 
 
@@ -64,7 +65,11 @@ def decisions(model, profile: str, scenes: dict, readout) -> np.ndarray:
     actions = []
     for seed in SEEDS:
         z, goal, q = scenes[EPISODE_TASK[profile], seed]
-        actor = Actor(model, config, weights, ArmKinematics(), readout=readout if config.skill else None)
+        # levels 2: the shipped higher level, whose own predictions stay; the control level's are the model's.
+        high_level = HighLevelModel.load(default_high_level_path(default_checkpoint_path())) \
+            if config.levels == 2 else None
+        actor = Actor(model, config, weights, ArmKinematics(), readout=readout if config.skill else None,
+                      high_level=high_level)
         actions.append(actor.act(z, goal, q, 'mode2').action)
     return np.array(actions)
 

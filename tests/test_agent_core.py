@@ -324,11 +324,11 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
 
 
 def test_task_profiles_live_once_and_a_params_file_overrides_only_what_it_names():
-    from jepa_configurator.configurator import TASK_PROFILES, TASKS, SurpriseMonitor, TaskProfile, task_skill, \
-        task_weights
+    from jepa_configurator.configurator import TASK_PROFILES, TASKS, SurpriseMonitor, TaskProfile, task_levels, \
+        task_skill, task_weights
     assert task_weights('reach') == CostWeights() and task_weights('reach').critic == 0.0
     overridden = task_weights('reach', {'reach': {'energy': 2.0, 'critic': 0.5}, 'push': {'latent': 9.0}})
-    assert overridden.energy == 2.0 and overridden.critic == 0.5 and task_weights('push').latent == 1.0
+    assert overridden.energy == 2.0 and overridden.critic == 0.5 and task_weights('push_one_level').latent == 1.0
     with pytest.raises(ValueError, match='swim'):
         task_weights('swim', {'reach': {}})
     with pytest.raises(ValueError, match='speed'):
@@ -336,11 +336,22 @@ def test_task_profiles_live_once_and_a_params_file_overrides_only_what_it_names(
     with pytest.raises(ValueError, match='energy'):
         task_weights('reach', {'reach': {'energy': -1.0}})
     # The scripted push skill is the push_skill task's higher level only; idle and the pushes adjust nothing.
-    assert {task: task_skill(task) for task in TASKS} == {'reach': '', 'push': '', 'push_skill': 'push', 'idle': ''}
-    assert task_skill('push', {'push': 'push'}) == 'push'
+    assert {task: task_skill(task) for task in TASKS} == {'reach': '', 'push': '', 'push_one_level': '',
+                                                          'push_skill': 'push', 'idle': ''}
+    # Push plans with the learned higher level; its one_level ablation and everything else with one level.
+    assert {task for task in TASKS if task_levels(task) == 2} == {'push'}
+    assert task_skill('push_one_level', {'push_one_level': 'push'}) == 'push'
+    with pytest.raises(ValueError, match='levels'):
+        task_skill('push', {'push': 'push'})   # the learned higher level, or a scripted one: not both
+    assert task_levels('push', {'push': 2}) == 2 and task_levels('reach', {'push': 2}) == 1
+    with pytest.raises(ValueError, match='levels'):
+        task_levels('push_skill', {'push_skill': 2})   # its scripted skill is its higher level
+    with pytest.raises(ValueError, match='levels'):
+        task_levels('reach', {'reach': 3})
     with pytest.raises(ValueError, match='juggle'):
         task_skill('reach', {'reach': 'juggle'})
-    assert {task for task, profile in TASK_PROFILES.items() if profile.adjust == ()} == {'push', 'push_skill', 'idle'}
+    assert {task for task, profile in TASK_PROFILES.items() if profile.adjust == ()} == {'push', 'push_one_level',
+                                                                                         'push_skill', 'idle'}
     assert TASK_PROFILES['reach'].adjust is None  # what the configurator's `adjust` says
     with pytest.raises(ValueError, match='dance'):
         TaskProfile(adjust=('critic', 'dance'))
@@ -446,21 +457,64 @@ def test_actor_reaches_a_goal_with_the_arm_in_the_loop():
     assert start > 0.25 and np.linalg.norm(kinematics.fk(q) - target) < 0.03
 
 
-def test_macro_model_holds_each_action_for_a_stride():
-    from jepa_actor.actor import MacroModel
-    actions = torch.tensor([[[0.01, 0.0, 0.0, 0.0], [0.0, 0.02, 0.0, 0.0]]])
-    states = MacroModel(EndEffectorModel(), stride=3).rollout(torch.zeros(1, 3), actions)
-    assert states.shape == (1, 2, 3)
-    assert torch.allclose(states[0], torch.tensor([[0.3, 0.0, 0.0], [0.3, 0.6, 0.0]]))
+def toy_high_level(macro_steps: int = 3, seed: int = 0):
+    """A higher level trained on random play of EndEffectorModel's world (latent = hand position in dm)."""
+    from jepa_world_model.high_level import HighLevelConfig, train_high_level
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for _ in range(16):
+        actions = np.c_[rng.uniform(-0.03, 0.03, (60, 3)), rng.uniform(-1, 1, (60, 1))].astype(np.float32)
+        latents = np.r_[rng.uniform(-4, 4, (1, 3)), np.zeros((60, 3))].astype(np.float32)
+        latents[1:] = latents[0] + np.cumsum(actions[:, :3] * 10, axis=0)
+        episodes.append((latents, actions))
+    config = HighLevelConfig(macro_steps=macro_steps, rollout_macros=3, hidden=64, dropout=0.0, epochs=40,
+                             change_weight=0.0, input_noise=0.0, lr=3e-3, seed=seed)
+    return train_high_level(episodes, config, 'ee-encoder', 0.03, latent_scale=1.0, log=lambda line: None)
 
 
-def test_hierarchical_actor_plans_towards_the_higher_levels_subgoal():
-    """levels 2: the higher level's action (one held action, stride steps) is the control level's goal."""
+def test_higher_level_learns_what_a_macro_action_does_and_keeps_its_latent_space(tmp_path):
+    from jepa_world_model.high_level import HighLevelError, HighLevelModel, macro_actions
+    high_level, report = toy_high_level()
+    # Three held-out macro-actions open loop: far better than assuming nothing changes.
+    assert all(e < 0.2 * c for e, c in zip(report['heldout_error_per_macro'], report['copy_last_error_per_macro']))
+    # A macro-action is the net hand displacement over its steps (in units of steps x max_step) and the mean gripper.
+    steps = torch.tensor([[[0.03, 0.0, -0.03, 1.0], [0.03, 0.03, 0.0, -1.0], [0.0, 0.0, 0.0, 0.5]]])
+    macro = macro_actions(steps, 0.03)
+    assert torch.allclose(macro, torch.tensor([[2 / 3, 1 / 3, -1 / 3, 0.5 / 3]]))
+    start = torch.tensor([[1.0, -2.0, 0.5]])
+    with torch.no_grad():
+        predicted = high_level.rollout(start, macro[:, None])[0, 0]
+    assert torch.allclose(predicted, start[0] + torch.tensor([0.6, 0.3, -0.3]), atol=0.15)
+    assert len(high_level.library) > 100 and high_level.library.abs().max() <= 1.0
+    path = tmp_path / 'high.pt'
+    high_level.save(path, {'bags': ['toy']})
+    loaded = HighLevelModel.load(path, encoder_id='ee-encoder', latent_dim=3)
+    with torch.no_grad():
+        assert torch.equal(loaded.rollout(start, macro[:, None]), high_level.rollout(start, macro[:, None]))
+    assert loaded.provenance == {'bags': ['toy']} and torch.equal(loaded.library, high_level.library)
+    with pytest.raises(HighLevelError, match='encoder ee-encoder'):
+        HighLevelModel.load(path, encoder_id='another')
+    with pytest.raises(HighLevelError, match='3-d latents'):
+        HighLevelModel.load(path, latent_dim=64)
+    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(HighLevelError, match='junk.pt'):
+        HighLevelModel.load(tmp_path / 'junk.pt')
+    torch.save({'kind': 'jepa_high_level', 'format_version': 0}, tmp_path / 'old.pt')
+    with pytest.raises(HighLevelError, match='format 0'):
+        HighLevelModel.load(tmp_path / 'old.pt')
+
+
+def test_hierarchical_actor_plans_towards_the_learned_higher_levels_subgoal():
+    """levels 2: the latent the learned higher level predicts after its first macro-action is the control level's
+    goal; without a higher level, levels 2 is refused."""
     from jepa_common.kinematics import PANDA_HOME, ArmKinematics
     kinematics = ArmKinematics()
-    config = ActorConfig(horizon=4, samples=64, iterations=2, grad_steps=2, levels=2, subgoal_stride=3,
-                         subgoal_horizon=4, subgoal_samples=64)
-    actor = Actor(EndEffectorModel(), config, kinematics=kinematics)
+    config = ActorConfig(horizon=4, samples=64, iterations=2, grad_steps=2, levels=2, subgoal_every=2,
+                         subgoal_horizon=3, subgoal_samples=64, subgoal_effort=0.05)
+    with pytest.raises(ValueError, match='levels 2 needs a learned higher level'):
+        Actor(EndEffectorModel(), config, kinematics=kinematics)
+    high_level, _ = toy_high_level()
+    actor = Actor(EndEffectorModel(), config, kinematics=kinematics, high_level=high_level)
     q = np.array(PANDA_HOME)
     target = np.array([0.5, 0.15, 0.25])
     subgoals = []
@@ -468,13 +522,17 @@ def test_hierarchical_actor_plans_towards_the_higher_levels_subgoal():
         z = kinematics.fk(q) * 10
         decision = actor.act(z, target * 10, q)
         subgoals.append(decision.subgoal)
-        # One held action away from where it was set: at most stride max-steps (in decimetres).
-        assert decision.subgoal is not None and np.linalg.norm(decision.subgoal - z) <= 3 * 0.03 * 10 * 3 ** 0.5 + 1e-4
+        # One macro-action (3 steps of at most 0.03 m per axis) away from where it was set, with the model's error.
+        assert decision.subgoal is not None and np.linalg.norm(decision.subgoal - z) <= 3 * 0.3 * 3 ** 0.5 + 0.3
         q, _ = kinematics.action_to_joint_target(q, decision.action)
-    # The higher level replans once per stride, not every step.
+    # The higher level replans every subgoal_every steps, not every step.
     changes = sum(not np.allclose(a, b) for a, b in zip(subgoals, subgoals[1:]))
-    assert 5 <= changes <= 10
+    assert 5 <= changes <= 15
     assert np.linalg.norm(kinematics.fk(q) - target) < 0.04
     with pytest.raises(ValueError, match='levels'):
         actor.reconfigure(levels=3)
     assert actor.config.levels == 2
+    flat = Actor(EndEffectorModel(), config.changed(levels=1), kinematics=kinematics)
+    with pytest.raises(ValueError, match='levels 2 needs a learned higher level'):
+        flat.reconfigure(levels=2)
+    assert flat.config.levels == 1

@@ -42,6 +42,20 @@ def checkpoint(tmp_path_factory):
     return str(path), model.model_id
 
 
+@pytest.fixture(scope='module')
+def high_level(checkpoint, tmp_path_factory):
+    """An untrained higher level in the tiny model's latent space, with a random library of macro sequences."""
+    from jepa_world_model.high_level import HighLevelConfig, HighLevelModel
+    from jepa_world_model.model import encoder_id, load_checkpoint
+    torch.manual_seed(0)
+    high = HighLevelModel(LATENT_DIM, HighLevelConfig(hidden=16), encoder_id(load_checkpoint(checkpoint[0])), 0.03,
+                          library_size=8)
+    high.library.uniform_(-1, 1)
+    path = tmp_path_factory.mktemp('high') / 'high_level.pt'
+    high.save(path)
+    return str(path)
+
+
 class Feeder:
     """The test's stand-in for perception and the arm: latents, a goal latent and joint states."""
 
@@ -128,6 +142,8 @@ def test_the_agent_nodes_apply_their_live_parameters_and_refuse_the_rest(checkpo
         refused(actor, ('samples', 0))
         refused(actor, ('horizon', 5), ('planner', 'random'), match='planner')
         refused(actor, ('levels', 2), match='skill')  # the push skill is the higher level: levels 1
+        # No learned higher level beside this checkpoint, none named: levels 2 has nothing to plan with.
+        refused(actor, ('skill', ''), ('levels', 2), match='levels 2 needs a learned higher level')
         refused(actor, ('mode', 'warp'), match='warp')
         refused(actor, ('dt', 0.2), match='read-only')
         assert actor.actor.config.horizon == 4 and actor.actor.config.planner == 'mppi' and actor.mode == 'mode1'
@@ -161,14 +177,16 @@ def test_the_agent_nodes_apply_their_live_parameters_and_refuse_the_rest(checkpo
 
 
 @pytest.mark.integration
-def test_actor_plans_and_commands_within_the_gate_contract(ros_graph, checkpoint):
+def test_actor_plans_and_commands_within_the_gate_contract(ros_graph, checkpoint, high_level):
     path, model_id = checkpoint
     trajectories = ros_graph.collect(JointTrajectory, '/jepa/joint_trajectory')
     plans = ros_graph.collect(Plan, '/jepa/plan')
     actions = ros_graph.collect(ActionStamped, '/jepa/action')
     markers = ros_graph.collect(MarkerArray, '/jepa/planned_path')
     diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
-    actor = ros_graph.start('actor_node', 'actor', params_file=PARAMS, params=actor_params(path))
+    subgoals = ros_graph.collect(LatentState, '/jepa/subgoal_latent')
+    actor = ros_graph.start('actor_node', 'actor', params_file=PARAMS,
+                            params={**actor_params(path), 'high_level_path': high_level})
     feeder = Feeder(ros_graph, model_id)
 
     # No goal yet: the actor stays silent (the gate holds).
@@ -227,6 +245,19 @@ def test_actor_plans_and_commands_within_the_gate_contract(ros_graph, checkpoint
     while not any(p.mode == 'mode1' for p in plans[count:]) and time.monotonic() < end:
         feeder.run(0.2)
     assert any(p.mode == 'mode1' for p in plans[count:])
+
+    # Two levels: the higher level's sub-goals go out, and the planned path shows both levels' hand paths.
+    assert subgoals == []
+    result = ros_graph.call(SetParameters, '/actor/set_parameters', SetParameters.Request(
+        parameters=[Parameter(name, value=value).to_parameter_msg()
+                    for name, value in (('mode', 'mode2'), ('levels', 2), ('subgoal_samples', 16))]))
+    assert all(r.successful for r in result.results), [r.reason for r in result.results]
+    end = time.monotonic() + 15
+    while len(subgoals) < 3 and time.monotonic() < end:
+        feeder.run(0.2)
+    assert len(subgoals) >= 3 and subgoals[-1].model_id == model_id and len(subgoals[-1].data) == LATENT_DIM
+    higher = [m for array in markers for m in array.markers if m.ns == 'subgoal_path']
+    assert higher and len(higher[-1].points) == 7   # the hand now, then after each of the 6 macro-actions
     assert actor.stop() == 0
 
 

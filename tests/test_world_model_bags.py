@@ -655,3 +655,35 @@ def test_fit_readout_reads_the_hand_with_the_arms_kinematics(ur5e, ur5e_checkpoi
     np.testing.assert_allclose(given['opening'], [s[1].sum() for s in ur5e['steps']], atol=1e-6)
     assert fit_readout.main([*command, '--arm', 'panda']) == 1
     assert 'not of arm preset panda: pass --arm ur5e' in capsys.readouterr().err
+
+
+def test_train_high_level_learns_in_the_checkpoints_latent_space_and_arm(ur5e, ur5e_checkpoint, tmp_path, capsys,
+                                                                         monkeypatch):
+    from jepa_world_model import train_high_level
+    from jepa_world_model.high_level import HighLevelModel
+    from jepa_world_model.model import encoder_id, load_checkpoint
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    out = tmp_path / 'high.pt'
+    # Two bags of one episode each: one of them is held out.
+    second = write_bag(tmp_path / 'second', steps=make_arm_episode(ur5e['kinematics'], 50, seed=12), **ur5e['arm'])
+    command = ['--bag', str(ur5e['bag']), '--bag', str(second), '--checkpoint', str(ur5e_checkpoint),
+               '--set', 'macro_steps=2', '--set', 'rollout_macros=3', '--set', 'hidden=16', '--set', 'epochs=2']
+    assert train_high_level.main([*command, '--out', str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary['episodes'] == {'train': 1, 'heldout': 1} and summary['ticks'] == 100 and summary['epochs'] == 2
+    # 50 ticks per episode: 44 windows of 3 macro-actions of 2 steps each, less the held-out episode's.
+    assert summary['train_windows'] == 44 and len(summary['heldout_error_per_macro']) == 3
+    high_level = HighLevelModel.load(out, encoder_id(load_checkpoint(ur5e_checkpoint)))
+    assert high_level.macro_steps == 2 and high_level.latent_dim == 16
+    assert high_level.provenance['world_model']['path'] == str(ur5e_checkpoint)
+    assert [b['path'] for b in high_level.provenance['bags']] == [str(ur5e['bag']), str(second)]
+    # The macro-actions are the bag's own actions (derived from the UR5e's joint motion): within its bound.
+    assert high_level.library.abs().max() <= 1.0 + 1e-5
+    # Another arm's --arm, an unknown setting: refused, naming what is wrong, nothing written.
+    assert train_high_level.main([*command, '--out', str(tmp_path / 'x.pt'), '--arm', 'panda']) == 1
+    assert 'not of arm preset panda: pass --arm ur5e' in capsys.readouterr().err
+    assert train_high_level.main([*command, '--out', str(tmp_path / 'x.pt'), '--set', 'macro_step=2']) == 1
+    assert "--set 'macro_step=2'" in capsys.readouterr().err
+    assert train_high_level.main([*command, '--out', str(tmp_path / 'x.pt'), '--set', 'macro_steps=40']) == 1
+    assert 'no episode is long enough' in capsys.readouterr().err
+    assert not (tmp_path / 'x.pt').exists()

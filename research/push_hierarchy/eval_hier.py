@@ -47,7 +47,7 @@ def main():
     torch.set_num_threads(1)
     model = load_checkpoint(default_checkpoint_path())
     bench = SimWorkbench(model, sim_camera())
-    config, push_w = graph_settings('push')
+    config, push_w = graph_settings('push_one_level')
     metric = EnergyMetric.of(model)
     hc = HighConfig()
     for kv in a.hset:

@@ -227,6 +227,8 @@ class HighConfig:
     z_reduce: str = 'min'          # min (optimistic), mean, zero (z = 0 only)
     disagreement: float = 0.0      # ensemble: cost = members' mean cost + this x their std
     subgoal_index: int = 0         # which predicted latent of the best plan becomes the low level's goal
+    final_goal_share: float = 0.0  # low level's goal = (1 - share) x sub-goal + share x final goal; the costs are
+                                   # quadratic in the goal, so this is the two goals' costs summed with these weights
     seed: int = 0
 
 
@@ -333,7 +335,8 @@ class TwoLevelAgent:
         zt = torch.as_tensor(np.asarray(z, np.float32)); gt = torch.as_tensor(np.asarray(goal, np.float32))
         if self.subgoal is None or self.steps % self.planner.cfg.replan_every == 0:
             macros, lat, cost = self.planner.plan(zt, gt)
-            self.subgoal = lat[min(self.planner.cfg.subgoal_index, len(lat) - 1)].numpy()
+            share = self.planner.cfg.final_goal_share
+            self.subgoal = ((1 - share) * lat[min(self.planner.cfg.subgoal_index, len(lat) - 1)] + share * gt).numpy()
             self.last_plan = (macros.numpy(), lat.numpy(), cost)
         self.steps += 1
         return self.actor.act(z, self.subgoal, q_arm, 'mode2')

@@ -5,11 +5,12 @@ the first action is executed; the reactive Mode-1 policy is distilled from those
 proposes candidates to Mode-2 and acts alone in mode1. The world model runs in-process: the planner's
 thousands of rollouts per step are one batched torch call, not DDS round trips.
 
-Hierarchy (levels: 2): a higher level plans on a coarser time scale, `subgoal_stride` control steps per
-action, over `subgoal_horizon` such actions, through the same world model (each high-level action is held
-for a stride: `MacroModel`). Its action is the lower level's goal: the latent its first action is predicted
-to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards, until the higher level replans
-one stride later.
+Hierarchy (levels: 2): a learned higher level (jepa_world_model.high_level, `jepa train-high-level`) predicts the
+latent several control steps ahead per macro-action (the hand's net displacement and the gripper over
+`macro_steps` steps). Every `subgoal_every` steps it searches `subgoal_horizon` macro-actions, its first
+candidates drawn from the macro sequences of play, for the one whose predicted end is cheapest
+(cost.SubgoalObjective: the end only, so that a detour costs nothing on the way); the latent its first
+macro-action is predicted to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards.
 
 Scripted reference (`skill: push`): in place of a learned higher level, the hand-written push controller
 (scripted_skill.PushSkill) on cube positions read out of the latents sets the sub-goals; each of its hand steps,
@@ -28,7 +29,8 @@ from jepa_actor.planner import PLANNERS, make_planner
 from jepa_actor.policy import PolicyDistiller, ReactivePolicy
 from jepa_actor.scripted_skill import PushSkill
 from jepa_common.settings import setting
-from jepa_cost.cost import ArmContext, CostWeights, Critic, EnergyMetric, IntrinsicCost, PlanObjective
+from jepa_cost.cost import (ArmContext, CostWeights, Critic, EnergyMetric, IntrinsicCost, PlanObjective,
+                            SubgoalObjective)
 from jepa_world_model.readout import CubeReadout
 
 MODES = ('mode2', 'mode1', 'idle')
@@ -65,14 +67,21 @@ class ActorConfig:
     dagger_every: int = setting(5, 'in mode1, Mode-2 also plans (not executed) every this many steps to label the '
                                 'state the policy led to (DAgger: the policy learns on its own state distribution); '
                                 '0 = never', (0, 100_000), live=True)
-    levels: int = setting(1, '1: plan towards the goal; 2: a higher level sets the sub-goal latent the control '
-                          'level plans towards', (1, 2), live=True)
-    subgoal_stride: int = setting(5, 'levels 2: control steps each higher-level action is held for', (1, 1000),
-                                  live=True)
-    subgoal_horizon: int = setting(4, 'levels 2: higher-level actions planned ahead', (1, 1000), live=True)
-    subgoal_samples: int = setting(128, 'levels 2: higher-level candidate sequences per round', (1, 1_000_000),
-                                   live=True)
+    levels: int = setting(1, '1: plan towards the goal; 2: a learned higher level (the node\'s high_level_path) sets '
+                          'the sub-goal latent the control level plans towards', (1, 2), live=True)
+    subgoal_every: int = setting(1, 'levels 2: control steps between two plans of the higher level', (1, 1000),
+                                 live=True)
+    subgoal_horizon: int = setting(6, 'levels 2: macro-actions the higher level plans ahead', (1, 1000), live=True)
+    subgoal_samples: int = setting(256, 'levels 2: higher-level candidates per round (and as many more drawn from '
+                                   'play\'s macro sequences in the first)', (1, 1_000_000), live=True)
     subgoal_iterations: int = setting(3, 'levels 2: higher-level sampling rounds', (1, 1000), live=True)
+    subgoal_energy: float = setting(0.1, 'levels 2: weight of the JEPA energy (controllable) of the higher level\'s '
+                                    'predicted end to the goal', (0.0, 1e6), live=True)
+    subgoal_latent: float = setting(1.0, 'levels 2: weight of the isotropic latent distance of the higher level\'s '
+                                    'predicted end to the goal', (0.0, 1e6), live=True)
+    subgoal_effort: float = setting(0.0, 'levels 2: weight of the mean squared size of the higher level\'s '
+                                    'macro-actions (their hand displacement in units of its bound)', (0.0, 1e6),
+                                    live=True)
     skill: str = setting('', "'': plan towards the goal (or the higher level's sub-goal); push: the scripted push "
                          'skill sets the sub-goals (the push_skill reference task)', live=True)
     seed: int = setting(0, 'seed of the planners\', the untrained policy\'s and the distillation\'s random draws',
@@ -81,7 +90,7 @@ class ActorConfig:
     max_step: float = field(default=0.03)
 
     def __post_init__(self):
-        counts = {k: getattr(self, k) for k in ('horizon', 'samples', 'iterations', 'subgoal_stride',
+        counts = {k: getattr(self, k) for k in ('horizon', 'samples', 'iterations', 'subgoal_every',
                                                 'subgoal_horizon', 'subgoal_samples', 'subgoal_iterations')}
         if min(counts.values()) < 1:
             raise ValueError(f'these settings must be >= 1: {counts}')
@@ -91,6 +100,9 @@ class ActorConfig:
             raise ValueError(f'these settings must be >= 0: {negative}')
         if self.planner not in PLANNERS:
             raise ValueError(f'planner must be one of {sorted(PLANNERS)}, got {self.planner!r}')
+        weights = {k: getattr(self, k) for k in ('subgoal_energy', 'subgoal_latent', 'subgoal_effort')}
+        if not all(w >= 0 for w in weights.values()):
+            raise ValueError(f'these settings must be >= 0: {weights}')
         if not (self.grad_lr >= 0 and 0 <= self.discount <= 1 and self.max_step > 0):
             raise ValueError(f'need grad_lr >= 0, 0 <= discount <= 1 and max_step > 0, got grad_lr {self.grad_lr}, '
                              f'discount {self.discount}, max_step {self.max_step}')
@@ -123,6 +135,8 @@ class ActorDecision:
     ee_path: np.ndarray | None    # (T + 1, 3) end-effector path from the current position, if the arm is known
     subgoal: np.ndarray | None    # (D,) the higher level's current action, the goal planned towards (levels 2,
                                   # or a skill)
+    subgoal_path: np.ndarray | None  # (H + 1, 3) levels 2: the hand path the higher level's macro-actions command
+                                     # from the current position, if the arm is known
     expected_cost: float
     cost_terms: dict              # weighted term sums of the plan
     sampled_cost: float           # best cost before gradient refinement (mode2)
@@ -132,11 +146,13 @@ class ActorDecision:
 class Actor:
     def __init__(self, model, config: ActorConfig | None = None, weights: CostWeights | None = None,
                  kinematics=None, critic: Critic | None = None, policy: ReactivePolicy | None = None,
-                 readout: CubeReadout | None = None):
+                 readout: CubeReadout | None = None, high_level=None):
         self.config = config or ActorConfig()
         self.model = model.eval()
         self.device = next(model.parameters()).device if any(True for _ in model.parameters()) \
             else torch.device('cpu')
+        self.high_level = self._checked_high_level(high_level, model)
+        self._check_levels(self.config)
         for p in self.model.parameters():
             p.requires_grad_(False)  # gradients flow to the actions only
         self.kinematics = kinematics
@@ -163,6 +179,7 @@ class Actor:
         # What decisions taught, not yet learned: Mode-1 distillation and DAgger labelling (`learn`).
         self.pending: list = []
         self.subgoal: torch.Tensor | None = None
+        self.subgoal_macros: torch.Tensor | None = None   # the higher level's plan behind the sub-goal
         self.steps_since_subgoal = 0
         self._make_planners()
 
@@ -171,9 +188,11 @@ class Actor:
         self.planner = make_planner(c.planner, self.low, self.high, c.horizon, samples=c.samples,
                                     iterations=c.iterations, grad_steps=c.grad_steps, grad_lr=c.grad_lr, seed=c.seed,
                                     device=self.device)
-        self.high_planner = make_planner(c.planner, self.low, self.high, c.subgoal_horizon, samples=c.subgoal_samples,
-                                         iterations=c.subgoal_iterations, grad_steps=c.grad_steps, grad_lr=c.grad_lr,
-                                         seed=c.seed + 1, device=self.device)
+        # The higher level searches macro-actions, each component in [-1, 1] (high_level.macro_actions).
+        self.high_planner = make_planner('cem', [-1.0] * 4, [1.0] * 4, c.subgoal_horizon, samples=c.subgoal_samples,
+                                         iterations=c.subgoal_iterations, grad_steps=0, seed=c.seed + 1,
+                                         device=self.device)
+        self.library_generator = torch.Generator().manual_seed(c.seed + 2)
         self.subgoal = None
 
     def reconfigure(self, **changes) -> None:
@@ -181,7 +200,9 @@ class Actor:
         ValueError, and nothing changes, for settings the config refuses (max_step is fixed: the arm's bound)."""
         if 'max_step' in changes:
             raise ValueError("max_step is fixed at start (it is the arm's action bound)")
-        self.config = self.config.changed(**changes)
+        config = self.config.changed(**changes)
+        self._check_levels(config)
+        self.config = config
         self._make_planners()
 
     @property
@@ -194,16 +215,46 @@ class Actor:
         self.subgoal = None
         self.skill = PushSkill(self.skill.config)
 
+    def _checked_high_level(self, high_level, model):
+        if high_level is None:
+            return None
+        if high_level.latent_dim != model.latent_dim:
+            raise ValueError(f'the higher level predicts {high_level.latent_dim}-d latents, the world model has '
+                             f'{model.latent_dim}')
+        if abs(high_level.max_step - self.config.max_step) > 1e-9:
+            raise ValueError(f'the higher level was trained on an arm whose max_step is {high_level.max_step} m, this '
+                             f'one moves {self.config.max_step} m per step')
+        return high_level.to(self.device).eval()
+
+    def _check_levels(self, config: ActorConfig) -> None:
+        if config.levels == 2 and self.high_level is None:
+            raise ValueError('levels 2 needs a learned higher level (the actor\'s high_level_path; '
+                             'jepa train-high-level makes one)')
+
+    def library_proposals(self) -> torch.Tensor:
+        """subgoal_samples macro sequences of play (subgoal_horizon long: cut, or the last one held), drawn anew."""
+        library = self.high_level.library
+        horizon = self.config.subgoal_horizon
+        rows = torch.randint(len(library), (self.config.subgoal_samples,), generator=self.library_generator)
+        drawn = library[rows.to(library.device), :horizon]
+        if drawn.shape[1] < horizon:
+            drawn = torch.cat([drawn, drawn[:, -1:].expand(-1, horizon - drawn.shape[1], -1)], 1)
+        return drawn
+
     def plan_subgoal(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        """The higher level: every subgoal_stride calls, plan held actions over the long horizon towards the
-        goal and return the latent its first action is predicted to reach; in between, the current one."""
+        """The higher level: every subgoal_every calls, plan macro-actions towards the goal and return the latent
+        the first one is predicted to reach; in between, the current one."""
         c = self.config
-        if self.subgoal is None or self.steps_since_subgoal >= c.subgoal_stride:
-            macro = MacroModel(self.model, c.subgoal_stride)
-            objective = PlanObjective(macro, self.intrinsic, z, goal, None, self.critic, c.discount)
-            actions = self.high_planner.plan(objective).actions
+        if self.subgoal is None or self.steps_since_subgoal >= c.subgoal_every:
+            objective = SubgoalObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy,
+                                         c.subgoal_latent, c.subgoal_effort, c.max_step)
+            proposals = [self.library_proposals()]
+            if self.high_planner.previous is not None:   # the last plan as it was, beside its shifted warm start
+                proposals.append(self.high_planner.previous[None])
+            macros = self.high_planner.plan(objective, torch.cat(proposals)).actions
+            self.subgoal_macros = macros
             with torch.no_grad():
-                self.subgoal = macro.rollout(z[None], actions[None])[0, 0]
+                self.subgoal = objective.rollout(macros[None])[0, 0]
             self.steps_since_subgoal = 0
         self.steps_since_subgoal += 1
         return self.subgoal
@@ -286,12 +337,16 @@ class Actor:
             actions[:, 3] = self.skill.config.gripper  # the skill pushes with the hand closed
         with torch.no_grad():
             total, latents, terms = objective.evaluate(actions[None])
-        ee_path = None
+        ee_path = subgoal_path = None
         if arm is not None:
             ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).cpu().numpy().astype(np.float64)
+            if self.config.levels == 2 and not self.config.skill:
+                steps = self.subgoal_macros[:, :3] * self.high_level.macro_steps * self.config.max_step
+                subgoal_path = (arm.ee + torch.cat([steps.new_zeros(1, 3), steps.cumsum(0)])).cpu().numpy()
         actions, latents = actions.cpu(), latents.cpu()
         decision = ActorDecision(mode, actions[0].numpy().copy(), actions.numpy().copy(), latents[0].numpy(), ee_path,
-                            None if subgoal is None else subgoal.cpu().numpy().copy(), float(total[0]),
+                            None if subgoal is None else subgoal.cpu().numpy().copy(),
+                            None if subgoal_path is None else subgoal_path.astype(np.float64), float(total[0]),
                             {k: float(v[0]) for k, v in terms.items()}, sampled, plan_ms)
         if learn_now:
             self.learn()
@@ -313,16 +368,3 @@ class Actor:
         self.plans += 1
         if self.config.distill_every > 0 and self.plans % self.config.distill_every == 0:
             self.distiller.fit(self.config.distill_steps)
-
-
-class MacroModel:
-    """The world model on a coarser time scale: each action (B, H, A) is held for `stride` steps; the rollout
-    returns the latent at the end of each held action (B, H, D). The higher level plans through it."""
-
-    def __init__(self, model, stride: int):
-        self.model = model
-        self.stride = stride
-
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        held = actions.repeat_interleave(self.stride, dim=1)
-        return self.model.rollout(z0, held)[:, self.stride - 1::self.stride]

@@ -2,9 +2,10 @@
 
 jepa/latent + jepa/goal_latent + joint_states -> plan (Mode-2 MPC, or the Mode-1 policy) ->
 jepa/joint_trajectory (one point, dt ahead), jepa/action (stamped with the state's stamp), jepa/plan,
-jepa/planned_path (MarkerArray), jepa/subgoal_latent (with levels: 2, the higher level's action: the goal the
-control level plans towards, or with skill: push, the scripted push skill's), /diagnostics (plan time, and latent
-received -> command sent, on the wall clock). The world model is loaded in-process from the checkpoint
+jepa/planned_path (MarkerArray: the control level's hand path, and with levels: 2 the higher level's),
+jepa/subgoal_latent (with levels: 2, the learned higher level's sub-goal: the goal the control level plans towards,
+or with skill: push, the scripted push skill's), /diagnostics (plan time, and latent received -> command sent, on
+the wall clock). The world model is loaded in-process from the checkpoint
 world_model/model_version announces, so planning never waits on DDS.
 One executor thread serves every callback, so this node's /clock stands still while it plans: its sim-time stamps
 do not show the plan's duration, hence wall-clock latencies (`jepa eval` measures frame -> command from outside).
@@ -39,6 +40,7 @@ from jepa_common.qos import LATCHED, NEWEST, SENSOR
 from jepa_common.settings import setting
 from jepa_cost.cost import CostWeights, Critic, CriticError
 from jepa_interfaces.msg import ActionStamped, LatentState, Plan
+from jepa_world_model.high_level import HighLevelError, HighLevelModel, default_high_level_path
 from jepa_world_model.model import CheckpointError, encoder_id
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_world_model.runtime import LoadedModel
@@ -58,6 +60,9 @@ class ActorNodeConfig:
                                live=True)
     policy_path: str = setting('', "a distilled Mode-1 policy to start from ('' = an untrained one)")
     policy_save_path: str = setting('', "where the distilled policy is saved at shutdown ('' = not saved)")
+    high_level_path: str = setting('', "the learned higher level for levels 2 (jepa train-high-level; '' = the one "
+                                   'beside the world model\'s checkpoint, <stem>_high_level.pt, if there is one): '
+                                   'loaded with each world model, refused unless trained on its encoder\'s latents')
     readout_path: str = setting('', "the scripted push skill's cube read-out ('' = the shipped model's); setting it "
                                 'loads it, and one for another encoder\'s latents is refused', live=True)
     dt: float = setting(0.1, "s: the command's time_from_start, the control period", (0.001, 10.0))
@@ -132,7 +137,8 @@ class ActorNode(Node):
             model = self.loaded.model
             previous, self.actor = self.actor, Actor(
                 model, self.config, self.weights, self.kinematics, self._load_critic(settings.critic_path, model),
-                self._load_policy(settings.policy_path, model), self._load_readout(settings.readout_path, model))
+                self._load_policy(settings.policy_path, model), self._load_readout(settings.readout_path, model),
+                self._load_high_level(settings.high_level_path, model))
             if previous is not None and encoder_id(previous.model) == encoder_id(model):
                 self.actor.continue_from(previous)
         except (CheckpointError, OSError, ValueError) as exc:
@@ -159,6 +165,25 @@ class ActorNode(Node):
             self.problem(f'no cube read-out for the push skill: {exc}', error=bool(path))
             return None
 
+    def _load_high_level(self, path: str, model) -> HighLevelModel | None:
+        if not path:
+            beside = default_high_level_path(self.loaded.checkpoint)
+            if beside.is_file():
+                path = str(beside)
+            elif self.actor is not None and self.actor.high_level is not None \
+                    and self.actor.high_level.encoder_id == encoder_id(model):
+                # An adjusted world model (a fine-tuned predictor, written elsewhere) keeps the encoder, and with
+                # it the latent space the higher level predicts.
+                return self.actor.high_level
+            else:
+                return None
+        try:
+            return HighLevelModel.load(path, encoder_id(model), model.latent_dim)
+        except HighLevelError as exc:
+            # levels 2 then refuses the model (Actor), so the previous one stays; levels 1 plans on without it.
+            self.problem(f'no higher level: {exc}', error=True)
+            return None
+
     def _load_policy(self, path: str, model) -> ReactivePolicy | None:
         if not path:
             return None
@@ -181,6 +206,9 @@ class ActorNode(Node):
             settings, changed = changed_config(self.settings, parameters)
         except ValueError as exc:
             return result(str(exc))
+        if config.levels == 2 and self.actor is not None and self.actor.high_level is None:
+            return result(f'levels 2 needs a learned higher level: high_level_path '
+                          f'{self.settings.high_level_path!r} gave none')
         if 'checkpoint' in changed:
             ok, reason = self.load_model(settings.checkpoint, settings)
             if not ok:
@@ -322,7 +350,18 @@ class ActorNode(Node):
         dots.pose.orientation.w = 1.0
         dots.scale.x = dots.scale.y = dots.scale.z = 0.012
         dots.color = ColorRGBA(r=1.0, g=0.6, b=0.0, a=1.0)
-        self.path_pub.publish(MarkerArray(markers=[line, dots]))
+        markers = [line, dots]
+        if decision.subgoal_path is not None:
+            # levels 2: where the higher level's macro-actions take the hand, a longer and coarser path.
+            higher = Marker(ns='subgoal_path', id=2, type=Marker.LINE_STRIP, action=Marker.ADD,
+                            lifetime=Duration(sec=1),
+                            points=[Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in decision.subgoal_path])
+            higher.header = line.header
+            higher.pose.orientation.w = 1.0
+            higher.scale.x = 0.003
+            higher.color = ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.8)
+            markers.append(higher)
+        self.path_pub.publish(MarkerArray(markers=markers))
 
     def publish_diagnostics(self) -> None:
         level = DiagnosticStatus.OK if self.actor is not None else DiagnosticStatus.WARN

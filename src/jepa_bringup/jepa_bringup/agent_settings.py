@@ -6,7 +6,7 @@ import yaml
 
 from jepa_actor.actor import ActorConfig
 from jepa_common.paths import package_share
-from jepa_configurator.configurator import task_skill, task_weights
+from jepa_configurator.configurator import task_levels, task_skill, task_weights
 from jepa_cost.cost import CostWeights
 
 
@@ -19,10 +19,11 @@ def agent_params(params_file: Path | str | None = None) -> dict:
 
 
 def graph_settings(task: str, params_file: Path | str | None = None) -> tuple[ActorConfig, CostWeights]:
-    """The actor's settings (with the task's skill) and the task's cost weights as the graph's params file
+    """The actor's settings (with the task's levels and skill) and the task's cost weights as the graph's params file
     sets them."""
     params = agent_params(params_file)
     actor, configurator = params.get('actor', {}), params.get('configurator', {})
     config = ActorConfig().changed(**{k: v for k, v in actor.items() if k in ActorConfig.names()})
-    config = config.changed(skill=task_skill(task, configurator.get('skills')))
+    config = config.changed(skill=task_skill(task, configurator.get('skills')),
+                            levels=task_levels(task, configurator.get('levels')))
     return config, task_weights(task, configurator.get('tasks'))

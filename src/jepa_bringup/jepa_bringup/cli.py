@@ -14,6 +14,8 @@ COMMANDS = {
                        '--bag` also trains from'),
     'eval-model': ('jepa_world_model.eval_model', 'latent prediction error vs horizon against baselines'),
     'surprise': ('jepa_world_model.surprise', 'plot predicted vs actual latent error over an episode'),
+    'train-high-level': ('jepa_world_model.train_high_level', 'train the higher level\'s macro-action predictor '
+                         'from play bags, in a world model\'s latent space'),
     'train-critic': ('jepa_configurator.train_critic', 'fit the critic from recorded episodes'),
     'fit-readout': ('jepa_world_model.fit_readout', 'fit the push skill\'s cube read-out from play bags, without labels'),
     'adjust-world-model': ('jepa_configurator.adjust_world_model', 'fine-tune the predictor where its predictions failed'),

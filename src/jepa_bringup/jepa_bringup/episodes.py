@@ -20,11 +20,13 @@ from jepa_sim.perturbation import PERTURBATIONS, Perturbation, named_perturbatio
 # The agent's conditions. mode1 is scored on the seeds Mode-2 has just taught it (its distilled policy learned on
 # them); mode1_fresh on as many seeds after those, with DAgger labelling and distillation off, so it acts alone.
 AGENT_CONDITIONS = ('mode2', 'mode1', 'mode1_fresh')
+# Ablations of the agent: one_level is push without its learned higher level (configurator task push_one_level).
+ABLATIONS = ('one_level',)
 # References, never "the agent": scripted_skill is the agent's graph with the hand-written push skill as its
 # higher level (push only); oracle a scripted controller on privileged state; random the floor.
 BASELINES = ('scripted_skill', 'random', 'oracle')
 TASK_CONDITIONS = {'reach': ('mode2', 'mode1', 'mode1_fresh', 'random', 'oracle'),
-                   'push': (*AGENT_CONDITIONS, *BASELINES)}
+                   'push': (*AGENT_CONDITIONS, *ABLATIONS, *BASELINES)}
 # Control period (s): one action, one camera frame.
 DT = 0.1
 # The arm settles after a reset before the episode starts (sim seconds).

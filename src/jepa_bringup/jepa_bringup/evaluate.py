@@ -12,8 +12,8 @@ referee/ee_pose, referee/cube_pose, referee/clock), the preset's kinematics and 
 inside the preset's workspace box (episodes.reach_region).
 
 Conditions (episodes.TASK_CONDITIONS): the agent's mode2, mode1 (on the seeds Mode-2 just taught it) and
-mode1_fresh (on new seeds, with DAgger labelling and distillation off); and, on the same seeds in the same run,
-the references: scripted_skill (push: the graph with the hand-written push skill as its higher level), a
+mode1_fresh (on new seeds, with DAgger labelling and distillation off); the ablation one_level (push without its
+learned higher level); and, on the same seeds in the same run, the references: scripted_skill (push: the graph with the hand-written push skill as its higher level), a
 scripted oracle on privileged state and random actions, the last two driven by the referee itself through the
 same safety gate while the agent is told `idle`.
 
@@ -49,15 +49,16 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.description import SIM_NODE
-from jepa_bringup.episodes import AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, SUCCESS_RADIUS, \
-    TASK_CONDITIONS, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, episode_steps, final_distance, \
-    make_goal, perturbation_of, reach_region, sim_camera, summarize
+from jepa_bringup.episodes import ABLATIONS, AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, \
+    SUCCESS_RADIUS, TASK_CONDITIONS, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, episode_steps, \
+    final_distance, make_goal, perturbation_of, reach_region, sim_camera, summarize
 from jepa_bringup.graph import NAMESPACE_ARGUMENT, GraphError, load_preset, parse_assignments, ros_namespace
 from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
+from jepa_world_model.high_level import default_high_level_path
 from jepa_world_model.readout import default_readout_path
 from jepa_sim.camera import CameraConfig
 from jepa_sim.perturbation import Perturbation, named_perturbation
@@ -66,10 +67,13 @@ from jepa_world_model.runtime import resolve_checkpoint
 
 
 REFEREE_NICE = 10
-# The conditions the agent's graph drives: the actor's mode, and the configurator task it is given (scripted_skill
-# is push with the push skill as the higher level, the configurator's push_skill profile).
-GRAPH_MODES = {'mode2': 'mode2', 'mode1': 'mode1', 'mode1_fresh': 'mode1', 'scripted_skill': 'mode2'}
-GRAPH_TASKS = {'scripted_skill': 'push_skill'}  # scripted_skill applies to push only (TASK_CONDITIONS)
+# The conditions the agent's graph drives: the actor's mode, and the configurator task it is given (one_level is
+# push without the learned higher level, the push_one_level profile; scripted_skill is push with the push skill as
+# the higher level, the push_skill profile).
+GRAPH_MODES = {'mode2': 'mode2', 'mode1': 'mode1', 'mode1_fresh': 'mode1', 'one_level': 'mode2',
+               'scripted_skill': 'mode2'}
+# one_level and scripted_skill apply to push only (TASK_CONDITIONS).
+GRAPH_TASKS = {'one_level': 'push_one_level', 'scripted_skill': 'push_skill'}
 # The nodes whose effective parameters every report records, and the learned files they name.
 LEARNED_NODES = ('perception', 'world_model', 'cost', 'actor', 'configurator')
 PERCEPTION_KEYS = ('latency_p50_ms', 'latency_p95_ms', 'cpu_p50_ms', 'cpu_p95_ms')
@@ -469,6 +473,9 @@ def learned_files(parameters: dict[str, dict]) -> dict:
     files = {f'{node}.checkpoint': resolve_checkpoint(parameters[node].get('checkpoint', ''))
              for node in ('perception', 'world_model', 'cost', 'actor') if node in parameters}
     files['actor.readout_path'] = actor.get('readout_path') or str(default_readout_path())
+    if 'actor' in parameters:
+        beside = default_high_level_path(files['actor.checkpoint'])
+        files['actor.high_level_path'] = actor.get('high_level_path') or (str(beside) if beside.is_file() else '')
     for node, name in (('actor', 'critic_path'), ('actor', 'policy_path'), ('cost', 'critic_path')):
         files[f'{node}.{name}'] = parameters.get(node, {}).get(name, '')
     return files_sha256(files)
@@ -648,10 +655,10 @@ def main(argv: list[str] | None = None) -> int:
                              "agent's seeds (default: --episodes)")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', type=Path, help='write the report here')
-    every = [*AGENT_CONDITIONS, *BASELINES]
+    every = [*AGENT_CONDITIONS, *ABLATIONS, *BASELINES]
     parser.add_argument('--conditions', default=','.join(every),
                         help=f'comma-separated subset of {", ".join(every)} (default: all that apply to the task; '
-                             'scripted_skill applies to push only)')
+                             'one_level and scripted_skill apply to push only)')
     parser.add_argument('--video', type=Path, help='MP4 of the first episode with the planned path drawn')
     parser.add_argument('--plot', type=Path, help='PNG of success against the radius, per task and condition')
     parser.add_argument('--from-json', type=Path, metavar='REPORT',

@@ -29,6 +29,7 @@ from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, Rand
 from jepa_actor.actor import Actor, ActorConfig
 from jepa_bringup.agent_settings import agent_params, graph_settings
 from jepa_cost.cost import CostWeights
+from jepa_world_model.high_level import HighLevelError, HighLevelModel, default_high_level_path
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_sim.camera import CameraConfig
 from jepa_sim.panda_sim import PandaSim
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f'actor setting, one of {", ".join(ActorConfig.names())}')
     parser.add_argument('--weight', action='append', default=[], metavar='NAME=VALUE',
                         help=f'cost weight, one of {", ".join(CostWeights.names())}')
+    parser.add_argument('--high-level', type=Path, metavar='FILE',
+                        help='the learned higher level (jepa train-high-level) that levels 2 plans with (default: the '
+                             "one beside the checkpoint, as the graph's actor)")
     parser.add_argument('--sim-camera', type=Path, metavar='FILE',
                         help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graph's "
                              'sim_camera:= argument; default config/sim.yaml')
@@ -195,13 +199,22 @@ def main(argv: list[str] | None = None) -> int:
         readout = graph_readout(model) if config.skill else None
     except ReadoutError as exc:
         parser.error(f'skill {config.skill!r}: {exc}')
+    if args.high_level and config.levels != 2:
+        parser.error(f'--high-level: the actor plans with levels {config.levels} here; it takes a higher level '
+                     'with levels 2 (--set levels=2)')
+    try:
+        high_level = HighLevelModel.load(
+            args.high_level or default_high_level_path(args.checkpoint or default_checkpoint_path()),
+            encoder_id(model), model.latent_dim) if config.levels == 2 else None
+    except HighLevelError as exc:
+        parser.error(f'levels 2: {exc}')
     bench = SimWorkbench(model, camera)
     bench.perturb(perturbation)
     report = {'perturbation': {'names': names, 'settings': settings, 'values': perturbation.parameters()}} \
         if names or settings else {}
     try:
         # One actor for both modes, as in the graph: Mode-1 acts with the policy distilled from Mode-2 so far.
-        actor = Actor(model, config, weights, bench.kinematics, readout=readout)
+        actor = Actor(model, config, weights, bench.kinematics, readout=readout, high_level=high_level)
         for condition in conditions:
             results = []
             for i in range(args.episodes):

@@ -2,7 +2,7 @@
 may adjust, per task), the surprise monitor that decides when planning has stopped producing the outcomes the
 world model predicts, and the adjustment that follows."""
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jepa_actor.actor import SKILLS
@@ -15,15 +15,20 @@ ADJUSTMENTS = ('critic', 'world_model')
 
 @dataclass
 class TaskProfile:
-    """What a task sets: the cost weights (for the cost node and the actor), the actor's higher level (`skill`),
-    and what sustained surprise in the task may adjust (None: the configurator's `adjust`)."""
+    """What a task sets: the cost weights (for the cost node and the actor), the actor's higher level (`levels` 2:
+    the learned one; or a scripted `skill`), and what sustained surprise in the task may adjust (None: the
+    configurator's `adjust`)."""
     weights: CostWeights = field(default_factory=CostWeights)
     skill: str = ''
     adjust: tuple[str, ...] | None = None
+    levels: int = 1
 
     def __post_init__(self):
         if self.skill not in SKILLS:
             raise ValueError(f'skill must be one of {SKILLS}, got {self.skill!r}')
+        if self.levels not in (1, 2) or (self.skill and self.levels != 1):
+            raise ValueError(f'levels must be 1 or 2, and 1 with a scripted skill, got levels {self.levels} with '
+                             f'skill {self.skill!r}')
         if self.adjust is not None:
             self.adjust = tuple(a for a in self.adjust if a)
             unknown = set(self.adjust) - set(ADJUSTMENTS)
@@ -38,10 +43,14 @@ TASK_PROFILES = {
     # reads, and `latent`, the whole latent. No profile weighs or retrains the critic: no run has shown it change
     # an outcome (`tasks.<task>.critic` and `task_adjust.<task>` turn it on).
     'reach': TaskProfile(CostWeights()),
-    # The cube is what must move: the whole latent, which holds it, weighs most. Contact makes surprise routine
-    # in a push (its outcome varies beyond what a one-step predictor models), so a push's surprise only saves
-    # the memory and adjusts nothing.
-    'push': TaskProfile(CostWeights(energy=0.1, latent=1.0, effort=0.02), adjust=()),
+    # Push: the learned higher level (levels 2) plans macro-actions to where the goal image's latent is, the cube's
+    # position in it weighing most (ActorConfig.subgoal_latent 1, subgoal_energy 0.1), and the control level plans
+    # towards its sub-goals with reach's weights. Contact makes surprise routine in a push (its outcome varies
+    # beyond what a one-step predictor models), so a push's surprise only saves the memory and adjusts nothing.
+    'push': TaskProfile(CostWeights(), adjust=(), levels=2),
+    # The one_level ablation of push: one level, with the weights that push best without a higher level (the whole
+    # latent, which holds the cube, weighs most).
+    'push_one_level': TaskProfile(CostWeights(energy=0.1, latent=1.0, effort=0.02), adjust=()),
     # The scripted_skill reference: the hand-written push skill sets hand goals, and the `hand` term, from the
     # arm's kinematics, is the only task term; the world model's predictions do not enter its decisions
     # (tests/test_actor_world_model_matters.py). Adjusts nothing, as push.
@@ -66,10 +75,22 @@ def task_weights(task: str, overrides: dict[str, dict[str, float]] | None = None
 
 
 def task_skill(task: str, overrides: dict[str, str] | None = None) -> str:
-    """The actor's higher level in a task: its profile's, or {task: skill} overrides (a params file's `skills`)."""
+    """The actor's scripted higher level in a task: its profile's, or {task: skill} overrides (a params file's
+    `skills`)."""
+    return _profile_value(task, 'skill', overrides)
+
+
+def task_levels(task: str, overrides: dict[str, int] | None = None) -> int:
+    """The actor's levels in a task: its profile's, or {task: levels} overrides (a params file's `levels`)."""
+    return _profile_value(task, 'levels', overrides)
+
+
+def _profile_value(task: str, name: str, overrides: dict | None):
     if task not in TASK_PROFILES:
         raise ValueError(f'unknown task {task!r} (known: {", ".join(TASKS)})')
-    return TaskProfile(skill=(overrides or {}).get(task, TASK_PROFILES[task].skill)).skill
+    profile = TASK_PROFILES[task]
+    value = (overrides or {}).get(task, getattr(profile, name))
+    return getattr(replace(profile, **{name: value}), name)   # TaskProfile checks it
 
 
 @dataclass

@@ -3,9 +3,9 @@
 - configurator/set_task (SetTask): the goal image (or a named goal rendered by sim/render_state, or read
   from an image file, or a goal pose `goal_name: ee:x,y,z` rendered at its IK configuration) goes out on
   jepa/goal_image (latched; perception turns it into jepa/goal_latent); the task's cost weights, the actor's
-  higher level (`skill`) and the mode go to the `cost` and `actor` nodes through their parameter services. The
-  task profiles are configurator.TASK_PROFILES, overridden by `tasks.<task>.<weight>` (live: a change applies from
-  the next set_task), `skills.<task>` and `task_adjust.<task>`.
+  higher level (`levels`, `skill`) and the mode go to the `cost` and `actor` nodes through their parameter
+  services. The task profiles are configurator.TASK_PROFILES, overridden by `tasks.<task>.<weight>` (live: a change
+  applies from the next set_task), `skills.<task>`, `levels.<task>` and `task_adjust.<task>`.
 - jepa/surprise: once surprise is sustained (at least `surprise.patience` consecutive steps above
   `surprise.threshold` times the error the model in service made on its held-out data, spanning at least
   `surprise.min_span` s with no gap over `surprise.max_gap` s; configurator.SurpriseMonitor), the short-term
@@ -163,19 +163,21 @@ class ConfiguratorNode(Node):
                                f'adjusts {self.settings.adjust} after {self.monitor.patience} surprising steps')
 
     def declare_profiles(self) -> dict[str, TaskProfile]:
-        """The task profiles: TASK_PROFILES with this node's `tasks.<task>.<weight>`, `skills.<task>` and
-        `task_adjust.<task>` parameters."""
+        """The task profiles: TASK_PROFILES with this node's `tasks.<task>.<weight>`, `skills.<task>`,
+        `levels.<task>` and `task_adjust.<task>` parameters."""
         profiles = {}
         for task, default in TASK_PROFILES.items():
             weights = declare_config(self, CostWeights, prefix=f'tasks.{task}.', defaults=default.weights)
             skill = declare(self, f'skills.{task}', default.skill, f"the actor's higher level in task {task}: '' = "
                             'plan towards the goal, push = the scripted push skill')
+            levels = declare(self, f'levels.{task}', default.levels, f"the actor's levels in task {task}: 1 = plan "
+                             'towards the goal, 2 = the learned higher level sets sub-goals', (1, 2))
             adjust = declare(self, f'task_adjust.{task}', list(default.adjust if default.adjust is not None
                                                                else self.settings.adjust),
                              f"what sustained surprise in task {task} adjusts ({', '.join(ADJUSTMENTS)}); [''] = "
                              'nothing', element_type=str)
             try:
-                profiles[task] = TaskProfile(weights, skill, tuple(adjust))
+                profiles[task] = TaskProfile(weights, skill, tuple(adjust), levels)
             except ValueError as exc:
                 raise ValueError(f'{self.get_name()}: invalid parameters of task {task}: {exc}') from exc
         return profiles
@@ -222,6 +224,7 @@ class ConfiguratorNode(Node):
             if name == 'actor':
                 values['mode'] = mode
                 values['skill'] = profile.skill
+                values['levels'] = profile.levels
             problem = await self.set_parameters(name, values)
             if problem:
                 problems.append(problem)

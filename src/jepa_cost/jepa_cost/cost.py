@@ -350,3 +350,27 @@ class PlanObjective:
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         return self.evaluate(actions)[0]
+
+
+class SubgoalObjective:
+    """The higher level's cost of macro-action sequences (B, H, 4) from one latent: the JEPA energy of the latent
+    its model predicts after the last one, to the goal, and the macro-actions' mean squared size (`effort`).
+    The energy is terminal only: a detour (around the cube, behind it) costs nothing on the way, only where it
+    ends; the effort settles ties between plans that end alike (near the goal, every loop back to it) in favour
+    of the one that moves least. Callable on (B, H, 4) -> (B,)."""
+
+    def __init__(self, model, metric: EnergyMetric, z0: torch.Tensor, goal: torch.Tensor, energy: float,
+                 latent: float, effort: float, max_step: float):
+        self.model, self.metric = model, metric
+        self.z0 = z0.detach().reshape(1, -1)
+        self.goal = goal.detach().reshape(-1)
+        self.energy, self.latent, self.effort, self.max_step = energy, latent, effort, max_step
+
+    def rollout(self, macros: torch.Tensor) -> torch.Tensor:
+        return self.model.rollout(self.z0.expand(macros.shape[0], -1), macros)
+
+    def __call__(self, macros: torch.Tensor) -> torch.Tensor:
+        difference = self.rollout(macros)[:, -1] - self.goal
+        return self.latent * self.metric.isotropic(difference) \
+            + self.energy * self.metric.controllable(difference, self.max_step) \
+            + self.effort * macros[..., :3].pow(2).sum(-1).mean(-1)

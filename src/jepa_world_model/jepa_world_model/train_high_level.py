@@ -1,0 +1,81 @@
+"""`jepa train-high-level --bag PLAY... [--checkpoint CKPT] [--out FILE] [--set NAME=VALUE]...`: train the higher
+level's macro-action predictor (jepa_world_model.high_level) on play bags, in CKPT's latent space.
+
+The bags are play as `jepa collect` records it; their frames are encoded by CKPT's frozen encoder (default: the
+shipped model) and the predictor learns what each macro-action of the recorded actions does to the latent. The
+bags are decoded as the arm the checkpoint was trained on, or as --arm's preset. The actor loads the result as its
+`high_level_path` (levels 2).
+"""
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from jepa_common.cli import print_summary
+from jepa_rosbag.reader import BagError
+from jepa_world_model.bag_layout import add_arm_arguments, layout_for_checkpoint
+from jepa_world_model.dataset import bag_kinematics, load_bags
+from jepa_world_model.high_level import HighLevelConfig, default_high_level_path, split_episodes, train_high_level
+from jepa_world_model.model import (CheckpointError, default_checkpoint_path, encoder_id, model_from_checkpoint,
+                                    read_checkpoint)
+from jepa_world_model.train import encode_ticks, git_commit, now_iso
+
+
+def parse_settings(items: list[str]) -> HighLevelConfig:
+    """--set NAME=VALUE items -> a HighLevelConfig (ValueError naming an unknown or refused setting)."""
+    defaults = asdict(HighLevelConfig())
+    values = {}
+    for item in items:
+        name, sep, value = item.partition('=')
+        if not sep or name not in defaults:
+            raise ValueError(f'--set {item!r}: expected NAME=VALUE with NAME one of {sorted(defaults)}')
+        values[name] = type(defaults[name])(value)
+    return HighLevelConfig(**values)
+
+
+def train_from_bags(args: argparse.Namespace) -> dict:
+    start = time.monotonic()
+    config = parse_settings(args.set)
+    path = args.checkpoint or default_checkpoint_path()
+    checkpoint, model_id = read_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, path, model_id)
+    layout, note = layout_for_checkpoint(args, checkpoint['provenance'], path)
+    if note:
+        print(f'jepa train-high-level: {note}', file=sys.stderr)
+    ticks = load_bags(args.bag, image_size=model.image_size, layout=layout)
+    max_step = bag_kinematics(ticks.sources[0]['path'], layout).max_step
+    with torch.no_grad():
+        latents = encode_ticks(model, ticks.images).cpu().numpy()
+    episodes = split_episodes(latents, ticks.actions, ticks.segment)
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else (lambda line: None)
+    high_level, report = train_high_level(episodes, config, encoder_id(model), max_step,
+                                          float(model.latent_var.mean()), log=log)
+    out = Path(args.out) if args.out else default_high_level_path(path)
+    provenance = {'command': ' '.join(sys.argv), 'git_commit': git_commit(), 'date': now_iso(),
+                  'world_model': {'path': str(path), 'model_id': model_id}, 'bags': ticks.sources,
+                  'config': asdict(config), 'report': report, 'load_end': list(os.getloadavg()),
+                  'cores': len(os.sched_getaffinity(0))}
+    high_level.save(out, provenance)
+    return {'out': str(out), 'encoder_id': high_level.encoder_id, 'ticks': len(ticks),
+            'max_step': max_step, **report, 'total_seconds': round(time.monotonic() - start, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='jepa train-high-level', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--bag', action='append', required=True, help='play bag (repeat for several)')
+    parser.add_argument('--checkpoint', default=None, help='world model whose latents to predict (default: shipped)')
+    parser.add_argument('--out', default=None, help='model file (default: beside the checkpoint, '
+                                                    '<checkpoint>_high_level.pt)')
+    parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                        help='a HighLevelConfig setting (repeatable): '
+                             + ', '.join(f.name for f in fields(HighLevelConfig)))
+    parser.add_argument('--verbose', action='store_true', help='log every epoch on stderr')
+    add_arm_arguments(parser, for_checkpoint=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    return print_summary('jepa train-high-level', lambda: train_from_bags(args),
+                         (BagError, CheckpointError, OSError, ValueError))
