@@ -3,7 +3,10 @@ against baselines measured in the same run:
 
 - sampling only (no gradient refinement),
 - batch-1: the same candidates scored one rollout call each (the per-sample data path the actor avoids),
-- Mode-1: one policy rollout instead of a plan.
+- Mode-1: one policy rollout instead of a plan;
+
+and per level for push, which plans with two (the shipped higher level beside the checkpoint): the higher level's
+plan alone, and a whole decision (the higher level replans every step, then the control level).
 
 Uses the shipped world-model checkpoint when there is one, else a randomly initialized model of the default
 size (speed does not depend on the weights). Prints figures; asserts nothing. --quick: 2 timed plans each and a
@@ -24,7 +27,8 @@ from jepa_bringup.agent_settings import agent_params, graph_settings
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
 from jepa_actor.actor import Actor
 from jepa_cost.cost import PlanObjective
-from jepa_world_model.model import CheckpointError, WorldModel, default_checkpoint_path, load_checkpoint
+from jepa_world_model.high_level import HighLevelError, HighLevelModel, default_high_level_path
+from jepa_world_model.model import CheckpointError, WorldModel, default_checkpoint_path, encoder_id, load_checkpoint
 
 
 def time_plans(actor: Actor, z, goal, q, mode: str, plans: int) -> tuple[list[float], list[float]]:
@@ -105,6 +109,32 @@ def main(argv=None) -> int:
           f'vs batch-1 loop: {per_plan_batch1 / default:.0f}x faster')
     print(f'target >= 10 Hz replanning on a free core: {"met" if 1e3 / rows[0][2] >= 10 else "MISSED"} at p95 '
           f'({1e3 / rows[0][2]:.1f} Hz); cpu-time ratios are load-independent, wall times are not')
+
+    push_config, push_weights = graph_settings('push')
+    try:
+        high_level = HighLevelModel.load(default_high_level_path(checkpoint), encoder_id(model), model.latent_dim)
+    except HighLevelError as exc:
+        print(f'\npush, two levels: not timed, no higher level for this model ({exc})')
+        return 0
+    print(f'\npush, two levels: higher level {push_config.subgoal_samples} x 2 candidates in the first round, '
+          f'{push_config.subgoal_iterations} rounds, {push_config.subgoal_horizon} macro-actions of '
+          f'{high_level.macro_steps} steps; control level as above')
+    two = Actor(model, push_config, push_weights, kinematics, high_level=high_level)
+    z_t, goal_t = torch.from_numpy(z), torch.from_numpy(goal)
+
+    def higher_level_alone():
+        two.subgoal = None   # replan now
+        two.plan_subgoal(z_t, goal_t)
+
+    higher = []
+    for _ in range(plans + 1):
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        higher_level_alone()
+        higher.append(((time.perf_counter() - start) * 1e3, (time.thread_time() - start_cpu) * 1e3))
+    report('push: higher level alone', tuple(map(list, zip(*higher[1:]))))
+    report('push: both levels (a whole decision)', time_plans(two, z, goal, q, 'mode2', plans))
+    print(f'push, both levels: target >= 10 Hz on a free core: {"met" if 1e3 / rows[-1][2] >= 10 else "MISSED"} '
+          f'at p95 ({1e3 / rows[-1][2]:.1f} Hz)')
     return 0
 
 

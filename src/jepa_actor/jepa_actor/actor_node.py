@@ -178,11 +178,14 @@ class ActorNode(Node):
             else:
                 return None
         try:
-            return HighLevelModel.load(path, encoder_id(model), model.latent_dim)
+            high_level = HighLevelModel.load(path, encoder_id(model), model.latent_dim)
         except HighLevelError as exc:
             # levels 2 then refuses the model (Actor), so the previous one stays; levels 1 plans on without it.
             self.problem(f'no higher level: {exc}', error=True)
             return None
+        self.get_logger().info(f'higher level for levels 2: {path} ({high_level.macro_steps}-step macro-actions, '
+                               f'{len(high_level.library)} play sequences)')
+        return high_level
 
     def _load_policy(self, path: str, model) -> ReactivePolicy | None:
         if not path:
