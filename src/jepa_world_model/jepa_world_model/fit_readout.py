@@ -8,7 +8,6 @@ simulator's privileged cube pose, the read-out's error against it is reported, f
 sees it.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +15,12 @@ import numpy as np
 import torch
 
 from jepa_common.cli import print_summary
-from jepa_world_model.bag_layout import BagLayout, add_arm_arguments, layout_for_checkpoint
+from jepa_world_model.bag_layout import BagLayout, add_arm_arguments
 from jepa_world_model.readout import ReadoutError, default_readout_path, fit_cube_readout
 from jepa_rosbag.reader import BagError
-from jepa_world_model.dataset import Ticks, bag_kinematics, load_bags
-from jepa_world_model.model import (CheckpointError, default_checkpoint_path, encoder_id, model_from_checkpoint,
-                                    read_checkpoint)
-from jepa_world_model.train import encode_ticks
+from jepa_world_model.dataset import Ticks, bag_kinematics
+from jepa_world_model.model import CheckpointError, encoder_id
+from jepa_world_model.train import bags_for_checkpoint, encode_ticks
 
 
 def hand_positions(ticks: Ticks, layout: BagLayout) -> np.ndarray:
@@ -40,13 +38,7 @@ def hand_positions(ticks: Ticks, layout: BagLayout) -> np.ndarray:
 
 def readout_from_bags(args: argparse.Namespace) -> dict:
     start = time.monotonic()
-    path = args.checkpoint or default_checkpoint_path()
-    checkpoint, model_id = read_checkpoint(path)
-    model = model_from_checkpoint(checkpoint, path, model_id)
-    layout, note = layout_for_checkpoint(args, checkpoint['provenance'], path)
-    if note:
-        print(f'jepa fit-readout: {note}', file=sys.stderr)
-    ticks = load_bags(args.bag, image_size=model.image_size, layout=layout)
+    _, model, _, layout, ticks = bags_for_checkpoint(args, 'jepa fit-readout')
     hand = hand_positions(ticks, layout)
     opening = ticks.proprio[:, len(layout.arm_joints):].sum(axis=1)
     latents = encode_ticks(model, ticks.images).cpu().numpy()

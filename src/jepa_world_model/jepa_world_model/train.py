@@ -55,8 +55,8 @@ from tqdm import tqdm
 from jepa_world_model.bag_layout import add_arm_arguments, arm_layout, layout_for_checkpoint
 from jepa_world_model.dataset import BagError, Ticks, load_bags
 from jepa_world_model.image_statistics import METRICS_KEY, ImageReference
-from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, kl_to_standard_normal,
-                                    model_from_checkpoint, read_checkpoint, save_checkpoint)
+from jepa_world_model.model import (CheckpointError, WorldModel, WorldModelConfig, default_checkpoint_path,
+                                    kl_to_standard_normal, model_from_checkpoint, read_checkpoint, save_checkpoint)
 from jepa_world_model.runtime import check_device_name, select_device
 
 REPORT_HORIZONS = (1, 2, 3, 5, 10)
@@ -317,6 +317,20 @@ class JepaObjective(torch.nn.Module):
     def forward(self, images: torch.Tensor, actions: torch.Tensor,
                 generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         return jepa_loss(self.model, images, actions, self.cfg, generator, self.job)
+
+
+def bags_for_checkpoint(args: argparse.Namespace, prog: str):
+    """For the commands that read play bags in a trained model's latent space (fit-readout, train-high-level):
+    -> (checkpoint path, model, model_id, layout, ticks): args.checkpoint ('' or None: the shipped model), and
+    args.bag decoded as the arm it was trained on or as add_arm_arguments' options say (layout_for_checkpoint,
+    whose note goes to stderr after `prog: `)."""
+    path = args.checkpoint or default_checkpoint_path()
+    checkpoint, model_id = read_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, path, model_id)
+    layout, note = layout_for_checkpoint(args, checkpoint['provenance'], path)
+    if note:
+        print(f'{prog}: {note}', file=sys.stderr)
+    return path, model, model_id, layout, load_bags(args.bag, image_size=model.image_size, layout=layout)
 
 
 @torch.no_grad()

@@ -17,12 +17,11 @@ import torch
 
 from jepa_common.cli import print_summary
 from jepa_rosbag.reader import BagError
-from jepa_world_model.bag_layout import add_arm_arguments, layout_for_checkpoint
-from jepa_world_model.dataset import bag_kinematics, load_bags
+from jepa_world_model.bag_layout import add_arm_arguments
+from jepa_world_model.dataset import bag_kinematics
 from jepa_world_model.high_level import HighLevelConfig, default_high_level_path, split_episodes, train_high_level
-from jepa_world_model.model import (CheckpointError, default_checkpoint_path, encoder_id, model_from_checkpoint,
-                                    read_checkpoint)
-from jepa_world_model.train import encode_ticks, git_commit, now_iso
+from jepa_world_model.model import CheckpointError, encoder_id
+from jepa_world_model.train import bags_for_checkpoint, encode_ticks, git_commit, now_iso
 
 
 def parse_settings(items: list[str]) -> HighLevelConfig:
@@ -40,16 +39,9 @@ def parse_settings(items: list[str]) -> HighLevelConfig:
 def train_from_bags(args: argparse.Namespace) -> dict:
     start = time.monotonic()
     config = parse_settings(args.set)
-    path = args.checkpoint or default_checkpoint_path()
-    checkpoint, model_id = read_checkpoint(path)
-    model = model_from_checkpoint(checkpoint, path, model_id)
-    layout, note = layout_for_checkpoint(args, checkpoint['provenance'], path)
-    if note:
-        print(f'jepa train-high-level: {note}', file=sys.stderr)
-    ticks = load_bags(args.bag, image_size=model.image_size, layout=layout)
+    path, model, model_id, layout, ticks = bags_for_checkpoint(args, 'jepa train-high-level')
     max_step = bag_kinematics(ticks.sources[0]['path'], layout).max_step
-    with torch.no_grad():
-        latents = encode_ticks(model, ticks.images).cpu().numpy()
+    latents = encode_ticks(model, ticks.images).cpu().numpy()
     episodes = split_episodes(latents, ticks.actions, ticks.segment)
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else (lambda line: None)
     high_level, report = train_high_level(episodes, config, encoder_id(model), max_step,
