@@ -133,7 +133,7 @@ class ActorDecision:
     actions: np.ndarray           # (T, A) the plan
     latents: np.ndarray           # (T, D) predicted latents along the plan
     ee_path: np.ndarray | None    # (T + 1, 3) end-effector path from the current position, if the arm is known
-    subgoal: np.ndarray | None    # (D,) the higher level's current action, the goal planned towards (levels 2,
+    subgoal: np.ndarray | None    # (D,) the higher level's current sub-goal, the goal planned towards (levels 2,
                                   # or a skill)
     subgoal_path: np.ndarray | None  # (H + 1, 3) levels 2: the hand path the higher level's macro-actions command
                                      # from the current position, if the arm is known
