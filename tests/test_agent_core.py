@@ -1,4 +1,5 @@
 """ROS-free cores of the agent: planners, intrinsic cost, critic, short-term memory, Mode-1 distillation."""
+import functools
 import math
 from dataclasses import replace
 
@@ -457,8 +458,10 @@ def test_actor_reaches_a_goal_with_the_arm_in_the_loop():
     assert start > 0.25 and np.linalg.norm(kinematics.fk(q) - target) < 0.03
 
 
+@functools.lru_cache(maxsize=1)
 def toy_high_level(macro_steps: int = 3, seed: int = 0):
-    """A higher level trained on random play of EndEffectorModel's world (latent = hand position in dm)."""
+    """A higher level trained on random play of EndEffectorModel's world (latent = hand position in dm), trained
+    once for the tests that use it."""
     from jepa_world_model.high_level import HighLevelConfig, train_high_level
     rng = np.random.default_rng(seed)
     episodes = []
