@@ -340,7 +340,7 @@ class Actor:
         ee_path = subgoal_path = None
         if arm is not None:
             ee_path = torch.cat([arm.ee[None], arm.ee_path(actions[None])[0]]).cpu().numpy().astype(np.float64)
-            if self.config.levels == 2 and not self.config.skill:
+            if self.config.levels == 2:   # (a scripted skill needs levels 1)
                 steps = self.subgoal_macros[:, :3] * self.high_level.macro_steps * self.config.max_step
                 subgoal_path = (arm.ee + torch.cat([steps.new_zeros(1, 3), steps.cumsum(0)])).cpu().numpy()
         actions, latents = actions.cpu(), latents.cpu()

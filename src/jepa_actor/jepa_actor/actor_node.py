@@ -40,7 +40,7 @@ from jepa_common.qos import LATCHED, NEWEST, SENSOR
 from jepa_common.settings import setting
 from jepa_cost.cost import CostWeights, Critic, CriticError
 from jepa_interfaces.msg import ActionStamped, LatentState, Plan
-from jepa_world_model.high_level import HighLevelError, HighLevelModel, default_high_level_path
+from jepa_world_model.high_level import HighLevelError, HighLevelModel, high_level_file
 from jepa_world_model.model import CheckpointError, encoder_id
 from jepa_world_model.readout import CubeReadout, ReadoutError, default_readout_path
 from jepa_world_model.runtime import LoadedModel
@@ -166,17 +166,14 @@ class ActorNode(Node):
             return None
 
     def _load_high_level(self, path: str, model) -> HighLevelModel | None:
+        path = high_level_file(path, self.loaded.checkpoint)
         if not path:
-            beside = default_high_level_path(self.loaded.checkpoint)
-            if beside.is_file():
-                path = str(beside)
-            elif self.actor is not None and self.actor.high_level is not None \
+            if self.actor is not None and self.actor.high_level is not None \
                     and self.actor.high_level.encoder_id == encoder_id(model):
                 # An adjusted world model (a fine-tuned predictor, written elsewhere) keeps the encoder, and with
                 # it the latent space the higher level predicts.
                 return self.actor.high_level
-            else:
-                return None
+            return None
         try:
             high_level = HighLevelModel.load(path, encoder_id(model), model.latent_dim)
         except HighLevelError as exc:

@@ -58,7 +58,7 @@ from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_
 from jepa_common.kinematics import ArmKinematics
 from jepa_interfaces.msg import LatentState, Plan
 from jepa_interfaces.srv import RenderState, ResetSim, SetTask
-from jepa_world_model.high_level import default_high_level_path
+from jepa_world_model.high_level import high_level_file
 from jepa_world_model.readout import default_readout_path
 from jepa_sim.camera import CameraConfig
 from jepa_sim.perturbation import Perturbation, named_perturbation
@@ -474,8 +474,7 @@ def learned_files(parameters: dict[str, dict]) -> dict:
              for node in ('perception', 'world_model', 'cost', 'actor') if node in parameters}
     files['actor.readout_path'] = actor.get('readout_path') or str(default_readout_path())
     if 'actor' in parameters:
-        beside = default_high_level_path(files['actor.checkpoint'])
-        files['actor.high_level_path'] = actor.get('high_level_path') or (str(beside) if beside.is_file() else '')
+        files['actor.high_level_path'] = high_level_file(actor.get('high_level_path', ''), files['actor.checkpoint'])
     for node, name in (('actor', 'critic_path'), ('actor', 'policy_path'), ('cost', 'critic_path')):
         files[f'{node}.{name}'] = parameters.get(node, {}).get(name, '')
     return files_sha256(files)

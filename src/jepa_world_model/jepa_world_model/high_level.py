@@ -29,6 +29,15 @@ def default_high_level_path(checkpoint) -> Path:
     return checkpoint.with_name(f'{checkpoint.stem}_high_level.pt')
 
 
+def high_level_file(path: str, checkpoint) -> str:
+    """The higher level a `high_level_path` setting names: itself, or for '' the one beside the world model
+    `checkpoint` if there is one ('' if not)."""
+    if path:
+        return path
+    beside = default_high_level_path(checkpoint)
+    return str(beside) if beside.is_file() else ''
+
+
 class HighLevelError(ValueError):
     """A higher-level model file that cannot serve: unreadable, another format, or another latent space."""
 
