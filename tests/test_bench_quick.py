@@ -23,7 +23,11 @@ RESULT_LINES = {
                         r'default vs sampling-only: [\d.]+x the time; vs batch-1 loop: \d+x faster',
                         r'target >= 10 Hz replanning on a free core: (met|MISSED)',
                         r'push: higher level alone .* cpu p50 +[\d.]+',
-                        r'push, both levels: target >= 10 Hz on a free core: (met|MISSED)'],
+                        r'push, both levels: target >= 10 Hz on a free core: (met|MISSED)',
+                        r'cpu peak [\d.]+ GFLOP/s float32: best of 5 torch.mm \d+ x \d+ \(BLAS, the practical peak\)',
+                        r'mode2 default .* [\d.]+ GFLOP per decision = +[\d.]+ GFLOP/s, +[\d.]+% of the peak; '
+                        r'the peak allows +\d+ Hz',
+                        r'push: both levels .* [\d.]+ GFLOP per decision = +[\d.]+ GFLOP/s, +[\d.]+% of the peak'],
     'push_diagnosis.py': [r'cube read-out error [\d.]+ cm on \d+ new scenes \(predicting the mean: [\d.]+ cm\)',
                           r'the push skill \(graph settings, shipped read-out; seeds 0-0\): [01] of 1 within',
                           r'the effector map reading real hand steps'],
