@@ -145,20 +145,61 @@ def test_critic_learns_the_cost_to_go_of_a_chain(method):
     assert np.abs(predicted - true_value).max() < 0.1 * true_value.max()
 
 
-def test_critic_checkpoint_round_trip_and_mismatch(tmp_path):
-    critic = Critic(5, model_id='m1')
-    critic.save(tmp_path / 'c.pt')
-    z = torch.randn(3, 5)
-    loaded = Critic.load(tmp_path / 'c.pt', latent_dim=5, model_id='m1')
-    assert torch.allclose(loaded(z, z[0]), critic(z, z[0]))
+@pytest.mark.parametrize('make', [lambda: Critic(np.int64(5), model_id='m1', discount=np.float64(0.8)),
+                                  lambda: ReactivePolicy(np.int64(5), LOW, HIGH, hidden=16, model_id='m1')],
+                         ids=['critic', 'policy'])
+def test_critic_and_policy_checkpoints_round_trip_and_mismatch(make, tmp_path):
+    """Sizes given as numpy numbers are saved as plain values, so the (weights-only) load reads them back."""
+    from jepa_actor.policy import PolicyError
     from jepa_cost.cost import CriticError
-    with pytest.raises(CriticError, match='latent_dim'):
-        Critic.load(tmp_path / 'c.pt', latent_dim=6)
-    with pytest.raises(CriticError, match='m2'):
-        Critic.load(tmp_path / 'c.pt', model_id='m2')
+    module = make()
+    cls, error = (Critic, CriticError) if isinstance(module, Critic) else (ReactivePolicy, PolicyError)
+    module.save(tmp_path / 'c.pt')
+    z = torch.randn(3, 5)
+    loaded = cls.load(tmp_path / 'c.pt', latent_dim=5, model_id='m1')
+    assert torch.allclose(loaded(z, z[0]), module(z, z[0]))
+    with pytest.raises(error, match='c.pt: .* for latent_dim 5, the model has 6'):
+        cls.load(tmp_path / 'c.pt', latent_dim=6)
+    with pytest.raises(error, match="c.pt: .* trained on latents of 'm1', not 'm2'"):
+        cls.load(tmp_path / 'c.pt', model_id='m2')
     (tmp_path / 'bad.pt').write_bytes(b'not a checkpoint')
-    with pytest.raises(CriticError, match='bad.pt'):
-        Critic.load(tmp_path / 'bad.pt')
+    with pytest.raises(error, match='bad.pt: cannot read a'):
+        cls.load(tmp_path / 'bad.pt')
+
+
+class _NotData:
+    """A pickled object a weights_only load refuses: loading a checkpoint never runs its code."""
+
+
+def test_versioned_checkpoints_refuse_what_they_cannot_use_naming_the_file(tmp_path):
+    """The policy's and critic's loaders (the shared jepa_world_model.versioned) raise their own error class naming
+    the file: missing, of another kind, of another format version (with how to make a usable one), lacking a key,
+    holding objects rather than data, or a config its state_dict does not fit."""
+    from jepa_actor.policy import POLICY_FORMAT_VERSION, PolicyError
+    from jepa_cost.cost import CRITIC_FORMAT_VERSION, CriticError
+    with pytest.raises(CriticError, match='absent.pt: cannot read a critic .FileNotFoundError'):
+        Critic.load(tmp_path / 'absent.pt')
+    Critic(3).save(tmp_path / 'critic.pt')
+    with pytest.raises(PolicyError, match="critic.pt: not a policy checkpoint .its kind is 'jepa_critic'"):
+        ReactivePolicy.load(tmp_path / 'critic.pt')
+    torch.save([1, 2], tmp_path / 'list.pt')
+    with pytest.raises(CriticError, match='list.pt: not a critic checkpoint .it holds a list'):
+        Critic.load(tmp_path / 'list.pt')
+    torch.save({'kind': 'jepa_policy', 'format_version': POLICY_FORMAT_VERSION - 1}, tmp_path / 'old.pt')
+    with pytest.raises(PolicyError, match=f'old.pt: policy of format {POLICY_FORMAT_VERSION - 1}, this code reads '
+                                          f'format {POLICY_FORMAT_VERSION}: .*distil it again'):
+        ReactivePolicy.load(tmp_path / 'old.pt')
+    torch.save({'kind': 'jepa_critic', 'format_version': CRITIC_FORMAT_VERSION, 'config': {}}, tmp_path / 'bare.pt')
+    with pytest.raises(CriticError, match=r"bare.pt: critic checkpoint lacks \['state_dict'\]"):
+        Critic.load(tmp_path / 'bare.pt')
+    torch.save({'kind': 'jepa_critic', 'format_version': CRITIC_FORMAT_VERSION, 'config': _NotData()},
+               tmp_path / 'object.pt')
+    with pytest.raises(CriticError, match='object.pt: cannot read a critic .UnpicklingError'):
+        Critic.load(tmp_path / 'object.pt')
+    torch.save({'kind': 'jepa_critic', 'format_version': CRITIC_FORMAT_VERSION, 'config': {'latent_dim': 4},
+                'state_dict': Critic(3).state_dict()}, tmp_path / 'mixed.pt')
+    with pytest.raises(CriticError, match='mixed.pt: inconsistent critic .RuntimeError'):
+        Critic.load(tmp_path / 'mixed.pt')
 
 
 def feed(assembler, memory, n, start=0.0, dt=0.1, dim=3):

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from jepa_world_model.versioned import load_module
+
 POLICY_FORMAT_VERSION = 2  # 2: input (state, goal - state); 1 read (state, goal)
 
 
@@ -52,29 +54,15 @@ class ReactivePolicy(nn.Module):
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({'format_version': POLICY_FORMAT_VERSION, 'kind': 'jepa_policy',
-                    'config': {'latent_dim': self.latent_dim, 'hidden': self.hidden, 'model_id': self.model_id,
-                               'low': self.low.tolist(), 'high': self.high.tolist()},
+                    'config': {'latent_dim': int(self.latent_dim), 'hidden': int(self.hidden),
+                               'model_id': str(self.model_id), 'low': self.low.tolist(), 'high': self.high.tolist()},
                     'state_dict': self.state_dict()}, str(path))
 
     @classmethod
     def load(cls, path: str | Path, latent_dim: int | None = None, model_id: str | None = None) -> 'ReactivePolicy':
-        try:
-            blob = torch.load(str(path), map_location='cpu', weights_only=False)
-        except Exception as exc:  # torch raises many types for a bad file
-            raise PolicyError(f'cannot read policy {path}: {exc}') from exc
-        if not isinstance(blob, dict) or blob.get('kind') != 'jepa_policy':
-            raise PolicyError(f'{path} is not a policy checkpoint')
-        if blob.get('format_version') != POLICY_FORMAT_VERSION:
-            raise PolicyError(f'policy {path} is of format {blob.get("format_version")}, this actor reads format '
-                              f'{POLICY_FORMAT_VERSION} (its input is the state and goal - state): distil it again')
-        config = blob['config']
-        if latent_dim is not None and config['latent_dim'] != latent_dim:
-            raise PolicyError(f'policy {path} is for latent_dim {config["latent_dim"]}, the model has {latent_dim}')
-        if model_id and config['model_id'] and config['model_id'] != model_id:
-            raise PolicyError(f'policy {path} was trained on latents of {config["model_id"]!r}, not {model_id!r}')
-        policy = cls(**config)
-        policy.load_state_dict(blob['state_dict'])
-        return policy.eval()
+        """Load a policy; raises PolicyError naming the problem (file, format, latent size, model)."""
+        return load_module(cls, path, 'jepa_policy', POLICY_FORMAT_VERSION, PolicyError, 'policy', latent_dim,
+                           model_id, hint='its input is the state and goal - state: distil it again')
 
 
 class PolicyDistiller:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from jepa_common.settings import setting
+from jepa_world_model.versioned import load_module
 
 TERMS = ('energy', 'latent', 'effort', 'joint_limits', 'workspace', 'hand')
 CRITIC_FORMAT_VERSION = 1
@@ -224,30 +225,15 @@ class Critic(nn.Module):
     def save(self, path: str | Path, provenance: dict | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({'format_version': CRITIC_FORMAT_VERSION, 'kind': 'jepa_critic',
-                    'config': {'latent_dim': self.latent_dim, 'hidden': self.hidden, 'model_id': self.model_id,
-                               'discount': self.discount},
+                    'config': {'latent_dim': int(self.latent_dim), 'hidden': int(self.hidden),
+                               'model_id': str(self.model_id), 'discount': float(self.discount)},
                     'state_dict': self.state_dict(), 'provenance': provenance or {}}, str(path))
 
     @classmethod
     def load(cls, path: str | Path, latent_dim: int | None = None, model_id: str | None = None) -> 'Critic':
         """Load a critic; raises CriticError naming the problem (file, format, latent size, model)."""
-        try:
-            blob = torch.load(str(path), map_location='cpu', weights_only=False)
-        except Exception as exc:  # torch raises many types for a bad file
-            raise CriticError(f'cannot read critic {path}: {exc}') from exc
-        if not isinstance(blob, dict) or blob.get('kind') != 'jepa_critic':
-            raise CriticError(f'{path} is not a critic checkpoint')
-        if blob.get('format_version') != CRITIC_FORMAT_VERSION:
-            raise CriticError(f'critic {path} has format {blob.get("format_version")}, '
-                              f'expected {CRITIC_FORMAT_VERSION}')
-        config = blob['config']
-        if latent_dim is not None and config['latent_dim'] != latent_dim:
-            raise CriticError(f'critic {path} is for latent_dim {config["latent_dim"]}, the model has {latent_dim}')
-        if model_id and config['model_id'] and config['model_id'] != model_id:
-            raise CriticError(f'critic {path} was trained on latents of {config["model_id"]!r}, not {model_id!r}')
-        critic = cls(**config)
-        critic.load_state_dict(blob['state_dict'])
-        return critic.eval()
+        return load_module(cls, path, 'jepa_critic', CRITIC_FORMAT_VERSION, CriticError, 'critic', latent_dim,
+                           model_id, hint='train it again with jepa train-critic')
 
 
 @dataclass

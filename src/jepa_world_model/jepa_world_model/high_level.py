@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from jepa_common.settings import check_spans, setting
+from jepa_world_model.versioned import read_versioned
 
 HIGH_LEVEL_FORMAT_VERSION = 1
 
@@ -139,15 +140,9 @@ class HighLevelModel(nn.Module):
     @classmethod
     def load(cls, path, encoder_id: str | None = None, latent_dim: int | None = None) -> 'HighLevelModel':
         """The model stored at path; with encoder_id / latent_dim, refused unless it predicts that latent space."""
-        try:
-            blob = torch.load(str(path), map_location='cpu', weights_only=True)
-        except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-            raise HighLevelError(f'{path}: cannot read a higher-level model ({type(exc).__name__}: {exc})') from exc
-        if not isinstance(blob, dict) or blob.get('kind') != 'jepa_high_level':
-            raise HighLevelError(f'{path}: not a higher-level model (jepa train-high-level writes them)')
-        if blob.get('format_version') != HIGH_LEVEL_FORMAT_VERSION:
-            raise HighLevelError(f'{path}: format {blob.get("format_version")}, this code reads '
-                                 f'{HIGH_LEVEL_FORMAT_VERSION}: train it again with jepa train-high-level')
+        blob = read_versioned(path, 'jepa_high_level', HIGH_LEVEL_FORMAT_VERSION, HighLevelError, 'higher-level model',
+                              hint='train it again with jepa train-high-level',
+                              keys=('latent_dim', 'config', 'encoder_id', 'max_step', 'library_size', 'state_dict'))
         if latent_dim is not None and blob['latent_dim'] != latent_dim:
             raise HighLevelError(f'{path}: predicts {blob["latent_dim"]}-d latents, the world model has {latent_dim}')
         if encoder_id is not None and blob['encoder_id'] != encoder_id:
