@@ -13,9 +13,9 @@ inside the preset's workspace box (episodes.reach_region).
 
 Conditions (episodes.TASK_CONDITIONS): the agent's mode2, mode1 (on the seeds Mode-2 just taught it) and
 mode1_fresh (on new seeds, with DAgger labelling and distillation off); the ablation one_level (push without its
-learned higher level); and, on the same seeds in the same run, the references: scripted_skill (push: the graph with the hand-written push skill as its higher level), a
-scripted oracle on privileged state and random actions, the last two driven by the referee itself through the
-same safety gate while the agent is told `idle`.
+learned higher level); and, on the same seeds in the same run, the references: scripted_skill (push: the graph
+with the hand-written push skill as its higher level), a scripted oracle on privileged state and random actions,
+the last two driven by the referee itself through the same safety gate while the agent is told `idle`.
 
 `--perturb NAME` (camera_moved, sluggish_arm, heavy_cube, recoloured_cube; jepa_sim.perturbation) changes the
 simulated world for every condition: the referee sets the simulator's perturb_* parameters once the graph is up,

@@ -152,7 +152,7 @@ class HighLevelModel(nn.Module):
             model = cls(blob['latent_dim'], HighLevelConfig.from_dict(blob['config']), blob['encoder_id'],
                         float(blob['max_step']), int(blob['library_size']))
             model.load_state_dict(blob['state_dict'])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (TypeError, ValueError, RuntimeError) as exc:   # (read_versioned checked the keys)
             raise HighLevelError(f'{path}: inconsistent higher-level model ({type(exc).__name__}: {exc})') from exc
         model.provenance = blob.get('provenance', {})
         return model.eval()
