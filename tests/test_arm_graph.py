@@ -38,15 +38,20 @@ class Commander:
         self.arm = list(preset['joints']['arm'])
         self.output: list[tuple[float, JointTrajectory]] = []
         self.state: JointState | None = None
+        self.states_received = 0
         # The gate's events as it reports them (last_event of each /diagnostics status), newest last.
         self.gate_events: list[str] = []
         node = graph.node
         node.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 10)
         node.create_subscription(JointTrajectory, preset['controller']['topic'],
                                  lambda m: self.output.append((time.monotonic(), m)), RELIABLE)
-        node.create_subscription(JointState, '/joint_states', lambda m: setattr(self, 'state', m), 10)
+        node.create_subscription(JointState, '/joint_states', self.on_joint_state, 10)
         self.command_pub = node.create_publisher(JointTrajectory, '/jepa/joint_trajectory', RELIABLE)
         self.estop_pub = node.create_publisher(Bool, '/jepa/estop', RELIABLE)
+
+    def on_joint_state(self, msg: JointState) -> None:
+        self.state = msg
+        self.states_received += 1
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -73,7 +78,8 @@ class Commander:
     def forwarded(self, positions, attempts: int = 5) -> JointTrajectory:
         """The gate's checked version of a command. On a loaded 2-core machine the driver's joint states
         can be late by more than the stale timeout; the gate then rightly holds, and that hold may be the
-        next output. Such a hold (and only such) is answered by sending the command again."""
+        next output. Such a hold (and only such) is answered by sending the command again, once the
+        driver's joint states flow again (a resend within the same pause would meet the same hold)."""
         for _ in range(attempts):
             events = len(self.gate_events)
             _, msg = self.next_output(lambda: self.send(positions))
@@ -82,6 +88,8 @@ class Commander:
             # The hold's reason reaches /diagnostics at once (a periodic status may come first).
             self.graph.spin_until(lambda: any('stale' in e for e in self.gate_events[events:]), 3,
                                   'stale joint states as the reason the gate held a valid command')
+            received = self.states_received
+            self.graph.spin_until(lambda: self.states_received > received, 5, 'joint states after a stale hold')
             print(f'held for stale joint states, sending again: {self.gate_events[events:]}')
         raise AssertionError(f'joint states stayed stale through {attempts} commands')
 
