@@ -14,7 +14,9 @@ distances with (the inverse-dynamics head's linear translation map, `inverse_tra
 step) on the same transitions, ridge towards the map in service, kept under the same KeepIfBetter on held-out
 hand-step error; the encoder, and so the latent space, stays. The hand step it learns: `actions`, the commanded
 one; `measured`, the one the arm measured (forward kinematics of the joint states the commands were chosen at, the
-arm's proprioception: no privileged simulator state). --no-predictor leaves the predictor as it is.
+arm's proprioception: no privileged simulator state). --encoder: each adjustment also fine-tunes the encoder on
+the perturbed episodes' frames, everything after it frozen (encoder_tuning.py). --no-predictor leaves the predictor
+as it is.
 Per episode: success, final distance, the one-step normalized prediction error of the model that planned it on
 that episode's transitions, and the steps the configurator's SurpriseMonitor (defaults, baseline the checkpoint's
 held-out error) counts as surprising; per arm, how often it would have fired. Also, from the measured hand steps,
@@ -41,30 +43,38 @@ from jepa_configurator.adjust_world_model import AdjustmentError, FineTuning, Ke
 from jepa_configurator.configurator import SurpriseMonitor, expected_surprise
 from jepa_sim.perturbation import Perturbation
 from jepa_cost.cost import EnergyMetric
-from jepa_world_model.model import default_checkpoint_path, load_checkpoint
+from jepa_world_model.model import default_checkpoint_path, load_checkpoint, resize_rgb
 
 from diag import readings
+from encoder_tuning import EncoderTuning, Episode, fine_tune_encoder, save_played
 
 TASK = 'reach'
 
 
 class ProprioceptiveBench(SimWorkbench):
-    """The workbench keeping, per episode, what the agent knows besides the image: the joint state each command
-    was chosen at (the arm's joint_states) and the goal latent."""
+    """The workbench keeping, per episode, what the agent knows besides the latent: the joint state each command
+    was chosen at (the arm's joint_states), the goal latent and the frames it encoded (at the model's size)."""
+    frames = None
 
     def start_episode(self, task: str, seed: int):
+        self.frames = None  # the goal image is not a frame of the episode
         goal, self.goal_latent = super().start_episode(task, seed)
-        self.joints = []
+        self.joints, self.frames = [], []
         return goal, self.goal_latent
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        if self.frames is not None:
+            self.frames.append(resize_rgb(image, self.model.image_size))
+        return super().encode(image)
 
     def command(self, action: np.ndarray, q_arm: np.ndarray | None = None) -> None:
         self.joints.append(self.q_arm if q_arm is None else np.asarray(q_arm, dtype=float))
         super().command(action, q_arm)
 
-    def measured_hand_steps(self) -> np.ndarray:
-        """(commands, 3) the hand's steps over the episode's commands, m: forward kinematics of the joint state
+    def measured_hand_positions(self) -> np.ndarray:
+        """(commands + 1, 3) the hand's positions at the episode's frames, m: forward kinematics of the joint state
         each command was chosen at and of the one now."""
-        return np.diff(self.kinematics.fk(np.stack([*self.joints, self.q_arm])), axis=0)
+        return self.kinematics.fk(np.stack([*self.joints, self.q_arm]))
 
 
 def as_data(transitions: list) -> dict:
@@ -107,12 +117,13 @@ def refit_effector_map(model, data: dict, hand_steps: torch.Tensor, holdout: flo
     return {'transitions': n - n_val, 'held_out': n_val, **figures}
 
 
-def play(bench, actor, seed: int, label: str, log: list, monitor: SurpriseMonitor) -> tuple[dict, list, np.ndarray]:
-    """One Mode-2 episode: (its record, its transitions, the hand steps measured over them)."""
+def play(bench, actor, seed: int, label: str, log: list, monitor: SurpriseMonitor) -> tuple[dict, list, Episode]:
+    """One Mode-2 episode: (its record, its transitions, its frames, actions and measured hand steps)."""
     transitions = []
     t0 = time.monotonic()
     result = run_episode(bench, actor, 'mode2', TASK, seed, transitions=transitions)
-    hand_steps = bench.measured_hand_steps()
+    hand_positions = bench.measured_hand_positions()
+    hand_steps = np.diff(hand_positions, axis=0)
     if len(hand_steps) != len(transitions):
         raise RuntimeError(f'{len(hand_steps)} measured hand steps for {len(transitions)} transitions')
     errors = prediction_errors(actor.model, transitions)
@@ -136,22 +147,40 @@ def play(bench, actor, seed: int, label: str, log: list, monitor: SurpriseMonito
           f'{"success" if result["success"] else "fail"}, prediction error {result["prediction_error"]:.3f}, '
           f'start distance read {result["start_distance_read_m"]:.3f} m, map gap {result["map_gap_cm"]:.2f} of '
           f'{result["measured_step_cm"]:.2f} cm/step ({result["model_id"]}, {result["seconds"]:.0f} s)', flush=True)
-    return result, transitions, hand_steps
+    episode = Episode(np.stack(bench.frames), np.stack([t[1] for t in transitions]), hand_positions)
+    if len(episode.frames) != len(transitions) + 1:
+        raise RuntimeError(f'{len(episode.frames)} frames for {len(transitions)} transitions')
+    return result, transitions, episode
 
 
-def adjust(actor, seen: list, measured: np.ndarray, tuning, keep, seed: int, predictor: bool,
-           effector_map: str | None) -> tuple[object | None, dict]:
+def adjust(actor, seen: list, episodes: list, tuning, keep, seed: int, predictor: bool,
+           effector_map: str | None, encoder: EncoderTuning | None) -> tuple[object | None, dict]:
     """(the adjusted model or None, the record): with `predictor` the predictor fine-tuned as the configurator
     does, with `effector_map` ('actions' or 'measured': its targets) the effector map refitted; each part kept only
-    if KeepIfBetter says so. `measured`: the hand steps measured over the transitions `seen`."""
-    data = as_data(seen)
+    if KeepIfBetter says so; with `encoder`, the encoder fine-tuned first (encoder_tuning.py), the transitions
+    encoded again with a kept one. `episodes`: the frames, actions and measured hand steps of the transitions
+    `seen`."""
     candidate = copy.deepcopy(actor.model)
     record = {'from_model': actor.model.model_id}
+    if encoder is not None:
+        try:
+            candidate, figures = fine_tune_encoder(candidate, episodes, encoder, keep, seed=seed)
+            record['encoder'] = {'kept': True, **figures}
+        except AdjustmentError as exc:
+            record['encoder'] = {'kept': False, 'why': str(exc)}
+        seen = []  # the transitions in the latents of the encoder now chosen (those played held earlier ones')
+        for e in episodes:
+            with torch.no_grad():
+                latents = candidate.encode(e.frames).numpy()
+            seen.extend(zip(latents[:-1], e.actions, latents[1:]))
+    data = as_data(seen)
+    measured = np.concatenate([np.diff(e.hand_positions, axis=0) for e in episodes])
     if predictor:
+        before = copy.deepcopy(candidate)
         try:
             record['predictor'] = {'kept': True, **fine_tune_predictor(candidate, data, tuning, keep, seed=seed)}
         except AdjustmentError as exc:
-            candidate = copy.deepcopy(actor.model)  # refused: the predictor in service stays
+            candidate = before  # refused: the predictor in service stays
             record['predictor'] = {'kept': False, 'why': str(exc)}
     if effector_map:
         hand_steps = data['actions'][:, :3] if effector_map == 'actions' else \
@@ -161,26 +190,32 @@ def adjust(actor, seen: list, measured: np.ndarray, tuning, keep, seed: int, pre
                                       **refit_effector_map(candidate, data, hand_steps, tuning.holdout, keep)}
         except AdjustmentError as exc:
             record['effector_map'] = {'kept': False, 'targets': effector_map, 'why': str(exc)}
-    record['kept'] = any(record[part]['kept'] for part in ('predictor', 'effector_map') if part in record)
+    record['kept'] = any(record[part]['kept'] for part in ('encoder', 'predictor', 'effector_map') if part in record)
     return (candidate if record['kept'] else None), record
 
 
 def perturbed_arm(bench, start_actor, config, weights, perturbation, seeds, adjust_every, tuning, keep,
-                  predictor: bool, effector_map: str | None, baseline: float, label, reading_seeds) -> dict:
-    """The perturbed episodes from a copy of `start_actor`; adjust_every 0 = never adjust."""
+                  predictor: bool, effector_map: str | None, encoder: EncoderTuning | None, baseline: float, label,
+                  reading_seeds, save_episodes: Path | None = None, after_seeds=(), memory: int = 0) -> dict:
+    """The perturbed episodes from a copy of `start_actor`, then the `after_seeds` episodes with the perturbation
+    removed; adjust_every 0 = never adjust; each adjustment learns from the last `memory` episodes (0: all)."""
     actor = copy.deepcopy(start_actor)
     bench.model = actor.model
     bench.perturb(perturbation)
     monitor = SurpriseMonitor(baseline=baseline)
-    episodes, adjustments, seen, measured = [], [], [], []
-    for i, seed in enumerate(seeds):
-        _, transitions, hand_steps = play(bench, actor, seed, label, episodes, monitor)
-        seen.extend(transitions)
-        measured.extend(hand_steps)
+    episodes, adjustments, seen, played = [], [], [], []
+    for i, seed in enumerate([*seeds, *after_seeds]):
+        if i == len(seeds):
+            bench.perturb(Perturbation())
+        _, transitions, episode = play(bench, actor, seed, label if i < len(seeds) else f'{label} removed', episodes,
+                                       monitor)
+        seen.append(transitions)
+        played.append(episode)
         if adjust_every and (i + 1) % adjust_every == 0:
             t0 = time.monotonic()
-            candidate, record = adjust(actor, seen, np.asarray(measured), tuning, keep, len(adjustments), predictor,
-                                       effector_map)
+            recent = slice(-memory if memory else 0, None)
+            candidate, record = adjust(actor, [t for ts in seen[recent] for t in ts], played[recent], tuning, keep,
+                                       len(adjustments), predictor, effector_map, encoder)
             if candidate is not None:
                 candidate.model_id = f'adjusted-{len(adjustments) + 1}'
                 previous, actor = actor, Actor(candidate, config, weights, bench.kinematics)
@@ -188,14 +223,20 @@ def perturbed_arm(bench, start_actor, config, weights, perturbation, seeds, adju
                 bench.model = candidate  # goals are encoded with the model in service, as perception does
             record.update(after_episode=i + 1, seconds=round(time.monotonic() - t0, 2))
             adjustments.append(record)
-            for part in ('predictor', 'effector_map'):
+            for part in ('encoder', 'predictor', 'effector_map'):
                 if part in record:
                     r = record[part]
                     print(f'{label} adjustment after {i + 1}, {part}: {"kept" if r["kept"] else "refused"} '
                           f'({record["seconds"]} s) {r.get("held_out_error_before", "")} -> '
                           f'{r.get("held_out_error_after", "")} {r.get("why", "")}', flush=True)
+    if save_episodes:
+        save_played(played, save_episodes.with_name(f'{save_episodes.stem}_{label}.npz'))
+    if after_seeds:
+        episodes, removed = episodes[:len(seeds)], episodes[len(seeds):]
     arm = {'episodes': episodes, 'adjustments': adjustments, 'surprise_fired': monitor.fired,
            'surprising_steps': monitor.surprising, 'observed_steps': monitor.observed, **summary(episodes)}
+    if after_seeds:
+        arm['removed'] = {'episodes': removed, **summary(removed)}
     if any(record['kept'] for record in adjustments) and reading_seeds:
         arm['readings'] = {'seeds': reading_seeds}
         for when, model in (('before', start_actor.model), ('after', actor.model)):
@@ -229,11 +270,22 @@ def main() -> int:
     parser.add_argument('--effector-map', nargs='?', const='actions', choices=['actions', 'measured'],
                         help='the variants: each adjustment also refits the cost\'s effector map on the hand steps '
                              'commanded (actions, the default) or measured by the joints (measured)')
+    parser.add_argument('--encoder', action='store_true',
+                        help='each adjustment also fine-tunes the encoder on the perturbed frames (encoder_tuning.py)')
+    parser.add_argument('--encoder-steps', type=int, default=EncoderTuning.steps)
+    parser.add_argument('--encoder-lr', type=float, default=EncoderTuning.lr)
     parser.add_argument('--predictor', action=argparse.BooleanOptionalAction, default=True,
                         help='each adjustment fine-tunes the predictor (default); --no-predictor: not')
     parser.add_argument('--reading-seeds', default='7020,7021,7022,7050,7051,7052',
                         help='comma-separated seeds whose oracle paths measure the effector map before and after an '
                              'arm that changed the model ("" = none)')
+    parser.add_argument('--after', type=int, default=0,
+                        help='episodes played after the perturbed ones with the perturbation removed (forgetting)')
+    parser.add_argument('--memory', type=int, default=0,
+                        help='each adjustment learns from the last MEMORY episodes (0: all perturbed so far)')
+    parser.add_argument('--save-episodes', type=Path,
+                        help='NAME.npz: each perturbed arm\'s frames, actions and measured hand positions to NAME_ARM.npz '
+                             '(encoder_tuning.py works on them offline)')
     parser.add_argument('--checkpoint', type=Path, default=None)
     parser.add_argument('--json', type=Path)
     add_perturbation_arguments(parser)
@@ -241,8 +293,8 @@ def main() -> int:
     arms = [a for a in args.arms.split(',') if a]
     if not arms or set(arms) - {'off', 'on'} or args.adjust_every < 1:
         parser.error('--arms: a comma-separated subset of off, on; --adjust-every >= 1')
-    if not args.predictor and not args.effector_map:
-        parser.error('--no-predictor without --effector-map: the adjustment would change nothing')
+    if not (args.predictor or args.effector_map or args.encoder):
+        parser.error('--no-predictor without --effector-map or --encoder: the adjustment would change nothing')
     try:
         reading_seeds = [int(s) for s in args.reading_seeds.split(',') if s.strip()]
     except ValueError:
@@ -265,17 +317,23 @@ def main() -> int:
               'surprise_baseline': baseline, 'surprise_threshold': SurpriseMonitor().threshold}
     try:
         actor = Actor(model, config, weights, bench.kinematics)
-        nominal, monitor = [], SurpriseMonitor(baseline=baseline)
+        nominal, monitor, played = [], SurpriseMonitor(baseline=baseline), []
         for seed in range(args.seed, args.seed + args.nominal):
-            play(bench, actor, seed, 'nominal', nominal, monitor)
+            played.append(play(bench, actor, seed, 'nominal', nominal, monitor)[2])
+        if args.save_episodes:
+            save_played(played, args.save_episodes.with_name(f'{args.save_episodes.stem}_nominal.npz'))
         report['nominal'] = {'episodes': nominal, 'surprise_fired': monitor.fired,
                              'surprising_steps': monitor.surprising, 'observed_steps': monitor.observed,
                              **summary(nominal)}
         seeds = list(range(args.seed + args.nominal, args.seed + args.nominal + args.perturbed))
+        after_seeds = list(range(seeds[-1] + 1, seeds[-1] + 1 + args.after))
         for arm in arms:
             report[arm] = perturbed_arm(bench, actor, config, weights, perturbation, seeds,
                                         args.adjust_every if arm == 'on' else 0, tuning, KeepIfBetter(),
-                                        args.predictor, args.effector_map, baseline, arm, reading_seeds)
+                                        args.predictor, args.effector_map,
+                                        EncoderTuning(args.encoder_steps, args.encoder_lr) if args.encoder else None,
+                                        baseline, arm, reading_seeds, args.save_episodes, after_seeds,
+                                        args.memory)
             bench.perturb(Perturbation())
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))
@@ -284,6 +342,9 @@ def main() -> int:
     for part in ('nominal', *arms):
         print(f'{part}: success {report[part]["success_rate"]:.0%} ({report[part]["successes"]}), last 10 '
               f'{report[part]["last10_success_rate"]:.0%}')
+        if 'removed' in report[part]:
+            print(f'{part}, perturbation removed: success {report[part]["removed"]["success_rate"]:.0%} '
+                  f'({report[part]["removed"]["successes"]})')
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
