@@ -39,6 +39,7 @@ import torch
 from jepa_actor.actor import Actor
 from jepa_bringup.episodes import DT, add_perturbation_arguments, perturbation_of, sim_camera
 from jepa_bringup.sim_episodes import SimWorkbench, graph_settings, run_episode
+from jepa_configurator.adjust_encoder import EncoderTuning, Episode, fine_tune_encoder
 from jepa_configurator.adjust_world_model import AdjustmentError, FineTuning, KeepIfBetter, fine_tune_predictor
 from jepa_configurator.configurator import SurpriseMonitor, expected_surprise
 from jepa_sim.perturbation import Perturbation
@@ -46,7 +47,7 @@ from jepa_cost.cost import EnergyMetric
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint, resize_rgb
 
 from diag import readings
-from encoder_tuning import EncoderTuning, Episode, fine_tune_encoder, save_played
+from encoder_tuning import save_played
 
 TASK = 'reach'
 

@@ -19,6 +19,8 @@ COMMANDS = {
     'train-critic': ('jepa_configurator.train_critic', 'fit the critic from recorded episodes'),
     'fit-readout': ('jepa_world_model.fit_readout', 'fit the push skill\'s cube read-out from play bags, without labels'),
     'adjust-world-model': ('jepa_configurator.adjust_world_model', 'fine-tune the predictor where its predictions failed'),
+    'adjust-encoder': ('jepa_configurator.adjust_encoder', 're-calibrate perception (the encoder) from recent play '
+                       'after the camera or the scene changed'),
     'eval': ('jepa_bringup.evaluate', 'run seeded reach/push episodes through the full graph'),
     'calibrate': ('jepa_bringup.calibrate', 'record camera pose and goal images from a real scene'),
 }

@@ -41,6 +41,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from jepa_bringup.episodes import add_perturbation_arguments, perturbation_of
 from jepa_bringup.graph import GraphError, GraphFile, NodeSpec
 from jepa_bringup.launcher import NodeProcess, Printer, describe_exit, node_command
 from jepa_common.conversions import joint_positions, joint_target_trajectory
@@ -48,6 +49,7 @@ from jepa_common.kinematics import ArmKinematics
 from jepa_common.paths import package_share
 from jepa_interfaces.msg import ActionStamped
 from jepa_interfaces.srv import ResetSim
+from jepa_sim.perturbation import Perturbation
 
 
 @dataclass
@@ -521,6 +523,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument('--sim-camera', default=None, metavar='FILE',
                      help="the sim node's camera params file (jepa calibrate's sim_camera.yaml), as the graphs' "
                           "sim_camera:= argument: play data from a real cell's viewpoint (default config/sim.yaml)")
+    add_perturbation_arguments(sim)
     arm = p.add_argument_group(
         'arm mode (--arm PRESET): any arm behind the `arm` graph, no simulator',
         'The arm\'s driver and camera run beside collect, as for `jepa launch arm arm:=PRESET`. Every command goes '
@@ -565,18 +568,22 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                 setattr(args, name, default)
     else:
         wrong = [option_name(k) for k in SIM_ONLY_DEFAULTS if getattr(args, k) is not None]
+        wrong += [option_name(k) for k in ('perturb', 'perturb_set') if getattr(args, k)]
         if wrong:
             p.error(f'{", ".join(wrong)}: for the simulator only (no --arm)')
     return args
 
 
-def collection_graph(real_time_factor: float, seed: int, sim_camera: str) -> list:
-    """The node specs of graph `sim_arm` (config/graph.yaml) as the collection runs it; GraphError naming what
-    is wrong (a `sim_camera` params file that does not exist, ...)."""
+def collection_graph(real_time_factor: float, seed: int, sim_camera: str,
+                     perturbation: Perturbation | None = None) -> list:
+    """The node specs of graph `sim_arm` (config/graph.yaml) as the collection runs it, its world perturbed as
+    `perturbation` says (default: nominal); GraphError naming what is wrong (a `sim_camera` params file that does
+    not exist, ...)."""
     specs = GraphFile().resolve('sim_arm', {'gui': 'false', 'use_sim_time': 'true', 'sim_camera': sim_camera})
     for spec in specs:
         if spec.name == 'sim':
-            spec.parameters.update(real_time_factor=float(real_time_factor), seed=int(seed))
+            spec.parameters.update(real_time_factor=float(real_time_factor), seed=int(seed),
+                                   **(perturbation or Perturbation()).parameters())
     return specs
 
 
@@ -712,8 +719,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f'jepa collect: {", ".join(outside)}: a share must be within [0, 1]', file=sys.stderr)
         return 2
     try:
-        specs = collection_graph(args.real_time_factor, args.seed, args.sim_camera)
-    except GraphError as e:
+        specs = collection_graph(args.real_time_factor, args.seed, args.sim_camera, perturbation_of(args)[2])
+    except (GraphError, ValueError) as e:
         print(f'jepa collect: {e}', file=sys.stderr)
         return 2
     if args.domain_id is not None:

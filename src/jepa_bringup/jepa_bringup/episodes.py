@@ -215,7 +215,7 @@ def summarize(results: list[dict], latencies: dict[str, list[float]]) -> dict:
 
 def add_perturbation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--perturb', action='append', metavar='NAME', default=[],
-                        help=f'perturb the simulated world for every condition: {", ".join(PERTURBATIONS)} (repeat or '
+                        help=f'perturb the simulated world: {", ".join(PERTURBATIONS)} (repeat or '
                              'comma-separate to combine; docs/perturbations.md)')
     parser.add_argument('--perturb-set', action='append', metavar='FIELD=VALUE', default=[],
                         help='a perturbation setting on top of the named ones, e.g. arm_tracking=0.4 or '
