@@ -46,6 +46,10 @@ def test_the_encoder_learns_to_read_the_hand_and_nothing_else_changes(tmp_path, 
     changed = {name for (name, old), new in zip(before.state_dict().items(), adjusted.state_dict().values())
                if not torch.equal(old, new)}
     assert changed and all(name.startswith('encoder.') for name in changed), sorted(changed)
+    # A second run would overwrite what the first learned: refused.
+    with pytest.raises(SystemExit):
+        adjust_encoder.main([arg for bag in bags for arg in ('--bag', bag)] + argv)
+    assert 'is never overwritten' in capsys.readouterr().err and load_checkpoint(out).model_id == adjusted.model_id
     provenance = read_checkpoint(out)[0]['provenance']
     assert provenance['commands'] == ['made by the test']
     assert provenance['adjustments'][-1]['adjusted_from'] == before.model_id

@@ -201,6 +201,11 @@ def test_options_of_the_other_mode_and_bad_arms_are_refused(tmp_path, capsys):
     assert exit_.value.code == 2
     assert '--push-fraction, --sim-camera: for the simulator only' in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        main(['--minutes', '1', '--out', out, '--arm', 'panda', '--perturb', 'camera_moved'])
+    assert '--perturb: for the simulator only' in capsys.readouterr().err
+    assert main(['--minutes', '1', '--out', out, '--perturb', 'camera_wobbles']) == 2
+    assert "unknown perturbations ['camera_wobbles']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         main(['--minutes', '1', '--out', out, '--fake-arm', '--pause-between-episodes', '3'])
     assert '--fake-arm, --pause-between-episodes: for an arm behind the arm graph only' in capsys.readouterr().err
     assert main(['--minutes', '1', '--out', out, '--arm', 'no_such_arm']) == 2

@@ -8,7 +8,8 @@ import yaml
 from rosbags.highlevel import AnyReader
 
 from jepa_rosbag.typestore import jepa_typestore
-from jepa_bringup.collect import RECORDED_TOPICS, bag_topic, main
+from jepa_bringup.collect import RECORDED_TOPICS, bag_topic, collection_graph, main
+from jepa_sim.perturbation import named_perturbation
 from rosharness import REPO, VENV_BIN, ros_env
 
 
@@ -25,6 +26,16 @@ def test_a_missing_sim_camera_file_is_refused(tmp_path, capsys):
 def test_a_share_outside_zero_to_one_is_refused(tmp_path, capsys):
     assert main(['--minutes', '1', '--out', str(tmp_path / 'play'), '--retreat-fraction', '1.5']) == 2
     assert '--retreat-fraction 1.5' in capsys.readouterr().err and not (tmp_path / 'play').exists()
+
+
+def test_a_perturbation_reaches_the_sim_node_and_only_it():
+    nominal = {spec.name: dict(spec.parameters) for spec in collection_graph(4.0, 3, '')}
+    moved = {spec.name: dict(spec.parameters) for spec in
+             collection_graph(4.0, 3, '', named_perturbation(['camera_moved', 'sluggish_arm']))}
+    assert nominal['sim']['perturb_camera_shift'] == [0.0, 0.0, 0.0] and nominal['sim']['perturb_arm_tracking'] == 1.0
+    assert moved['sim']['perturb_camera_shift'] == [0.03, 0.0, 0.0] and moved['sim']['perturb_arm_tracking'] == 0.65
+    assert {name: p for name, p in moved.items() if name != 'sim'} == \
+        {name: p for name, p in nominal.items() if name != 'sim'}
 
 
 @pytest.mark.integration

@@ -23,6 +23,7 @@ import copy
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -217,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='play bag, folder or glob (repeatable), oldest first: the newest are held out to judge')
     parser.add_argument('--checkpoint', default='', help='the world model to adjust (default: the shipped one)')
     parser.add_argument('--out', required=True, help='adjusted checkpoint to write (only if it is better)')
-    parser.add_argument('--steps', type=int, default=EncoderTuning.steps)
-    parser.add_argument('--lr', type=float, default=EncoderTuning.lr)
+    parser.add_argument('--steps', type=int, default=EncoderTuning.steps, help='Adam steps of the fine-tuning')
+    parser.add_argument('--lr', type=float, default=EncoderTuning.lr, help='learning rate of the fine-tuning')
     parser.add_argument('--max-prediction-ratio', type=float, default=EncoderTuning.max_prediction_ratio,
                         help='refuse an encoder that makes the held-out one-step prediction error grow by more than '
                              'this factor')
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         tuning = EncoderTuning(steps=args.steps, lr=args.lr, max_prediction_ratio=args.max_prediction_ratio)
     except ValueError as exc:
         parser.error(str(exc))
+    if Path(args.out).exists():
+        parser.error(f'--out {args.out} exists: a checkpoint is never overwritten, choose another path')
     torch.set_num_threads(1)
     return print_summary(parser.prog, lambda: adjust_encoder(args, tuning, parser.prog),
                          (AdjustmentError, BagError, CheckpointError, ValueError))
