@@ -34,7 +34,7 @@ from jepa_configurator.adjust_world_model import AdjustmentError, KeepIfBetter
 from jepa_world_model.bag_layout import add_arm_arguments
 from jepa_world_model.dataset import BagError, Ticks, bag_kinematics, expand_bags
 from jepa_world_model.model import CheckpointError, WorldModel, read_checkpoint, save_checkpoint
-from jepa_world_model.train import TrainConfig, bags_for_checkpoint
+from jepa_world_model.train import TrainConfig, bags_for_checkpoint, git_commit
 
 
 @dataclass
@@ -166,7 +166,6 @@ def fine_tune_encoder(model: WorldModel, episodes: list[Episode], tuning: Encode
     candidate = copy.deepcopy(model)
     candidate.requires_grad_(False)
     candidate.encoder.requires_grad_(True)
-    model.eval()
     offset = torch.nn.Parameter(torch.as_tensor(reading_offset(model, older), dtype=torch.float32))
     optimizer = torch.optim.Adam([*candidate.encoder.parameters(), offset], lr=tuning.lr)
     outside, cfg, span = outside_map(model), TrainConfig(), tuning.window - 1
@@ -203,7 +202,8 @@ def adjust_encoder(args: argparse.Namespace, tuning: EncoderTuning, prog: str) -
     kinematics = bag_kinematics(expand_bags(args.bag)[0], layout)
     adjusted, figures = fine_tune_encoder(model, episodes_from_ticks(ticks, kinematics, tuning.window), tuning)
     checkpoint, _ = read_checkpoint(path)
-    adjustment = {'kind': 'encoder', 'adjusted_from': model_id, 'bags': [s['path'] for s in ticks.sources],
+    adjustment = {'kind': 'encoder', 'adjusted_from': model_id, 'git_commit': git_commit(),
+                  'bags': [s['path'] for s in ticks.sources],
                   'bags_sha256': [s['sha256'] for s in ticks.sources], **figures,
                   'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     provenance = {**checkpoint['provenance'],
