@@ -14,9 +14,11 @@ distances with (the inverse-dynamics head's linear translation map, `inverse_tra
 step) on the same transitions, ridge towards the map in service, kept under the same KeepIfBetter on held-out
 hand-step error; the encoder, and so the latent space, stays. The hand step it learns: `actions`, the commanded
 one; `measured`, the one the arm measured (forward kinematics of the joint states the commands were chosen at, the
-arm's proprioception: no privileged simulator state). --encoder: each adjustment also fine-tunes the encoder on
-the perturbed episodes' frames, everything after it frozen (encoder_tuning.py). --no-predictor leaves the predictor
-as it is.
+arm's proprioception: no privileged simulator state). --encoder: each adjustment first fine-tunes the encoder on
+the perturbed episodes' frames and the joints' hand positions, everything after it frozen
+(jepa_configurator.adjust_encoder). --no-predictor leaves the predictor as it is. --after N: N more episodes with
+the perturbation removed (forgetting); --memory K: each adjustment learns from the last K episodes only;
+--save-episodes: the frames, actions and hand positions played, for encoder_tuning.py offline.
 Per episode: success, final distance, the one-step normalized prediction error of the model that planned it on
 that episode's transitions, and the steps the configurator's SurpriseMonitor (defaults, baseline the checkpoint's
 held-out error) counts as surprising; per arm, how often it would have fired. Also, from the measured hand steps,
