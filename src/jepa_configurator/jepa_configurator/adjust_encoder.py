@@ -231,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if Path(args.out).exists():
         parser.error(f'--out {args.out} exists: a checkpoint is never overwritten, choose another path')
-    torch.set_num_threads(1)
     return print_summary(parser.prog, lambda: adjust_encoder(args, tuning, parser.prog),
                          (AdjustmentError, BagError, CheckpointError, ValueError))
 
