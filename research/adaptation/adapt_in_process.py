@@ -41,7 +41,7 @@ import torch
 from jepa_actor.actor import Actor
 from jepa_bringup.episodes import DT, add_perturbation_arguments, perturbation_of, sim_camera
 from jepa_bringup.sim_episodes import SimWorkbench, graph_settings, run_episode
-from jepa_configurator.adjust_encoder import EncoderTuning, Episode, fine_tune_encoder
+from jepa_configurator.adjust_encoder import EncoderTuning, Episode, encode_episodes, fine_tune_encoder
 from jepa_configurator.adjust_world_model import AdjustmentError, FineTuning, KeepIfBetter, fine_tune_predictor
 from jepa_configurator.configurator import SurpriseMonitor, expected_surprise
 from jepa_sim.perturbation import Perturbation
@@ -166,16 +166,18 @@ def adjust(actor, seen: list, episodes: list, tuning, keep, seed: int, predictor
     candidate = copy.deepcopy(actor.model)
     record = {'from_model': actor.model.model_id}
     if encoder is not None:
-        try:
-            candidate, figures = fine_tune_encoder(candidate, episodes, encoder, keep, seed=seed)
+        try:  # fine_tune_encoder works on a copy: refused, the deep copy above stays
+            candidate, figures = fine_tune_encoder(actor.model, episodes, encoder, keep, seed=seed)
             record['encoder'] = {'kept': True, **figures}
         except AdjustmentError as exc:
             record['encoder'] = {'kept': False, 'why': str(exc)}
-        seen = []  # the transitions in the latents of the encoder now chosen (those played held earlier ones')
-        for e in episodes:
-            with torch.no_grad():
-                latents = candidate.encode(e.frames).numpy()
-            seen.extend(zip(latents[:-1], e.actions, latents[1:]))
+        if predictor or effector_map:
+            # The transitions in the latents of the encoder now chosen (those played held earlier encoders').
+            seen = [(a, b, c) for e, latents in zip(episodes, encode_episodes(candidate, episodes))
+                    for a, b, c in zip(latents[:-1].numpy(), e.actions, latents[1:].numpy())]
+    if not (predictor or effector_map):
+        record['kept'] = record['encoder']['kept']
+        return (candidate if record['kept'] else None), record
     data = as_data(seen)
     measured = np.concatenate([np.diff(e.hand_positions, axis=0) for e in episodes])
     if predictor:

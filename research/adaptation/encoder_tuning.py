@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from jepa_configurator.adjust_encoder import (EncoderTuning, Episode, fine_tune_encoder, prediction_errors,
-                                              reading_errors, readings)
+                                              reading_errors, reading_offset, readings)
 from jepa_configurator.adjust_world_model import AdjustmentError, KeepIfBetter
 from jepa_world_model.model import default_checkpoint_path, load_checkpoint
 
@@ -60,7 +60,7 @@ def main() -> int:
         print('refused', exc)
         return 0
     for name, m in (('in service', model), ('fine-tuned', candidate)):
-        errors = reading_errors(m, learn, test)
+        errors = reading_errors(m, reading_offset(m, learn), test)
         start_read = [np.linalg.norm(r[0] - r[-1]) for r in readings(m, test)]
         start_true = [np.linalg.norm(e.hand_positions[0] - e.hand_positions[-1]) for e in test]
         print(f'{name}: test reading error RMS {100 * np.sqrt(errors.mean()):.2f} cm; first-to-last distance read / '

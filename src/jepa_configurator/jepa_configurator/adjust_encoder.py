@@ -78,24 +78,32 @@ def episodes_from_ticks(ticks: Ticks, kinematics, min_length: int) -> list[Episo
     return episodes
 
 
-def readings(model: WorldModel, episodes: list[Episode]) -> list[np.ndarray]:
-    """Per episode, the hand positions (T + 1, 3) the effector map reads from the encoder's latents, up to an
-    offset, metres."""
+def encode_episodes(model: WorldModel, episodes: list[Episode]) -> list[torch.Tensor]:
+    """Per episode, the encoder's latents of its frames (T + 1, D)."""
+    with torch.no_grad():
+        return [model.encode(e.frames) for e in episodes]
+
+
+def readings(model: WorldModel, episodes: list[Episode], encoded: list[torch.Tensor] | None = None) -> list[np.ndarray]:
+    """Per episode, the hand positions (T + 1, 3) the effector map reads from the encoder's latents (`encoded`, if
+    the caller has them already), up to an offset, metres."""
     scale = model.action_scale[:model.config.translation_dims]
     with torch.no_grad():
-        return [(model.inverse_translation(model.encode(e.frames)) * scale).numpy() for e in episodes]
+        return [(model.inverse_translation(z) * scale).numpy()
+                for z in (encoded if encoded is not None else encode_episodes(model, episodes))]
 
 
-def reading_offset(model: WorldModel, episodes: list[Episode]) -> np.ndarray:
-    return np.concatenate([r - e.hand_positions for r, e in zip(readings(model, episodes), episodes)]).mean(0)
+def reading_offset(model: WorldModel, episodes: list[Episode], encoded: list[torch.Tensor] | None = None) -> np.ndarray:
+    """The mean of (hand position read - hand position measured) over the episodes' frames, metres."""
+    return np.concatenate([r - e.hand_positions
+                           for r, e in zip(readings(model, episodes, encoded), episodes)]).mean(0)
 
 
-def reading_errors(model: WorldModel, older: list[Episode], newest: list[Episode]) -> np.ndarray:
-    """Per frame of `newest` (time order), the squared gap (m^2) between the hand position the effector map reads
-    and the one measured, the offset taken from `older`."""
-    offset = reading_offset(model, older)
+def reading_errors(model: WorldModel, offset: np.ndarray, episodes: list[Episode]) -> np.ndarray:
+    """Per frame of `episodes` (time order), the squared gap (m^2) between the hand position the effector map reads,
+    less `offset`, and the one measured."""
     return np.concatenate([((r - offset - e.hand_positions) ** 2).sum(1)
-                           for r, e in zip(readings(model, newest), newest)])
+                           for r, e in zip(readings(model, episodes), episodes)])
 
 
 def prediction_errors(model: WorldModel, episodes: list[Episode]) -> np.ndarray:
@@ -128,11 +136,12 @@ def outside_map(model: WorldModel) -> torch.Tensor:
     return torch.eye(weight.shape[1]) - weight.T @ torch.linalg.solve(weight @ weight.T, weight)
 
 
-def loss_terms(candidate: WorldModel, in_service: WorldModel, frames, actions, hand_positions, offset, outside,
+def loss_terms(candidate: WorldModel, frames, actions, hand_positions, in_service_latents, offset, outside,
                tuning: EncoderTuning, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """The fine-tuning objective on a batch of windows: frames (B, L, S, S, 3), actions (B, L - 1, A), the hand
+    positions (B, L, 3) and the latents the encoder in service gives those frames (B, L, D)."""
     batch, length = frames.shape[:2]
-    images = frames.flatten(0, 1)
-    states = candidate.encode(images).view(batch, length, -1)
+    states = candidate.encode(frames.flatten(0, 1)).view(batch, length, -1)
     targets = states.detach()
     state, prediction, weights = states[:, 0], 0.0, 0.0
     for k in range(length - 1):
@@ -143,9 +152,7 @@ def loss_terms(candidate: WorldModel, in_service: WorldModel, frames, actions, h
     scale = candidate.action_scale[:candidate.config.translation_dims]
     read = candidate.inverse_translation(states.flatten(0, 1))
     position = (read - (hand_positions.flatten(0, 1) + offset) / scale).pow(2).mean()
-    with torch.no_grad():
-        before = in_service.encode(images)
-    anchor = ((states.flatten(0, 1) - before) @ outside).pow(2).mean()
+    anchor = ((states - in_service_latents).flatten(0, 1) @ outside).pow(2).mean()
     loss = prediction + cfg.idm_weight * position + tuning.anchor * anchor
     return loss, {'prediction': float(prediction.detach()), 'position': float(position.detach()),
                   'anchor': float(anchor.detach())}
@@ -166,7 +173,9 @@ def fine_tune_encoder(model: WorldModel, episodes: list[Episode], tuning: Encode
     candidate = copy.deepcopy(model)
     candidate.requires_grad_(False)
     candidate.encoder.requires_grad_(True)
-    offset = torch.nn.Parameter(torch.as_tensor(reading_offset(model, older), dtype=torch.float32))
+    in_service = encode_episodes(model, older)  # once: the anchor's targets and the offset in service
+    offset_in_service = reading_offset(model, older, in_service)
+    offset = torch.nn.Parameter(torch.as_tensor(offset_in_service, dtype=torch.float32))
     optimizer = torch.optim.Adam([*candidate.encoder.parameters(), offset], lr=tuning.lr)
     outside, cfg, span = outside_map(model), TrainConfig(), tuning.window - 1
     generator = np.random.default_rng(seed)
@@ -178,13 +187,15 @@ def fine_tune_encoder(model: WorldModel, episodes: list[Episode], tuning: Encode
         actions = torch.as_tensor(np.stack([older[i].actions[t:t + span] for i, t in picks]), dtype=torch.float32)
         positions = torch.as_tensor(np.stack([older[i].hand_positions[t:t + tuning.window] for i, t in picks]),
                                     dtype=torch.float32)
-        loss, terms = loss_terms(candidate, model, frames, actions, positions, offset, outside, tuning, cfg)
+        anchors = torch.stack([in_service[i][t:t + tuning.window] for i, t in picks])
+        loss, terms = loss_terms(candidate, frames, actions, positions, anchors, offset, outside, tuning, cfg)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     candidate.eval()
     candidate.requires_grad_(False)
-    figures = keep_if_better.judge(reading_errors(model, older, newest), reading_errors(candidate, older, newest),
+    figures = keep_if_better.judge(reading_errors(model, offset_in_service, newest),
+                                   reading_errors(candidate, reading_offset(candidate, older), newest),
                                    'the fine-tuned encoder')
     before, after = (float(prediction_errors(m, newest).mean()) for m in (model, candidate))
     if after > tuning.max_prediction_ratio * before:
