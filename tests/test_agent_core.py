@@ -365,6 +365,56 @@ def test_surprise_monitor_fires_after_a_streak_and_respects_the_cooldown():
     assert not served.observe(0.06, 11.0, 'new') and served.streak == 1
 
 
+def test_hand_reading_check_fires_on_a_drifted_reading_not_on_an_offset_a_glitch_or_a_still_hand():
+    from jepa_configurator.configurator import HandReadingCheck
+    rng = np.random.default_rng(0)
+
+    def feed(check, seconds, read_of, start=0.0, move=True):
+        """10 Hz of a hand moving on a circle of 10 cm (or still), read as read_of(hand, t) says."""
+        fired = []
+        for t in np.arange(start, start + seconds, 0.1):
+            hand = np.array([0.5 + 0.1 * np.cos(t), 0.1 * np.sin(t), 0.2]) if move else np.array([0.5, 0.0, 0.2])
+            if check.observe(t, read_of(hand, t), hand):
+                fired.append(round(t, 1))
+        return fired
+
+    check = HandReadingCheck(window=5.0, windows=5, threshold=0.03, min_motion=0.02, cooldown=20.0)
+    # Read right up to a constant offset, with 1 cm of noise: never.
+    assert feed(check, 60, lambda h, t: h + 0.2 + rng.normal(0, 0.01, 3)) == []
+    assert check.counted >= 10 and check.highest_median < 0.02
+    # 3 s read 20 cm off (a glitch; it may straddle two windows): the median of five does not move.
+    assert feed(check, 3, lambda h, t: h + rng.normal(0, 0.2, 3), start=60) == []
+    assert feed(check, 27, lambda h, t: h + 0.2, start=63) == []
+    # A reading that scales the motion (a moved camera): fires once 3 of the 5 windows hold it; then again only
+    # after 5 new windows (and the cooldown).
+    fired = feed(check, 50, lambda h, t: 1.6 * h, start=90)
+    assert len(fired) == 2 and 100 <= fired[0] <= 106 and fired[1] - fired[0] >= 25, fired
+    # A still hand says nothing about the reading, however wrong.
+    still = HandReadingCheck(window=5.0, windows=1, threshold=0.03, cooldown=0.0)
+    assert feed(still, 30, lambda h, t: h + rng.normal(0, 0.1, 3), move=False) == [] and still.counted == 0
+    # Time restarting (a replay) or a new model in service starts the count again.
+    check.restart()
+    assert feed(check, 12, lambda h, t: 1.6 * h, start=200) == []
+    with pytest.raises(ValueError, match='threshold'):
+        HandReadingCheck(threshold=0.0)
+
+
+def test_play_ring_keeps_the_last_seconds_and_restarts_with_time():
+    from jepa_short_term_memory.memory import PlayRing
+    ring = PlayRing(seconds=2.0)
+    for i in range(50):  # 10 Hz for 5 s
+        ring.add('/camera/image_raw' if i % 2 else '/joint_states', i * 100_000_000, bytes(10))
+    assert ring.seconds == pytest.approx(2.0) and len(ring) == 21 and ring.bytes == 210
+    assert ring.counts() == {'/camera/image_raw': 11, '/joint_states': 10}  # messages 29..49
+    ring.add('/joint_states', 0, b'x')  # the clock restarted: what came before is another stretch of time
+    assert len(ring) == 1 and ring.restarts == 1
+    none = PlayRing(seconds=0.0)
+    none.add('/joint_states', 1, b'x')
+    assert len(none) == 0
+    with pytest.raises(ValueError, match='0..3600'):
+        PlayRing(seconds=-1.0)
+
+
 def test_task_profiles_live_once_and_a_params_file_overrides_only_what_it_names():
     from jepa_configurator.configurator import TASK_PROFILES, TASKS, SurpriseMonitor, TaskProfile, task_levels, \
         task_skill, task_weights

@@ -151,7 +151,7 @@ def test_the_agent_nodes_apply_their_live_parameters_and_refuse_the_rest(checkpo
         configurator = ConfiguratorNode()
         nodes.append(configurator)
         assert configurator.profiles['push_skill'].skill == 'push' and configurator.profiles['idle'].adjust == ()
-        assert configurator.profiles['reach'].adjust == ('world_model',)
+        assert configurator.profiles['reach'].adjust == ('world_model', 'encoder')
         applied(configurator, ('tasks.push.energy', 0.4))  # applies from the next set_task
         assert configurator.profiles['push'].weights.energy == 0.4
         assert configurator.profiles['reach'].weights.energy == 1.0
@@ -469,6 +469,85 @@ def test_repeated_surprise_adjusts_the_world_model_and_installs_it(ros_graph, ch
     # The world_model node loaded it and announced it to perception, cost and actor.
     ros_graph.spin_until(lambda: versions and versions[-1].data == adjusted['out'], 10, 'the new model announced')
     for process in (world_model, memory, configurator):
+        assert process.stop() == 0
+
+
+@pytest.mark.integration
+def test_a_drifted_hand_reading_saves_the_recent_play_and_recalibrates_the_encoder(ros_graph, checkpoint, tmp_path):
+    """Perception stand-in: latents whose effector-map reading is where the joints put the hand (up to an offset),
+    then latents that read the hand's motion 2.5x too large (a camera that moved). The configurator's hand-reading
+    check stays quiet through the first and fires in the second; the short-term memory writes the camera frames,
+    joint states and actions of the last seconds to a play bag, and the encoder is re-calibrated on it, the outcome
+    announced. Windows of 1 s, 3 of them, so the test runs in seconds (the hand moves a few cm in a window:
+threshold 1 cm); 4 fine-tuning steps."""
+    from jepa_interfaces.srv import SavePlay
+    from jepa_world_model.model import load_checkpoint
+    path, model_id = checkpoint
+    model = load_checkpoint(path)
+    weight = model.inverse_translation.weight.detach().numpy().astype(float)
+    scale = model.action_scale[:3].numpy().astype(float)
+    kinematics = ArmKinematics()
+    adjustments = ros_graph.collect(String, '/configurator/adjustment')
+    diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
+    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
+                             params={'play_seconds': 30.0})
+    configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
+        'configure_nodes': [''], 'checkpoint': path, 'work_dir': str(tmp_path / 'agent'),
+        'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.cooldown': 60.0,
+        'hand_reading.threshold': 0.01,
+        'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2})
+    node = ros_graph.node
+    latent_pub = node.create_publisher(LatentState, '/jepa/latent', 10)
+    joint_pub = node.create_publisher(JointState, '/joint_states', 10)
+    image_pub = node.create_publisher(Image, '/camera/image_raw', 10)
+    action_pub = node.create_publisher(ActionStamped, '/jepa/action', 10)
+    ros_graph.spin_until(lambda: node.count_subscribers('/jepa/latent') >= 2 and node.count_subscribers('/camera/image_raw') >= 1
+                         and node.count_subscribers('/joint_states') >= 2, 60, 'memory and configurator')
+    # No play heard yet: saving it is refused by name.
+    refused = ros_graph.call(SavePlay, '/short_term_memory/save_play', SavePlay.Request(path=str(tmp_path / 'early')))
+    assert not refused.success and 'nothing heard on /camera/image_raw' in refused.message
+    rng = np.random.default_rng(0)
+    home = np.array(PANDA_HOME)
+
+    def play(seconds, gain):
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            t = time.monotonic() - start
+            q = home + np.r_[0.4 * np.sin(1.5 * t), 0.2 * np.cos(1.5 * t), np.zeros(5)]
+            stamp = node.get_clock().now().to_msg()
+            joints = JointState(name=[*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS], position=[*q, 0.02, 0.02])
+            joints.header.stamp = stamp
+            joint_pub.publish(joints)
+            image = rgb_to_image(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+            image.header.stamp = stamp
+            image_pub.publish(image)
+            action = ActionStamped(space='ee_delta', data=[0.01, 0.0, 0.0, 0.0])
+            action.header.stamp = stamp
+            action_pub.publish(action)
+            read = gain * kinematics.fk(q) + 0.1  # metres, up to an offset
+            latent_pub.publish(latent_to_msg((np.linalg.pinv(weight) @ (read / scale)).astype(np.float32), stamp,
+                                             model_id))
+            ros_graph.spin_for(0.1)
+
+    def configurator_says(key):
+        values = [v.value for d in diagnostics for s in d.status if s.name == '/configurator: task'
+                  for v in s.values if v.key == key]
+        return values[-1] if values else None
+
+    play(6.0, 1.0)
+    ros_graph.spin_until(lambda: configurator_says('hand_reading_windows') not in (None, '0'), 10, 'windows judged')
+    assert configurator_says('hand_reading_triggers') == '0' and not adjustments
+    play(6.0, 2.5)
+    ros_graph.spin_until(lambda: adjustments, 60, 'the re-calibration announced')
+    verdict = json.loads(adjustments[0].data)
+    assert verdict['kind'] == 'encoder', verdict
+    assert configurator_says('hand_reading_triggers') == '1'
+    bags = list((tmp_path / 'agent' / 'play').iterdir())
+    assert len(bags) == 1
+    from jepa_world_model.dataset import load_bag
+    ticks = load_bag(bags[0], cache_dir=tmp_path / 'cache')
+    assert len(ticks) > 50 and ticks.images.shape[1:] == (64, 64, 3)
+    for process in (memory, configurator):
         assert process.stop() == 0
 
 

@@ -20,7 +20,10 @@ the last two driven by the referee itself through the same safety gate while the
 `--perturb NAME` (camera_moved, sluggish_arm, heavy_cube, recoloured_cube; jepa_sim.perturbation) changes the
 simulated world for every condition: the referee sets the simulator's perturb_* parameters once the graph is up,
 before the first episode, and the report's provenance records the names and the values the simulator then holds.
-The referee still scores with the true state.
+The referee still scores with the true state. With `--perturb-from K` (one task, one agent condition) the first K
+episodes run in the unperturbed world and the perturbation comes before episode K: an agent that adapts is measured
+before, at and after the change in one run (each episode's record says whether its world was perturbed, and what the
+configurator announced it adjusted during it).
 
 Latency is measured from outside the actor, on the wall clock: the arrival here of each camera frame, of its
 latent and of the plan the actor chose from it (jepa/plan, published with its command).
@@ -46,6 +49,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.description import SIM_NODE
@@ -135,6 +139,10 @@ class Referee(Node):
         self.latencies: list[dict[str, float]] = []
         # The last /diagnostics values of each node (the configurator's adjustment counts, for the report).
         self.status: dict[str, dict[str, str]] = {}
+        # What the configurator announced it adjusted, or kept, in the order announced (each episode's share goes
+        # into its record: when the agent adapted, against its success).
+        self.adjustments: list[dict] = []
+        self.create_subscription(String, 'configurator/adjustment', self._on_adjustment, 10)
         self.create_subscription(Clock, names['clock'], self._on_clock, 10)
         self.create_subscription(PoseStamped, names['ee_pose'], lambda m: setattr(self, 'ee', _position(m.pose)), 10)
         self.create_subscription(PoseStamped, names['cube_pose'], lambda m: setattr(self, 'cube', _position(m.pose)),
@@ -162,6 +170,14 @@ class Referee(Node):
         # context's shutdown later finds nothing of it to wait for.
         self.executor_.shutdown(timeout_sec=5.0)
         self.destroy_node()
+
+    def _on_adjustment(self, msg: String) -> None:
+        try:
+            announced = json.loads(msg.data)
+        except ValueError:
+            announced = {'unreadable': msg.data}
+        self.adjustments.append({'kind': announced.get('kind', ''), 'installed': bool(announced.get('installed')),
+                                 'sim_time': self.sim_time})
 
     def _on_clock(self, msg: Clock) -> None:
         self.sim_time = stamp_to_sec(msg.clock)
@@ -378,7 +394,7 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     else:
         policy = (OraclePolicy(goal, referee.kinematics.max_step) if condition == 'oracle'
                   else RandomPolicy(seed, referee.kinematics.max_step))
-    start_plans, start_latencies = len(referee.plans), len(referee.latencies)
+    start_plans, start_latencies, start_adjustments = len(referee.plans), len(referee.latencies), len(referee.adjustments)
     start_distance = final_distance(goal, referee.ee, referee.cube)
     for step in range(steps):
         if policy is not None:
@@ -394,7 +410,7 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     distance = final_distance(goal, referee.ee, referee.cube)
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
             'start_distance_m': start_distance, 'steps': steps, 'plans': len(referee.plans) - start_plans,
-            'latencies': referee.latencies[start_latencies:]}
+            'latencies': referee.latencies[start_latencies:], 'adjustments': referee.adjustments[start_adjustments:]}
 
 
 # Wall clock, here: frame -> plan (the command goes out just before its plan), and its two parts.
@@ -420,7 +436,9 @@ class EvaluationAborted(RuntimeError):
 
 def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: list[str],
              video_path: Path | None, camera: CameraConfig, reference_episodes: int | None = None,
-             log=print) -> dict:
+             log=print, perturb_from: int = 0, perturb=None) -> dict:
+    """The task's report; `perturb` (a callable, with perturb_from > 0) changes the world before episode
+    `perturb_from` of each condition."""
     per_condition, seeds = {}, {}
     referee.perception_reports.clear()
     conditions = [c for c in conditions if c in TASK_CONDITIONS[task]]
@@ -443,6 +461,8 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
             for i, episode_seed in enumerate(run_seeds):
                 video = VideoRecorder(video_path, camera.eye, camera.target) \
                     if video_path is not None and i == 0 and condition == conditions[0] else None
+                if perturb is not None and i == perturb_from:
+                    perturb()
                 try:
                     result = run_episode(referee, condition, task, episode_seed, video)
                 except (TimeoutError, RuntimeError) as exc:
@@ -455,6 +475,8 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
                     for name in LATENCY_SERIES:
                         if name in record:
                             latencies[name].append(record[name])
+                if perturb is not None:
+                    result['perturbed'] = i >= perturb_from
                 results.append(result)
                 log(f'  {task:5s} {condition:14s} seed {episode_seed:4d}: distance {result["start_distance_m"]:.3f} -> '
                     f'{result["final_distance_m"]:.3f} m  {"success" if result["success"] else "fail"}')
@@ -521,8 +543,8 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
     simulated camera (sim_camera), for the video overlay; `arm` an arm preset to evaluate behind the driver
     stand-in (graph sim_driver_arm) instead of the Panda simulator; `perturb` {'names': [...], 'settings': {field:
-    value}} the world perturbation the simulator gets before the first episode (named_perturbation; the Panda
-    simulator only). Returns {'provenance': ..., 'tasks': {task: report}}."""
+    value}, 'from_episode': K} the world perturbation the simulator gets before the first episode, or before
+    episode K of the (one) condition (named_perturbation; the Panda simulator only). Returns {'provenance': ..., 'tasks': {task: report}}."""
     namespace = ros_namespace(parse_assignments(launch_args).get(NAMESPACE_ARGUMENT, ''))
     record = provenance(command or sys.argv)
     record['launch_args'] = launch_args
@@ -546,18 +568,28 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     rclpy.init(args=['jepa-eval', '--ros-args', '-r', f'__ns:={namespace}', '-r', '/clock:=clock'] if namespace
                else [])
     referee = Referee(kinematics, names=names, region=region)
-    reports = {}
+    reports, later = {}, {}
     try:
         referee.wait_for_graph(120.0)
         if not arm:
-            record['perturbation'] = perturb_world(referee, perturb or {'names': [], 'settings': {}}, log)
+            perturb = perturb or {'names': [], 'settings': {}}
+            perturb_from = perturb.get('from_episode', 0)
+            record['perturbation'] = perturb_world(referee, perturb if not perturb_from else
+                                                   {'names': [], 'settings': {}}, log)
+            if perturb_from:
+                record['perturbation'] = {**record['perturbation'], 'names': perturb['names'],
+                                          'settings': perturb['settings'], 'from_episode': perturb_from}
+
+                def perturb_later():
+                    record['perturbation']['sim_parameters'] = perturb_world(referee, perturb, log)['sim_parameters']
+                later = {'perturb_from': perturb_from, 'perturb': perturb_later}
         record['parameters'] = {node: referee.node_parameters(node) for node in LEARNED_NODES}
         record['files'] = learned_files(record['parameters'])
         for task in tasks:
             task_video = None if video_path is None else video_path.with_name(f'{video_path.stem}_{task}{video_path.suffix}')
             try:
                 reports[task] = evaluate(referee, task, episodes, seed, conditions, task_video, camera,
-                                         reference_episodes, log)
+                                         reference_episodes, log, **later)
             except EvaluationAborted as aborted:
                 reports[task] = aborted.report
                 record['aborted'] = f'{task}: {aborted}'
@@ -568,7 +600,9 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
         # What the run itself changed: adjustments the configurator made, and the files in service at the end.
         record['adjustments'] = {k: v for k, v in referee.status.get('configurator', {}).items()
                                  if k in ('surprise_triggers', 'world_model_updates', 'world_model_kept',
-                                          'critic_updates', 'adjustment_failures')}
+                                          'critic_updates', 'hand_reading_triggers', 'encoder_updates',
+                                          'encoder_kept', 'hand_reading_windows', 'hand_reading_highest_median_cm',
+                                          'adjustment_failures')}
         record['files_end'] = learned_files({node: referee.node_parameters(node) for node in LEARNED_NODES})
     finally:
         referee.close()
@@ -667,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='evaluate reach on this arm preset, simulated behind sim_driver_node as if it were a '
                              'physical arm (graph sim_driver_arm; the referee alone uses its referee/ interface)')
     add_perturbation_arguments(parser)
+    parser.add_argument('--perturb-from', type=int, default=0, metavar='K',
+                        help='perturb the world before episode K (default 0: from the start); one task and one '
+                             'agent condition')
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, checkpoint:=...)')
     args = parser.parse_args(argv)
     if args.from_json:
@@ -693,17 +730,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.arm and (args.perturb or args.perturb_set):
         parser.error('--perturb and --perturb-set perturb the Panda simulator (graph sim), not an --arm preset')
+    if args.perturb_from:
+        if not (args.perturb or args.perturb_set) or not 0 < args.perturb_from < args.episodes:
+            parser.error(f'--perturb-from {args.perturb_from} needs a --perturb and must be within 1..episodes - 1')
+        if len(args.task or ['reach']) != 1 or len(conditions) != 1 or conditions[0] in BASELINES:
+            parser.error('--perturb-from changes the world within one run of episodes: give one --task and one '
+                         'agent condition (--conditions mode2, say)')
     try:
         if args.arm:
             load_preset(args.arm)
-        camera = perturbation.moved_camera(graph_camera(args.launch_args, args.arm))
+        camera = graph_camera(args.launch_args, args.arm)
+        camera = camera if args.perturb_from else perturbation.moved_camera(camera)  # the video's first episode
     except (ValueError, GraphError) as exc:
         parser.error(str(exc))
     try:
         result = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
                      args.log_dir, camera, args.reference_episodes,
                      command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)], arm=args.arm,
-                     perturb={'names': names, 'settings': settings})
+                     perturb={'names': names, 'settings': settings, 'from_episode': args.perturb_from})
     except (KeyboardInterrupt, ExternalShutdownException):
         # rclpy turns Ctrl-C into a context shutdown; run() has already brought the graph down.
         print('jepa eval: interrupted; no report written', file=sys.stderr)

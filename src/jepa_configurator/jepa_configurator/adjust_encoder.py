@@ -21,6 +21,7 @@ The bags are play bags as `jepa train` reads them (camera, joint states, actions
 import argparse
 import copy
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,10 +160,12 @@ def loss_terms(candidate: WorldModel, frames, actions, hand_positions, in_servic
 
 
 def fine_tune_encoder(model: WorldModel, episodes: list[Episode], tuning: EncoderTuning | None = None,
-                      keep_if_better: KeepIfBetter | None = None, seed: int = 0) -> tuple[WorldModel, dict]:
+                      keep_if_better: KeepIfBetter | None = None, seed: int = 0,
+                      stop: threading.Event | None = None) -> tuple[WorldModel, dict]:
     """(a copy of `model` with its encoder fine-tuned on `episodes` (time order), the verdict's figures);
     AdjustmentError when too few are held out to judge, the held-out hand reading does not improve by the margin,
-    or the held-out prediction error grows beyond `tuning.max_prediction_ratio`. `model` is left as it was."""
+    the held-out prediction error grows beyond `tuning.max_prediction_ratio`, or `stop` is set before the end (a
+    node shutting down). `model` is left as it was."""
     tuning, keep_if_better = tuning or EncoderTuning(), keep_if_better or KeepIfBetter()
     started = time.monotonic()
     older, newest = split(episodes, tuning.holdout)
@@ -182,6 +185,8 @@ def fine_tune_encoder(model: WorldModel, episodes: list[Episode], tuning: Encode
     terms = {}
     candidate.train()
     for _ in range(tuning.steps):
+        if stop is not None and stop.is_set():
+            raise AdjustmentError('the encoder\'s fine-tuning was stopped before it finished')
         picks = [starts[j] for j in generator.integers(len(starts), size=tuning.batch)]
         frames = torch.as_tensor(np.stack([older[i].frames[t:t + tuning.window] for i, t in picks]))
         actions = torch.as_tensor(np.stack([older[i].actions[t:t + span] for i, t in picks]), dtype=torch.float32)
@@ -207,20 +212,29 @@ def fine_tune_encoder(model: WorldModel, episodes: list[Episode], tuning: Encode
                        **asdict(tuning), 'seconds': round(time.monotonic() - started, 1)}
 
 
-def adjust_encoder(args: argparse.Namespace, tuning: EncoderTuning, prog: str) -> dict:
-    """Fine-tune the encoder of args.checkpoint on args.bag and write it to args.out; the summary dict."""
+def adjust_encoder(bags: list[str], checkpoint: str, out: str, tuning: EncoderTuning | None = None,
+                   keep_if_better: KeepIfBetter | None = None, arm: str | None = None, urdf: str | None = None,
+                   camera_topic: str | None = None, prog: str = 'jepa adjust-encoder',
+                   stop: threading.Event | None = None) -> dict:
+    """Fine-tune the encoder of `checkpoint` ('' = the shipped model) on the play bags `bags` (oldest first; decoded
+    as the checkpoint's arm, or as add_arm_arguments' `arm`, `urdf` and `camera_topic` say) and write it to `out`;
+    the summary dict. AdjustmentError when it is refused or stopped (fine_tune_encoder), BagError, CheckpointError,
+    ValueError."""
+    tuning = tuning or EncoderTuning()
+    args = argparse.Namespace(bag=list(bags), checkpoint=checkpoint, arm=arm, urdf=urdf, camera_topic=camera_topic)
     path, model, model_id, layout, ticks = bags_for_checkpoint(args, prog)
     kinematics = bag_kinematics(expand_bags(args.bag)[0], layout)
-    adjusted, figures = fine_tune_encoder(model, episodes_from_ticks(ticks, kinematics, tuning.window), tuning)
-    checkpoint, _ = read_checkpoint(path)
+    adjusted, figures = fine_tune_encoder(model, episodes_from_ticks(ticks, kinematics, tuning.window), tuning,
+                                          keep_if_better, stop=stop)
+    original, _ = read_checkpoint(path)
     adjustment = {'kind': 'encoder', 'adjusted_from': model_id, 'git_commit': git_commit(),
                   'bags': [s['path'] for s in ticks.sources],
                   'bags_sha256': [s['sha256'] for s in ticks.sources], **figures,
                   'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
-    provenance = {**checkpoint['provenance'],
-                  'adjustments': [*checkpoint['provenance'].get('adjustments', []), adjustment]}
-    new_id = save_checkpoint(adjusted, args.out, provenance, checkpoint['metrics'])
-    return {'out': str(args.out), 'model_id': new_id, **{k: v for k, v in adjustment.items() if k != 'date'}}
+    provenance = {**original['provenance'],
+                  'adjustments': [*original['provenance'].get('adjustments', []), adjustment]}
+    new_id = save_checkpoint(adjusted, out, provenance, original['metrics'])
+    return {'out': str(out), 'model_id': new_id, **{k: v for k, v in adjustment.items() if k != 'date'}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if Path(args.out).exists():
         parser.error(f'--out {args.out} exists: a checkpoint is never overwritten, choose another path')
-    return print_summary(parser.prog, lambda: adjust_encoder(args, tuning, parser.prog),
+    return print_summary(parser.prog, lambda: adjust_encoder(args.bag, args.checkpoint, args.out, tuning, arm=args.arm,
+                                                             urdf=args.urdf, camera_topic=args.camera_topic,
+                                                             prog=parser.prog),
                          (AdjustmentError, BagError, CheckpointError, ValueError))
 
 

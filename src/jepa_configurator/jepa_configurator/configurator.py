@@ -1,16 +1,22 @@
 """The configurator's core (ROS-free): the task profiles (cost weights, the actor's higher level and what surprise
 may adjust, per task), the surprise monitor that decides when planning has stopped producing the outcomes the
-world model predicts, and the adjustment that follows."""
+world model predicts, the hand-reading check that decides when perception no longer sees the arm where its joints
+put it, and the adjustments that follow."""
 import math
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from jepa_actor.actor import SKILLS
 from jepa_common.settings import setting
 from jepa_cost.cost import CostWeights
 from jepa_world_model.model import read_checkpoint
 
-ADJUSTMENTS = ('critic', 'world_model')
+# What a task may adjust: the world model's predictor and the critic after sustained surprise, the encoder
+# (perception re-calibrated) after the hand-reading check fires.
+ADJUSTMENTS = ('critic', 'encoder', 'world_model')
 
 
 @dataclass
@@ -180,6 +186,89 @@ class SurpriseMonitor:
         return False
 
 
+@dataclass
+class HandReadingCheck:
+    """Decides when perception has drifted from the arm (a camera knocked, a scene that looks otherwise): the hand
+    position the world model's effector map reads from each latent, against the one forward kinematics of the joint
+    states measured at the latent's stamp. The map reads positions up to an offset, so each `window` of stamps is
+    judged by its RMS gap after removing the window's own mean gap; a window counts only if the hand moved in it
+    (`min_motion`: a still hand reads right up to an offset whatever perception does). It fires when the median of
+    the last `windows` counted windows exceeds `threshold`: one window can be off through a glitch or an occlusion,
+    a perception that drifted is off in most of them. At most once per `cooldown` s of stamps; a model put in
+    service (`restart`) starts the count again.
+
+    Prediction error cannot see this drift: the predictor still predicts latents from latents, and the plan still
+    lands where it was predicted to; only the arm's own joints tell that the latents place the hand wrong."""
+    enabled: bool = setting(True, 'watch the hand reading (false: never re-calibrate perception)')
+    window: float = setting(5.0, 's of stamps per judged window', (0.1, 3600.0))
+    min_motion: float = setting(0.02, 'm: a window counts only if the measured hand positions spread this much (RMS)',
+                                (0.0, 1.0))
+    windows: int = setting(6, 'counted windows whose median gap is compared with the threshold', (1, 10_000))
+    threshold: float = setting(0.03, 'm RMS: fires above this median gap (read less measured, offset removed)',
+                               (0.0, 1.0))
+    cooldown: float = setting(120.0, 's of stamps between two firings (a re-calibration takes about a minute)',
+                              (0.0, 1e6))
+    fired: int = 0
+    counted: int = 0
+    last_median: float = math.nan
+    highest_median: float = math.nan
+    _samples: list = field(default_factory=list)
+    _errors: deque = field(default_factory=deque)
+    _window_start: float = math.nan
+    _last_stamp: float = -math.inf
+    _last_fired: float = -math.inf
+
+    def __post_init__(self):
+        if not (self.window > 0 and self.min_motion >= 0 and self.windows >= 1 and self.threshold > 0
+                and self.cooldown >= 0):
+            raise ValueError(f'the hand-reading check needs window > 0, min_motion >= 0, windows >= 1, threshold > 0 '
+                             f'and cooldown >= 0, got window {self.window}, min_motion {self.min_motion}, windows '
+                             f'{self.windows}, threshold {self.threshold}, cooldown {self.cooldown}')
+
+    def restart(self) -> None:
+        """Start counting again (a new model is in service: the gaps of the one it replaced say nothing about it)."""
+        self._samples, self._errors, self._window_start = [], deque(), math.nan
+
+    def observe(self, stamp: float, read: np.ndarray, measured: np.ndarray) -> bool:
+        """One latent's hand reading and the measured hand position at its stamp (seconds; metres)."""
+        if not self.enabled or not (np.all(np.isfinite(read)) and np.all(np.isfinite(measured))):
+            return False
+        if stamp < self._last_stamp:  # time restarted (a replay, a simulator reset): so do windows and cooldown
+            self.restart()
+            self._last_fired = -math.inf
+        self._last_stamp = stamp
+        fired = False
+        if not stamp - self._window_start < self.window:
+            fired = self._close_window(stamp)
+            self._samples, self._window_start = [], stamp
+        read, measured = np.asarray(read, float), np.asarray(measured, float)
+        self._samples.append(np.concatenate([read - measured, measured]))  # the gap, and where the hand was
+        return fired
+
+    def _close_window(self, stamp: float) -> bool:
+        if len(self._samples) < 3:
+            return False
+        samples = np.asarray(self._samples)
+        gaps, measured = samples[:, :3], samples[:, 3:]
+        if np.sqrt(((measured - measured.mean(0)) ** 2).sum(1).mean()) < self.min_motion:
+            return False
+        self.counted += 1
+        self._errors.append(float(np.sqrt(((gaps - gaps.mean(0)) ** 2).sum(1).mean())))
+        while len(self._errors) > self.windows:
+            self._errors.popleft()
+        if len(self._errors) < self.windows:
+            return False
+        self.last_median = float(np.median(self._errors))
+        self.highest_median = self.last_median if math.isnan(self.highest_median) else \
+            max(self.highest_median, self.last_median)
+        if self.last_median > self.threshold and stamp - self._last_fired >= self.cooldown:
+            self.fired += 1
+            self._last_fired = stamp
+            self._errors.clear()
+            return True
+        return False
+
+
 def expected_surprise(checkpoint_path: str) -> tuple[float | None, str]:
     """The normalized one-step prediction error a world model made on its held-out windows when it was
     trained (checkpoint metrics: validation normalized_error at horizon 1), None when the checkpoint does not
@@ -227,3 +316,19 @@ def adjust_from_memory(bag: str, adjust: list[str], checkpoint: str, work_dir, t
             if for_model and critic_init:
                 result['critic_relabelled'] = relabel_critic(critic_init, out, for_model)
     return result
+
+
+def recalibrate_from_play(bag: str, checkpoint: str, work_dir, tag, tuning=None, keep_if_better=None,
+                          stop=None) -> dict:
+    """The adjustment after the hand-reading check fired (run in a worker thread): the encoder of `checkpoint`
+    re-calibrated on the play bag `bag` (adjust_encoder, as `tuning` says; None: EncoderTuning's defaults) and
+    written to work_dir/world_model/. Returns {'encoder': summary}, or {'encoder_kept': why the model in service
+    stays} when the re-calibrated encoder does not read the held-out play better by `keep_if_better`'s margin,
+    breaks the predictor, or `stop` (a threading.Event) was set before it finished."""
+    from jepa_configurator.adjust_encoder import adjust_encoder
+    from jepa_configurator.adjust_world_model import AdjustmentError
+    out = Path(work_dir) / 'world_model' / f'encoder-{tag}.pt'
+    try:
+        return {'encoder': adjust_encoder([bag], checkpoint, str(out), tuning, keep_if_better, stop=stop)}
+    except AdjustmentError as exc:
+        return {'encoder_kept': str(exc)}

@@ -17,15 +17,24 @@
   than what is in service by a margin noise cannot produce (`keep_if_better.*`); otherwise what is in service
   stays. Each outcome is announced on configurator/adjustment (std_msgs/String, JSON: kind, installed, and the
   figures or the reason), logged and counted on /diagnostics.
+- jepa/latent and joint_states: the hand-reading check (`hand_reading.*`, configurator.HandReadingCheck) compares
+  where the effector map of the model in service reads the hand in each latent with where forward kinematics of the
+  joint states at the latent's stamp put it. When perception has drifted (most recent windows off by more than
+  `hand_reading.threshold`) and the task's adjustments include `encoder`, the short-term memory's recent raw play
+  is saved to a bag (short_term_memory/save_play) and, in the same worker, the encoder is re-calibrated on it
+  (`encoder_tuning.*`, adjust_encoder) and installed through the `world_model` node as above; announced on
+  configurator/adjustment as kind `encoder`.
 - The model in service is `checkpoint` ('' = the shipped default) until world_model/model_version announces
   one (the surprise baseline is read from it; surprise reported by another model is not counted). An unreadable
   checkpoint is named in the log and no surprise counts until a usable one is in service; set at runtime, it
   is refused.
 """
+import collections
 import concurrent.futures
 import dataclasses
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,26 +48,29 @@ from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from jepa_actor.actor import normalize_mode
-from jepa_common.conversions import image_to_rgb, rgb_to_image, stamp_to_sec
+from jepa_common.conversions import image_to_rgb, joint_positions, msg_to_latent, rgb_to_image, stamp_to_sec
 from jepa_common.node import run_node
 from jepa_common.parameters import changed_config, declare, declare_config, declare_kinematics, result
-from jepa_common.qos import LATCHED
+from jepa_common.qos import LATCHED, RELIABLE, SENSOR
 from jepa_common.settings import setting
+from jepa_configurator.adjust_encoder import EncoderTuning
 from jepa_configurator.adjust_world_model import FineTuning, KeepIfBetter
-from jepa_configurator.configurator import ADJUSTMENTS, TASK_PROFILES, TASKS, SurpriseMonitor, TaskProfile, \
-    adjust_from_memory, expected_surprise
+from jepa_configurator.configurator import ADJUSTMENTS, TASK_PROFILES, TASKS, HandReadingCheck, SurpriseMonitor, \
+    TaskProfile, adjust_from_memory, expected_surprise, recalibrate_from_play
 from jepa_configurator.train_critic import CriticTuning
 from jepa_cost.cost import CostWeights
-from jepa_interfaces.msg import Surprise
-from jepa_interfaces.srv import RenderState, SaveEpisodes, SetTask
-from jepa_world_model.model import CheckpointError
+from jepa_interfaces.msg import LatentState, Surprise
+from jepa_interfaces.srv import RenderState, SaveEpisodes, SavePlay, SetTask
+from jepa_world_model.model import CheckpointError, load_checkpoint
 from jepa_world_model.runtime import resolve_checkpoint
 
 
+# s between a latent's stamp and the joint state its hand is measured from (joint states come at ~100 Hz).
+JOINT_STAMP_TOLERANCE = 0.02
 # What a named goal (goals.<name>.<key>) may say; dynamically typed, as a params file writes numbers either way.
 GOAL_KEYS = {'joint_positions': 'arm joint positions (rad) the goal image is rendered at',
              'cube_position': 'cube x, y, z (m) in the rendered goal image; unset = where the cube is',
@@ -80,8 +92,10 @@ class ConfiguratorNodeConfig:
     configure_nodes: list[str] = setting(['cost', 'actor'], "nodes that get the task's weights.*, mode and skill, and "
                                          "the retrained critic's critic_path ('' entries are ignored)")
     # Not the critic by default: no profile weighs it (configurator.TASK_PROFILES).
-    adjust: list[str] = setting(['world_model'], f'what sustained surprise adjusts ({", ".join(ADJUSTMENTS)}) '
-                                "in a task whose task_adjust does not say otherwise ('' entries are ignored)")
+    adjust: list[str] = setting(['world_model', 'encoder'], f'what may be adjusted ({", ".join(ADJUSTMENTS)}: '
+                                'the world model and the critic after sustained surprise, the encoder after the '
+                                "hand-reading check) in a task whose task_adjust does not say otherwise ('' entries "
+                                'are ignored)')
     checkpoint: str = setting('', "the world model in service until world_model/model_version announces one ('' = the "
                               'shipped default); setting it switches the surprise baseline to that model, and one '
                               'that cannot be read is refused', live=True)
@@ -122,11 +136,17 @@ class ConfiguratorNode(Node):
         self.tuning = declare_config(self, FineTuning, prefix='world_model_tuning.')
         self.critic_tuning = declare_config(self, CriticTuning, prefix='critic_tuning.')
         self.keep_if_better = declare_config(self, KeepIfBetter, prefix='keep_if_better.')
+        self.hand_reading = declare_config(self, HandReadingCheck, prefix='hand_reading.')
+        self.encoder_tuning = declare_config(self, EncoderTuning, prefix='encoder_tuning.')
+        # Joint states of the last second (stamp, arm positions): the hand is measured at each latent's stamp.
+        self.joint_history: collections.deque = collections.deque(maxlen=256)
+        self.effector_map: tuple[np.ndarray, np.ndarray] | None = None  # (weight (3, D), scale (3,)) in service
         self.work_dir = Path(os.path.expanduser(self.settings.work_dir))
         self.critic_path = self.settings.critic_path  # the critic in service; adjustments replace it
 
         self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0, 'critic_kept': 0,
-                       'world_model_updates': 0, 'world_model_kept': 0, 'adjustment_failures': 0}
+                       'world_model_updates': 0, 'world_model_kept': 0, 'hand_reading_triggers': 0,
+                       'encoder_updates': 0, 'encoder_kept': 0, 'adjustment_failures': 0}
         # The world model in service until world_model/model_version announces one ('' = the shipped default).
         self.world_model_checkpoint = ''
         self.follow_world_model(self.settings.checkpoint)
@@ -137,6 +157,9 @@ class ConfiguratorNode(Node):
         # and model of the old one).
         self._adjusting = False
         self._trainer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        # Set on shutdown: a re-calibration (about a minute of training) stops at its next step, so the process
+        # exits on SIGINT instead of waiting for its worker thread.
+        self._stopping = threading.Event()
         torch.set_num_threads(1)  # adjustments share the machine with the planner
 
         self.goal_image_pub = self.create_publisher(Image, 'jepa/goal_image', LATCHED)
@@ -150,8 +173,12 @@ class ConfiguratorNode(Node):
         self.render_client = self.create_client(RenderState, 'sim/render_state', callback_group=responses) \
             if self.settings.render_goals else None
         self.save_client = self.create_client(SaveEpisodes, 'short_term_memory/save', callback_group=responses)
+        self.save_play_client = self.create_client(SavePlay, 'short_term_memory/save_play', callback_group=responses)
         self.create_service(SetTask, 'configurator/set_task', self.on_set_task)
         self.create_subscription(Surprise, 'jepa/surprise', self.on_surprise, 10)
+        if self.hand_reading.enabled:
+            self.create_subscription(LatentState, 'jepa/latent', self.on_latent, RELIABLE)
+            self.create_subscription(JointState, 'joint_states', self.on_joint_state, SENSOR)
         self.create_subscription(String, 'world_model/model_version',
                                  lambda msg: self.follow_world_model(msg.data), LATCHED)
         self.add_on_set_parameters_callback(self.on_parameters)
@@ -318,6 +345,13 @@ class ConfiguratorNode(Node):
             self.monitor.serve_none()
             return
         self.monitor.serve(model_id, baseline or 1.0)
+        self.hand_reading.restart()
+        self.effector_map = None
+        if self.hand_reading.enabled:
+            model = load_checkpoint(path)
+            translation = model.config.translation_dims
+            self.effector_map = (model.inverse_translation.weight.detach().numpy().astype(float),
+                                 model.action_scale[:translation].numpy().astype(float))
         self.get_logger().info(f'surprising above {self.monitor.threshold} x {self.monitor.baseline:.4g} normalized '
                                f'error ({path}: {"held-out one-step error" if baseline else "no held-out figure"})')
 
@@ -351,6 +385,62 @@ class ConfiguratorNode(Node):
                       f'{msg.normalized_error:.4f}, model {msg.model_id})')
             self.get_logger().warn(f'plans keep missing their predicted outcome: {reason}')
             self.executor.create_task(self.adjust_after_surprise(reason, self.task))
+
+    def on_joint_state(self, msg: JointState) -> None:
+        try:
+            self.joint_history.append((stamp_to_sec(msg.header.stamp), joint_positions(msg, self.arm_joints)))
+        except ValueError as exc:
+            self.get_logger().error(f'ignored joint state: {exc}', throttle_duration_sec=2.0)
+
+    def on_latent(self, msg: LatentState) -> None:
+        """The hand-reading check: where the latent reads the hand, against the joints at the latent's stamp."""
+        if self.effector_map is None or msg.model_id != self.monitor.model_id or not self.joint_history:
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        stamps = np.array([s for s, _ in self.joint_history])
+        nearest = int(np.argmin(np.abs(stamps - stamp)))
+        if abs(stamps[nearest] - stamp) > JOINT_STAMP_TOLERANCE:
+            return
+        try:
+            z = msg_to_latent(msg).reshape(-1)
+        except ValueError as exc:
+            self.get_logger().error(f'ignored latent: {exc}', throttle_duration_sec=2.0)
+            return
+        weight, scale = self.effector_map
+        if z.shape != (weight.shape[1],):
+            return
+        measured = self.kinematics.fk(self.joint_history[nearest][1])
+        if self.hand_reading.observe(stamp, (weight @ z) * scale, measured):
+            self.counts['hand_reading_triggers'] += 1
+            reason = (f'the hand read from the latents is {self.hand_reading.last_median * 100:.1f} cm (median over '
+                      f'{self.hand_reading.windows} windows of {self.hand_reading.window:g} s) from where the joints '
+                      f'put it, above {self.hand_reading.threshold * 100:g} cm')
+            self.get_logger().warn(f'perception has drifted from the arm: {reason}')
+            self.executor.create_task(self.recalibrate(reason, self.task))
+
+    async def recalibrate(self, reason: str, task: str) -> None:
+        """Saves the recent raw play and re-calibrates the encoder on it, if `task` (the task the drift was seen
+        in) adjusts the encoder."""
+        if 'encoder' not in self.profiles[task].adjust:
+            return self.event(f'perception has drifted ({reason}); task {task} does not adjust the encoder')
+        if self._adjusting:
+            return self.event(f'perception has drifted ({reason}); an adjustment is already running')
+        self._adjusting = True
+        tag = time.strftime(f'%Y%m%d-%H%M%S-{os.getpid()}-e{self.hand_reading.fired}')
+        bag = self.work_dir / 'play' / f'drift-{tag}'
+        bag.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            saved = await self.call(self.save_play_client, SavePlay.Request(path=str(bag)), 'short_term_memory/save_play')
+        except ValueError as exc:
+            self._adjusting = False
+            return self.adjustment_failed(f'cannot save the recent play: {exc}')
+        if not saved.success:
+            self._adjusting = False
+            return self.adjustment_failed(f'saving the recent play failed: {saved.message}')
+        self._training = self._trainer.submit(
+            recalibrate_from_play, str(bag), resolve_checkpoint(self.world_model_checkpoint), self.work_dir, tag,
+            self.encoder_tuning, self.keep_if_better, self._stopping)
+        self.event(f're-calibrating the encoder on {saved.seconds:.0f} s of play from {bag} ({reason})')
 
     async def adjust_after_surprise(self, reason: str, task: str) -> None:
         """Saves the short-term memory and adjusts what `task` (the task the surprise happened in) adjusts; the
@@ -398,6 +488,20 @@ class ConfiguratorNode(Node):
     async def _install(self, result: dict) -> None:
         """The world model first (its node announces it; the actor loads it here, before a critic for its
         latents arrives), then the critic."""
+        if 'encoder_kept' in result:
+            self.counts['encoder_kept'] += 1
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'encoder', 'installed': False,
+                                                                'reason': result['encoder_kept']})))
+            self.event(f'encoder kept: {result["encoder_kept"]}')
+        if 'encoder' in result:
+            encoder = result['encoder']
+            problem = await self.set_parameters('world_model', {'checkpoint': encoder['out']})
+            if problem:
+                return self.adjustment_failed(f're-calibrated world model {encoder["out"]} not installed: {problem}')
+            self.counts['encoder_updates'] += 1
+            self.follow_world_model(encoder['out'])
+            self.adjustment_pub.publish(String(data=json.dumps({'kind': 'encoder', 'installed': True, **encoder})))
+            self.event(f'encoder re-calibrated: {encoder}')
         model = result.get('world_model')
         if 'world_model_kept' in result:
             self.counts['world_model_kept'] += 1
@@ -450,6 +554,9 @@ class ConfiguratorNode(Node):
                   else self.monitor.model_id,
                   'surprise_streak': self.monitor.streak,
                   'surprising_steps': self.monitor.surprising, 'surprise_observed': self.monitor.observed,
+                  'hand_reading_windows': self.hand_reading.counted,
+                  'hand_reading_median_cm': f'{self.hand_reading.last_median * 100:.2f}',
+                  'hand_reading_highest_median_cm': f'{self.hand_reading.highest_median * 100:.2f}',
                   'surprise_of_other_models': self.monitor.other_model,
                   'critic_path': self.critic_path, **self.counts}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
@@ -458,6 +565,7 @@ class ConfiguratorNode(Node):
         self.diagnostics_pub.publish(msg)
 
     def close(self) -> None:
+        self._stopping.set()
         self._trainer.shutdown(wait=False, cancel_futures=True)
 
 

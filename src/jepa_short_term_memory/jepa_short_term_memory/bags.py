@@ -14,9 +14,10 @@ from jepa_rosbag.recorder import BagRecorder, RecorderError
 from rclpy.serialization import serialize_message
 
 from jepa_common.conversions import latent_to_msg, msg_to_latent, sec_to_stamp, stamp_to_sec
-from jepa_short_term_memory.memory import COST_FIELDS, TOPICS, MemoryConfig, ShortTermMemory, TransitionAssembler
+from jepa_short_term_memory.memory import COST_FIELDS, TOPICS, MemoryConfig, PlayRing, ShortTermMemory, \
+    TransitionAssembler
 
-__all__ = ['BagError', 'read_memory', 'write_memory']
+__all__ = ['BagError', 'read_memory', 'write_memory', 'write_play']
 
 # The memory's topics as bags name them.
 BAG_TOPICS = {kind: '/' + name for kind, name in TOPICS.items()}
@@ -81,6 +82,24 @@ def write_memory(path: str | Path, memory: ShortTermMemory, model_id: str = '') 
     """Write the memory's episodes to a new bag; returns the number of transitions written."""
     write_messages(path, memory_messages(memory, model_id))
     return len(memory)
+
+
+def write_play(path: str | Path, ring: PlayRing, types: dict[str, str]) -> int:
+    """Write the ring's raw messages to a new mcap bag at path, each topic with its message type (`types`: bag
+    topic -> type name), as a recorder would have; returns the count."""
+    messages = list(ring.messages)  # a snapshot: the node keeps adding while this writes
+    try:
+        recorder = BagRecorder(path)
+        try:
+            for topic in dict.fromkeys(topic for topic, _, _ in messages):
+                recorder.add_topic(topic, types[topic])
+            for topic, log_time, data in messages:
+                recorder.write(topic, log_time, data)
+        finally:
+            recorder.close()
+    except RecorderError as exc:
+        raise BagError(str(exc)) from exc
+    return len(messages)
 
 
 def cost_terms_of(msg) -> np.ndarray:

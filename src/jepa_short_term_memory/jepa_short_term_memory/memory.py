@@ -1,9 +1,14 @@
-"""Short-term memory: a bounded store of the agent's recent transitions, grouped into episodes.
+"""Short-term memory: a bounded store of the agent's recent transitions, grouped into episodes, and of its recent
+raw play.
 
 A transition is (state z_t, action a_t, cost terms of z_t, world-model prediction of z_{t+1}, actual z_{t+1},
 goal). `TransitionAssembler` pairs the separate message streams (latent, action, cost, prediction, goal) into
 transitions; the short_term_memory node feeds it live and `jepa train-critic` feeds it from bags, so both
 see identical episodes. Episodes go to and come back from rosbag2 bags on the agent's own topics.
+
+`PlayRing` keeps the last seconds of the robot's raw play (camera frames, joint states, actions), serialized as a
+recorder keeps them: what re-calibrating perception learns from (`jepa adjust-encoder` reads it as a play bag),
+since latents cannot teach the encoder anything.
 """
 from collections import deque
 from dataclasses import dataclass
@@ -25,12 +30,17 @@ class MemoryConfig:
     """How much the short-term memory keeps and where it cuts episodes."""
     capacity: int = setting(5000, 'transitions kept (the oldest are dropped first)', (1, 10_000_000))
     max_gap: float = setting(1.0, 's between two latents\' stamps that still continues an episode', (0.0, 3600.0))
+    play_seconds: float = setting(120.0, 's of raw play (camera frames, joint states, actions) kept for '
+                                  're-calibrating perception (0 = none kept, short_term_memory/save_play refuses)',
+                                  (0.0, 3600.0))
 
     def __post_init__(self):
         if self.capacity < 1:
             raise ValueError(f'memory capacity must be >= 1, got {self.capacity}')
         if not self.max_gap > 0:
             raise ValueError(f'max_gap must be > 0 s, got {self.max_gap}')
+        if not 0 <= self.play_seconds <= 3600:
+            raise ValueError(f'play_seconds must be within 0..3600 s, got {self.play_seconds}')
 
 
 @dataclass
@@ -105,6 +115,49 @@ class ShortTermMemory:
                                   arrays['actions'][i], arrays['cost_terms'][i], arrays['predicted'][i],
                                   arrays['goals'][i]))
         return memory
+
+
+class PlayRing:
+    """The last `seconds` of raw messages (bag topic, receive time ns, serialized bytes), oldest dropped first, by
+    the newest message's time. Time going backwards (a replay, a simulator's clock restarting) empties it: what came
+    before is another stretch of time, and a bag of both would not read as one."""
+
+    def __init__(self, seconds: float = MemoryConfig.play_seconds):
+        if not 0 <= seconds <= 3600:
+            raise ValueError(f'a play ring keeps 0..3600 s, got {seconds}')
+        self.span_ns = int(seconds * 1e9)
+        self.messages: deque[tuple[str, int, bytes]] = deque()
+        self.bytes = 0
+        self.restarts = 0
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def add(self, topic: str, time_ns: int, data: bytes) -> None:
+        if not self.span_ns:
+            return
+        if self.messages and time_ns < self.messages[-1][1]:
+            self.clear()
+            self.restarts += 1
+        self.messages.append((topic, time_ns, data))
+        self.bytes += len(data)
+        while time_ns - self.messages[0][1] > self.span_ns:
+            self.bytes -= len(self.messages.popleft()[2])
+
+    def clear(self) -> None:
+        self.messages.clear()
+        self.bytes = 0
+
+    @property
+    def seconds(self) -> float:
+        """The time the ring spans, s."""
+        return (self.messages[-1][1] - self.messages[0][1]) / 1e9 if self.messages else 0.0
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for topic, _, _ in self.messages:
+            counts[topic] = counts.get(topic, 0) + 1
+        return counts
 
 
 def stack_transitions(ts: list[Transition]) -> dict:

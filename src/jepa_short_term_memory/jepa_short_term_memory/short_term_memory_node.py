@@ -5,6 +5,7 @@ transitions (none across frames perception refused: it publishes no latent for t
 episode, memory.TransitionAssembler); short_term_memory/save (SaveEpisodes) writes them to a new
 rosbag2 bag, which is how the critic and the world model get them (`jepa train-critic --bag`).
 """
+import functools
 import os
 
 import numpy as np
@@ -14,11 +15,17 @@ from rclpy.node import Node
 from jepa_common.conversions import msg_to_latent, stamp_to_sec
 from jepa_common.node import run_node
 from jepa_common.parameters import declare, declare_config
-from jepa_common.qos import LATCHED
+from jepa_common.qos import LATCHED, RELIABLE, SENSOR
 from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
-from jepa_interfaces.srv import SaveEpisodes
-from jepa_short_term_memory.bags import BagError, cost_terms_of, write_memory
-from jepa_short_term_memory.memory import TOPICS, MemoryConfig, ShortTermMemory, TransitionAssembler
+from jepa_interfaces.srv import SaveEpisodes, SavePlay
+from jepa_rosbag.recorder_node import bag_topic
+from jepa_short_term_memory.bags import BagError, cost_terms_of, write_memory, write_play
+from jepa_short_term_memory.memory import TOPICS, MemoryConfig, PlayRing, ShortTermMemory, TransitionAssembler
+from sensor_msgs.msg import Image, JointState
+
+# The raw play kept for re-calibrating perception: topic (relative, remappable) -> (message class, QoS).
+PLAY_TOPICS = {'camera/image_raw': (Image, SENSOR), 'joint_states': (JointState, SENSOR),
+               TOPICS['action']: (ActionStamped, RELIABLE)}
 
 
 class ShortTermMemoryNode(Node):
@@ -29,6 +36,8 @@ class ShortTermMemoryNode(Node):
                                      (0.01, 3600.0))
         self.memory = ShortTermMemory(config.capacity)
         self.assembler = TransitionAssembler(max_gap=config.max_gap)
+        self.play = PlayRing(config.play_seconds)
+        self.play_types: dict[str, str] = {}  # bag topic -> message type
         self.model_id = ''
         self.errors = 0
         # Messages heard per stream: a memory that hears latents but no costs records transitions nobody can
@@ -40,6 +49,12 @@ class ShortTermMemoryNode(Node):
         self.create_subscription(ActionStamped, TOPICS['action'], self.on_action, 10)
         self.create_subscription(CostTerms, TOPICS['cost'], self.on_cost, 10)
         self.create_service(SaveEpisodes, 'short_term_memory/save', self.on_save)
+        if config.play_seconds:
+            for topic, (cls, qos) in PLAY_TOPICS.items():
+                name = bag_topic(self.resolve_topic_name(topic), self.get_namespace())
+                self.play_types[name] = f'{cls.__module__.split(".")[0]}/msg/{cls.__name__}'
+                self.create_subscription(cls, topic, functools.partial(self.on_play, name), qos, raw=True)
+        self.create_service(SavePlay, 'short_term_memory/save_play', self.on_save_play)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(diagnostics_period, self.publish_diagnostics)
         self.get_logger().info(f'remembering up to {config.capacity} transitions')
@@ -82,6 +97,35 @@ class ShortTermMemoryNode(Node):
             self.assembler.cost(stamp_to_sec(msg.header.stamp), terms)
         self._guarded('cost', 'costs', handle)
 
+    def on_play(self, topic: str, data: bytes) -> None:
+        stamp = self.get_clock().now().nanoseconds
+        if stamp:  # use_sim_time before the first /clock: not yet on the play's time line
+            self.play.add(topic, stamp, data)
+
+    def on_save_play(self, request: SavePlay.Request, response: SavePlay.Response) -> SavePlay.Response:
+        path = os.path.abspath(os.path.expanduser(request.path)) if request.path else ''
+        counts = self.play.counts()
+        missing = [t for t in self.play_types if t not in counts]
+        if not path:
+            response.success, response.message = False, 'no path given'
+        elif not self.play_types:
+            response.success, response.message = False, 'play_seconds is 0: no play is kept'
+        elif missing:
+            response.success, response.message = False, (f'no play to save: nothing heard on {", ".join(missing)} '
+                                                          f'in the last {self.play.span_ns / 1e9:g} s')
+        else:
+            try:
+                response.messages = write_play(path, self.play, self.play_types)
+                response.seconds = self.play.seconds
+                response.success = True
+                response.message = f'wrote {response.messages} messages ({response.seconds:.1f} s of play) to {path}'
+                self.get_logger().info(response.message)
+            except BagError as exc:
+                response.success, response.message = False, str(exc)
+        if not response.success:
+            self.get_logger().error(f'save_play: {response.message}')
+        return response
+
     def on_save(self, request: SaveEpisodes.Request, response: SaveEpisodes.Response) -> SaveEpisodes.Response:
         path = os.path.abspath(os.path.expanduser(request.path)) if request.path else ''
         if not path:
@@ -111,6 +155,7 @@ class ShortTermMemoryNode(Node):
         status.values = [KeyValue(key=k, value=str(v)) for k, v in (
             ('transitions', len(self.memory)), ('capacity', self.memory.capacity), ('dropped', self.memory.dropped),
             ('episode', self.assembler.episode), *self.heard.items(),
+            ('play_seconds', f'{self.play.seconds:.1f}'), ('play_megabytes', f'{self.play.bytes / 1e6:.1f}'),
             ('bad_messages', self.errors))]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
