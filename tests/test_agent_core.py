@@ -389,6 +389,19 @@ def test_hand_reading_check_fires_on_a_drifted_reading_not_on_an_offset_a_glitch
     # after 5 new windows (and the cooldown).
     fired = feed(check, 50, lambda h, t: 1.6 * h, start=90)
     assert len(fired) == 2 and 100 <= fired[0] <= 106 and fired[1] - fired[0] >= 25, fired
+    # Resets teleport the hand between places the linear map reads with different offsets: a window ends at each
+    # jump, so the offsets' difference is not taken for a drift (without the cut it would be).
+    def teleporting(check):
+        fired = []
+        for t in np.arange(0, 60, 0.1):
+            place = int(t // 3.7) % 2
+            hand = np.array([0.4 + 0.3 * place + 0.1 * np.cos(t), 0.1 * np.sin(t), 0.2])
+            fired += [t] if check.observe(t, hand + 0.08 * place, hand) else []
+        return fired
+
+    resets = HandReadingCheck(window=5.0, windows=3, threshold=0.03, cooldown=0.0)
+    assert teleporting(resets) == [] and resets.counted >= 10
+    assert teleporting(HandReadingCheck(window=5.0, windows=3, threshold=0.03, cooldown=0.0, max_jump=10.0))
     # A still hand says nothing about the reading, however wrong.
     still = HandReadingCheck(window=5.0, windows=1, threshold=0.03, cooldown=0.0)
     assert feed(still, 30, lambda h, t: h + rng.normal(0, 0.1, 3), move=False) == [] and still.counted == 0

@@ -143,6 +143,9 @@ class Referee(Node):
         # into its record: when the agent adapted, against its success).
         self.adjustments: list[dict] = []
         self.create_subscription(String, 'configurator/adjustment', self._on_adjustment, 10)
+        # The configurator's hand-reading check, each judged window's gap (cm): how near a drift alarm the run came.
+        self.hand_reading: list[float] = []
+        self.create_subscription(String, 'configurator/hand_reading', self._on_hand_reading, 10)
         self.create_subscription(Clock, names['clock'], self._on_clock, 10)
         self.create_subscription(PoseStamped, names['ee_pose'], lambda m: setattr(self, 'ee', _position(m.pose)), 10)
         self.create_subscription(PoseStamped, names['cube_pose'], lambda m: setattr(self, 'cube', _position(m.pose)),
@@ -178,6 +181,12 @@ class Referee(Node):
             announced = {'unreadable': msg.data}
         self.adjustments.append({'kind': announced.get('kind', ''), 'installed': bool(announced.get('installed')),
                                  'sim_time': self.sim_time})
+
+    def _on_hand_reading(self, msg: String) -> None:
+        try:
+            self.hand_reading.append(float(json.loads(msg.data)['window_cm']))
+        except (ValueError, KeyError, TypeError):
+            pass
 
     def _on_clock(self, msg: Clock) -> None:
         self.sim_time = stamp_to_sec(msg.clock)
@@ -394,7 +403,8 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     else:
         policy = (OraclePolicy(goal, referee.kinematics.max_step) if condition == 'oracle'
                   else RandomPolicy(seed, referee.kinematics.max_step))
-    start_plans, start_latencies, start_adjustments = len(referee.plans), len(referee.latencies), len(referee.adjustments)
+    start_plans, start_latencies = len(referee.plans), len(referee.latencies)
+    start_adjustments, start_hand_reading = len(referee.adjustments), len(referee.hand_reading)
     start_distance = final_distance(goal, referee.ee, referee.cube)
     for step in range(steps):
         if policy is not None:
@@ -410,7 +420,8 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     distance = final_distance(goal, referee.ee, referee.cube)
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
             'start_distance_m': start_distance, 'steps': steps, 'plans': len(referee.plans) - start_plans,
-            'latencies': referee.latencies[start_latencies:], 'adjustments': referee.adjustments[start_adjustments:]}
+            'latencies': referee.latencies[start_latencies:], 'adjustments': referee.adjustments[start_adjustments:],
+            'hand_reading_cm': referee.hand_reading[start_hand_reading:]}
 
 
 # Wall clock, here: frame -> plan (the command goes out just before its plan), and its two parts.

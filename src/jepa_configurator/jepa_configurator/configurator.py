@@ -192,7 +192,9 @@ class HandReadingCheck:
     position the world model's effector map reads from each latent, against the one forward kinematics of the joint
     states measured at the latent's stamp. The map reads positions up to an offset, so each `window` of stamps is
     judged by its RMS gap after removing the window's own mean gap; a window counts only if the hand moved in it
-    (`min_motion`: a still hand reads right up to an offset whatever perception does). It fires when the median of
+    (`min_motion`: a still hand reads right up to an offset whatever perception does). A jump of the measured hand
+    that no action makes (`max_jump`: a reset teleports the arm) ends a window: across it the gap would measure how
+    far the linear map is from the encoder over the whole workspace, not whether perception drifted. It fires when the median of
     the last `windows` counted windows exceeds `threshold`: one window can be off through a glitch or an occlusion,
     a perception that drifted is off in most of them. At most once per `cooldown` s of stamps; a model put in
     service (`restart`) starts the count again.
@@ -203,6 +205,8 @@ class HandReadingCheck:
     window: float = setting(5.0, 's of stamps per judged window', (0.1, 3600.0))
     min_motion: float = setting(0.02, 'm: a window counts only if the measured hand positions spread this much (RMS)',
                                 (0.0, 1.0))
+    max_jump: float = setting(0.1, 'm between two consecutive measured hand positions that ends a window (a reset)',
+                              (0.0, 10.0))
     windows: int = setting(6, 'counted windows whose median gap is compared with the threshold', (1, 10_000))
     threshold: float = setting(0.03, 'm RMS: fires above this median gap (read less measured, offset removed)',
                                (0.0, 1.0))
@@ -210,6 +214,7 @@ class HandReadingCheck:
                               (0.0, 1e6))
     fired: int = 0
     counted: int = 0
+    last_window: float = math.nan
     last_median: float = math.nan
     highest_median: float = math.nan
     _samples: list = field(default_factory=list)
@@ -219,29 +224,33 @@ class HandReadingCheck:
     _last_fired: float = -math.inf
 
     def __post_init__(self):
-        if not (self.window > 0 and self.min_motion >= 0 and self.windows >= 1 and self.threshold > 0
-                and self.cooldown >= 0):
-            raise ValueError(f'the hand-reading check needs window > 0, min_motion >= 0, windows >= 1, threshold > 0 '
-                             f'and cooldown >= 0, got window {self.window}, min_motion {self.min_motion}, windows '
-                             f'{self.windows}, threshold {self.threshold}, cooldown {self.cooldown}')
+        if not (self.window > 0 and self.min_motion >= 0 and self.max_jump > 0 and self.windows >= 1
+                and self.threshold > 0 and self.cooldown >= 0):
+            raise ValueError(f'the hand-reading check needs window > 0, min_motion >= 0, max_jump > 0, windows >= 1, '
+                             f'threshold > 0 and cooldown >= 0, got window {self.window}, min_motion '
+                             f'{self.min_motion}, max_jump {self.max_jump}, windows {self.windows}, threshold '
+                             f'{self.threshold}, cooldown {self.cooldown}')
 
     def restart(self) -> None:
         """Start counting again (a new model is in service: the gaps of the one it replaced say nothing about it)."""
         self._samples, self._errors, self._window_start = [], deque(), math.nan
 
     def observe(self, stamp: float, read: np.ndarray, measured: np.ndarray) -> bool:
-        """One latent's hand reading and the measured hand position at its stamp (seconds; metres)."""
+        """One latent's hand reading and the measured hand position at its stamp (seconds; metres). True when the
+        check fires; `last_window` is the gap of a window this sample closed (nan if none was judged)."""
+        self.last_window = math.nan
         if not self.enabled or not (np.all(np.isfinite(read)) and np.all(np.isfinite(measured))):
             return False
         if stamp < self._last_stamp:  # time restarted (a replay, a simulator reset): so do windows and cooldown
             self.restart()
             self._last_fired = -math.inf
         self._last_stamp = stamp
+        read, measured = np.asarray(read, float), np.asarray(measured, float)
         fired = False
-        if not stamp - self._window_start < self.window:
+        jumped = bool(self._samples) and np.linalg.norm(measured - self._samples[-1][3:]) > self.max_jump
+        if jumped or not stamp - self._window_start < self.window:
             fired = self._close_window(stamp)
             self._samples, self._window_start = [], stamp
-        read, measured = np.asarray(read, float), np.asarray(measured, float)
         self._samples.append(np.concatenate([read - measured, measured]))  # the gap, and where the hand was
         return fired
 
@@ -253,10 +262,12 @@ class HandReadingCheck:
         if np.sqrt(((measured - measured.mean(0)) ** 2).sum(1).mean()) < self.min_motion:
             return False
         self.counted += 1
-        self._errors.append(float(np.sqrt(((gaps - gaps.mean(0)) ** 2).sum(1).mean())))
+        self.last_window = float(np.sqrt(((gaps - gaps.mean(0)) ** 2).sum(1).mean()))
+        self._errors.append(self.last_window)
         while len(self._errors) > self.windows:
             self._errors.popleft()
         if len(self._errors) < self.windows:
+            self.last_median = math.nan
             return False
         self.last_median = float(np.median(self._errors))
         self.highest_median = self.last_median if math.isnan(self.highest_median) else \

@@ -20,7 +20,8 @@
 - jepa/latent and joint_states: the hand-reading check (`hand_reading.*`, configurator.HandReadingCheck) compares
   where the effector map of the model in service reads the hand in each latent with where forward kinematics of the
   joint states at the latent's stamp put it. When perception has drifted (most recent windows off by more than
-  `hand_reading.threshold`) and the task's adjustments include `encoder`, the short-term memory's recent raw play
+  `hand_reading.threshold`; each judged window is published on configurator/hand_reading, std_msgs/String JSON:
+  stamp, window_cm, median_cm) and the task's adjustments include `encoder`, the short-term memory's recent raw play
   is saved to a bag (short_term_memory/save_play) and, in the same worker, the encoder is re-calibrated on it
   (`encoder_tuning.*`, adjust_encoder) and installed through the `world_model` node as above; announced on
   configurator/adjustment as kind `encoder`.
@@ -33,6 +34,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import json
+import math
 import os
 import threading
 import time
@@ -164,6 +166,7 @@ class ConfiguratorNode(Node):
 
         self.goal_image_pub = self.create_publisher(Image, 'jepa/goal_image', LATCHED)
         self.adjustment_pub = self.create_publisher(String, 'configurator/adjustment', 10)
+        self.hand_reading_pub = self.create_publisher(String, 'configurator/hand_reading', 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Responses must be handled while a service callback awaits them: a group of their own, reentrant.
         responses = ReentrantCallbackGroup()
@@ -410,7 +413,13 @@ class ConfiguratorNode(Node):
         if z.shape != (weight.shape[1],):
             return
         measured = self.kinematics.fk(self.joint_history[nearest][1])
-        if self.hand_reading.observe(stamp, (weight @ z) * scale, measured):
+        fired = self.hand_reading.observe(stamp, (weight @ z) * scale, measured)
+        if math.isfinite(self.hand_reading.last_window):
+            self.hand_reading_pub.publish(String(data=json.dumps({
+                'stamp': stamp, 'window_cm': round(self.hand_reading.last_window * 100, 3),
+                'median_cm': round(self.hand_reading.last_median * 100, 3)
+                if math.isfinite(self.hand_reading.last_median) else None})))
+        if fired:
             self.counts['hand_reading_triggers'] += 1
             reason = (f'the hand read from the latents is {self.hand_reading.last_median * 100:.1f} cm (median over '
                       f'{self.hand_reading.windows} windows of {self.hand_reading.window:g} s) from where the joints '
