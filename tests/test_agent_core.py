@@ -389,6 +389,10 @@ def test_hand_reading_check_fires_on_a_drifted_reading_not_on_an_offset_a_glitch
     # after 5 new windows (and the cooldown).
     fired = feed(check, 50, lambda h, t: 1.6 * h, start=90)
     assert len(fired) == 2 and 100 <= fired[0] <= 106 and fired[1] - fired[0] >= 25, fired
+    # The drift began with the oldest window above the threshold of the first firing (within a window of the true
+    # start), and stays there while the same model is in service: later play adds to what a re-calibration learns
+    # from.
+    assert 85 <= check.drift_since <= 91
     # Resets teleport the hand between places the linear map reads with different offsets: a window ends at each
     # jump, so the offsets' difference is not taken for a drift (without the cut it would be).
     def teleporting(check):
@@ -407,6 +411,7 @@ def test_hand_reading_check_fires_on_a_drifted_reading_not_on_an_offset_a_glitch
     assert feed(still, 30, lambda h, t: h + rng.normal(0, 0.1, 3), move=False) == [] and still.counted == 0
     # Time restarting (a replay) or a new model in service starts the count again.
     check.restart()
+    assert math.isnan(check.drift_since)
     assert feed(check, 12, lambda h, t: 1.6 * h, start=200) == []
     with pytest.raises(ValueError, match='threshold'):
         HandReadingCheck(threshold=0.0)
@@ -418,7 +423,8 @@ def test_play_ring_keeps_the_last_seconds_and_restarts_with_time():
     for i in range(50):  # 10 Hz for 5 s
         ring.add('/camera/image_raw' if i % 2 else '/joint_states', i * 100_000_000, bytes(10))
     assert ring.seconds == pytest.approx(2.0) and len(ring) == 21 and ring.bytes == 210
-    assert ring.counts() == {'/camera/image_raw': 11, '/joint_states': 10}  # messages 29..49
+    assert PlayRing.counts(ring.since()) == {'/camera/image_raw': 11, '/joint_states': 10}  # messages 29..49
+    assert len(ring.since(4_500_000_000)) == 5 and PlayRing.span(ring.since(4_500_000_000)) == pytest.approx(0.4)
     ring.add('/joint_states', 0, b'x')  # the clock restarted: what came before is another stretch of time
     assert len(ring) == 1 and ring.restarts == 1
     none = PlayRing(seconds=0.0)

@@ -476,9 +476,9 @@ def test_repeated_surprise_adjusts_the_world_model_and_installs_it(ros_graph, ch
 def test_a_drifted_hand_reading_saves_the_recent_play_and_recalibrates_the_encoder(ros_graph, checkpoint, tmp_path):
     """Perception stand-in: latents whose effector-map reading is where the joints put the hand (up to an offset),
     then latents that read the hand's motion 2.5x too large (a camera that moved). The configurator's hand-reading
-    check stays quiet through the first and fires in the second; the short-term memory writes the camera frames,
-    joint states and actions of the last seconds to a play bag, and the encoder is re-calibrated on it, the outcome
-    announced. Windows of 1 s, 3 of them, so the test runs in seconds (the hand moves a few cm in a window:
+    check stays quiet through the first and fires in the second; once 5 s of play since the drift began are kept,
+    the short-term memory writes those camera frames, joint states and actions (not the earlier ones) to a play bag,
+    and the encoder is re-calibrated on it, the outcome announced. Windows of 1 s, 3 of them, so the test runs in seconds (the hand moves a few cm in a window:
 threshold 1 cm); 4 fine-tuning steps."""
     from jepa_interfaces.srv import SavePlay
     from jepa_world_model.model import load_checkpoint
@@ -494,7 +494,7 @@ threshold 1 cm); 4 fine-tuning steps."""
     configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
         'configure_nodes': [''], 'checkpoint': path, 'work_dir': str(tmp_path / 'agent'),
         'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.cooldown': 60.0,
-        'hand_reading.threshold': 0.01,
+        'hand_reading.threshold': 0.01, 'hand_reading.min_play': 5.0,
         'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2})
     node = ros_graph.node
     latent_pub = node.create_publisher(LatentState, '/jepa/latent', 10)
@@ -546,7 +546,7 @@ threshold 1 cm); 4 fine-tuning steps."""
     assert len(bags) == 1
     from jepa_world_model.dataset import load_bag
     ticks = load_bag(bags[0], cache_dir=tmp_path / 'cache')
-    assert len(ticks) > 50 and ticks.images.shape[1:] == (64, 64, 3)
+    assert 30 <= len(ticks) <= 90 and ticks.images.shape[1:] == (64, 64, 3)  # of 120 ticks played
     for process in (memory, configurator):
         assert process.stop() == 0
 

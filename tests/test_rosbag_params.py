@@ -7,7 +7,8 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.parameter import Parameter
 
 from jepa_rosbag.recorder import RecorderConfig, RecorderError
-from jepa_rosbag.recorder_node import RecorderNode, bag_topic
+from jepa_rosbag.recorder import bag_topic
+from jepa_rosbag.recorder_node import RecorderNode
 from jepa_rosbag.replay import DISCOVERY_TIMEOUT_S, parser, wait_for_discovery
 
 

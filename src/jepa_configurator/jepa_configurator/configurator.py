@@ -197,7 +197,9 @@ class HandReadingCheck:
     far the linear map is from the encoder over the whole workspace, not whether perception drifted. It fires when the median of
     the last `windows` counted windows exceeds `threshold`: one window can be off through a glitch or an occlusion,
     a perception that drifted is off in most of them. At most once per `cooldown` s of stamps; a model put in
-    service (`restart`) starts the count again.
+    service (`restart`) starts the count again. `drift_since` is when the drift began, as far as the windows tell:
+    the start of the oldest window above the threshold among those of the first firing since the model in service
+    came (the play a re-calibration learns from starts there).
 
     Prediction error cannot see this drift: the predictor still predicts latents from latents, and the plan still
     lands where it was predicted to; only the arm's own joints tell that the latents place the hand wrong."""
@@ -212,11 +214,14 @@ class HandReadingCheck:
                                (0.0, 1.0))
     cooldown: float = setting(120.0, 's of stamps between two firings (a re-calibration takes about a minute)',
                               (0.0, 1e6))
+    min_play: float = setting(60.0, 's of play since the drift began that a re-calibration waits for (what it learns '
+                              'from; the short-term memory\'s play_seconds must hold it)', (0.0, 3600.0))
     fired: int = 0
     counted: int = 0
     last_window: float = math.nan
     last_median: float = math.nan
     highest_median: float = math.nan
+    drift_since: float = math.nan
     _samples: list = field(default_factory=list)
     _errors: deque = field(default_factory=deque)
     _window_start: float = math.nan
@@ -225,15 +230,15 @@ class HandReadingCheck:
 
     def __post_init__(self):
         if not (self.window > 0 and self.min_motion >= 0 and self.max_jump > 0 and self.windows >= 1
-                and self.threshold > 0 and self.cooldown >= 0):
+                and self.threshold > 0 and self.cooldown >= 0 and self.min_play >= 0):
             raise ValueError(f'the hand-reading check needs window > 0, min_motion >= 0, max_jump > 0, windows >= 1, '
-                             f'threshold > 0 and cooldown >= 0, got window {self.window}, min_motion '
+                             f'threshold > 0, cooldown >= 0 and min_play >= 0, got window {self.window}, min_motion '
                              f'{self.min_motion}, max_jump {self.max_jump}, windows {self.windows}, threshold '
-                             f'{self.threshold}, cooldown {self.cooldown}')
+                             f'{self.threshold}, cooldown {self.cooldown}, min_play {self.min_play}')
 
     def restart(self) -> None:
         """Start counting again (a new model is in service: the gaps of the one it replaced say nothing about it)."""
-        self._samples, self._errors, self._window_start = [], deque(), math.nan
+        self._samples, self._errors, self._window_start, self.drift_since = [], deque(), math.nan, math.nan
 
     def observe(self, stamp: float, read: np.ndarray, measured: np.ndarray) -> bool:
         """One latent's hand reading and the measured hand position at its stamp (seconds; metres). True when the
@@ -263,18 +268,20 @@ class HandReadingCheck:
             return False
         self.counted += 1
         self.last_window = float(np.sqrt(((gaps - gaps.mean(0)) ** 2).sum(1).mean()))
-        self._errors.append(self.last_window)
+        self._errors.append((self._window_start, self.last_window))
         while len(self._errors) > self.windows:
             self._errors.popleft()
         if len(self._errors) < self.windows:
             self.last_median = math.nan
             return False
-        self.last_median = float(np.median(self._errors))
+        self.last_median = float(np.median([error for _, error in self._errors]))
         self.highest_median = self.last_median if math.isnan(self.highest_median) else \
             max(self.highest_median, self.last_median)
         if self.last_median > self.threshold and stamp - self._last_fired >= self.cooldown:
             self.fired += 1
             self._last_fired = stamp
+            if math.isnan(self.drift_since):
+                self.drift_since = min(start for start, error in self._errors if error > self.threshold)
             self._errors.clear()
             return True
         return False

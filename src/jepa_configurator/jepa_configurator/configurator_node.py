@@ -21,8 +21,9 @@
   where the effector map of the model in service reads the hand in each latent with where forward kinematics of the
   joint states at the latent's stamp put it. When perception has drifted (most recent windows off by more than
   `hand_reading.threshold`; each judged window is published on configurator/hand_reading, std_msgs/String JSON:
-  stamp, window_cm, median_cm) and the task's adjustments include `encoder`, the short-term memory's recent raw play
-  is saved to a bag (short_term_memory/save_play) and, in the same worker, the encoder is re-calibrated on it
+  stamp, window_cm, median_cm) and the task's adjustments include `encoder`, the short-term memory's raw play since
+  the drift began is saved to a bag once `hand_reading.min_play` s of it are kept (short_term_memory/save_play) and,
+  in the same worker, the encoder is re-calibrated on it
   (`encoder_tuning.*`, adjust_encoder) and installed through the `world_model` node as above; announced on
   configurator/adjustment as kind `encoder`.
 - The model in service is `checkpoint` ('' = the shipped default) until world_model/model_version announces
@@ -54,7 +55,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from jepa_actor.actor import normalize_mode
-from jepa_common.conversions import image_to_rgb, joint_positions, msg_to_latent, rgb_to_image, stamp_to_sec
+from jepa_common.conversions import image_to_rgb, joint_positions, msg_to_latent, rgb_to_image, sec_to_stamp, \
+    stamp_to_sec
 from jepa_common.node import run_node
 from jepa_common.parameters import changed_config, declare, declare_config, declare_kinematics, result
 from jepa_common.qos import LATCHED, RELIABLE, SENSOR
@@ -425,21 +427,38 @@ class ConfiguratorNode(Node):
                       f'{self.hand_reading.windows} windows of {self.hand_reading.window:g} s) from where the joints '
                       f'put it, above {self.hand_reading.threshold * 100:g} cm')
             self.get_logger().warn(f'perception has drifted from the arm: {reason}')
-            self.executor.create_task(self.recalibrate(reason, self.task))
+            self.start_recalibration(reason, self.task, stamp)
 
-    async def recalibrate(self, reason: str, task: str) -> None:
-        """Saves the recent raw play and re-calibrates the encoder on it, if `task` (the task the drift was seen
-        in) adjusts the encoder."""
+    def start_recalibration(self, reason: str, task: str, stamp: float) -> None:
+        """Re-calibrate the encoder on the play since the drift began, if `task` (the task the drift was seen in)
+        adjusts the encoder: at once if `hand_reading.min_play` s of it are kept, else once they are."""
         if 'encoder' not in self.profiles[task].adjust:
             return self.event(f'perception has drifted ({reason}); task {task} does not adjust the encoder')
         if self._adjusting:
             return self.event(f'perception has drifted ({reason}); an adjustment is already running')
         self._adjusting = True
+        since = self.hand_reading.drift_since
+        wait = since + self.hand_reading.min_play - stamp
+        if wait <= 0:
+            self.executor.create_task(self.recalibrate(reason, since))
+            return
+        self.event(f'perception has drifted ({reason}) since {since:.1f} s: re-calibrating in {wait:.0f} s, on '
+                   f'{self.hand_reading.min_play:g} s of play since then')
+        timer = None
+
+        def due() -> None:
+            self.destroy_timer(timer)
+            self.executor.create_task(self.recalibrate(reason, since))
+        timer = self.create_timer(wait, due)
+
+    async def recalibrate(self, reason: str, since: float) -> None:
+        """Saves the raw play since `since` (s, the drift's start) and re-calibrates the encoder on it."""
         tag = time.strftime(f'%Y%m%d-%H%M%S-{os.getpid()}-e{self.hand_reading.fired}')
         bag = self.work_dir / 'play' / f'drift-{tag}'
         bag.parent.mkdir(parents=True, exist_ok=True)
         try:
-            saved = await self.call(self.save_play_client, SavePlay.Request(path=str(bag)), 'short_term_memory/save_play')
+            saved = await self.call(self.save_play_client, SavePlay.Request(path=str(bag), since=sec_to_stamp(since)),
+                                    'short_term_memory/save_play')
         except ValueError as exc:
             self._adjusting = False
             return self.adjustment_failed(f'cannot save the recent play: {exc}')

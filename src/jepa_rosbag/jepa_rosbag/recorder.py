@@ -46,6 +46,14 @@ DEFAULT_TOPICS = [
 ]
 
 
+def bag_topic(topic: str, namespace: str) -> str:
+    """The name a bag records a fully qualified topic under: without the recording node's namespace (a bag of one
+    arm reads like any other, whichever namespace it was recorded in)."""
+    if namespace not in ('', '/') and topic.startswith(namespace + '/'):
+        return topic[len(namespace):]
+    return topic
+
+
 @dataclass
 class RecorderConfig:
     """recorder_node's settings (its parameters, all read-only: a recording is configured once, at start)."""

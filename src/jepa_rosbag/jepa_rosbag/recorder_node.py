@@ -21,14 +21,7 @@ from jepa_common.parameters import declare_config
 
 from .endpoints import message_class, qos_from_rclpy, subscription_qos
 from .recorder import BagRecorder, RecorderConfig, RecorderError, RecordingQueue, RecordingSummary, \
-    RecordingWindow, SequenceGaps
-
-
-def bag_topic(topic: str, namespace: str) -> str:
-    """The name a bag records a fully qualified topic under: without the recorder's namespace."""
-    if namespace not in ('', '/') and topic.startswith(namespace + '/'):
-        return topic[len(namespace):]
-    return topic
+    RecordingWindow, SequenceGaps, bag_topic
 
 
 class RecorderNode(Node):

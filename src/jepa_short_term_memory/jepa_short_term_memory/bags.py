@@ -14,8 +14,7 @@ from jepa_rosbag.recorder import BagRecorder, RecorderError
 from rclpy.serialization import serialize_message
 
 from jepa_common.conversions import latent_to_msg, msg_to_latent, sec_to_stamp, stamp_to_sec
-from jepa_short_term_memory.memory import COST_FIELDS, TOPICS, MemoryConfig, PlayRing, ShortTermMemory, \
-    TransitionAssembler
+from jepa_short_term_memory.memory import COST_FIELDS, TOPICS, MemoryConfig, ShortTermMemory, TransitionAssembler
 
 __all__ = ['BagError', 'read_memory', 'write_memory', 'write_play']
 
@@ -84,10 +83,9 @@ def write_memory(path: str | Path, memory: ShortTermMemory, model_id: str = '') 
     return len(memory)
 
 
-def write_play(path: str | Path, ring: PlayRing, types: dict[str, str]) -> int:
-    """Write the ring's raw messages to a new mcap bag at path, each topic with its message type (`types`: bag
-    topic -> type name), as a recorder would have; returns the count."""
-    messages = list(ring.messages)  # a snapshot: the node keeps adding while this writes
+def write_play(path: str | Path, messages: list[tuple[str, int, bytes]], types: dict[str, str]) -> int:
+    """Write raw messages (bag topic, receive time ns, serialized bytes; a PlayRing's) to a new mcap bag at path,
+    each topic with its message type (`types`: bag topic -> type name), as a recorder would have; -> the count."""
     try:
         recorder = BagRecorder(path)
         try:

@@ -148,14 +148,24 @@ class PlayRing:
         self.messages.clear()
         self.bytes = 0
 
+    def since(self, time_ns: int = 0) -> list[tuple[str, int, bytes]]:
+        """The messages received at or after time_ns, oldest first (a copy: the ring goes on filling)."""
+        return [m for m in self.messages if m[1] >= time_ns]
+
+    @staticmethod
+    def span(messages: list[tuple[str, int, bytes]]) -> float:
+        """The time messages span, s."""
+        return (messages[-1][1] - messages[0][1]) / 1e9 if messages else 0.0
+
     @property
     def seconds(self) -> float:
         """The time the ring spans, s."""
-        return (self.messages[-1][1] - self.messages[0][1]) / 1e9 if self.messages else 0.0
+        return self.span([self.messages[0], self.messages[-1]]) if self.messages else 0.0
 
-    def counts(self) -> dict[str, int]:
+    @staticmethod
+    def counts(messages: list[tuple[str, int, bytes]]) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for topic, _, _ in self.messages:
+        for topic, _, _ in messages:
             counts[topic] = counts.get(topic, 0) + 1
         return counts
 

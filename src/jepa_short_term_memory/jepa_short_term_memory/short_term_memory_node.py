@@ -4,6 +4,11 @@ Subscribes jepa/latent, jepa/action, jepa/cost, jepa/prediction, jepa/goal_laten
 transitions (none across frames perception refused: it publishes no latent for them, and the gap ends the
 episode, memory.TransitionAssembler); short_term_memory/save (SaveEpisodes) writes them to a new
 rosbag2 bag, which is how the critic and the world model get them (`jepa train-critic --bag`).
+
+It also keeps the last `play_seconds` of raw play: camera/image_raw, joint_states and jepa/action, serialized as
+received (never deserialized); short_term_memory/save_play (SavePlay) writes them (those received since the
+request's `since`) to a new play bag, each topic named as a recorder in this namespace names it: the play perception
+is re-calibrated on (the configurator's hand-reading check, `jepa adjust-encoder`).
 """
 import functools
 import os
@@ -18,7 +23,7 @@ from jepa_common.parameters import declare, declare_config
 from jepa_common.qos import LATCHED, RELIABLE, SENSOR
 from jepa_interfaces.msg import ActionStamped, CostTerms, LatentState
 from jepa_interfaces.srv import SaveEpisodes, SavePlay
-from jepa_rosbag.recorder_node import bag_topic
+from jepa_rosbag.recorder import bag_topic
 from jepa_short_term_memory.bags import BagError, cost_terms_of, write_memory, write_play
 from jepa_short_term_memory.memory import TOPICS, MemoryConfig, PlayRing, ShortTermMemory, TransitionAssembler
 from sensor_msgs.msg import Image, JointState
@@ -104,19 +109,22 @@ class ShortTermMemoryNode(Node):
 
     def on_save_play(self, request: SavePlay.Request, response: SavePlay.Response) -> SavePlay.Response:
         path = os.path.abspath(os.path.expanduser(request.path)) if request.path else ''
-        counts = self.play.counts()
+        since = stamp_to_sec(request.since)
+        messages = self.play.since(int(round(since * 1e9)))
+        counts = PlayRing.counts(messages)
         missing = [t for t in self.play_types if t not in counts]
         if not path:
             response.success, response.message = False, 'no path given'
         elif not self.play_types:
             response.success, response.message = False, 'play_seconds is 0: no play is kept'
         elif missing:
-            response.success, response.message = False, (f'no play to save: nothing heard on {", ".join(missing)} '
-                                                          f'in the last {self.play.span_ns / 1e9:g} s')
+            response.success, response.message = False, (
+                f'no play to save: nothing heard on {", ".join(missing)} in the last {self.play.span_ns / 1e9:g} s'
+                + (f' since {since:.3f} s' if since else ''))
         else:
             try:
-                response.messages = write_play(path, self.play, self.play_types)
-                response.seconds = self.play.seconds
+                response.messages = write_play(path, messages, self.play_types)
+                response.seconds = PlayRing.span(messages)
                 response.success = True
                 response.message = f'wrote {response.messages} messages ({response.seconds:.1f} s of play) to {path}'
                 self.get_logger().info(response.message)
