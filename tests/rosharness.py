@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,12 +61,16 @@ class NodeProcess:
         return self.log_path.read_text(errors='replace')
 
     def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT, and SIGKILL after `timeout`; -> the exit status. One that did not stop first prints every thread's
+        stack into its log (run_node does on SIGUSR1): what kept it from stopping."""
         self.stopped = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(2.0)
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()

@@ -7,8 +7,9 @@ import pytest
 import yaml
 from rosbags.highlevel import AnyReader
 
+from jepa_rosbag.recorder import BagRecorder
 from jepa_rosbag.typestore import jepa_typestore
-from jepa_bringup.collect import RECORDED_TOPICS, bag_topic, collection_graph, main
+from jepa_bringup.collect import RECORDED_TOPICS, _incomplete_bag, bag_topic, collection_graph, main
 from jepa_sim.perturbation import named_perturbation
 from rosharness import REPO, VENV_BIN, ros_env
 
@@ -36,6 +37,16 @@ def test_a_perturbation_reaches_the_sim_node_and_only_it():
     assert moved['sim']['perturb_camera_shift'] == [0.03, 0.0, 0.0] and moved['sim']['perturb_arm_tracking'] == 0.65
     assert {name: p for name, p in moved.items() if name != 'sim'} == \
         {name: p for name, p in nominal.items() if name != 'sim'}
+
+
+def test_a_bag_the_recorder_did_not_close_or_left_empty_fails_the_collection_by_name(tmp_path):
+    bag = BagRecorder(tmp_path / 'play')
+    bag.add_topic('/jepa/action', 'jepa_interfaces/msg/ActionStamped')
+    killed = _incomplete_bag(bag.path, -9)  # the recorder was killed before it closed the bag
+    assert f'did not close bag {bag.path} (killed by SIGKILL)' in killed and '--reindex' in killed
+    bag.close()  # nothing was written: no storage file
+    assert f'bag {bag.path} holds no message' in _incomplete_bag(bag.path, 0)
+    assert 'does not exist' in _incomplete_bag(tmp_path / 'never_made', 0)
 
 
 @pytest.mark.integration

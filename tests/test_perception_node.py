@@ -234,4 +234,6 @@ def test_latents_goal_latent_determinism_bad_images_and_reload(ros_graph, tmp_pa
         return {k: int(v) for k, v in values[-1].items() if k.startswith('refused_')} if values else {}
     ros_graph.spin_until(lambda: all(refused().get(f'refused_{kind}', 0) >= 1
                                      for kind in ('size', 'frozen', 'statistics')), 10, 'refusals counted on /diagnostics')
-    assert perception.alive() and perception.stop() == 0
+    assert perception.alive()
+    code = perception.stop()
+    assert code == 0, f'exit {code} on SIGINT:\n{perception.output()[-3000:]}'

@@ -59,7 +59,8 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.collect import (BabblingConfig, BabblingPolicy, CollectStats, _bag_summary, _Children,
-                                  _failed_on_interrupt_or_exit, _recorder_ready, episode_length, episode_seeds)
+                                  _exit_status, _failed_on_interrupt_or_exit, _recorder_ready, episode_length,
+                                  episode_seeds)
 from jepa_bringup.graph import GraphError, GraphFile, load_preset
 from jepa_common.conversions import joint_target_trajectory
 from jepa_common.kinematics import ArmKinematics
@@ -718,8 +719,7 @@ def run(args) -> int:
         if collector is not None:
             collector.destroy_node()
         rclpy.try_shutdown()
-        if children is not None:
-            children.stop()
+        bag_problem = children.stop() if children is not None else ''
     wall = time.monotonic() - wall_start
     stats = collector.stats if collector is not None else ArmCollectStats()
     print(f'played {play.played_seconds / 60:.2f} minutes ({play.episodes_done} episodes, {stats.actions} actions) in '
@@ -735,7 +735,4 @@ def run(args) -> int:
     if out.exists():
         print(_bag_summary(out, setup.required_topics()))
         print(f'train on it with: {setup.train_command(str(out))}')
-    if error:
-        print(f'jepa collect: {error}', file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(error, bag_problem)

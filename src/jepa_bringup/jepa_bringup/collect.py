@@ -587,6 +587,26 @@ def collection_graph(real_time_factor: float, seed: int, sim_camera: str,
     return specs
 
 
+# How long recorder_node may take to close its bag once asked to stop: its writer thread first writes what it still
+# holds (up to its max_backlog_mb), then closes the open split and rewrites metadata.yaml.
+RECORDER_CLOSE_TIMEOUT_S = 60.0
+
+
+def _incomplete_bag(bag: Path, recorder_exit: int) -> str | None:
+    """Why the bag recorder_node wrote is not complete, or None: the recorder did not exit cleanly (killed before it
+    closed the bag, or failed), or the bag does not read back or holds no message."""
+    from jepa_rosbag.reader import BagError, BagReader, reindex_hint
+    if recorder_exit != 0:
+        return (f'recorder_node did not close bag {bag} ({describe_exit(recorder_exit)}): its metadata.yaml lists '
+                f'only the splits closed before; {reindex_hint(bag)}')
+    try:
+        with BagReader(bag) as reader:
+            count = reader.message_count
+    except BagError as e:
+        return str(e)
+    return None if count else f'bag {bag} holds no message: its metadata.yaml lists no storage file with messages'
+
+
 class _Children:
     """The arm's nodes (sim_node and safety_node: collection_graph's specs; on an arm the gate and fake_arm_node,
     or none) and recorder_node, each its own process (so the recorder's disk work and the simulator never hold up
@@ -594,6 +614,7 @@ class _Children:
 
     def __init__(self, specs: list, bag: Path, compression: str, log_path: Path, topics: list | None = None,
                  use_sim_time: bool = True):
+        self.bag = bag
         # Bag timestamps in sim time, like the message stamps, so that a replay's /clock matches them.
         self.recorder = NodeSpec('recorder', 'jepa_rosbag', 'recorder_node',
                                  params_files=[os.path.join(package_share('jepa_bringup'), 'config', 'recorder.yaml')],
@@ -620,23 +641,26 @@ class _Children:
                 return f'{node.spec.name} exited ({describe_exit(node.proc.returncode)}):\n{tail}'
         return None
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the recorder first (it closes the bag), then the arm; SIGINT each (clean DDS shutdown), SIGKILL
-        what still runs after timeout."""
-        for group in (self.nodes[-1:], self.nodes[:-1]):
+    def stop(self, timeout: float = 20.0) -> str | None:
+        """Stop the recorder first and wait for it to close the bag (RECORDER_CLOSE_TIMEOUT_S at most), then the
+        arm; SIGINT each (clean DDS shutdown), SIGKILL what still runs after its time. -> why the bag is not
+        complete, or None."""
+        recorder = self.nodes[-1]
+        for group, limit in (([recorder], RECORDER_CLOSE_TIMEOUT_S), (self.nodes[:-1], timeout)):
             for node in group:
                 node.signal(signal.SIGINT)
-            end = time.monotonic() + timeout
+            end = time.monotonic() + limit
             for node in group:
                 if node.proc.poll() is None:
                     try:
                         node.proc.wait(max(0.1, end - time.monotonic()))
                     except subprocess.TimeoutExpired:
-                        self.log.write(f'{node.spec.name} did not stop within {timeout} s: killing it\n')
+                        self.log.write(f'{node.spec.name} did not stop within {limit:g} s: killing it\n')
                         node.signal(signal.SIGKILL)
                         node.proc.wait()
                 node.finish_output()
         self.log.close()
+        return _incomplete_bag(self.bag, recorder.proc.returncode)
 
 
 # Topics only our simulator publishes: a second publisher means another graph shares the domain.
@@ -792,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         if collector is not None:
             collector.destroy_node()
         rclpy.try_shutdown()
-        children.stop()
+        bag_problem = children.stop()
     stats = collector.stats if collector is not None else CollectStats()
     played = collector.played_seconds if collector is not None else 0.0
     print(f'played {played / 60:.2f} sim minutes ({stats.episodes} episodes, {stats.ticks} actions) in '
@@ -809,10 +833,15 @@ def main(argv: list[str] | None = None) -> int:
     if stats.foreign_publishers:
         print(f'jepa collect: WARNING: another graph published on {sorted(stats.foreign_publishers)} in ROS_DOMAIN_ID '
               f'{domain_id} during the collection; its messages may be mixed into the bag', file=sys.stderr)
-    if error:
-        print(f'jepa collect: {error}', file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(error, bag_problem)
+
+
+def _exit_status(*problems: str | None) -> int:
+    """Name each problem of a collection (what stopped it, what is wrong with its bag) -> the exit status."""
+    problems = [p for p in problems if p]
+    for problem in problems:
+        print(f'jepa collect: {problem}', file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == '__main__':

@@ -1,13 +1,18 @@
 """Entry-point helper shared by every node executable: init, spin, clean shutdown on Ctrl-C / SIGTERM."""
+import faulthandler
 import signal
 import sys
 import threading
+import time
 from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+# How often the main thread looks whether a stop signal came or the executor ended.
+STOP_POLL_S = 0.05
 
 
 def run_node(make_node: Callable[[], Node], args=None) -> int:
@@ -19,10 +24,19 @@ def run_node(make_node: Callable[[], Node], args=None) -> int:
     signals are handled at once (a main thread blocked inside rcl's wait would see them only when the next
     callback fires). SIGTERM takes the same path as SIGINT, so launchers and Docker stop nodes cleanly and
     leave no DDS shared-memory files behind.
+
+    The signal handlers only note the signal; the main thread polls for it. A Python signal handler runs in the
+    main thread between two of its bytecodes, also while that thread holds a lock: a handler that took one
+    (threading.Event.set() takes the event's condition lock, which the main thread holds for a moment on every
+    Event.wait) would then wait for the main thread, that is for itself, and the node would never stop.
+
+    SIGUSR1 prints every thread's Python stack to stderr and the node runs on: what a node that does not stop
+    is doing (the test harness asks before it kills one).
     """
-    stop = threading.Event()
+    signals: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda number, _: signals.append(number))
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Jazzy's rclpy.init() is not yet a context manager (it is from Kilted on), hence try/finally.
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     failure: list[BaseException] = []
@@ -30,6 +44,8 @@ def run_node(make_node: Callable[[], Node], args=None) -> int:
         node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        # Set by the main thread on a signal, or by the spinner when the executor ended on its own.
+        stop = threading.Event()
 
         def spin() -> None:
             # spin_once with a timeout, not spin(): the executor is shut down only once this loop has left it.
@@ -51,8 +67,10 @@ def run_node(make_node: Callable[[], Node], args=None) -> int:
 
         spinner = threading.Thread(target=spin, name='executor', daemon=True)
         spinner.start()
-        while not stop.wait(0.5):
-            pass
+        # Event.is_set() takes no lock.
+        while not signals and not stop.is_set():
+            time.sleep(STOP_POLL_S)
+        stop.set()
         # The callback in flight finishes first; then no callback runs, so close() never races one; the
         # context is still valid, so close() can publish.
         spinner.join(timeout=5.0)
