@@ -353,7 +353,12 @@ class ConfiguratorNode(Node):
         self.hand_reading.restart()
         self.effector_map = None
         if self.hand_reading.enabled:
-            model = load_checkpoint(path)
+            try:
+                model = load_checkpoint(path)
+            except CheckpointError as exc:
+                self.get_logger().error(f'cannot load the effector map of {path}: {exc}; the hand reading is not '
+                                        'checked until a usable world model is in service')
+                return
             translation = model.config.translation_dims
             self.effector_map = (model.inverse_translation.weight.detach().numpy().astype(float),
                                  model.action_scale[:translation].numpy().astype(float))
