@@ -26,10 +26,13 @@ def main() -> int:
         report = json.load(open(path))
         episodes = report['tasks'][args.task]['conditions']['mode2']['per_episode']
         success = [int(e['success']) for e in episodes]
-        perturbed = [e.get('perturbed', True) for e in episodes]
+        # A run without --perturb-from: perturbed throughout if it was perturbed at all, else nominal throughout.
+        whole = bool(report['provenance'].get('perturbation', {}).get('names'))
+        perturbed = [e.get('perturbed', whole) for e in episodes]
         ax.bar(range(len(success)), success, color=['tab:green' if s else 'tab:red' for s in success], width=0.8)
         start = perturbed.index(True) if True in perturbed else len(perturbed)
-        ax.axvline(start - 0.5, color='k', linestyle='--')
+        if 0 < start < len(perturbed):
+            ax.axvline(start - 0.5, color='k', linestyle='--')
         installed = refused = 0
         for i, e in enumerate(episodes):
             for a in e.get('adjustments', []):
