@@ -555,7 +555,8 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     simulated camera (sim_camera), for the video overlay; `arm` an arm preset to evaluate behind the driver
     stand-in (graph sim_driver_arm) instead of the Panda simulator; `perturb` {'names': [...], 'settings': {field:
     value}, 'from_episode': K} the world perturbation the simulator gets before the first episode, or before
-    episode K of the (one) condition (named_perturbation; the Panda simulator only). Returns {'provenance': ..., 'tasks': {task: report}}."""
+    episode K of the (one) condition (named_perturbation; the Panda simulator only). Returns {'provenance': ...,
+    'tasks': {task: report}}."""
     namespace = ros_namespace(parse_assignments(launch_args).get(NAMESPACE_ARGUMENT, ''))
     record = provenance(command or sys.argv)
     record['launch_args'] = launch_args

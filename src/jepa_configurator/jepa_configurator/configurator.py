@@ -194,9 +194,9 @@ class HandReadingCheck:
     judged by its RMS gap after removing the window's own mean gap; a window counts only if the hand moved in it
     (`min_motion`: a still hand reads right up to an offset whatever perception does). A jump of the measured hand
     that no action makes (`max_jump`: a reset teleports the arm) ends a window: across it the gap would measure how
-    far the linear map is from the encoder over the whole workspace, not whether perception drifted. It fires when the median of
-    the last `windows` counted windows exceeds `threshold`: one window can be off through a glitch or an occlusion,
-    a perception that drifted is off in most of them. At most once per `cooldown` s of stamps; a model put in
+    far the linear map is from the encoder over the whole workspace, not whether perception drifted. It fires when
+    the median of the last `windows` counted windows exceeds `threshold`: one window can be off through a glitch or
+    an occlusion, a perception that drifted is off in most of them. At most once per `cooldown` s of stamps; a model put in
     service (`restart`) starts the count again. `drift_since` is when the drift began, as far as the windows tell:
     the start of the oldest window above the threshold among those of the first firing since the model in service
     came (the play a re-calibration learns from starts there).
