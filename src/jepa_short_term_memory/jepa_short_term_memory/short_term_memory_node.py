@@ -16,6 +16,7 @@ import os
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
 
 from jepa_common.conversions import msg_to_latent, stamp_to_sec
 from jepa_common.node import run_node
@@ -26,7 +27,6 @@ from jepa_interfaces.srv import SaveEpisodes, SavePlay
 from jepa_rosbag.recorder import bag_topic
 from jepa_short_term_memory.bags import BagError, cost_terms_of, write_memory, write_play
 from jepa_short_term_memory.memory import TOPICS, MemoryConfig, PlayRing, ShortTermMemory, TransitionAssembler
-from sensor_msgs.msg import Image, JointState
 
 # The raw play kept for re-calibrating perception: topic (relative, remappable) -> (message class, QoS).
 PLAY_TOPICS = {'camera/image_raw': (Image, SENSOR), 'joint_states': (JointState, SENSOR),
