@@ -29,19 +29,8 @@ MSG_TYPES = {BAG_TOPICS['latent']: 'jepa_interfaces/msg/LatentState',
 
 def write_messages(path: str | Path, messages: Iterable[tuple[str, object, int]]) -> int:
     """Write (topic, rclpy message, log time ns) to a new mcap bag at path; returns the count."""
-    try:
-        recorder = BagRecorder(path)
-        count = 0
-        try:
-            for topic, msg, log_time in messages:
-                recorder.add_topic(topic, MSG_TYPES[topic])
-                recorder.write(topic, int(log_time), serialize_message(msg))
-                count += 1
-        finally:
-            recorder.close()
-    except RecorderError as exc:
-        raise BagError(str(exc)) from exc
-    return count
+    return write_play(path, ((topic, int(log_time), serialize_message(msg)) for topic, msg, log_time in messages),
+                      MSG_TYPES)
 
 
 def memory_messages(memory: ShortTermMemory, model_id: str = '') -> list[tuple[str, object, int]]:
@@ -83,21 +72,22 @@ def write_memory(path: str | Path, memory: ShortTermMemory, model_id: str = '') 
     return len(memory)
 
 
-def write_play(path: str | Path, messages: list[tuple[str, int, bytes]], types: dict[str, str]) -> int:
-    """Write raw messages (bag topic, receive time ns, serialized bytes; a PlayRing's) to a new mcap bag at path,
-    each topic with its message type (`types`: bag topic -> type name), as a recorder would have; -> the count."""
+def write_play(path: str | Path, messages: Iterable[tuple[str, int, bytes]], types: dict[str, str]) -> int:
+    """Write serialized messages (bag topic, log time ns, CDR bytes; a PlayRing's as received) to a new mcap bag at
+    path, each topic with its message type (`types`: bag topic -> type name), as a recorder would; -> the count."""
     try:
         recorder = BagRecorder(path)
+        count = 0
         try:
-            for topic in dict.fromkeys(topic for topic, _, _ in messages):
-                recorder.add_topic(topic, types[topic])
             for topic, log_time, data in messages:
+                recorder.add_topic(topic, types[topic])
                 recorder.write(topic, log_time, data)
+                count += 1
         finally:
             recorder.close()
     except RecorderError as exc:
         raise BagError(str(exc)) from exc
-    return len(messages)
+    return count
 
 
 def cost_terms_of(msg) -> np.ndarray:

@@ -10,7 +10,7 @@ see identical episodes. Episodes go to and come back from rosbag2 bags on the ag
 recorder keeps them: what re-calibrating perception learns from (`jepa adjust-encoder` reads it as a play bag),
 since latents cannot teach the encoder anything.
 """
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,11 +163,9 @@ class PlayRing:
         return self.span([self.messages[0], self.messages[-1]]) if self.messages else 0.0
 
     @staticmethod
-    def counts(messages: list[tuple[str, int, bytes]]) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for topic, _, _ in messages:
-            counts[topic] = counts.get(topic, 0) + 1
-        return counts
+    def counts(messages: list[tuple[str, int, bytes]]) -> Counter:
+        """Messages per topic."""
+        return Counter(topic for topic, _, _ in messages)
 
 
 def stack_transitions(ts: list[Transition]) -> dict:
