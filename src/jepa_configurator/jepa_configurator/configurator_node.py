@@ -418,6 +418,8 @@ class ConfiguratorNode(Node):
             return
         weight, scale = self.effector_map
         if z.shape != (weight.shape[1],):
+            self.get_logger().error(f'ignored latent: {z.size} values for the {weight.shape[1]} of the model in '
+                                    'service', throttle_duration_sec=2.0)
             return
         measured = self.kinematics.fk(self.joint_history[nearest][1])
         fired = self.hand_reading.observe(stamp, (weight @ z) * scale, measured)
