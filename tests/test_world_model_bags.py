@@ -670,9 +670,22 @@ def test_train_high_level_learns_in_the_checkpoints_latent_space_and_arm(ur5e, u
                '--set', 'macro_steps=2', '--set', 'rollout_macros=3', '--set', 'hidden=16', '--set', 'epochs=2']
     assert train_high_level.main([*command, '--out', str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary['episodes'] == {'train': 1, 'heldout': 1} and summary['ticks'] == 100 and summary['epochs'] == 2
+    assert summary['episodes'] == {'train': 1, 'heldout': 1, 'train_repeated': 1} and summary['ticks'] == 100 \
+        and summary['epochs'] == 2
     # 50 ticks per episode: 44 windows of 3 macro-actions of 2 steps each, less the held-out episode's.
     assert summary['train_windows'] == 44 and len(summary['heldout_error_per_macro']) == 3
+    # --weight: the second bag's episode counts three times in the library (15 sequences, one every 3 steps) and, if
+    # it is the training episode, in training; held out, it counts once.
+    assert train_high_level.main([*command, '--out', str(tmp_path / 'w.pt'), '--weight', f'{second}=3']) == 0
+    weighted = json.loads(capsys.readouterr().out)
+    assert weighted['library'] == summary['library'] + 2 * 15
+    assert (weighted['episodes']['train_repeated'], weighted['train_windows']) in ((1, 44), (3, 3 * 44))
+    assert HighLevelModel.load(tmp_path / 'w.pt').provenance['bag_weights'] == {str(second.resolve()): 3}
+    third = write_bag(tmp_path / 'third', steps=make_arm_episode(ur5e['kinematics'], 10, seed=13), **ur5e['arm'])
+    for item, message in ((f'{third}=2', 'is not among the --bag arguments'), (f'{tmp_path}/none=2', 'no such bag'),
+                          (f'{second}=0', 'N a whole number >= 1'), (str(second), 'expected BAG=N')):
+        assert train_high_level.main([*command, '--out', str(tmp_path / 'x.pt'), '--weight', item]) == 1
+        assert message in capsys.readouterr().err
     high_level = HighLevelModel.load(out, encoder_id(load_checkpoint(ur5e_checkpoint)))
     assert high_level.macro_steps == 2 and high_level.latent_dim == 16
     assert high_level.provenance['world_model']['path'] == str(ur5e_checkpoint)

@@ -158,14 +158,15 @@ class HighLevelModel(nn.Module):
         return model.eval()
 
 
+def episode_rows(segment: np.ndarray) -> list[np.ndarray]:
+    """The tick indices of every continuous segment of at least two ticks, in segment order."""
+    rows = (np.flatnonzero(segment == value) for value in np.unique(segment))
+    return [r for r in rows if len(r) > 1]
+
+
 def split_episodes(latents: np.ndarray, actions: np.ndarray, segment: np.ndarray) -> list[tuple]:
     """Per continuous segment: (latents (T, D), actions (T - 1, 4)), actions[k] taken between latents k and k+1."""
-    episodes = []
-    for value in np.unique(segment):
-        rows = np.flatnonzero(segment == value)
-        if len(rows) > 1:
-            episodes.append((latents[rows], actions[rows[:-1]]))
-    return episodes
+    return [(latents[rows], actions[rows[:-1]]) for rows in episode_rows(segment)]
 
 
 def rollout_windows(episodes: list[tuple], config: HighLevelConfig, max_step: float, stride: int = 1):
@@ -185,19 +186,27 @@ def rollout_windows(episodes: list[tuple], config: HighLevelConfig, max_step: fl
 
 
 def train_high_level(episodes: list[tuple], config: HighLevelConfig, encoder_id: str, max_step: float,
-                     latent_scale: float, log=print) -> tuple[HighLevelModel, dict]:
+                     latent_scale: float, log=print, repeats: list[int] | None = None) -> tuple[HighLevelModel, dict]:
     """Train on play episodes [(latents (T, D), actions (T - 1, 4))]; the epoch with the least held-out open-loop
-    error is kept. -> (model, report: held-out normalized error per macro-action against copying the start)."""
+    error is kept. `repeats` (one count >= 1 per episode) weighs episodes: a training episode's windows and its
+    library sequences count that many times; a held-out one counts once, so the epoch is picked on what play
+    predicts, not on the repeated episodes' share. -> (model, report: held-out normalized error per macro-action
+    against copying the start)."""
+    repeats = [1] * len(episodes) if repeats is None else [int(r) for r in repeats]
+    if len(repeats) != len(episodes) or min(repeats, default=1) < 1:
+        raise ValueError(f'repeats: expected one count >= 1 for each of the {len(episodes)} episodes, '
+                         f'got {len(repeats)} (smallest {min(repeats, default=None)})')
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(episodes))
     held = max(1, int(round(len(episodes) * config.holdout)))
     if len(episodes) < 2:
         raise ValueError(f'{len(episodes)} play episode(s): need at least 2, one of them held out')
     val = [episodes[i] for i in order[:held]]
-    train = [episodes[i] for i in order[held:]]
+    train = [episodes[i] for i in order[held:] for _ in range(repeats[i])]
     S, M, T = rollout_windows(train, config, max_step)
     Sv, Mv, Tv = rollout_windows(val, config, max_step, stride=3)
-    _, library, _ = rollout_windows(episodes, config, max_step, stride=config.library_stride)
+    weighted = [episode for episode, count in zip(episodes, repeats) for _ in range(count)]
+    _, library, _ = rollout_windows(weighted, config, max_step, stride=config.library_stride)
     torch.manual_seed(config.seed)
     model = HighLevelModel(S.shape[1], config, encoder_id, max_step, len(library))
     model.library.copy_(library)
@@ -241,7 +250,8 @@ def train_high_level(episodes: list[tuple], config: HighLevelConfig, encoder_id:
     model.load_state_dict(best[1])
     copy_last = error(Sv[:, None].expand_as(Tv), Tv).mean(0)
     report = {'train_windows': len(S), 'heldout_windows': len(Sv), 'library': len(library),
-              'episodes': {'train': len(train), 'heldout': len(val)}, 'epochs': epochs,
+              'episodes': {'train': len(episodes) - held, 'heldout': len(val), 'train_repeated': len(train)},
+              'epochs': epochs,
               'seconds': round(time.monotonic() - start, 1),
               'heldout_error_per_macro': [round(v, 4) for v in best[2].tolist()],
               'copy_last_error_per_macro': [round(v, 4) for v in copy_last.tolist()]}

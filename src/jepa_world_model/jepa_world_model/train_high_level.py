@@ -1,10 +1,13 @@
-"""`jepa train-high-level --bag PLAY... [--checkpoint CKPT] [--out FILE] [--set NAME=VALUE]...`: train the higher
-level's macro-action predictor (jepa_world_model.high_level) on play bags, in CKPT's latent space.
+"""`jepa train-high-level --bag PLAY... [--weight BAG=N]... [--checkpoint CKPT] [--out FILE] [--set NAME=VALUE]...`:
+train the higher level's macro-action predictor (jepa_world_model.high_level) on play bags, in CKPT's latent space.
 
-The bags are play as `jepa collect` records it; their frames are encoded by CKPT's frozen encoder (default: the
-shipped model) and the predictor learns what each macro-action of the recorded actions does to the latent. The
-bags are decoded as the arm the checkpoint was trained on, or as --arm's preset. The actor loads the result as its
-`high_level_path` (levels 2).
+The bags are play as `jepa collect` records it, or the agent's own episodes as the graph's recorder keeps them
+(`jepa eval ... record:=true`); their frames are encoded by CKPT's frozen encoder (default: the shipped model) and
+the predictor learns what each macro-action of the recorded actions does to the latent. `--weight BAG=N` counts
+the episodes of BAG (one of the --bag arguments) N times in training and in the library of play sequences: a few
+minutes of the agent's own pushes teach the level what its plans really do only if they are not drowned by an
+hour of babbling. The bags are decoded as the arm the checkpoint was trained on, or as --arm's preset. The actor
+loads the result as its `high_level_path` (levels 2).
 """
 import argparse
 import os
@@ -13,13 +16,14 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from jepa_common.cli import print_summary
 from jepa_rosbag.reader import BagError
 from jepa_world_model.bag_layout import add_arm_arguments
-from jepa_world_model.dataset import bag_kinematics
-from jepa_world_model.high_level import HighLevelConfig, default_high_level_path, split_episodes, train_high_level
+from jepa_world_model.dataset import bag_kinematics, expand_bags
+from jepa_world_model.high_level import HighLevelConfig, default_high_level_path, episode_rows, train_high_level
 from jepa_world_model.model import CheckpointError, encoder_id
 from jepa_world_model.train import bags_for_checkpoint, encode_ticks, git_commit, now_iso
 
@@ -36,19 +40,46 @@ def parse_settings(items: list[str]) -> HighLevelConfig:
     return HighLevelConfig(**values)
 
 
+def parse_weights(items: list[str], bags: list[str]) -> dict[Path, int]:
+    """--weight BAG=N items -> {resolved bag path: N} for every bag BAG names (ValueError naming an item that is
+    not BAG=N with N a whole number >= 1, or whose BAG is none of the --bag arguments)."""
+    given = {path.resolve() for path in expand_bags(bags)}
+    weights = {}
+    for item in items:
+        bag, sep, count = item.rpartition('=')
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise ValueError(f'--weight {item!r}: expected BAG=N with N a whole number >= 1')
+        paths = {path.resolve() for path in expand_bags([bag])}
+        if not paths <= given:
+            raise ValueError(f'--weight {item!r}: {bag} is not among the --bag arguments')
+        weights.update(dict.fromkeys(paths, int(count)))
+    return weights
+
+
+def tick_weights(sources: list[dict], weights: dict[Path, int]) -> np.ndarray:
+    """The weight of every tick of bags loaded one after the other (`sources`, each with its path and ticks)."""
+    return np.repeat([weights.get(Path(source['path']).resolve(), 1) for source in sources],
+                     [source['ticks'] for source in sources])
+
+
 def train_from_bags(args: argparse.Namespace) -> dict:
     start = time.monotonic()
     config = parse_settings(args.set)
+    weights = parse_weights(args.weight, args.bag)
     path, model, model_id, layout, ticks = bags_for_checkpoint(args, 'jepa train-high-level')
     max_step = bag_kinematics(ticks.sources[0]['path'], layout).max_step
     latents = encode_ticks(model, ticks.images).cpu().numpy()
-    episodes = split_episodes(latents, ticks.actions, ticks.segment)
+    rows = episode_rows(ticks.segment)
+    per_tick = tick_weights(ticks.sources, weights)
+    episodes = [(latents[r], ticks.actions[r[:-1]]) for r in rows]
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else (lambda line: None)
     high_level, report = train_high_level(episodes, config, encoder_id(model), max_step,
-                                          float(model.latent_var.mean()), log=log)
+                                          float(model.latent_var.mean()), log=log,
+                                          repeats=[int(per_tick[r[0]]) for r in rows])
     out = Path(args.out) if args.out else default_high_level_path(path)
     provenance = {'command': ' '.join(sys.argv), 'git_commit': git_commit(), 'date': now_iso(),
                   'world_model': {'path': str(path), 'model_id': model_id}, 'bags': ticks.sources,
+                  'bag_weights': {str(bag): count for bag, count in weights.items()},
                   'config': asdict(config), 'report': report, 'load_end': list(os.getloadavg()),
                   'cores': len(os.sched_getaffinity(0))}
     high_level.save(out, provenance)
@@ -59,6 +90,8 @@ def train_from_bags(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='jepa train-high-level', description=__doc__.split('\n\n')[0])
     parser.add_argument('--bag', action='append', required=True, help='play bag (repeat for several)')
+    parser.add_argument('--weight', action='append', default=[], metavar='BAG=N',
+                        help='count the episodes of BAG (one of the --bag arguments) N times (repeatable)')
     parser.add_argument('--checkpoint', default=None, help='world model whose latents to predict (default: shipped)')
     parser.add_argument('--out', default=None, help='model file (default: beside the checkpoint, '
                                                     '<checkpoint>_high_level.pt)')
