@@ -1,21 +1,29 @@
-"""Paired comparison of two conditions of eval_library.py reports on the same seeds: how often B ends nearer than A,
-the mean difference of final distance with a bootstrap 90 % interval over seeds, and success / within-5-cm counts.
-    paired_stats.py A_NAME B_NAME results/X.json [...]"""
+"""Paired comparison of two conditions on the same seeds: how often B ends nearer than A, the mean difference of
+final distance with a bootstrap 90 % interval over seeds, and success / within-5-cm counts.
+    paired_stats.py A_NAME B_NAME results/X.json [...]       conditions of eval_library.py reports
+    paired_stats.py --graph A.json:COND B.json:COND          conditions of `jepa eval` reports (task push)"""
 import json
 import sys
 
 import numpy as np
 
-a_name, b_name, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
-a, b = [], []
-for path in paths:
-    d = json.load(open(path))
-    fa = {e['seed']: e['final_distance_m'] for e in d[a_name]['per_episode']}
-    fb = {e['seed']: e['final_distance_m'] for e in d[b_name]['per_episode']}
-    for s in sorted(set(fa) & set(fb)):
-        a.append(fa[s])
-        b.append(fb[s])
-a, b = np.array(a), np.array(b)
+
+def library_finals(name: str, path: str) -> dict:
+    return {e['seed']: e['final_distance_m'] for e in json.load(open(path))[name]['per_episode']}
+
+
+def graph_finals(spec: str) -> dict:
+    path, _, condition = spec.rpartition(':')
+    report = json.load(open(path))['tasks']['push']['conditions'][condition]
+    return {e['seed']: e['final_distance_m'] for e in report['per_episode']}
+
+
+if sys.argv[1] == '--graph':
+    pairs = [(graph_finals(sys.argv[2]), graph_finals(sys.argv[3]))]
+else:
+    pairs = [(library_finals(sys.argv[1], path), library_finals(sys.argv[2], path)) for path in sys.argv[3:]]
+a = np.array([fa[s] for fa, fb in pairs for s in sorted(set(fa) & set(fb))])
+b = np.array([fb[s] for fa, fb in pairs for s in sorted(set(fa) & set(fb))])
 diff = b - a
 rng = np.random.default_rng(0)
 boot = np.array([diff[rng.integers(len(diff), size=len(diff))].mean() for _ in range(10000)])
