@@ -1,9 +1,11 @@
 """`jepa train-high-level --bag PLAY... [--weight BAG=N]... [--checkpoint CKPT] [--out FILE] [--set NAME=VALUE]...`:
 train the higher level's macro-action predictor (jepa_world_model.high_level) on play bags, in CKPT's latent space.
 
-The bags are play as `jepa collect` records it, or the agent's own episodes as the graph's recorder keeps them
-(`jepa eval ... record:=true`); their frames are encoded by CKPT's frozen encoder (default: the shipped model) and
-the predictor learns what each macro-action of the recorded actions does to the latent. `--weight BAG=N` counts
+The bags are play as `jepa collect` records it, or the agent's own episodes as `jepa record --topics
+camera/image_raw joint_states` keeps them beside `jepa eval` (its actions then derived from the joint motion: the
+actor's own jepa/action comes when a plan is ready, not once per control period, and would cut the episodes into
+pieces); their frames are encoded by CKPT's frozen encoder (default: the shipped model) and the predictor learns
+what each macro-action of the bag's actions does to the latent. `--weight BAG=N` counts
 the episodes of BAG (one of the --bag arguments) N times in training and in the library of play sequences: a few
 minutes of the agent's own pushes teach the level what its plans really do only if they are not drowned by an
 hour of babbling. The bags are decoded as the arm the checkpoint was trained on, or as --arm's preset. The actor
@@ -23,7 +25,8 @@ from jepa_common.cli import print_summary
 from jepa_rosbag.reader import BagError
 from jepa_world_model.bag_layout import add_arm_arguments
 from jepa_world_model.dataset import bag_kinematics, expand_bags
-from jepa_world_model.high_level import HighLevelConfig, default_high_level_path, episode_rows, train_high_level
+from jepa_world_model.high_level import HighLevelConfig, default_high_level_path, episode_rows, \
+    split_episodes, train_high_level
 from jepa_world_model.model import CheckpointError, encoder_id
 from jepa_world_model.train import bags_for_checkpoint, encode_ticks, git_commit, now_iso
 
@@ -69,13 +72,12 @@ def train_from_bags(args: argparse.Namespace) -> dict:
     path, model, model_id, layout, ticks = bags_for_checkpoint(args, 'jepa train-high-level')
     max_step = bag_kinematics(ticks.sources[0]['path'], layout).max_step
     latents = encode_ticks(model, ticks.images).cpu().numpy()
-    rows = episode_rows(ticks.segment)
+    episodes = split_episodes(latents, ticks.actions, ticks.segment)
     per_tick = tick_weights(ticks.sources, weights)
-    episodes = [(latents[r], ticks.actions[r[:-1]]) for r in rows]
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.verbose else (lambda line: None)
     high_level, report = train_high_level(episodes, config, encoder_id(model), max_step,
                                           float(model.latent_var.mean()), log=log,
-                                          repeats=[int(per_tick[r[0]]) for r in rows])
+                                          repeats=[int(per_tick[r[0]]) for r in episode_rows(ticks.segment)])
     out = Path(args.out) if args.out else default_high_level_path(path)
     provenance = {'command': ' '.join(sys.argv), 'git_commit': git_commit(), 'date': now_iso(),
                   'world_model': {'path': str(path), 'model_id': model_id}, 'bags': ticks.sources,
