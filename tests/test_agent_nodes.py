@@ -472,81 +472,126 @@ def test_repeated_surprise_adjusts_the_world_model_and_installs_it(ros_graph, ch
         assert process.stop() == 0
 
 
-@pytest.mark.integration
-def test_a_drifted_hand_reading_saves_the_recent_play_and_recalibrates_the_encoder(ros_graph, checkpoint, tmp_path):
-    """Perception stand-in: latents whose effector-map reading is where the joints put the hand (up to an offset),
-    then latents that read the hand's motion 2.5x too large (a camera that moved). The configurator's hand-reading
-    check stays quiet through the first and fires in the second; once 5 s of play since the drift began are kept,
-    the short-term memory writes those camera frames, joint states and actions (not the earlier ones) to a play bag,
-    and the encoder is re-calibrated on it, the outcome announced. Windows of 1 s, 3 of them, so the test runs in seconds (the hand moves a few cm in a window:
-threshold 1 cm); 4 fine-tuning steps."""
-    from jepa_interfaces.srv import SavePlay
-    from jepa_world_model.model import load_checkpoint
-    path, model_id = checkpoint
-    model = load_checkpoint(path)
-    weight = model.inverse_translation.weight.detach().numpy().astype(float)
-    scale = model.action_scale[:3].numpy().astype(float)
-    kinematics = ArmKinematics()
-    adjustments = ros_graph.collect(String, '/configurator/adjustment')
-    diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
-    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
-                             params={'play_seconds': 30.0})
-    configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
-        'configure_nodes': [''], 'checkpoint': path, 'work_dir': str(tmp_path / 'agent'),
-        'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.cooldown': 60.0,
-        'hand_reading.threshold': 0.01, 'hand_reading.min_play': 5.0,
-        'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2})
-    node = ros_graph.node
-    latent_pub = node.create_publisher(LatentState, '/jepa/latent', 10)
-    joint_pub = node.create_publisher(JointState, '/joint_states', 10)
-    image_pub = node.create_publisher(Image, '/camera/image_raw', 10)
-    action_pub = node.create_publisher(ActionStamped, '/jepa/action', 10)
-    ros_graph.spin_until(lambda: node.count_subscribers('/jepa/latent') >= 2 and node.count_subscribers('/camera/image_raw') >= 1
-                         and node.count_subscribers('/joint_states') >= 2, 60, 'memory and configurator')
-    # No play heard yet: saving it is refused by name.
-    refused = ros_graph.call(SavePlay, '/short_term_memory/save_play', SavePlay.Request(path=str(tmp_path / 'early')))
-    assert not refused.success and 'nothing heard on /camera/image_raw' in refused.message
-    rng = np.random.default_rng(0)
-    home = np.array(PANDA_HOME)
+class HandPlay:
+    """Perception's stand-in for the hand-reading check: the arm swings, and each tick publishes its joint states, a
+    camera frame, an action and a latent whose effector-map reading is `gain` times where the joints put the hand
+    (gain 1: perception reads right, up to an offset; 2.5: the hand's motion read 2.5x too large, as after a camera
+    moved)."""
 
-    def play(seconds, gain):
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
+    def __init__(self, ros_graph, checkpoint):
+        from jepa_world_model.model import load_checkpoint
+        path, self.model_id = checkpoint
+        model = load_checkpoint(path)
+        self.weight = model.inverse_translation.weight.detach().numpy().astype(float)
+        self.scale = model.action_scale[:3].numpy().astype(float)
+        self.graph, self.node = ros_graph, ros_graph.node
+        self.kinematics = ArmKinematics()
+        self.latent_pub = self.node.create_publisher(LatentState, '/jepa/latent', 10)
+        self.joint_pub = self.node.create_publisher(JointState, '/joint_states', 10)
+        self.image_pub = self.node.create_publisher(Image, '/camera/image_raw', 10)
+        self.action_pub = self.node.create_publisher(ActionStamped, '/jepa/action', 10)
+        self.rng = np.random.default_rng(0)
+        self.diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
+
+    def wait_for_memory_and_configurator(self) -> None:
+        node = self.node
+        self.graph.spin_until(lambda: node.count_subscribers('/jepa/latent') >= 2
+                              and node.count_subscribers('/camera/image_raw') >= 1
+                              and node.count_subscribers('/joint_states') >= 2, 60, 'memory and configurator')
+
+    def play(self, seconds: float, gain: float, until=lambda: False) -> None:
+        start, home = time.monotonic(), np.array(PANDA_HOME)
+        while time.monotonic() - start < seconds and not until():
             t = time.monotonic() - start
             q = home + np.r_[0.4 * np.sin(1.5 * t), 0.2 * np.cos(1.5 * t), np.zeros(5)]
-            stamp = node.get_clock().now().to_msg()
+            stamp = self.node.get_clock().now().to_msg()
             joints = JointState(name=[*PANDA_ARM_JOINTS, *PANDA_FINGER_JOINTS], position=[*q, 0.02, 0.02])
             joints.header.stamp = stamp
-            joint_pub.publish(joints)
-            image = rgb_to_image(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+            self.joint_pub.publish(joints)
+            image = rgb_to_image(self.rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
             image.header.stamp = stamp
-            image_pub.publish(image)
+            self.image_pub.publish(image)
             action = ActionStamped(space='ee_delta', data=[0.01, 0.0, 0.0, 0.0])
             action.header.stamp = stamp
-            action_pub.publish(action)
-            read = gain * kinematics.fk(q) + 0.1  # metres, up to an offset
-            latent_pub.publish(latent_to_msg((np.linalg.pinv(weight) @ (read / scale)).astype(np.float32), stamp,
-                                             model_id))
-            ros_graph.spin_for(0.1)
+            self.action_pub.publish(action)
+            read = gain * self.kinematics.fk(q) + 0.1  # metres, up to an offset
+            self.latent_pub.publish(latent_to_msg(
+                (np.linalg.pinv(self.weight) @ (read / self.scale)).astype(np.float32), stamp, self.model_id))
+            self.graph.spin_for(0.1)
 
-    def configurator_says(key):
-        values = [v.value for d in diagnostics for s in d.status if s.name == '/configurator: task'
+    def configurator_says(self, key):
+        values = [v.value for d in self.diagnostics for s in d.status if s.name == '/configurator: task'
                   for v in s.values if v.key == key]
         return values[-1] if values else None
 
-    play(6.0, 1.0)
-    ros_graph.spin_until(lambda: configurator_says('hand_reading_windows') not in (None, '0'), 10, 'windows judged')
-    assert configurator_says('hand_reading_triggers') == '0' and not adjustments
-    play(6.0, 2.5)
+
+@pytest.mark.integration
+def test_a_drifted_hand_reading_saves_the_recent_play_and_recalibrates_the_encoder(ros_graph, checkpoint, tmp_path):
+    """Perception stand-in (HandPlay): latents that read the hand where the joints put it, then latents that read
+    its motion 2.5x too large. The configurator's hand-reading check stays quiet through the first and fires in the
+    second; once 5 s of play since the drift began are kept, the short-term memory writes those camera frames, joint
+    states and actions (not the earlier ones) to a play bag, and the encoder is re-calibrated on it, the outcome
+    announced. Windows of 1 s, 3 of them, so the test runs in seconds (the hand moves a few cm in a window:
+    threshold 1 cm); 4 fine-tuning steps."""
+    from jepa_interfaces.srv import SavePlay
+    from jepa_world_model.dataset import load_bag
+    hand = HandPlay(ros_graph, checkpoint)
+    adjustments = ros_graph.collect(String, '/configurator/adjustment')
+    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
+                             params={'play_seconds': 30.0})
+    configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
+        'configure_nodes': [''], 'checkpoint': checkpoint[0], 'work_dir': str(tmp_path / 'agent'),
+        'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.cooldown': 60.0,
+        'hand_reading.threshold': 0.01, 'hand_reading.min_play': 5.0,
+        'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2})
+    hand.wait_for_memory_and_configurator()
+    # No play heard yet: saving it is refused by name.
+    refused = ros_graph.call(SavePlay, '/short_term_memory/save_play', SavePlay.Request(path=str(tmp_path / 'early')))
+    assert not refused.success and 'nothing heard on /camera/image_raw' in refused.message
+    hand.play(6.0, 1.0)
+    ros_graph.spin_until(lambda: hand.configurator_says('hand_reading_windows') not in (None, '0'), 10,
+                         'windows judged')
+    assert hand.configurator_says('hand_reading_triggers') == '0' and not adjustments
+    hand.play(6.0, 2.5)
     ros_graph.spin_until(lambda: adjustments, 60, 'the re-calibration announced')
     verdict = json.loads(adjustments[0].data)
     assert verdict['kind'] == 'encoder', verdict
-    assert configurator_says('hand_reading_triggers') == '1'
+    assert hand.configurator_says('hand_reading_triggers') == '1'
     bags = list((tmp_path / 'agent' / 'play').iterdir())
     assert len(bags) == 1
-    from jepa_world_model.dataset import load_bag
     ticks = load_bag(bags[0], cache_dir=tmp_path / 'cache')
     assert 30 <= len(ticks) <= 90 and ticks.images.shape[1:] == (64, 64, 3)  # of 120 ticks played
+    for process in (memory, configurator):
+        assert process.stop() == 0
+
+
+@pytest.mark.integration
+def test_a_refused_recalibration_is_retried_on_the_longer_play_when_the_drift_was_seen_again(ros_graph, checkpoint,
+                                                                                             tmp_path):
+    """The check fires again while a re-calibration waits for its play (cooldown 1 s, 8 s of play wanted); the
+    re-calibration is refused (keep_if_better asks for more than any fine-tuning gives), and the drift seen meanwhile
+    starts another at once, on all the play since the drift began, although the play stopped with the first
+    verdict: no later firing starts it. A drift seen before a model is installed would be dropped instead (the
+    check starts again for the new model): the first test's single bag."""
+    from jepa_world_model.dataset import load_bag
+    hand = HandPlay(ros_graph, checkpoint)
+    adjustments = ros_graph.collect(String, '/configurator/adjustment')
+    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
+                             params={'play_seconds': 30.0})
+    configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
+        'configure_nodes': [''], 'checkpoint': checkpoint[0], 'work_dir': str(tmp_path / 'agent'),
+        'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.cooldown': 1.0,
+        'hand_reading.threshold': 0.01, 'hand_reading.min_play': 8.0,
+        'keep_if_better.min_improvement': 0.99, 'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2})
+    hand.wait_for_memory_and_configurator()
+    hand.play(30.0, 2.5, until=lambda: adjustments)
+    ros_graph.spin_until(lambda: len(adjustments) >= 2, 60, 'the retried re-calibration announced')
+    verdicts = [json.loads(a.data) for a in adjustments]
+    assert [(v['kind'], v['installed']) for v in verdicts[:2]] == [('encoder', False)] * 2, verdicts
+    assert int(hand.configurator_says('hand_reading_triggers')) >= 2
+    first, second = (len(load_bag(bag, cache_dir=tmp_path / 'cache'))
+                     for bag in sorted((tmp_path / 'agent' / 'play').iterdir())[:2])
+    assert 60 <= first <= second, (first, second)  # 8 s of play wanted, at 10 Hz
     for process in (memory, configurator):
         assert process.stop() == 0
 

@@ -212,8 +212,8 @@ class HandReadingCheck:
     windows: int = setting(6, 'counted windows whose median gap is compared with the threshold', (1, 10_000))
     threshold: float = setting(0.03, 'm RMS: fires above this median gap (read less measured, offset removed)',
                                (0.0, 1.0))
-    cooldown: float = setting(120.0, 's of stamps between two firings (a re-calibration takes about a minute)',
-                              (0.0, 1e6))
+    cooldown: float = setting(60.0, 's of stamps between two firings (one while a re-calibration runs starts '
+                              'another after it, on the longer play, if it was refused)', (0.0, 1e6))
     min_play: float = setting(60.0, 's of play since the drift began that a re-calibration waits for (what it learns '
                               'from; the short-term memory\'s play_seconds must hold it)', (0.0, 3600.0))
     fired: int = 0

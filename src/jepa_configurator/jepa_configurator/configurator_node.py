@@ -25,7 +25,9 @@
   the drift began is saved to a bag once `hand_reading.min_play` s of it are kept (short_term_memory/save_play) and,
   in the same worker, the encoder is re-calibrated on it
   (`encoder_tuning.*`, adjust_encoder) and installed through the `world_model` node as above; announced on
-  configurator/adjustment as kind `encoder`.
+  configurator/adjustment as kind `encoder`. A drift the check reports again while an adjustment runs is
+  re-calibrated once that one ends without putting a new model in service (a refused re-calibration is retried
+  on the longer play since the drift began); one that did install a model starts the check again.
 - The model in service is `checkpoint` ('' = the shipped default) until world_model/model_version announces
   one (the surprise baseline is read from it; surprise reported by another model is not counted). An unreadable
   checkpoint is named in the log and no surprise counts until a usable one is in service; set at runtime, it
@@ -151,6 +153,9 @@ class ConfiguratorNode(Node):
         self.counts = {'tasks': 0, 'task_failures': 0, 'surprise_triggers': 0, 'critic_updates': 0, 'critic_kept': 0,
                        'world_model_updates': 0, 'world_model_kept': 0, 'hand_reading_triggers': 0,
                        'encoder_updates': 0, 'encoder_kept': 0, 'adjustment_failures': 0}
+        # A drift reported while an adjustment ran, (reason, task): re-calibrated when it ends, unless it put a new
+        # model in service (the check starts again for that one).
+        self._drift_pending: tuple[str, str] | None = None
         # The world model in service until world_model/model_version announces one ('' = the shipped default).
         self.world_model_checkpoint = ''
         self.follow_world_model(self.settings.checkpoint)
@@ -351,6 +356,7 @@ class ConfiguratorNode(Node):
             return
         self.monitor.serve(model_id, baseline or 1.0)
         self.hand_reading.restart()
+        self._drift_pending = None
         self.effector_map = None
         if self.hand_reading.enabled:
             try:
@@ -442,7 +448,9 @@ class ConfiguratorNode(Node):
         if 'encoder' not in self.profiles[task].adjust:
             return self.event(f'perception has drifted ({reason}); task {task} does not adjust the encoder')
         if self._adjusting:
-            return self.event(f'perception has drifted ({reason}); an adjustment is already running')
+            self._drift_pending = (reason, task)
+            return self.event(f'perception has drifted ({reason}); an adjustment is already running: re-calibrating '
+                              'after it unless it puts a new model in service')
         self._adjusting = True
         since = self.hand_reading.drift_since
         wait = since + self.hand_reading.min_play - stamp
@@ -467,10 +475,10 @@ class ConfiguratorNode(Node):
             saved = await self.call(self.save_play_client, SavePlay.Request(path=str(bag), since=sec_to_stamp(since)),
                                     'short_term_memory/save_play')
         except ValueError as exc:
-            self._adjusting = False
+            self.finish_adjustment(retry=False)
             return self.adjustment_failed(f'cannot save the recent play: {exc}')
         if not saved.success:
-            self._adjusting = False
+            self.finish_adjustment(retry=False)
             return self.adjustment_failed(f'saving the recent play failed: {saved.message}')
         self._training = self._trainer.submit(
             recalibrate_from_play, str(bag), resolve_checkpoint(self.world_model_checkpoint), self.work_dir, tag,
@@ -510,7 +518,7 @@ class ConfiguratorNode(Node):
         try:
             result = future.result()
         except Exception as exc:  # any failure of the worker is reported, the node carries on
-            self._adjusting = False
+            self.finish_adjustment(retry=False)
             return self.adjustment_failed(f'adjustment failed: {exc}')
         self.executor.create_task(self.install_adjustment(result))
 
@@ -518,7 +526,16 @@ class ConfiguratorNode(Node):
         try:
             await self._install(result)
         finally:
-            self._adjusting = False
+            self.finish_adjustment(retry=True)
+
+    def finish_adjustment(self, retry: bool) -> None:
+        """The adjustment in progress has ended. With `retry`, a drift reported meanwhile is re-calibrated now (a
+        model the adjustment put in service cleared it); after a failure it is dropped, so that a failure that
+        repeats does not repeat at once: the check's next firing starts again."""
+        self._adjusting = False
+        pending, self._drift_pending = self._drift_pending, None
+        if retry and pending is not None:
+            self.start_recalibration(*pending, self.get_clock().now().nanoseconds * 1e-9)
 
     async def _install(self, result: dict) -> None:
         """The world model first (its node announces it; the actor loads it here, before a critic for its

@@ -30,8 +30,9 @@ class MemoryConfig:
     """How much the short-term memory keeps and where it cuts episodes."""
     capacity: int = setting(5000, 'transitions kept (the oldest are dropped first)', (1, 10_000_000))
     max_gap: float = setting(1.0, 's between two latents\' stamps that still continues an episode', (0.0, 3600.0))
-    play_seconds: float = setting(120.0, 's of raw play (camera frames, joint states, actions) kept for '
-                                  're-calibrating perception (0 = none kept, short_term_memory/save_play refuses)',
+    play_seconds: float = setting(240.0, 's of raw play (camera frames, joint states, actions) kept for '
+                                  're-calibrating perception, a retry included (0 = none kept, '
+                                  'short_term_memory/save_play refuses)',
                                   (0.0, 3600.0))
 
     def __post_init__(self):
