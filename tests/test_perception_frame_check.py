@@ -31,10 +31,10 @@ def corrupt(kind: str, previous: np.ndarray, rng) -> np.ndarray:
     raise ValueError(kind)
 
 
-def judge(check: FrameCheck, rgb: np.ndarray, joints=None):
+def judge(check: FrameCheck, rgb: np.ndarray, joints=None, settled: bool = True):
     """As the node does: the size first, then the frame at the encoder's input size."""
     verdict = check.check_size(rgb)
-    return verdict if not verdict else check.check(rgb, resize_rgb(rgb, SIZE), joints)
+    return verdict if not verdict else check.check(rgb, resize_rgb(rgb, SIZE), joints, settled)
 
 
 def warmed_up(frames: int = 10) -> FrameCheck:
@@ -112,6 +112,34 @@ def test_without_joint_states_an_identical_frame_cannot_be_told_from_a_frozen_ca
     assert judge(check, scene(12), ARM_STILL).kind == 'frozen'
     assert judge(check, scene(12), ARM_STILL)
     assert check.counts['frozen'] == 2
+
+
+def test_a_picture_seen_before_its_own_joint_state_takes_its_joints_from_its_first_repeat():
+    """A reset teleports the arm between two joint states. Its first frame can be processed before the joint state
+    of its own instant has arrived; the nearest one is then the pose before the reset. Judged against that pose,
+    every frame of the arm holding still after it is refused as frozen, so the agent gets no latent, no plan, and
+    the arm holds still: refused for the whole episode. Unsettled joints leave the picture's joints unknown until
+    its first repeat (that one frame is refused)."""
+    before, after = ARM_STILL, ARM_STILL + np.r_[0.5, np.zeros(8)]
+    history = JointHistory()
+    history.add(1.0, before)
+    assert not history.settled(1.1) and history.settled(1.0)
+    check, paired_with_the_pose_before = warmed_up(), warmed_up()
+    for c in (check, paired_with_the_pose_before):
+        assert judge(c, scene(20), before)
+    # The reset's first frame, stamp 1.1, judged before the joint state stamped 1.1.
+    assert judge(check, scene(21), history.at(1.1, 0.1), history.settled(1.1))
+    assert judge(paired_with_the_pose_before, scene(21), before)  # as if `before` were its own joints
+    history.add(1.1, after)
+    history.add(1.2, after)
+    verdict = judge(check, scene(21), history.at(1.2, 0.1), history.settled(1.2))
+    assert verdict.kind == 'frozen' and 'since the picture was first seen' in verdict.reason
+    for _ in range(10):
+        assert judge(check, scene(21), after)
+        assert judge(paired_with_the_pose_before, scene(21), after).kind == 'frozen'
+    assert check.counts['frozen'] == 1 and paired_with_the_pose_before.counts['frozen'] == 10
+    # Judged from its first repeat on: the arm moving on under that picture is still a frozen camera.
+    assert judge(check, scene(21), after + np.r_[0.02, np.zeros(8)]).kind == 'frozen'
 
 
 def test_a_still_scene_does_not_narrow_the_reference_derived_from_the_camera():

@@ -11,6 +11,10 @@ A camera glitch must never change what the robot has learned. A frame is refused
   while the arm is still are a still scene (a simulator renders a held arm identically, an arm resting at its
   goal) and are accepted as normal observations: the critic and the world model need those states too. When no
   joint state tells whether the arm moved, an identical frame is refused: it cannot be told from a frozen camera.
+  A picture first seen before the joint state of its own instant arrived (the frame and that state are processed
+  in either order) takes its joints from its first repeat, that frame refused: the joint state nearest before it
+  may be another pose altogether (a reset teleports the arm between two joint states), and judged against that
+  pose, every frame of the arm holding still would be refused as frozen.
 
 The statistics' reference is the checkpoint's record of its training images (metrics `image_statistics`, which
 `jepa train` writes) when it has one. Otherwise it is derived from the first `reference_frames` distinct frames
@@ -105,6 +109,11 @@ class JointHistory:
     def latest(self) -> np.ndarray | None:
         return self._items[-1][1] if self._items else None
 
+    def settled(self, stamp: float) -> bool:
+        """Whether a joint state stamped at or after `stamp` has arrived: then the one nearest `stamp` is known, not
+        still on its way."""
+        return bool(self._items) and self._items[-1][0] >= stamp
+
 
 class FrameCheck:
     """Judges each camera frame in arrival order; `counts` holds the refusals per kind. `latent` is the whole
@@ -122,15 +131,17 @@ class FrameCheck:
         self._gathered: list[np.ndarray] = []
         self._from_checkpoint = False
 
-    def latent(self, encoder, rgb: np.ndarray, joints: np.ndarray | None = None) -> tuple[np.ndarray | None, Verdict]:
+    def latent(self, encoder, rgb: np.ndarray, joints: np.ndarray | None = None,
+               settled: bool = True) -> tuple[np.ndarray | None, Verdict]:
         """(latent or None, verdict) of one (H, W, 3) uint8 camera frame through `encoder` (an ImageEncoder).
         joints: the arm's joint positions at the frame's stamp (in the encoder's proprioception order), None
-        when unknown. Raises ValueError or RuntimeError as the encoder does; the frame then counts as not
-        encoded."""
+        when unknown; settled: False while they are those nearest before the stamp and the joint state of its own
+        instant may still arrive (JointHistory.settled). Raises ValueError or RuntimeError as the encoder does; the
+        frame then counts as not encoded."""
         verdict = self.check_size(rgb)
         if verdict:
             image, _ = encoder.prepare(rgb)
-            verdict = self.check(rgb, image, joints)
+            verdict = self.check(rgb, image, joints, settled)
         if not verdict:
             return None, verdict
         proprio = None if joints is None else np.asarray(joints, dtype=np.float32)[None]
@@ -158,15 +169,16 @@ class FrameCheck:
                                         f'{self.expected_size[0]}x{self.expected_size[1]}')
         return Verdict()
 
-    def check(self, rgb: np.ndarray, image: np.ndarray, joints: np.ndarray | None = None) -> Verdict:
+    def check(self, rgb: np.ndarray, image: np.ndarray, joints: np.ndarray | None = None,
+              settled: bool = True) -> Verdict:
         """rgb: the camera's frame; image: the same at the encoder's input size; joints: the arm's joint
-        positions at the frame's stamp, None when unknown. Call check_size first. A frame both implausible and
-        frozen (a black screen held) is named by its statistics."""
+        positions at the frame's stamp, None when unknown; settled: as in `latent`. Call check_size first. A frame
+        both implausible and frozen (a black screen held) is named by its statistics."""
         repeated = self._previous is not None and np.array_equal(rgb, self._previous)
         self._previous = rgb
         joints = None if joints is None else np.array(joints, dtype=np.float64)
         if not repeated:
-            self._picture_joints = joints
+            self._picture_joints = joints if settled else None
         stats = image_statistics(image)
         c = self.config
         if stats[1] < math.log2(c.min_contrast) or stats[2] > math.log2(c.max_roughness):
@@ -198,7 +210,9 @@ class FrameCheck:
         if joints is None:
             return 'and no joint state tells whether the arm moved'
         if self._picture_joints is None or self._picture_joints.shape != joints.shape:
-            # Judged from here on: the joints when the picture was first seen are unknown.
+            # Judged from here on: the joints when the picture was first seen are unknown. Those of its first
+            # repeat are taken even if not settled: a joint-state stream stamped behind the camera's would
+            # otherwise leave a still scene refused for ever, and a frame later a reset's jump has arrived.
             self._picture_joints = joints
             return 'and no joint state tells whether the arm moved since the picture was first seen'
         motion = float(np.max(np.abs(joints - self._picture_joints))) if joints.size else 0.0

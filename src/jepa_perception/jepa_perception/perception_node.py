@@ -134,8 +134,9 @@ class PerceptionNode(Node):
         try:
             rgb = image_to_rgb(msg)
             if camera:
-                joints = self.joints.at(stamp_to_sec(msg.header.stamp), self.config.joint_state_timeout)
-                latent, verdict = self.frame_check.latent(self.encoder, rgb, joints)
+                stamp = stamp_to_sec(msg.header.stamp)
+                joints = self.joints.at(stamp, self.config.joint_state_timeout)
+                latent, verdict = self.frame_check.latent(self.encoder, rgb, joints, self.joints.settled(stamp))
             else:
                 # A goal image was not taken now: the latest joints stand in for proprioception.
                 joints = self.joints.latest()
