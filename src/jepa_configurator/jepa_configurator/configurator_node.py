@@ -534,7 +534,8 @@ class ConfiguratorNode(Node):
         repeats does not repeat at once: the check's next firing starts again."""
         self._adjusting = False
         pending, self._drift_pending = self._drift_pending, None
-        if retry and pending is not None:
+        # A drift is tracked until a model is put in service or time restarts (the check forgets it then, too).
+        if retry and pending is not None and math.isfinite(self.hand_reading.drift_since):
             self.start_recalibration(*pending, self.get_clock().now().nanoseconds * 1e-9)
 
     async def _install(self, result: dict) -> None:
