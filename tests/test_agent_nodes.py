@@ -480,8 +480,8 @@ class HandPlay:
 
     def __init__(self, ros_graph, checkpoint):
         from jepa_world_model.model import load_checkpoint
-        path, self.model_id = checkpoint
-        model = load_checkpoint(path)
+        self.path, self.model_id = checkpoint
+        model = load_checkpoint(self.path)
         self.weight = model.inverse_translation.weight.detach().numpy().astype(float)
         self.scale = model.action_scale[:3].numpy().astype(float)
         self.graph, self.node = ros_graph, ros_graph.node
@@ -493,11 +493,20 @@ class HandPlay:
         self.rng = np.random.default_rng(0)
         self.diagnostics = ros_graph.collect(DiagnosticArray, '/diagnostics')
 
-    def wait_for_memory_and_configurator(self) -> None:
+    def start_memory_and_configurator(self, tmp_path, **configurator_params):
+        """The short-term memory (30 s of play) and a configurator that watches the hand in 1-s windows, 3 of them
+        (the hand moves a few cm in a window: threshold 1 cm), with 4 fine-tuning steps; -> both processes."""
+        memory = self.graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
+                                  params={'play_seconds': 30.0})
+        configurator = self.graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
+            'configure_nodes': [''], 'checkpoint': self.path, 'work_dir': str(tmp_path / 'agent'),
+            'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.threshold': 0.01,
+            'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2, **configurator_params})
         node = self.node
         self.graph.spin_until(lambda: node.count_subscribers('/jepa/latent') >= 2
                               and node.count_subscribers('/camera/image_raw') >= 1
                               and node.count_subscribers('/joint_states') >= 2, 60, 'memory and configurator')
+        return memory, configurator
 
     def play(self, seconds: float, gain: float, until=lambda: False) -> None:
         start, home = time.monotonic(), np.array(PANDA_HOME)
@@ -531,20 +540,13 @@ def test_a_drifted_hand_reading_saves_the_recent_play_and_recalibrates_the_encod
     its motion 2.5x too large. The configurator's hand-reading check stays quiet through the first and fires in the
     second; once 5 s of play since the drift began are kept, the short-term memory writes those camera frames, joint
     states and actions (not the earlier ones) to a play bag, and the encoder is re-calibrated on it, the outcome
-    announced. Windows of 1 s, 3 of them, so the test runs in seconds (the hand moves a few cm in a window:
-    threshold 1 cm); 4 fine-tuning steps."""
+    announced. One firing only (cooldown 60 s)."""
     from jepa_interfaces.srv import SavePlay
     from jepa_world_model.dataset import load_bag
     hand = HandPlay(ros_graph, checkpoint)
     adjustments = ros_graph.collect(String, '/configurator/adjustment')
-    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
-                             params={'play_seconds': 30.0})
-    configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
-        'configure_nodes': [''], 'checkpoint': checkpoint[0], 'work_dir': str(tmp_path / 'agent'),
-        'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.cooldown': 60.0,
-        'hand_reading.threshold': 0.01, 'hand_reading.min_play': 5.0,
-        'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2})
-    hand.wait_for_memory_and_configurator()
+    memory, configurator = hand.start_memory_and_configurator(
+        tmp_path, **{'hand_reading.cooldown': 60.0, 'hand_reading.min_play': 5.0})
     # No play heard yet: saving it is refused by name.
     refused = ros_graph.call(SavePlay, '/short_term_memory/save_play', SavePlay.Request(path=str(tmp_path / 'early')))
     assert not refused.success and 'nothing heard on /camera/image_raw' in refused.message
@@ -571,19 +573,13 @@ def test_a_refused_recalibration_is_retried_on_the_longer_play_when_the_drift_wa
     """The check fires again while a re-calibration waits for its play (cooldown 1 s, 8 s of play wanted); the
     re-calibration is refused (keep_if_better asks for more than any fine-tuning gives), and the drift seen meanwhile
     starts another at once, on all the play since the drift began, although the play stopped with the first
-    verdict: no later firing starts it. A drift seen before a model is installed would be dropped instead (the
-    check starts again for the new model): the first test's single bag."""
+    verdict, so no later firing starts it (a firing dropped while the first waited would leave one bag)."""
     from jepa_world_model.dataset import load_bag
     hand = HandPlay(ros_graph, checkpoint)
     adjustments = ros_graph.collect(String, '/configurator/adjustment')
-    memory = ros_graph.start('short_term_memory_node', 'short_term_memory', params_file=PARAMS,
-                             params={'play_seconds': 30.0})
-    configurator = ros_graph.start('configurator_node', 'configurator', params_file=PARAMS, params={
-        'configure_nodes': [''], 'checkpoint': checkpoint[0], 'work_dir': str(tmp_path / 'agent'),
-        'hand_reading.window': 1.0, 'hand_reading.windows': 3, 'hand_reading.cooldown': 1.0,
-        'hand_reading.threshold': 0.01, 'hand_reading.min_play': 8.0,
-        'keep_if_better.min_improvement': 0.99, 'encoder_tuning.steps': 4, 'encoder_tuning.batch': 2})
-    hand.wait_for_memory_and_configurator()
+    memory, configurator = hand.start_memory_and_configurator(
+        tmp_path, **{'hand_reading.cooldown': 1.0, 'hand_reading.min_play': 8.0,
+                     'keep_if_better.min_improvement': 0.99})
     hand.play(30.0, 2.5, until=lambda: adjustments)
     ros_graph.spin_until(lambda: len(adjustments) >= 2, 60, 'the retried re-calibration announced')
     verdicts = [json.loads(a.data) for a in adjustments]

@@ -156,6 +156,7 @@ class ConfiguratorNode(Node):
         # A drift reported while an adjustment ran, (reason, task): re-calibrated when it ends, unless it put a new
         # model in service (the check starts again for that one).
         self._drift_pending: tuple[str, str] | None = None
+        self._recalibrations = 0  # started, retries included: each names its own play bag and model
         # The world model in service until world_model/model_version announces one ('' = the shipped default).
         self.world_model_checkpoint = ''
         self.follow_world_model(self.settings.checkpoint)
@@ -468,7 +469,8 @@ class ConfiguratorNode(Node):
 
     async def recalibrate(self, reason: str, since: float) -> None:
         """Saves the raw play since `since` (s, the drift's start) and re-calibrates the encoder on it."""
-        tag = time.strftime(f'%Y%m%d-%H%M%S-{os.getpid()}-e{self.hand_reading.fired}')
+        self._recalibrations += 1
+        tag = time.strftime(f'%Y%m%d-%H%M%S-{os.getpid()}-e{self._recalibrations}')
         bag = self.work_dir / 'play' / f'drift-{tag}'
         bag.parent.mkdir(parents=True, exist_ok=True)
         try:
