@@ -523,24 +523,34 @@ class HandPlay:
             action = ActionStamped(space='ee_delta', data=[0.01, 0.0, 0.0, 0.0])
             action.header.stamp = stamp
             self.action_pub.publish(action)
+            # The latent follows its frame's joint state as perception's would (after the encoder ran); sent with
+            # it, a loaded machine may hand the configurator the latent first, and the check skips it.
+            self.graph.spin_for(0.03)
             read = gain * self.kinematics.fk(q) + 0.1  # metres, up to an offset
             self.latent_pub.publish(latent_to_msg(
                 (np.linalg.pinv(self.weight) @ (read / self.scale)).astype(np.float32), stamp, self.model_id))
-            self.graph.spin_for(0.1)
+            self.graph.spin_for(0.07)
 
     def configurator_says(self, key):
         values = [v.value for d in self.diagnostics for s in d.status if s.name == '/configurator: task'
                   for v in s.values if v.key == key]
         return values[-1] if values else None
 
+    def check_state(self) -> str:
+        """The hand-reading check's counters, as the configurator last reported them (for a failure's message)."""
+        return ', '.join(f'{key} {self.configurator_says(key)}' for key in (
+            'hand_reading_windows', 'hand_reading_median_cm', 'hand_reading_highest_median_cm',
+            'hand_reading_triggers'))
+
 
 @pytest.mark.integration
 def test_a_drifted_hand_reading_saves_the_recent_play_and_recalibrates_the_encoder(ros_graph, checkpoint, tmp_path):
     """Perception stand-in (HandPlay): latents that read the hand where the joints put it, then latents that read
     its motion 2.5x too large. The configurator's hand-reading check stays quiet through the first and fires in the
-    second; once 5 s of play since the drift began are kept, the short-term memory writes those camera frames, joint
-    states and actions (not the earlier ones) to a play bag, and the encoder is re-calibrated on it, the outcome
-    announced. One firing only (cooldown 60 s)."""
+    second (the drifted play goes on until the verdict: a loaded machine judges windows late); once 5 s of play since
+    the drift began are kept, the short-term memory writes those camera frames, joint states and actions (not the
+    earlier ones) to a play bag, and the encoder is re-calibrated on it, the outcome announced. One firing only
+    (cooldown 60 s)."""
     from jepa_interfaces.srv import SavePlay
     from jepa_world_model.dataset import load_bag
     hand = HandPlay(ros_graph, checkpoint)
@@ -554,15 +564,15 @@ def test_a_drifted_hand_reading_saves_the_recent_play_and_recalibrates_the_encod
     ros_graph.spin_until(lambda: hand.configurator_says('hand_reading_windows') not in (None, '0'), 10,
                          'windows judged')
     assert hand.configurator_says('hand_reading_triggers') == '0' and not adjustments
-    hand.play(6.0, 2.5)
-    ros_graph.spin_until(lambda: adjustments, 60, 'the re-calibration announced')
+    hand.play(60.0, 2.5, until=lambda: adjustments)
+    assert adjustments, f'no re-calibration announced after 60 s of drifted play ({hand.check_state()})'
     verdict = json.loads(adjustments[0].data)
     assert verdict['kind'] == 'encoder', verdict
     assert hand.configurator_says('hand_reading_triggers') == '1'
     bags = list((tmp_path / 'agent' / 'play').iterdir())
     assert len(bags) == 1
     ticks = load_bag(bags[0], cache_dir=tmp_path / 'cache')
-    assert 30 <= len(ticks) <= 90 and ticks.images.shape[1:] == (64, 64, 3)  # of 120 ticks played
+    assert 30 <= len(ticks) <= 90 and ticks.images.shape[1:] == (64, 64, 3)  # 5 s at 10 Hz, not the 6 s before
     for process in (memory, configurator):
         assert process.stop() == 0
 
@@ -581,6 +591,7 @@ def test_a_refused_recalibration_is_retried_on_the_longer_play_when_the_drift_wa
         tmp_path, **{'hand_reading.cooldown': 1.0, 'hand_reading.min_play': 8.0,
                      'keep_if_better.min_improvement': 0.99})
     hand.play(30.0, 2.5, until=lambda: adjustments)
+    assert adjustments, f'no re-calibration announced after 30 s of drifted play ({hand.check_state()})'
     ros_graph.spin_until(lambda: len(adjustments) >= 2, 60, 'the retried re-calibration announced')
     verdicts = [json.loads(a.data) for a in adjustments]
     assert [(v['kind'], v['installed']) for v in verdicts[:2]] == [('encoder', False)] * 2, verdicts

@@ -188,8 +188,10 @@ class ConfiguratorNode(Node):
         self.create_service(SetTask, 'configurator/set_task', self.on_set_task)
         self.create_subscription(Surprise, 'jepa/surprise', self.on_surprise, 10)
         if self.hand_reading.enabled:
-            self.create_subscription(LatentState, 'jepa/latent', self.on_latent, RELIABLE)
+            # Joint states first: the executor takes ready messages in subscription order, so a busy node that
+            # wakes to a latent and its frame's joint state files the joints before it judges the latent.
             self.create_subscription(JointState, 'joint_states', self.on_joint_state, SENSOR)
+            self.create_subscription(LatentState, 'jepa/latent', self.on_latent, RELIABLE)
         self.create_subscription(String, 'world_model/model_version',
                                  lambda msg: self.follow_world_model(msg.data), LATCHED)
         self.add_on_set_parameters_callback(self.on_parameters)
