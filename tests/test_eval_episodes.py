@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from jepa_bringup.episodes import PUSH_DISTANCE, PUSH_MIN_DISTANCE, PUSH_REGION, RADII, REACH_REGION, REACH_STEPS, \
-    OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize
+    DistanceTrace, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize
 from jepa_bringup.evaluate import condition_seeds, graph_camera
 from jepa_bringup.provenance import files_sha256, provenance
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
@@ -75,6 +75,34 @@ def test_summary_reports_every_radius_and_the_distance_distribution():
     assert summary['final_distance_m']['p50'] == pytest.approx(0.025)
     assert summary['plan_latency_ms']['p50'] == pytest.approx(50.0)
     assert summary['e2e_wall_latency_ms'] == {'p50': None, 'p95': None}
+
+
+def push_outcome(distances, steps_after: int = 0) -> str:
+    """The outcome of a push whose distance to the goal went through `distances` (the first is the start), held at
+    the last one for `steps_after` more steps."""
+    trace = DistanceTrace('push', distances[0])
+    for d in [*distances[1:], *[distances[-1]] * steps_after][:-1]:
+        trace.add(d)
+    return trace.record([*distances, *[distances[-1]] * steps_after][-1])['outcome']
+
+
+def test_a_push_that_missed_is_sorted_by_where_it_went_wrong():
+    moving = list(np.linspace(0.12, 0.05, 60))  # still closing in at the end
+    assert push_outcome([0.12, 0.06, 0.02]) == 'success'
+    assert push_outcome([0.12, 0.02, 0.04]) == 'reached, then left'
+    assert push_outcome([0.12, 0.06, 0.05], steps_after=20) == 'stalled short'
+    assert push_outcome(moving) == 'other'
+    assert push_outcome([0.12, 0.121, 0.119]) == 'untouched'
+    assert push_outcome([0.12, 0.10, 0.15]) == 'pushed away'
+    assert push_outcome([0.12, 0.10, 0.09], steps_after=20) == 'other'  # 9 cm short: not "near"
+    trace = DistanceTrace('reach', 0.2)
+    trace.add(0.01)
+    assert trace.record(0.03) == {'closest_distance_m': 0.01}
+    results = [{'success': False, 'final_distance_m': 0.05, 'outcome': 'stalled short'},
+               {'success': True, 'final_distance_m': 0.01, 'outcome': 'success'}]
+    assert summarize(results, {})['outcomes'] == {'success': 1, 'reached, then left': 0, 'stalled short': 1,
+                                                   'pushed away': 0, 'untouched': 0, 'other': 0}
+    assert 'outcomes' not in summarize([{'success': True, 'final_distance_m': 0.01}], {})
 
 
 def test_fresh_mode1_seeds_are_new_and_references_share_the_agents_seeds():

@@ -126,6 +126,52 @@ def final_distance(goal: Goal, ee: np.ndarray, cube: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(cube)[:2] - goal.target[:2]))
 
 
+# Where a push that missed went wrong (the referee's view, diagnostics only; nothing on the agent's path reads it;
+# research/push_hierarchy §13's classes): the cube came within the success radius and left again; it moved less
+# than UNTOUCHED_M either way (untouched); it ends PUSHED_AWAY_M farther than it started (the hand went through it);
+# it ends within STALLED_M, having moved less than STALLED_CHANGE_M nearer or farther in the last STALLED_SECONDS
+# (stalled short, with time left).
+UNTOUCHED_M = 0.003
+PUSHED_AWAY_M = 0.01
+STALLED_M = 0.08
+STALLED_CHANGE_M = 0.005
+STALLED_SECONDS = 2.0
+PUSH_OUTCOMES = ('success', 'reached, then left', 'stalled short', 'pushed away', 'untouched', 'other')
+
+
+class DistanceTrace:
+    """The distance to the goal after every control step of one episode: the closest the episode came and, for
+    push, which of PUSH_OUTCOMES it ended in."""
+
+    def __init__(self, task: str, start: float):
+        self.task, self.start, self.distances = task, float(start), []
+
+    def add(self, distance: float) -> None:
+        self.distances.append(float(distance))
+
+    def record(self, end: float) -> dict:
+        """{'closest_distance_m': ...} and, for push, 'outcome', for an episode that ended `end` from its goal."""
+        trace = [self.start, *self.distances, float(end)]
+        closest = min(trace)
+        record = {'closest_distance_m': closest}
+        if self.task == 'push':
+            before = trace[max(0, len(trace) - 1 - int(round(STALLED_SECONDS / DT)))]
+            if end < SUCCESS_RADIUS['push']:
+                outcome = 'success'
+            elif closest < SUCCESS_RADIUS['push']:
+                outcome = 'reached, then left'
+            elif abs(end - self.start) < UNTOUCHED_M and closest > self.start - UNTOUCHED_M:
+                outcome = 'untouched'
+            elif end > self.start + PUSHED_AWAY_M:
+                outcome = 'pushed away'
+            elif end < STALLED_M and abs(end - before) < STALLED_CHANGE_M:
+                outcome = 'stalled short'
+            else:
+                outcome = 'other'
+            record['outcome'] = outcome
+        return record
+
+
 def toward(ee: np.ndarray, point: np.ndarray, max_step: float, gripper: float = -1.0) -> np.ndarray:
     delta = np.clip(np.asarray(point, float) - ee, -max_step, max_step)
     return np.r_[delta, gripper]
@@ -208,6 +254,8 @@ def summarize(results: list[dict], latencies: dict[str, list[float]]) -> dict:
         'final_distance_m': {'mean': float(final.mean()) if results else None,
                              **percentiles(final, (10, 25, 50, 75, 90)), 'per_episode': final.tolist()},
         **{f'{name}_ms': percentiles(values) for name, values in latencies.items()},
+        **({'outcomes': {name: sum(r['outcome'] == name for r in results) for name in PUSH_OUTCOMES}}
+           if results and all('outcome' in r for r in results) else {}),
         'per_episode': results,
     }
 

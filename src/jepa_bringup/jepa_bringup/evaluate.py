@@ -54,8 +54,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.description import SIM_NODE
 from jepa_bringup.episodes import ABLATIONS, AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, \
-    SUCCESS_RADIUS, TASK_CONDITIONS, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, episode_steps, \
-    final_distance, make_goal, perturbation_of, reach_region, sim_camera, summarize
+    SUCCESS_RADIUS, TASK_CONDITIONS, DistanceTrace, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, \
+    episode_steps, final_distance, make_goal, perturbation_of, reach_region, sim_camera, summarize
 from jepa_bringup.graph import NAMESPACE_ARGUMENT, GraphError, load_preset, parse_assignments, ros_namespace
 from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
@@ -406,12 +406,14 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     start_plans, start_latencies = len(referee.plans), len(referee.latencies)
     start_adjustments, start_hand_reading = len(referee.adjustments), len(referee.hand_reading)
     start_distance = final_distance(goal, referee.ee, referee.cube)
+    trace = DistanceTrace(task, start_distance)
     for step in range(steps):
         if policy is not None:
             # The hand where the joint state the command is built from puts it (sim/ee_pose comes with the camera,
             # up to a frame older: a step computed from it lands beyond its target).
             referee.command(policy.act(referee.kinematics.fk(referee.q), referee.cube))
         referee.sleep_sim(DT)
+        trace.add(final_distance(goal, referee.ee, referee.cube))
         if video is not None and referee.image is not None:
             video.add(referee.image, referee.camera_info, referee.latest_plan,
                       f'{task} {condition} seed {seed} t={step * DT:.1f}s')
@@ -419,7 +421,8 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     referee.hold()
     distance = final_distance(goal, referee.ee, referee.cube)
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
-            'start_distance_m': start_distance, 'steps': steps, 'plans': len(referee.plans) - start_plans,
+            'start_distance_m': start_distance, **trace.record(distance), 'steps': steps,
+            'plans': len(referee.plans) - start_plans,
             'latencies': referee.latencies[start_latencies:], 'adjustments': referee.adjustments[start_adjustments:],
             'hand_reading_cm': referee.hand_reading[start_hand_reading:]}
 
@@ -490,7 +493,8 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
                     result['perturbed'] = i >= perturb_from
                 results.append(result)
                 log(f'  {task:5s} {condition:14s} seed {episode_seed:4d}: distance {result["start_distance_m"]:.3f} -> '
-                    f'{result["final_distance_m"]:.3f} m  {"success" if result["success"] else "fail"}')
+                    f'{result["final_distance_m"]:.3f} m  {"success" if result["success"] else "fail"}'
+                    + (f' ({result["outcome"]})' if not result['success'] and 'outcome' in result else ''))
                 if video is not None:
                     log(f'  wrote {video.write()}')
         finally:
@@ -653,6 +657,10 @@ def success_table(result: dict) -> str:
             rows.append(f'{task:6s} {name:15s} {r["episodes"]:3d} {r["success_rate"] * 100:7.0f}%  at {at:28s} '
                         f'{r["final_distance_m"]["p50"]:13.3f} {fmt(r["plan_latency_ms"]):>13s} '
                         f'{fmt(r["e2e_wall_latency_ms"]):>22s}')
+        for name, r in report['conditions'].items():
+            if r.get('outcomes'):
+                rows.append(f'{task:6s} {name:15s} outcomes: '
+                            + ', '.join(f'{outcome} {count}' for outcome, count in r['outcomes'].items() if count))
         perception = report.get('perception') or {}
         if perception.get('reports'):
             rows.append(f'{task:6s} perception per frame p50/p95: {fmt(perception["latency_ms"])} ms '

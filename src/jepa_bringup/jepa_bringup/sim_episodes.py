@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, OraclePolicy, RandomPolicy, \
+from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, DistanceTrace, OraclePolicy, RandomPolicy, \
     add_perturbation_arguments, episode_steps, final_distance, make_goal, perturbation_of, sim_camera
 from jepa_actor.actor import Actor, ActorConfig
 from jepa_bringup.agent_settings import agent_params, graph_settings
@@ -118,12 +118,14 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
     else:
         actor.reset()
     start_distance = final_distance(goal, bench.ee, bench.cube)
+    trace = DistanceTrace(task, start_distance)
     plan_ms = []
     previous_latent = previous_action = None
     for _ in range(episode_steps(goal, bench.cube)):
         if policy is not None:
             bench.command(policy.act(bench.ee, bench.cube))
             bench.advance(DT)
+            trace.add(final_distance(goal, bench.ee, bench.cube))
             continue
         q_arm = bench.q_arm
         latent = bench.encode(bench.sim.render())
@@ -135,11 +137,13 @@ def run_episode(bench: SimWorkbench, actor: Actor | None, condition: str, task: 
         bench.advance(command_delay)
         bench.command(decision.action, q_arm)
         bench.advance(DT - command_delay)
+        trace.add(final_distance(goal, bench.ee, bench.cube))
     if transitions is not None and plan_ms:
         transitions.append((previous_latent, previous_action, bench.encode(bench.sim.render())))
     distance = final_distance(goal, bench.ee, bench.cube)
     return {'seed': seed, 'success': bool(distance < SUCCESS_RADIUS[task]), 'final_distance_m': distance,
-            'start_distance_m': start_distance, 'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}
+            'start_distance_m': start_distance, **trace.record(distance),
+            'plan_ms_p50': float(np.median(plan_ms)) if plan_ms else None}
 
 
 def graph_readout(model) -> CubeReadout:
@@ -222,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_episode(bench, actor, condition, args.task, args.seed + i, args.command_delay)
                 results.append(result)
                 print(f'{args.task} {condition} seed {result["seed"]}: {result["start_distance_m"]:.3f} -> '
-                      f'{result["final_distance_m"]:.3f} m {"success" if result["success"] else "fail"} '
-                      f'({time.monotonic() - t0:.0f} s, plan p50 {result["plan_ms_p50"] or 0:.0f} ms)', flush=True)
+                      f'{result["final_distance_m"]:.3f} m {"success" if result["success"] else "fail"}'
+                      + (f' ({result["outcome"]})' if not result['success'] and 'outcome' in result else '')
+                      + f' ({time.monotonic() - t0:.0f} s, plan p50 {result["plan_ms_p50"] or 0:.0f} ms)', flush=True)
             report[condition] = {'success_rate': float(np.mean([r['success'] for r in results])),
                                  'final_distance_m': float(np.mean([r['final_distance_m'] for r in results])),
                                  'per_episode': results}
