@@ -21,7 +21,7 @@ PROBE_NODE = '''#!{python}
 """Publishes who it is and what it was configured with on `chatter`; exits with code 3 after crash_after s
 or on a message on the crash_on topic.
 SIGINT/SIGTERM only set a flag (no KeyboardInterrupt raised inside rclpy calls), so a stop is always clean."""
-import json, os, signal, sys
+import faulthandler, json, os, signal, sys
 import rclpy
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -60,6 +60,9 @@ rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
 probe = Probe()
 if probe.declare_parameter('ignore_sigint', False).value:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+if probe.declare_parameter('ignore_sigterm', False).value:  # stuck: as run_node, it prints its stacks on SIGUSR1
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 while not stop:
     rclpy.spin_once(probe, timeout_sec=0.1)
 probe.destroy_node()
@@ -95,6 +98,14 @@ graphs:
         executable: probe_node
         parameters: {ignore_sigint: true}
         remap: {chatter: chatter_deaf}
+  stuck:
+    arguments: []
+    nodes:
+      - name: stuck
+        package: jepa_launch_testpkg
+        executable: probe_node
+        parameters: {ignore_sigint: true, ignore_sigterm: true}
+        remap: {chatter: chatter_stuck}
   crashy:
     arguments: []
     nodes:
@@ -218,6 +229,21 @@ def test_a_node_ignoring_sigint_gets_sigterm_and_the_launch_fails(ros_graph, tes
     assert launcher.stop(timeout=30) == 1
     output = launcher.log_path.read_text()
     assert 'deaf still running: sending SIGTERM' in output
+    assert all(process_gone(pid) for pid in pids_started(output)), output
+
+
+@pytest.mark.integration
+def test_a_node_ignoring_sigterm_too_prints_its_stacks_and_is_killed(ros_graph, test_install):
+    graph_file, env = test_install
+    stuck = ros_graph.collect(String, 'chatter_stuck')
+    launcher = ros_graph.run(JEPA + ['launch', 'stuck', '--graph-file', str(graph_file), '--sigint-timeout', '1',
+                                     '--sigterm-timeout', '1'], 'launcher', extra_env=env)
+    ros_graph.spin_until(lambda: stuck, 30, 'the node that ignores SIGINT and SIGTERM')
+    assert launcher.stop(timeout=30) == 1
+    output = launcher.log_path.read_text()
+    assert "stuck still running: sending SIGUSR1 (its threads' stacks follow)" in output
+    assert re.search(r'^\[stuck\] .*(Current thread|Thread) 0x', output, re.M), output  # faulthandler's dump
+    assert 'stuck did not stop cleanly (killed by SIGKILL)' in output
     assert all(process_gone(pid) for pid in pids_started(output)), output
 
 

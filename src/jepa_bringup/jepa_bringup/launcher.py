@@ -33,6 +33,8 @@ MAX_RESPAWN_DELAY = 30.0
 STABLE_RUN_TIME = 30.0
 TAIL_LINES = 20
 CLEAN_STOP_CODES = (0, -signal.SIGINT, 128 + signal.SIGINT)
+# s for a node that would not stop to print its threads' stacks (SIGUSR1) before it is killed.
+STACK_DUMP_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -280,10 +282,12 @@ class Launcher:
         return True
 
     def _stop_all(self) -> None:
-        """SIGINT to every node, then SIGTERM, then SIGKILL to those still running after each grace period.
-        Another Ctrl-C during the wait skips to the next step."""
+        """SIGINT to every node, then SIGTERM, then SIGKILL to those still running after each grace period;
+        just before SIGKILL, SIGUSR1, on which a node run by jepa_common.node.run_node prints every thread's stack:
+        the log then says where a node that would not stop was stuck. Another Ctrl-C during the wait skips to the
+        next step."""
         steps = ((signal.SIGINT, self.sigint_timeout), (signal.SIGTERM, self.sigterm_timeout),
-                 (signal.SIGKILL, 5.0))
+                 (signal.SIGUSR1, STACK_DUMP_S), (signal.SIGKILL, 5.0))
         for signum, grace in steps:
             running = [n for n in self.nodes if n.running()]
             if not running:
@@ -291,7 +295,8 @@ class Launcher:
             if signum != signal.SIGINT:
                 self.failed = True
                 self.printer.launcher(f'{", ".join(n.spec.name for n in running)} still running: '
-                                      f'sending {signum.name}')
+                                      f'sending {signum.name}'
+                                      + (" (its threads' stacks follow)" if signum == signal.SIGUSR1 else ''))
             for node in running:
                 node.signal(signum)
             requests = self.stop_requests
