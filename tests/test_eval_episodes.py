@@ -80,10 +80,11 @@ def test_summary_reports_every_radius_and_the_distance_distribution():
 def push_outcome(distances, steps_after: int = 0) -> str:
     """The outcome of a push whose distance to the goal went through `distances` (the first is the start), held at
     the last one for `steps_after` more steps."""
-    trace = DistanceTrace('push', distances[0])
-    for d in [*distances[1:], *[distances[-1]] * steps_after][:-1]:
+    start, *steps, end = [*distances, *[distances[-1]] * steps_after]
+    trace = DistanceTrace('push', start)
+    for d in steps:
         trace.add(d)
-    return trace.record([*distances, *[distances[-1]] * steps_after][-1])['outcome']
+    return trace.record(end)['outcome']
 
 
 def test_a_push_that_missed_is_sorted_by_where_it_went_wrong():

@@ -5,15 +5,13 @@ import json
 import sys
 from collections import Counter
 
+from jepa_bringup.episodes import push_outcome
+
 
 def outcome(e):
-    end,start,mn,l2=e['trace_end'],e['trace_start'],e['trace_min'],e['last_2s_change']
-    if end<0.025: return 'success'
-    if abs(end-start)<0.003 and mn>start-0.003: return 'untouched'
-    if end>start+0.01: return 'pushed away'
-    if mn<0.025: return 'reached then left'
-    if end<0.08 and abs(l2)<0.005: return 'stalled short'
-    return 'other'
+    return push_outcome(e['trace_start'], e['trace_end'], e['trace_min'], e['last_2s_change'])
+
+
 for path in sys.argv[1:]:
     d=json.load(open(path))
     for n in d:

@@ -5,19 +5,11 @@ import json
 import sys
 from collections import Counter
 
+from jepa_bringup.episodes import push_outcome
+
 
 def outcome(e):
-    if e['end'] < 0.025:
-        return 'success'
-    if abs(e['end'] - e['start']) < 0.003 and e['min'] > e['start'] - 0.003:
-        return 'untouched'
-    if e['end'] > e['start'] + 0.01:
-        return 'pushed away'
-    if e['min'] < 0.025:
-        return 'reached 2.5 cm, then left'
-    if e['end'] < 0.08 and abs(e['last_2s_change']) < 0.005:
-        return 'stalled short'
-    return 'other'
+    return push_outcome(e['start'], e['end'], e['min'], e['last_2s_change'])
 
 
 episodes = [e for path in sys.argv[1:] for e in json.load(open(path))['summary']]

@@ -127,16 +127,32 @@ def final_distance(goal: Goal, ee: np.ndarray, cube: np.ndarray) -> float:
 
 
 # Where a push that missed went wrong (the referee's view, diagnostics only; nothing on the agent's path reads it;
-# research/push_hierarchy §13's classes): the cube came within the success radius and left again; it moved less
-# than UNTOUCHED_M either way (untouched); it ends PUSHED_AWAY_M farther than it started (the hand went through it);
-# it ends within STALLED_M, having moved less than STALLED_CHANGE_M nearer or farther in the last STALLED_SECONDS
-# (stalled short, with time left).
+# research/push_hierarchy §13's classes, in its order): the cube moved less than UNTOUCHED_M either way (untouched);
+# it ends PUSHED_AWAY_M farther than it started (the hand went through it); it came within the success radius and
+# left again; it ends within STALLED_M, having moved less than STALLED_CHANGE_M nearer or farther in the last
+# STALLED_SECONDS (stalled short, with time left).
 UNTOUCHED_M = 0.003
 PUSHED_AWAY_M = 0.01
 STALLED_M = 0.08
 STALLED_CHANGE_M = 0.005
 STALLED_SECONDS = 2.0
 PUSH_OUTCOMES = ('success', 'reached, then left', 'stalled short', 'pushed away', 'untouched', 'other')
+
+
+def push_outcome(start: float, end: float, closest: float, last_change: float) -> str:
+    """Which of PUSH_OUTCOMES a push ended in, from the cube's distance to its goal at the start, at the end, at its
+    closest, and its change over the last STALLED_SECONDS (m)."""
+    if end < SUCCESS_RADIUS['push']:
+        return 'success'
+    if abs(end - start) < UNTOUCHED_M and closest > start - UNTOUCHED_M:
+        return 'untouched'
+    if end > start + PUSHED_AWAY_M:
+        return 'pushed away'
+    if closest < SUCCESS_RADIUS['push']:
+        return 'reached, then left'
+    if end < STALLED_M and abs(last_change) < STALLED_CHANGE_M:
+        return 'stalled short'
+    return 'other'
 
 
 class DistanceTrace:
@@ -152,23 +168,10 @@ class DistanceTrace:
     def record(self, end: float) -> dict:
         """{'closest_distance_m': ...} and, for push, 'outcome', for an episode that ended `end` from its goal."""
         trace = [self.start, *self.distances, float(end)]
-        closest = min(trace)
-        record = {'closest_distance_m': closest}
+        record = {'closest_distance_m': min(trace)}
         if self.task == 'push':
             before = trace[max(0, len(trace) - 1 - int(round(STALLED_SECONDS / DT)))]
-            if end < SUCCESS_RADIUS['push']:
-                outcome = 'success'
-            elif closest < SUCCESS_RADIUS['push']:
-                outcome = 'reached, then left'
-            elif abs(end - self.start) < UNTOUCHED_M and closest > self.start - UNTOUCHED_M:
-                outcome = 'untouched'
-            elif end > self.start + PUSHED_AWAY_M:
-                outcome = 'pushed away'
-            elif end < STALLED_M and abs(end - before) < STALLED_CHANGE_M:
-                outcome = 'stalled short'
-            else:
-                outcome = 'other'
-            record['outcome'] = outcome
+            record['outcome'] = push_outcome(self.start, trace[-1], record['closest_distance_m'], trace[-1] - before)
         return record
 
 
