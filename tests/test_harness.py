@@ -4,20 +4,18 @@ from std_msgs.msg import String
 
 from rosharness import RosGraph
 
-# SIGINT reaches a spinning rclpy either as KeyboardInterrupt or, when rclpy's own handler shuts the context
-# down first, as ExternalShutdownException: both are a clean stop.
-TALKER = ('import rclpy, sys\n'
-          'from rclpy.executors import ExternalShutdownException\n'
+# The talker stops the way every jepa node does (run_node): with rclpy's own signal handler and a plain
+# rclpy.spin, SIGINT can land in the executor's cleanup race (ros2/rclpy#968) and the process exits 1.
+TALKER = ('import sys\n'
+          'from rclpy.node import Node\n'
           'from std_msgs.msg import String\n'
-          'rclpy.init()\n'
-          'n = rclpy.create_node("talker")\n'
-          'p = n.create_publisher(String, "chatter", 10)\n'
-          'n.create_timer(0.1, lambda: p.publish(String(data="hello")))\n'
-          'try:\n'
-          '    rclpy.spin(n)\n'
-          'except (KeyboardInterrupt, ExternalShutdownException):\n'
-          '    pass\n'
-          'rclpy.try_shutdown()\n')
+          'from jepa_common.node import run_node\n'
+          'class Talker(Node):\n'
+          '    def __init__(self):\n'
+          '        super().__init__("talker")\n'
+          '        publisher = self.create_publisher(String, "chatter", 10)\n'
+          '        self.create_timer(0.1, lambda: publisher.publish(String(data="hello")))\n'
+          'sys.exit(run_node(Talker))\n')
 
 
 @pytest.mark.integration
