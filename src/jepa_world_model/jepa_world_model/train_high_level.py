@@ -2,14 +2,15 @@
 train the higher level's macro-action predictor (jepa_world_model.high_level) on play bags, in CKPT's latent space.
 
 The bags are play as `jepa collect` records it, or the agent's own episodes as `jepa record --topics
-camera/image_raw joint_states` keeps them beside `jepa eval` (its actions then derived from the joint motion: the
-actor's own jepa/action comes when a plan is ready, not once per control period, and would cut the episodes into
-pieces); their frames are encoded by CKPT's frozen encoder (default: the shipped model) and the predictor learns
-what each macro-action of the bag's actions does to the latent. `--weight BAG=N` counts
-the episodes of BAG (one of the --bag arguments) N times in training and in the library of play sequences: a few
-minutes of the agent's own pushes teach the level what its plans really do only if they are not drowned by an
-hour of babbling. The bags are decoded as the arm the checkpoint was trained on, or as --arm's preset. The actor
-loads the result as its `high_level_path` (levels 2).
+camera/image_raw joint_states [jepa/action]` keeps them beside `jepa eval`: without jepa/action their actions are
+derived from the joint motion; with it they are the actor's commands, which come when a plan is ready rather than
+exactly once per control period, so the episodes are cut into shorter stretches where a plan came late (the
+shipped level's own pushes were recorded both ways: checkpoints/README.md). Their frames are encoded by CKPT's
+frozen encoder (default: the shipped model) and the predictor learns what each macro-action of the bag's actions
+does to the latent. `--weight BAG=N` counts the episodes of BAG (one of the --bag arguments) N times in training
+and in the library of play sequences: a few minutes of the agent's own pushes teach the level what its plans
+really do only if they are not drowned by an hour of babbling. The bags are decoded as the arm the checkpoint was
+trained on, or as --arm's preset. The actor loads the result as its `high_level_path` (levels 2).
 """
 import argparse
 import os
