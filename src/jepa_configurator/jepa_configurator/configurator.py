@@ -287,15 +287,21 @@ class HandReadingCheck:
         return False
 
 
-def expected_surprise(checkpoint_path: str) -> tuple[float | None, str]:
-    """The normalized one-step prediction error a world model made on its held-out windows when it was
-    trained (checkpoint metrics: validation normalized_error at horizon 1), None when the checkpoint does not
-    record it, and the model's id. Adjusted checkpoints carry their original's metrics: same encoder, same
-    scale. Raises CheckpointError for an unreadable checkpoint."""
-    checkpoint, model_id = read_checkpoint(checkpoint_path)
+def held_out_one_step_error(checkpoint: dict) -> float | None:
+    """The normalized one-step prediction error a world model made on its held-out windows when it was trained
+    (checkpoint metrics: validation normalized_error at horizon 1), from the checkpoint as
+    model.read_checkpoint returns it; None when the checkpoint does not record it. Adjusted checkpoints carry
+    their original's metrics: same encoder, same scale."""
     errors = (checkpoint.get('metrics') or {}).get('validation', {}).get('normalized_error') or []
     first = float(errors[0]) if errors else math.nan
-    return (first if math.isfinite(first) and first > 0 else None), model_id
+    return first if math.isfinite(first) and first > 0 else None
+
+
+def expected_surprise(checkpoint_path: str) -> tuple[float | None, str]:
+    """held_out_one_step_error of the checkpoint at `checkpoint_path`, and the model's id. Raises CheckpointError
+    for an unreadable checkpoint."""
+    checkpoint, model_id = read_checkpoint(checkpoint_path)
+    return held_out_one_step_error(checkpoint), model_id
 
 
 def adjust_from_memory(bag: str, adjust: list[str], checkpoint: str, work_dir, tag, critic_init: str | None = None,

@@ -66,12 +66,12 @@ from jepa_common.settings import setting
 from jepa_configurator.adjust_encoder import EncoderTuning
 from jepa_configurator.adjust_world_model import FineTuning, KeepIfBetter
 from jepa_configurator.configurator import ADJUSTMENTS, TASK_PROFILES, TASKS, HandReadingCheck, SurpriseMonitor, \
-    TaskProfile, adjust_from_memory, expected_surprise, recalibrate_from_play
+    TaskProfile, adjust_from_memory, held_out_one_step_error, recalibrate_from_play
 from jepa_configurator.train_critic import CriticTuning
 from jepa_cost.cost import CostWeights
 from jepa_interfaces.msg import LatentState, Surprise
 from jepa_interfaces.srv import RenderState, SaveEpisodes, SavePlay, SetTask
-from jepa_world_model.model import CheckpointError, load_checkpoint
+from jepa_world_model.model import CheckpointError, model_from_checkpoint, read_checkpoint
 from jepa_world_model.runtime import resolve_checkpoint
 
 
@@ -343,27 +343,29 @@ class ConfiguratorNode(Node):
         return '' if response.result.successful else f'{node_name} rejected {sorted(values)}: {response.result.reason}'
 
     # ----- surprise -> adjustment
-    def follow_world_model(self, checkpoint: str) -> None:
+    def follow_world_model(self, checkpoint: str, read: tuple[dict, str] | None = None) -> None:
         """The model in service changed: surprise is judged against the error it makes on its own held-out
         data, and only its own surprise counts. A checkpoint without that figure leaves the threshold absolute
         (baseline 1); with an unreadable one no model is in service, and no surprise counts until one is (its
-        baseline is unknown, and it could not be adjusted)."""
+        baseline is unknown, and it could not be adjusted). `read`: the checkpoint as read_checkpoint returned
+        it, when the caller has read it already (the file is read once)."""
         self.world_model_checkpoint = checkpoint
         path = resolve_checkpoint(checkpoint)
         try:
-            baseline, model_id = expected_surprise(path)
+            stored, model_id = read or read_checkpoint(path)
         except CheckpointError as exc:
             self.get_logger().error(f'cannot load checkpoint: {exc}; no surprise counts until a usable world model '
                                     'is in service')
             self.monitor.serve_none()
             return
+        baseline = held_out_one_step_error(stored)
         self.monitor.serve(model_id, baseline or 1.0)
         self.hand_reading.restart()
         self._drift_pending = None
         self.effector_map = None
         if self.hand_reading.enabled:
             try:
-                model = load_checkpoint(path)
+                model = model_from_checkpoint(stored, path, model_id)
             except CheckpointError as exc:
                 self.get_logger().error(f'cannot load the effector map of {path}: {exc}; the hand reading is not '
                                         'checked until a usable world model is in service')
@@ -386,11 +388,11 @@ class ConfiguratorNode(Node):
             return result(str(exc))
         if 'checkpoint' in changed:
             try:
-                expected_surprise(resolve_checkpoint(settings.checkpoint))
+                read = read_checkpoint(resolve_checkpoint(settings.checkpoint))
             except CheckpointError as exc:
                 in_service = resolve_checkpoint(self.world_model_checkpoint)
                 return result(f'cannot load checkpoint: {exc}; keeping {in_service}')
-            self.follow_world_model(settings.checkpoint)
+            self.follow_world_model(settings.checkpoint, read)
         self.settings = settings
         for task, profile in self.profiles.items():
             self.profiles[task] = dataclasses.replace(profile, weights=weights[task])
