@@ -657,6 +657,21 @@ def test_fit_readout_reads_the_hand_with_the_arms_kinematics(ur5e, ur5e_checkpoi
     assert 'not of arm preset panda: pass --arm ur5e' in capsys.readouterr().err
 
 
+def test_a_bag_cut_into_stretches_shorter_than_a_window_is_refused_naming_it_and_what_cut_it():
+    from jepa_world_model.high_level import HighLevelConfig
+    from jepa_world_model.train_high_level import check_windows
+    config = HighLevelConfig(macro_steps=2, rollout_macros=3)              # 7 ticks per window
+    sources = [{'path': 'long', 'ticks': 10, 'actions': 'derived_from_joint_motion'},
+               {'path': 'commands', 'ticks': 9, 'actions': 'recorded'}]
+    # The first bag: one stretch of 8 ticks and one of 2; the second: three of 3 ticks.
+    segment = np.array([0] * 8 + [1] * 2 + [2] * 3 + [3] * 3 + [4] * 3)
+    with pytest.raises(ValueError, match=r"bag commands: none of its 9 control ticks .* the 7 ticks a training window "
+                                         r"needs .* 3 stretches, median 3 ticks .*/jepa/action"):
+        check_windows(sources, segment, config)
+    assert sources[0]['ticks_in_windows'] == 8
+    assert check_windows(sources[:1], segment[:10], config) == {'long': '8 / 10'}
+
+
 def test_train_high_level_learns_in_the_checkpoints_latent_space_and_arm(ur5e, ur5e_checkpoint, tmp_path, capsys,
                                                                          monkeypatch):
     from jepa_world_model import train_high_level
@@ -674,6 +689,7 @@ def test_train_high_level_learns_in_the_checkpoints_latent_space_and_arm(ur5e, u
         and summary['epochs'] == 2
     # 50 ticks per episode: 44 windows of 3 macro-actions of 2 steps each, less the held-out episode's.
     assert summary['train_windows'] == 44 and len(summary['heldout_error_per_macro']) == 3
+    assert summary['ticks_in_windows'] == {str(ur5e['bag'].resolve()): '50 / 50', str(second.resolve()): '50 / 50'}
     # --weight: the second bag's episode counts three times in the library (15 sequences, one every 3 steps) and, if
     # it is the training episode, in training; held out, it counts once.
     assert train_high_level.main([*command, '--out', str(tmp_path / 'w.pt'), '--weight', f'{second}=3']) == 0
@@ -697,6 +713,8 @@ def test_train_high_level_learns_in_the_checkpoints_latent_space_and_arm(ur5e, u
     assert 'not of arm preset panda: pass --arm ur5e' in capsys.readouterr().err
     assert train_high_level.main([*command, '--out', str(tmp_path / 'x.pt'), '--set', 'macro_step=2']) == 1
     assert "--set 'macro_step=2'" in capsys.readouterr().err
+    # A bag none of whose stretches holds one training window (here: 50 ticks, 40 x 3 + 1 needed) would add nothing.
     assert train_high_level.main([*command, '--out', str(tmp_path / 'x.pt'), '--set', 'macro_steps=40']) == 1
-    assert 'no episode is long enough' in capsys.readouterr().err
+    assert f'bag {ur5e["bag"].resolve()}: none of its 50 control ticks is in a continuous stretch of the 121 ticks' \
+        in capsys.readouterr().err
     assert not (tmp_path / 'x.pt').exists()

@@ -66,11 +66,44 @@ def tick_weights(sources: list[dict], weights: dict[Path, int]) -> np.ndarray:
                      [source['ticks'] for source in sources])
 
 
+def ticks_in_windows(sources: list[dict], segment: np.ndarray, length: int) -> list[tuple[int, int, float]]:
+    """Per bag of bags loaded one after the other (`sources`, each with its ticks; `segment`: their continuous
+    stretches): (ticks in stretches of at least `length` ticks, the stretches, their median length in ticks)."""
+    counts, start = [], 0
+    for source in sources:
+        _, sizes = np.unique(segment[start:start + source['ticks']], return_counts=True)
+        counts.append((int(sizes[sizes >= length].sum()), len(sizes), float(np.median(sizes)) if len(sizes) else 0.0))
+        start += source['ticks']
+    return counts
+
+
+def check_windows(sources: list[dict], segment: np.ndarray, config: HighLevelConfig) -> dict[str, str]:
+    """Notes in each source how many of its ticks lie in stretches one training window long (macro_steps x
+    rollout_macros + 1 ticks) and returns them per bag; ValueError naming a bag that has none, which training
+    would silently drop, with what cut it."""
+    length = config.macro_steps * config.rollout_macros + 1
+    usable = {}
+    for source, (inside, stretches, median) in zip(sources, ticks_in_windows(sources, segment, length)):
+        source['ticks_in_windows'] = inside
+        usable[source['path']] = f'{inside} / {source["ticks"]}'
+        if inside:
+            continue
+        why = (' (its /jepa/action messages are the actor\'s commands, which come only when a plan is ready: '
+               'a plan slower than the control period cuts the episode; recorded without jepa/action, its actions '
+               'would be derived from the joint motion)' if source.get('actions') == 'recorded' else '')
+        raise ValueError(f'bag {source["path"]}: none of its {source["ticks"]} control ticks is in a continuous '
+                         f'stretch of the {length} ticks a training window needs (macro_steps {config.macro_steps} '
+                         f'x rollout_macros {config.rollout_macros} + 1): they are cut into {stretches} stretches, '
+                         f'median {median:g} ticks{why}')
+    return usable
+
+
 def train_from_bags(args: argparse.Namespace) -> dict:
     start = time.monotonic()
     config = parse_settings(args.set)
     weights = parse_weights(args.weight, args.bag)
     path, model, model_id, layout, ticks = bags_for_checkpoint(args, 'jepa train-high-level')
+    usable = check_windows(ticks.sources, ticks.segment, config)
     max_step = bag_kinematics(ticks.sources[0]['path'], layout).max_step
     latents = encode_ticks(model, ticks.images).cpu().numpy()
     episodes = split_episodes(latents, ticks.actions, ticks.segment)
@@ -87,7 +120,7 @@ def train_from_bags(args: argparse.Namespace) -> dict:
                   'cores': len(os.sched_getaffinity(0))}
     high_level.save(out, provenance)
     return {'out': str(out), 'encoder_id': high_level.encoder_id, 'ticks': len(ticks),
-            'max_step': max_step, **report, 'total_seconds': round(time.monotonic() - start, 1)}
+            'max_step': max_step, 'ticks_in_windows': usable, **report, 'total_seconds': round(time.monotonic() - start, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
