@@ -120,7 +120,8 @@ def train_from_bags(args: argparse.Namespace) -> dict:
                   'cores': len(os.sched_getaffinity(0))}
     high_level.save(out, provenance)
     return {'out': str(out), 'encoder_id': high_level.encoder_id, 'ticks': len(ticks),
-            'max_step': max_step, 'ticks_in_windows': usable, **report, 'total_seconds': round(time.monotonic() - start, 1)}
+            'max_step': max_step, 'ticks_in_windows': usable, **report,
+            'total_seconds': round(time.monotonic() - start, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
