@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from jepa_bringup.episodes import PUSH_DISTANCE, PUSH_MIN_DISTANCE, PUSH_REGION, RADII, REACH_REGION, REACH_STEPS, \
-    DistanceTrace, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize
+    DistanceTrace, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize, \
+    verdict
 from jepa_bringup.evaluate import condition_seeds, graph_camera
 from jepa_bringup.provenance import files_sha256, provenance
 from jepa_common.kinematics import PANDA_HOME, ArmKinematics
@@ -104,6 +105,9 @@ def test_a_push_that_missed_is_sorted_by_where_it_went_wrong():
     assert summarize(results, {})['outcomes'] == {'success': 1, 'reached, then left': 0, 'stalled short': 1,
                                                    'pushed away': 0, 'untouched': 0, 'other': 0}
     assert 'outcomes' not in summarize([{'success': True, 'final_distance_m': 0.01}], {})
+    # What the evaluations log per episode.
+    assert [verdict(r) for r in results] == ['fail (stalled short)', 'success']
+    assert verdict({'success': False, 'final_distance_m': 0.2}) == 'fail'
 
 
 def test_fresh_mode1_seeds_are_new_and_references_share_the_agents_seeds():

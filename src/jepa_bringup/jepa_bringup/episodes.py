@@ -155,6 +155,13 @@ def push_outcome(start: float, end: float, closest: float, last_change: float) -
     return 'other'
 
 
+def verdict(result: dict) -> str:
+    """An episode's result as the evaluations log it: 'success', or 'fail' with the push outcome if it has one."""
+    if result['success']:
+        return 'success'
+    return f'fail ({result["outcome"]})' if 'outcome' in result else 'fail'
+
+
 class DistanceTrace:
     """The distance to the goal after every control step of one episode: the closest the episode came and, for
     push, which of PUSH_OUTCOMES it ended in."""

@@ -55,7 +55,7 @@ from trajectory_msgs.msg import JointTrajectory
 from jepa_bringup.description import SIM_NODE
 from jepa_bringup.episodes import ABLATIONS, AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, \
     SUCCESS_RADIUS, TASK_CONDITIONS, DistanceTrace, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, \
-    episode_steps, final_distance, make_goal, perturbation_of, reach_region, sim_camera, summarize
+    episode_steps, final_distance, make_goal, perturbation_of, reach_region, sim_camera, summarize, verdict
 from jepa_bringup.graph import NAMESPACE_ARGUMENT, GraphError, load_preset, parse_assignments, ros_namespace
 from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
@@ -493,8 +493,7 @@ def evaluate(referee: Referee, task: str, episodes: int, seed: int, conditions: 
                     result['perturbed'] = i >= perturb_from
                 results.append(result)
                 log(f'  {task:5s} {condition:14s} seed {episode_seed:4d}: distance {result["start_distance_m"]:.3f} -> '
-                    f'{result["final_distance_m"]:.3f} m  {"success" if result["success"] else "fail"}'
-                    + (f' ({result["outcome"]})' if not result['success'] and 'outcome' in result else ''))
+                    f'{result["final_distance_m"]:.3f} m  {verdict(result)}')
                 if video is not None:
                     log(f'  wrote {video.write()}')
         finally:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from jepa_bringup.episodes import DT, SETTLE, SUCCESS_RADIUS, DistanceTrace, OraclePolicy, RandomPolicy, \
-    add_perturbation_arguments, episode_steps, final_distance, make_goal, perturbation_of, sim_camera
+    add_perturbation_arguments, episode_steps, final_distance, make_goal, perturbation_of, sim_camera, verdict
 from jepa_actor.actor import Actor, ActorConfig
 from jepa_bringup.agent_settings import agent_params, graph_settings
 from jepa_cost.cost import CostWeights
@@ -226,9 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_episode(bench, actor, condition, args.task, args.seed + i, args.command_delay)
                 results.append(result)
                 print(f'{args.task} {condition} seed {result["seed"]}: {result["start_distance_m"]:.3f} -> '
-                      f'{result["final_distance_m"]:.3f} m {"success" if result["success"] else "fail"}'
-                      + (f' ({result["outcome"]})' if not result['success'] and 'outcome' in result else '')
-                      + f' ({time.monotonic() - t0:.0f} s, plan p50 {result["plan_ms_p50"] or 0:.0f} ms)', flush=True)
+                      f'{result["final_distance_m"]:.3f} m {verdict(result)} '
+                      f'({time.monotonic() - t0:.0f} s, plan p50 {result["plan_ms_p50"] or 0:.0f} ms)', flush=True)
             report[condition] = {'success_rate': float(np.mean([r['success'] for r in results])),
                                  'final_distance_m': float(np.mean([r['final_distance_m'] for r in results])),
                                  'per_episode': results}
