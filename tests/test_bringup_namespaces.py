@@ -46,7 +46,10 @@ def test_two_namespaced_sim_arms_run_side_by_side_and_each_gate_moves_its_own_ar
                 f'{ns}/arm_controller/joint_trajectory', f'{ns}/clock'} <= topics, sorted(topics)
         assert {f'{ns}/sim/reset', f'{ns}/safety/release_estop'} <= {n for n, _ in node.get_service_names_and_types()}
     assert '/joint_states' not in topics and '/clock' not in topics
-    assert {('sim', ns) for ns in ARMS} | {('safety', ns) for ns in ARMS} <= set(node.get_node_names_and_namespaces())
+    # Node names travel in their own discovery messages (ros_discovery_info), which may come after the topics'.
+    nodes = {('sim', ns) for ns in ARMS} | {('safety', ns) for ns in ARMS}
+    ros_graph.spin_until(lambda: nodes <= set(node.get_node_names_and_namespaces()), 15,
+                         'the sim and safety nodes of both namespaces among the graph\'s nodes')
 
     home = {ns: joint_positions(states[ns][-1], PANDA_ARM_JOINTS) for ns in ARMS}
     for ns in ARMS:
