@@ -7,6 +7,8 @@ seed every condition runs its episode in turn (one simulator; each condition kee
   library2048    the same with 2048 draws
   NAME@FILE      condition NAME with the higher level in FILE instead of the shipped one
   NAME@F1+F2+... condition NAME with ensemble.HighLevelCommittee of those higher levels (mean prediction)
+  optimistic@F   high_z.OptimisticActor with the high_z.HighLevelZ in F (min over 8 prior draws of z)
+  zero@F         the shipped actor with the HighLevelZ in F at z = 0
 Writes one JSON with, per condition, sim_episodes' report and each episode's cube-to-goal distance per step
 (privileged, for classify_trace-style outcomes; diagnostics only).
 
@@ -26,12 +28,17 @@ from jepa_bringup.sim_episodes import SimWorkbench, run_episode
 from jepa_world_model.high_level import HighLevelModel, default_high_level_path
 from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
 from ensemble import HighLevelCommittee
+from high_z import HighLevelZ, OptimisticActor
 from library_search import LibraryActor
 
 
 def make_actor(name, model, config, weights, kinematics, high):
     if '@' in name:   # condition@FILE: the condition with another higher level
         name, path = name.split('@')
+        if name in ('optimistic', 'zero'):
+            high = HighLevelZ.load(path, encoder_id(model), model.latent_dim)
+            return (OptimisticActor if name == 'optimistic' else Actor)(model, config, weights, kinematics,
+                                                                       high_level=high)
         if '+' in path:
             high = HighLevelCommittee.load(path.split('+'), encoder_id(model), model.latent_dim)
         else:

@@ -1,0 +1,222 @@
+"""§23: the higher level with a latent variable z that carries what its macro-actions do not determine (whether
+and how far a push moves the cube), planned optimistically.
+
+§16-§22: the deterministic level regresses contact outcomes to their mean, so it predicts real pushes to do less
+than they do, and the search prefers plans it is wrong about. Here the predictor also reads z (z_dim numbers, one
+per 3-s window): in training z comes from a posterior that sees where the window really went, KL-bounded towards
+N(0, I); in planning each candidate is scored under `draws` prior samples of z (the same samples for every
+candidate of one plan) and keeps its cheapest: the best outcome the model deems possible, as §7 did with an
+earlier, deterministic-data model. The sub-goal is the first latent of the chosen plan under its cheapest z.
+
+Training goes through `jepa train-high-level` unchanged (bags, weights, held-out split, encoding), with its
+training function swapped for `train_z`:
+    python high_z.py --z-dim 4 --beta 0.02 -- <jepa train-high-level arguments>
+"""
+import argparse
+import math
+import sys
+import time
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+import jepa_world_model.train_high_level as packaged
+from jepa_actor.actor import Actor
+from jepa_cost.cost import SubgoalObjective
+from jepa_world_model.high_level import HighLevelConfig, HighLevelModel, rollout_windows
+
+
+def predictor(sizes: list[int], out: int, dropout: float) -> nn.Sequential:
+    layers = []
+    for width_in, width_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.LayerNorm(width_out), nn.GELU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(sizes[-1], out))
+    return nn.Sequential(*layers)
+
+
+class HighLevelZ(HighLevelModel):
+    def __init__(self, latent_dim: int, config: HighLevelConfig, encoder_id: str, max_step: float,
+                 library_size: int = 0, z_dim: int = 4):
+        super().__init__(latent_dim, config, encoder_id, max_step, library_size)
+        self.z_dim = z_dim
+        self.net = predictor([latent_dim + 4 + z_dim] + [config.hidden] * (config.layers - 1), latent_dim,
+                             config.dropout)
+        nn.init.zeros_(self.net[-1].bias)
+        self.net[-1].weight.data.mul_(0.1)
+        H = config.rollout_macros
+        self.posterior = nn.Sequential(nn.Linear(latent_dim * (H + 1) + 4 * H, 256), nn.GELU(),
+                                       nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 2 * z_dim))
+
+    def step(self, latent, macro, z):
+        return latent + self.net(torch.cat([(latent - self.mean) / self.std, macro, z], -1)) * self.delta_std
+
+    def rollout(self, latent: torch.Tensor, macros: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        if z is None:
+            z = latent.new_zeros(latent.shape[0], self.z_dim)
+        out = []
+        for h in range(macros.shape[1]):
+            latent = self.step(latent, macros[:, h], z)
+            out.append(latent)
+        return torch.stack(out, 1)
+
+    def infer(self, start, macros, targets):
+        """q(z | the window): (mean, log variance), each (B, z_dim)."""
+        x = torch.cat([(start - self.mean) / self.std,
+                       ((targets - start[:, None]) / self.delta_std).flatten(1), macros.flatten(1)], -1)
+        mean, log_var = self.posterior(x).chunk(2, -1)
+        return mean, log_var.clamp(-8, 4)
+
+    def save(self, path, provenance=None) -> None:
+        torch.save({'kind': 'research_high_level_z', 'latent_dim': self.latent_dim, 'config': asdict(self.config),
+                    'encoder_id': self.encoder_id, 'max_step': self.max_step, 'library_size': len(self.library),
+                    'z_dim': self.z_dim, 'state_dict': self.state_dict(), 'provenance': provenance or {}}, str(path))
+
+    @classmethod
+    def load(cls, path, encoder_id=None, latent_dim=None) -> 'HighLevelZ':
+        blob = torch.load(str(path), map_location='cpu', weights_only=False)
+        assert blob['kind'] == 'research_high_level_z', path
+        assert encoder_id is None or blob['encoder_id'] == encoder_id, (blob['encoder_id'], encoder_id)
+        model = cls(blob['latent_dim'], HighLevelConfig.from_dict(blob['config']), blob['encoder_id'],
+                    blob['max_step'], blob['library_size'], blob['z_dim'])
+        model.load_state_dict(blob['state_dict'])
+        model.provenance = blob['provenance']
+        return model.eval()
+
+
+def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, repeats=None, z_dim=4, beta=0.02):
+    """train_high_level's recipe (split, windows, weights, epochs, best held-out epoch) for HighLevelZ, plus
+    beta x KL(q(z | window) || N(0, I)) per window. Held-out error is reported at z = 0 and at the posterior."""
+    repeats = [1] * len(episodes) if repeats is None else [int(r) for r in repeats]
+    generator_np = __import__('numpy').random.default_rng(config.seed)
+    order = generator_np.permutation(len(episodes))
+    held = max(1, int(round(len(episodes) * config.holdout)))
+    val = [episodes[i] for i in order[:held]]
+    train = [episodes[i] for i in order[held:] for _ in range(repeats[i])]
+    S, M, T = rollout_windows(train, config, max_step)
+    Sv, Mv, Tv = rollout_windows(val, config, max_step, stride=3)
+    weighted = [episode for episode, count in zip(episodes, repeats) for _ in range(count)]
+    _, library, _ = rollout_windows(weighted, config, max_step, stride=config.library_stride)
+    torch.manual_seed(config.seed)
+    model = HighLevelZ(S.shape[1], config, encoder_id, max_step, len(library), z_dim)
+    model.library.copy_(library)
+    every = torch.cat([S, T.reshape(-1, S.shape[1])])
+    model.mean.copy_(every.mean(0))
+    model.std.copy_(every.std(0).clamp_min(1e-3))
+    model.delta_std.copy_((T[:, 0] - S).std(0).clamp_min(1e-4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
+    step_weights = config.step_decay ** torch.arange(config.rollout_macros, dtype=torch.float32)
+    change = (T - S[:, None]).pow(2).mean(-1)
+    window_weights = 1.0 + config.change_weight * change / change.mean()
+
+    def error(predicted, target):
+        return (predicted - target).pow(2).mean(-1) / latent_scale
+
+    generator = torch.Generator().manual_seed(config.seed)
+    start, best, epochs = time.monotonic(), (math.inf, None, None, None), 0
+    for epoch in range(config.epochs):
+        model.train()
+        for rows in torch.randperm(len(S), generator=generator).split(config.batch):
+            noisy = S[rows] + config.input_noise * torch.randn(len(rows), S.shape[1], generator=generator) * model.std
+            mean, log_var = model.infer(S[rows], M[rows], T[rows])
+            z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape, generator=generator)
+            kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(-1)
+            weights = window_weights[rows]
+            fit = (error(model.rollout(noisy, M[rows], z), T[rows]) * step_weights * weights).sum(-1) / weights.mean()
+            loss = (fit + beta * kl).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        model.eval()
+        with torch.no_grad():
+            at_zero = error(model.rollout(Sv, Mv), Tv).mean(0)
+            mean, _ = model.infer(Sv, Mv, Tv)
+            at_posterior = error(model.rollout(Sv, Mv, mean), Tv).mean(0)
+        epochs = epoch + 1
+        if float(at_zero.mean()) < best[0]:
+            best = (float(at_zero.mean()), {k: v.clone() for k, v in model.state_dict().items()}, at_zero,
+                    at_posterior)
+        log(f'epoch {epoch}: loss {float(loss.detach()):.4f} (KL {float(kl.mean().detach()):.3f} nats/window), held-out error at z=0 '
+            + ' '.join(f'{v:.3f}' for v in at_zero.tolist()) + ', at the posterior '
+            + ' '.join(f'{v:.3f}' for v in at_posterior.tolist()) + f' ({time.monotonic() - start:.0f} s)')
+        if time.monotonic() - start > config.time_budget_s:
+            break
+    model.load_state_dict(best[1])
+    copy_last = error(Sv[:, None].expand_as(Tv), Tv).mean(0)
+    report = {'train_windows': len(S), 'heldout_windows': len(Sv), 'library': len(library), 'epochs': epochs,
+              'seconds': round(time.monotonic() - start, 1), 'z_dim': z_dim, 'beta': beta,
+              'heldout_error_per_macro': [round(v, 4) for v in best[2].tolist()],
+              'heldout_error_at_posterior': [round(v, 4) for v in best[3].tolist()],
+              'copy_last_error_per_macro': [round(v, 4) for v in copy_last.tolist()]}
+    return model.eval(), report
+
+
+class OptimisticObjective(SubgoalObjective):
+    """SubgoalObjective under `draws` prior samples of z (common to all candidates): each candidate's cheapest."""
+
+    def __init__(self, *args, draws: int, generator: torch.Generator):
+        super().__init__(*args)
+        self.z = torch.randn(draws, self.model.z_dim, generator=generator)
+
+    def rollouts(self, macros):   # -> (K, B, H, D)
+        K, B = len(self.z), macros.shape[0]
+        z = self.z[:, None].expand(K, B, -1).reshape(K * B, -1)
+        latents = self.model.rollout(self.z0.expand(K * B, -1), macros.repeat(K, 1, 1), z)
+        return latents.reshape(K, B, *latents.shape[1:])
+
+    def costs(self, macros):   # -> (K, B)
+        difference = self.rollouts(macros)[:, :, -1] - self.goal
+        return self.latent * self.metric.isotropic(difference) \
+            + self.energy * self.metric.controllable(difference, self.max_step) \
+            + self.effort * macros[..., :3].pow(2).sum(-1).mean(-1)
+
+    def __call__(self, macros):
+        return self.costs(macros).min(0).values
+
+    def rollout(self, macros):   # the plan's latents under its cheapest z
+        best = self.costs(macros).argmin(0)
+        return self.rollouts(macros)[best, torch.arange(macros.shape[0])]
+
+
+class OptimisticActor(Actor):
+    """The shipped actor whose higher level (a HighLevelZ) scores plans optimistically over z."""
+    draws = 8
+
+    def plan_subgoal(self, z, goal):
+        c = self.config
+        if self.subgoal is None or self.steps_since_subgoal >= c.subgoal_every:
+            if not hasattr(self, 'z_generator'):
+                self.z_generator = torch.Generator().manual_seed(c.seed + 7)
+            objective = OptimisticObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy,
+                                            c.subgoal_latent, c.subgoal_effort, c.max_step, draws=self.draws,
+                                            generator=self.z_generator)
+            proposals = [self.library_proposals()]
+            if self.high_planner.previous is not None:
+                proposals.append(self.high_planner.previous[None])
+            macros = self.high_planner.plan(objective, torch.cat(proposals)).actions
+            self.subgoal_macros = macros
+            with torch.no_grad():
+                self.subgoal = objective.rollout(macros[None])[0, 0]
+            self.steps_since_subgoal = 0
+        self.steps_since_subgoal += 1
+        return self.subgoal
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--z-dim', type=int, default=4)
+    ap.add_argument('--beta', type=float, default=0.02)
+    ours, _, theirs = ' '.join(sys.argv[1:]).partition(' -- ')
+    a = ap.parse_args(ours.split())
+    packaged.train_high_level = lambda *args, **kw: train_z(*args, **kw, z_dim=a.z_dim, beta=a.beta)
+    sys.argv = ['jepa train-high-level (research high_z.py --z-dim %d --beta %g)' % (a.z_dim, a.beta)] \
+        + theirs.split()
+    return packaged.main(theirs.split())
+
+
+if __name__ == '__main__':
+    sys.exit(main())
