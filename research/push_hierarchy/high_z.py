@@ -186,24 +186,13 @@ class OptimisticActor(Actor):
     """The shipped actor whose higher level (a HighLevelZ) scores plans optimistically over z."""
     draws = 8
 
-    def plan_subgoal(self, z, goal):
+    def subgoal_objective(self, z, goal):
+        if not hasattr(self, 'z_generator'):
+            self.z_generator = torch.Generator().manual_seed(self.config.seed + 7)
         c = self.config
-        if self.subgoal is None or self.steps_since_subgoal >= c.subgoal_every:
-            if not hasattr(self, 'z_generator'):
-                self.z_generator = torch.Generator().manual_seed(c.seed + 7)
-            objective = OptimisticObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy,
-                                            c.subgoal_latent, c.subgoal_effort, c.max_step, draws=self.draws,
-                                            generator=self.z_generator)
-            proposals = [self.library_proposals()]
-            if self.high_planner.previous is not None:
-                proposals.append(self.high_planner.previous[None])
-            macros = self.high_planner.plan(objective, torch.cat(proposals)).actions
-            self.subgoal_macros = macros
-            with torch.no_grad():
-                self.subgoal = objective.rollout(macros[None])[0, 0]
-            self.steps_since_subgoal = 0
-        self.steps_since_subgoal += 1
-        return self.subgoal
+        return OptimisticObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy,
+                                   c.subgoal_latent, c.subgoal_effort, c.max_step, draws=self.draws,
+                                   generator=self.z_generator)
 
 
 def main():

@@ -11,7 +11,6 @@ With 1024 draws it scores as many sequences per replan as the shipped CEM (1 + 2
 import torch
 
 from jepa_actor.actor import Actor
-from jepa_cost.cost import SubgoalObjective
 
 
 def library_draws(actor: Actor, count: int) -> torch.Tensor:
@@ -29,9 +28,7 @@ def library_draws(actor: Actor, count: int) -> torch.Tensor:
 def library_pick(actor: Actor, z: torch.Tensor, goal: torch.Tensor, count: int,
                  keep: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """The cheapest of `count` library draws (and `keep`, a plan (H, 4) to score beside them) -> (macros, cost)."""
-    c = actor.config
-    objective = SubgoalObjective(actor.high_level, actor.intrinsic.metric, z, goal, c.subgoal_energy,
-                                 c.subgoal_latent, c.subgoal_effort, c.max_step)
+    objective = actor.subgoal_objective(z, goal)
     candidates = library_draws(actor, count)
     if keep is not None:
         candidates = torch.cat([keep[None], candidates])

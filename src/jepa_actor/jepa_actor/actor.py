@@ -241,13 +241,18 @@ class Actor:
             drawn = torch.cat([drawn, drawn[:, -1:].expand(-1, horizon - drawn.shape[1], -1)], 1)
         return drawn
 
+    def subgoal_objective(self, z: torch.Tensor, goal: torch.Tensor) -> SubgoalObjective:
+        """The higher level's cost of macro-action sequences from z towards goal (and its rollout, whose first
+        latent becomes the sub-goal)."""
+        c = self.config
+        return SubgoalObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy, c.subgoal_latent,
+                                c.subgoal_effort, c.max_step)
+
     def plan_subgoal(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """The higher level: every subgoal_every calls, plan macro-actions towards the goal and return the latent
         the first one is predicted to reach; in between, the current one."""
-        c = self.config
-        if self.subgoal is None or self.steps_since_subgoal >= c.subgoal_every:
-            objective = SubgoalObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy,
-                                         c.subgoal_latent, c.subgoal_effort, c.max_step)
+        if self.subgoal is None or self.steps_since_subgoal >= self.config.subgoal_every:
+            objective = self.subgoal_objective(z, goal)
             proposals = [self.library_proposals()]
             if self.high_planner.previous is not None:   # the last plan as it was, beside its shifted warm start
                 proposals.append(self.high_planner.previous[None])
