@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -90,8 +91,7 @@ def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, rep
     """train_high_level's recipe (split, windows, weights, epochs, best held-out epoch) for HighLevelZ, plus
     beta x KL(q(z | window) || N(0, I)) per window. Held-out error is reported at z = 0 and at the posterior."""
     repeats = [1] * len(episodes) if repeats is None else [int(r) for r in repeats]
-    generator_np = __import__('numpy').random.default_rng(config.seed)
-    order = generator_np.permutation(len(episodes))
+    order = np.random.default_rng(config.seed).permutation(len(episodes))
     held = max(1, int(round(len(episodes) * config.holdout)))
     val = [episodes[i] for i in order[:held]]
     train = [episodes[i] for i in order[held:] for _ in range(repeats[i])]
@@ -199,12 +199,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--z-dim', type=int, default=4)
     ap.add_argument('--beta', type=float, default=0.02)
-    ours, _, theirs = ' '.join(sys.argv[1:]).partition(' -- ')
-    a = ap.parse_args(ours.split())
+    split = sys.argv.index('--') if '--' in sys.argv else len(sys.argv)
+    a, theirs = ap.parse_args(sys.argv[1:split]), sys.argv[split + 1:]
     packaged.train_high_level = lambda *args, **kw: train_z(*args, **kw, z_dim=a.z_dim, beta=a.beta)
     sys.argv = ['jepa train-high-level (research high_z.py --z-dim %d --beta %g)' % (a.z_dim, a.beta)] \
-        + theirs.split()
-    return packaged.main(theirs.split())
+        + theirs
+    return packaged.main(theirs)
 
 
 if __name__ == '__main__':
