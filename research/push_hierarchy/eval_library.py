@@ -9,6 +9,7 @@ seed every condition runs its episode in turn (one simulator; each condition kee
   NAME@F1+F2+... condition NAME with ensemble.HighLevelCommittee of those higher levels (mean prediction)
   optimistic@F   high_z.OptimisticActor with the high_z.HighLevelZ in F (min over 8 prior draws of z)
   zero@F         the shipped actor with the HighLevelZ in F at z = 0
+  expected@F     high_z.OptimisticActor scoring the mean cost over the 8 draws instead of the cheapest
 Writes one JSON with, per condition, sim_episodes' report and each episode's cube-to-goal distance per step
 (privileged, for classify_trace-style outcomes; diagnostics only).
 
@@ -35,10 +36,12 @@ from library_search import LibraryActor
 def make_actor(name, model, config, weights, kinematics, high):
     if '@' in name:   # condition@FILE: the condition with another higher level
         name, path = name.split('@')
-        if name in ('optimistic', 'zero'):
+        if name in ('optimistic', 'expected', 'zero'):
             high = HighLevelZ.load(path, encoder_id(model), model.latent_dim)
-            return (OptimisticActor if name == 'optimistic' else Actor)(model, config, weights, kinematics,
-                                                                       high_level=high)
+            actor = (Actor if name == 'zero' else OptimisticActor)(model, config, weights, kinematics,
+                                                                  high_level=high)
+            actor.reduce = 'mean' if name == 'expected' else 'min'
+            return actor
         if '+' in path:
             high = HighLevelCommittee.load(path.split('+'), encoder_id(model), model.latent_dim)
         else:

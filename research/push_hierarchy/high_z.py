@@ -40,9 +40,9 @@ def predictor(sizes: list[int], out: int, dropout: float) -> nn.Sequential:
 
 class HighLevelZ(HighLevelModel):
     def __init__(self, latent_dim: int, config: HighLevelConfig, encoder_id: str, max_step: float,
-                 library_size: int = 0, z_dim: int = 4):
+                 library_size: int = 0, z_dim: int = 4, conditional_prior: bool = False):
         super().__init__(latent_dim, config, encoder_id, max_step, library_size)
-        self.z_dim = z_dim
+        self.z_dim, self.conditional_prior = z_dim, conditional_prior
         self.net = predictor([latent_dim + 4 + z_dim] + [config.hidden] * (config.layers - 1), latent_dim,
                              config.dropout)
         nn.init.zeros_(self.net[-1].bias)
@@ -50,6 +50,9 @@ class HighLevelZ(HighLevelModel):
         H = config.rollout_macros
         self.posterior = nn.Sequential(nn.Linear(latent_dim * (H + 1) + 4 * H, 256), nn.GELU(),
                                        nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 2 * z_dim))
+        # §24: p(z | s, m), so that planning draws the outcomes likely from this state under these macro-actions.
+        self.prior = nn.Sequential(nn.Linear(latent_dim + 4 * H, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
+                                   nn.Linear(256, 2 * z_dim)) if conditional_prior else None
 
     def step(self, latent, macro, z):
         return latent + self.net(torch.cat([(latent - self.mean) / self.std, macro, z], -1)) * self.delta_std
@@ -70,10 +73,18 @@ class HighLevelZ(HighLevelModel):
         mean, log_var = self.posterior(x).chunk(2, -1)
         return mean, log_var.clamp(-8, 4)
 
+    def prior_of(self, start, macros):
+        """p(z | s, m): (mean, log variance), each (B, z_dim); N(0, I) without a conditional prior."""
+        if self.prior is None:
+            zeros = start.new_zeros(start.shape[0], self.z_dim)
+            return zeros, zeros
+        mean, log_var = self.prior(torch.cat([(start - self.mean) / self.std, macros.flatten(1)], -1)).chunk(2, -1)
+        return mean, log_var.clamp(-8, 4)
+
     def save(self, path, provenance=None) -> None:
         torch.save({'kind': 'research_high_level_z', 'latent_dim': self.latent_dim, 'config': asdict(self.config),
                     'encoder_id': self.encoder_id, 'max_step': self.max_step, 'library_size': len(self.library),
-                    'z_dim': self.z_dim, 'state_dict': self.state_dict(), 'provenance': provenance or {}}, str(path))
+                    'z_dim': self.z_dim, 'conditional_prior': self.conditional_prior, 'state_dict': self.state_dict(), 'provenance': provenance or {}}, str(path))
 
     @classmethod
     def load(cls, path, encoder_id=None, latent_dim=None) -> 'HighLevelZ':
@@ -81,13 +92,14 @@ class HighLevelZ(HighLevelModel):
         assert blob['kind'] == 'research_high_level_z', path
         assert encoder_id is None or blob['encoder_id'] == encoder_id, (blob['encoder_id'], encoder_id)
         model = cls(blob['latent_dim'], HighLevelConfig.from_dict(blob['config']), blob['encoder_id'],
-                    blob['max_step'], blob['library_size'], blob['z_dim'])
+                    blob['max_step'], blob['library_size'], blob['z_dim'], blob.get('conditional_prior', False))
         model.load_state_dict(blob['state_dict'])
         model.provenance = blob['provenance']
         return model.eval()
 
 
-def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, repeats=None, z_dim=4, beta=0.02):
+def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, repeats=None, z_dim=4, beta=0.02,
+            conditional_prior=False):
     """train_high_level's recipe (split, windows, weights, epochs, best held-out epoch) for HighLevelZ, plus
     beta x KL(q(z | window) || N(0, I)) per window. Held-out error is reported at z = 0 and at the posterior."""
     repeats = [1] * len(episodes) if repeats is None else [int(r) for r in repeats]
@@ -100,7 +112,7 @@ def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, rep
     weighted = [episode for episode, count in zip(episodes, repeats) for _ in range(count)]
     _, library, _ = rollout_windows(weighted, config, max_step, stride=config.library_stride)
     torch.manual_seed(config.seed)
-    model = HighLevelZ(S.shape[1], config, encoder_id, max_step, len(library), z_dim)
+    model = HighLevelZ(S.shape[1], config, encoder_id, max_step, len(library), z_dim, conditional_prior)
     model.library.copy_(library)
     every = torch.cat([S, T.reshape(-1, S.shape[1])])
     model.mean.copy_(every.mean(0))
@@ -123,7 +135,9 @@ def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, rep
             noisy = S[rows] + config.input_noise * torch.randn(len(rows), S.shape[1], generator=generator) * model.std
             mean, log_var = model.infer(S[rows], M[rows], T[rows])
             z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape, generator=generator)
-            kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(-1)
+            prior_mean, prior_log_var = model.prior_of(S[rows], M[rows])
+            kl = 0.5 * (prior_log_var - log_var + (log_var.exp() + (mean - prior_mean).pow(2)) / prior_log_var.exp()
+                        - 1).sum(-1)
             weights = window_weights[rows]
             fit = (error(model.rollout(noisy, M[rows], z), T[rows]) * step_weights * weights).sum(-1) / weights.mean()
             loss = (fit + beta * kl).mean()
@@ -148,7 +162,7 @@ def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, rep
     model.load_state_dict(best[1])
     copy_last = error(Sv[:, None].expand_as(Tv), Tv).mean(0)
     report = {'train_windows': len(S), 'heldout_windows': len(Sv), 'library': len(library), 'epochs': epochs,
-              'seconds': round(time.monotonic() - start, 1), 'z_dim': z_dim, 'beta': beta,
+              'seconds': round(time.monotonic() - start, 1), 'z_dim': z_dim, 'beta': beta, 'conditional_prior': conditional_prior,
               'heldout_error_per_macro': [round(v, 4) for v in best[2].tolist()],
               'heldout_error_at_posterior': [round(v, 4) for v in best[3].tolist()],
               'copy_last_error_per_macro': [round(v, 4) for v in copy_last.tolist()]}
@@ -158,13 +172,15 @@ def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, rep
 class OptimisticObjective(SubgoalObjective):
     """SubgoalObjective under `draws` prior samples of z (common to all candidates): each candidate's cheapest."""
 
-    def __init__(self, *args, draws: int, generator: torch.Generator):
+    def __init__(self, *args, draws: int, generator: torch.Generator, reduce: str = 'min'):
         super().__init__(*args)
-        self.z = torch.randn(draws, self.model.z_dim, generator=generator)
+        self.noise = torch.randn(draws, self.model.z_dim, generator=generator)
+        self.reduce = reduce
 
     def rollouts(self, macros):   # -> (K, B, H, D)
-        K, B = len(self.z), macros.shape[0]
-        z = self.z[:, None].expand(K, B, -1).reshape(K * B, -1)
+        K, B = len(self.noise), macros.shape[0]
+        mean, log_var = self.model.prior_of(self.z0.expand(B, -1), macros)
+        z = (mean + (0.5 * log_var).exp() * self.noise[:, None]).reshape(K * B, -1)
         latents = self.model.rollout(self.z0.expand(K * B, -1), macros.repeat(K, 1, 1), z)
         return latents.reshape(K, B, *latents.shape[1:])
 
@@ -175,16 +191,19 @@ class OptimisticObjective(SubgoalObjective):
             + self.effort * macros[..., :3].pow(2).sum(-1).mean(-1)
 
     def __call__(self, macros):
-        return self.costs(macros).min(0).values
+        costs = self.costs(macros)
+        return costs.min(0).values if self.reduce == 'min' else costs.mean(0)
 
-    def rollout(self, macros):   # the plan's latents under its cheapest z
-        best = self.costs(macros).argmin(0)
+    def rollout(self, macros):   # the plan's latents under its cheapest z (min) or its median-cost z (mean)
+        costs = self.costs(macros)
+        best = costs.argmin(0) if self.reduce == 'min' else costs.median(0).indices
         return self.rollouts(macros)[best, torch.arange(macros.shape[0])]
 
 
 class OptimisticActor(Actor):
     """The shipped actor whose higher level (a HighLevelZ) scores plans optimistically over z."""
     draws = 8
+    reduce = 'min'
 
     def subgoal_objective(self, z, goal):
         if not hasattr(self, 'z_generator'):
@@ -192,17 +211,20 @@ class OptimisticActor(Actor):
         c = self.config
         return OptimisticObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy,
                                    c.subgoal_latent, c.subgoal_effort, c.max_step, draws=self.draws,
-                                   generator=self.z_generator)
+                                   generator=self.z_generator, reduce=self.reduce)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--z-dim', type=int, default=4)
     ap.add_argument('--beta', type=float, default=0.02)
+    ap.add_argument('--conditional-prior', action='store_true')
     split = sys.argv.index('--') if '--' in sys.argv else len(sys.argv)
     a, theirs = ap.parse_args(sys.argv[1:split]), sys.argv[split + 1:]
-    packaged.train_high_level = lambda *args, **kw: train_z(*args, **kw, z_dim=a.z_dim, beta=a.beta)
-    sys.argv = ['jepa train-high-level (research high_z.py --z-dim %d --beta %g)' % (a.z_dim, a.beta)] \
+    packaged.train_high_level = lambda *args, **kw: train_z(*args, **kw, z_dim=a.z_dim, beta=a.beta,
+                                                                 conditional_prior=a.conditional_prior)
+    sys.argv = ['jepa train-high-level (research high_z.py --z-dim %d --beta %g%s)'
+                % (a.z_dim, a.beta, ' --conditional-prior' if a.conditional_prior else '')] \
         + theirs
     return packaged.main(theirs)
 
