@@ -18,14 +18,13 @@ import sys
 import time
 from dataclasses import asdict
 
-import numpy as np
 import torch
 from torch import nn
 
 import jepa_world_model.train_high_level as packaged
 from jepa_actor.actor import Actor
 from jepa_cost.cost import SubgoalObjective
-from jepa_world_model.high_level import HighLevelConfig, HighLevelModel, rollout_windows
+from jepa_world_model.high_level import HighLevelConfig, HighLevelModel, fit_statistics, training_windows
 
 
 def predictor(sizes: list[int], out: int, dropout: float) -> nn.Sequential:
@@ -101,23 +100,12 @@ class HighLevelZ(HighLevelModel):
 def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, repeats=None, z_dim=4, beta=0.02,
             conditional_prior=False):
     """train_high_level's recipe (split, windows, weights, epochs, best held-out epoch) for HighLevelZ, plus
-    beta x KL(q(z | window) || N(0, I)) per window. Held-out error is reported at z = 0 and at the posterior."""
-    repeats = [1] * len(episodes) if repeats is None else [int(r) for r in repeats]
-    order = np.random.default_rng(config.seed).permutation(len(episodes))
-    held = max(1, int(round(len(episodes) * config.holdout)))
-    val = [episodes[i] for i in order[:held]]
-    train = [episodes[i] for i in order[held:] for _ in range(repeats[i])]
-    S, M, T = rollout_windows(train, config, max_step)
-    Sv, Mv, Tv = rollout_windows(val, config, max_step, stride=3)
-    weighted = [episode for episode, count in zip(episodes, repeats) for _ in range(count)]
-    _, library, _ = rollout_windows(weighted, config, max_step, stride=config.library_stride)
+    beta x KL(q(z | window) || its prior: N(0, I), or p(z | s, m) with conditional_prior) per window. Held-out
+    error is reported at z = 0 and at the posterior."""
+    (S, M, T), (Sv, Mv, Tv), library, _ = training_windows(episodes, config, max_step, repeats)
     torch.manual_seed(config.seed)
     model = HighLevelZ(S.shape[1], config, encoder_id, max_step, len(library), z_dim, conditional_prior)
-    model.library.copy_(library)
-    every = torch.cat([S, T.reshape(-1, S.shape[1])])
-    model.mean.copy_(every.mean(0))
-    model.std.copy_(every.std(0).clamp_min(1e-3))
-    model.delta_std.copy_((T[:, 0] - S).std(0).clamp_min(1e-4))
+    fit_statistics(model, S, T, library)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
     step_weights = config.step_decay ** torch.arange(config.rollout_macros, dtype=torch.float32)

@@ -7,8 +7,7 @@ export PYTHONPATH=.
 PY=../../.venv/bin/python
 D=/work/data/hz
 mkdir -p $D
-B="--bag /work/data/play_contact_7000 --bag /work/data/play_contact_7100 --bag /work/data/play230/play_contact_7200 --bag /work/data/play230/play_contact_7300 --bag /work/data/play230/play_contact_7400"
-O="--bag /work/data/own2/own_push_9000 --weight /work/data/own2/own_push_9000=5 --bag /work/data/own3/own_push_9040 --weight /work/data/own3/own_push_9040=5 --bag /work/data/own4/own_push_9080 --weight /work/data/own4/own_push_9080=5"
+. ./round3_bags.sh
 $PY high_z.py --z-dim 4 --beta 0.05 --conditional-prior -- $B $O --set time_budget_s=1500 --out $D/z4b05cp.pt \
     --verbose > $D/train_cp.log 2>&1 || exit 1
 Z=$D/z4b05cp.pt

@@ -185,6 +185,37 @@ def rollout_windows(episodes: list[tuple], config: HighLevelConfig, max_step: fl
             torch.as_tensor(np.array(targets, np.float32)))
 
 
+def training_windows(episodes: list[tuple], config: HighLevelConfig, max_step: float,
+                     repeats: list[int] | None = None) -> tuple:
+    """The held-out split (config.seed, config.holdout) and its windows: -> ((S, M, T) of the training episodes,
+    each counted `repeats` times; (S, M, T) of the held-out ones, once, every third start; the library of macro
+    sequences of all episodes, counted `repeats` times; the episode counts)."""
+    repeats = [1] * len(episodes) if repeats is None else [int(r) for r in repeats]
+    if len(repeats) != len(episodes) or min(repeats, default=1) < 1:
+        raise ValueError(f'repeats: expected one count >= 1 for each of the {len(episodes)} episodes, '
+                         f'got {len(repeats)} (smallest {min(repeats, default=None)})')
+    if len(episodes) < 2:
+        raise ValueError(f'{len(episodes)} play episode(s): need at least 2, one of them held out')
+    order = np.random.default_rng(config.seed).permutation(len(episodes))
+    held = max(1, int(round(len(episodes) * config.holdout)))
+    val = [episodes[i] for i in order[:held]]
+    train = [episodes[i] for i in order[held:] for _ in range(repeats[i])]
+    weighted = [episode for episode, count in zip(episodes, repeats) for _ in range(count)]
+    _, library, _ = rollout_windows(weighted, config, max_step, stride=config.library_stride)
+    counts = {'train': len(episodes) - held, 'heldout': len(val), 'train_repeated': len(train)}
+    return (rollout_windows(train, config, max_step), rollout_windows(val, config, max_step, stride=3), library,
+            counts)
+
+
+def fit_statistics(model: HighLevelModel, S: torch.Tensor, T: torch.Tensor, library: torch.Tensor) -> None:
+    """The model's input normalization and residual scale from the training windows, and its library."""
+    model.library.copy_(library)
+    every = torch.cat([S, T.reshape(-1, S.shape[1])])
+    model.mean.copy_(every.mean(0))
+    model.std.copy_(every.std(0).clamp_min(1e-3))
+    model.delta_std.copy_((T[:, 0] - S).std(0).clamp_min(1e-4))
+
+
 def train_high_level(episodes: list[tuple], config: HighLevelConfig, encoder_id: str, max_step: float,
                      latent_scale: float, log=print, repeats: list[int] | None = None) -> tuple[HighLevelModel, dict]:
     """Train on play episodes [(latents (T, D), actions (T - 1, 4))]; the epoch with the least held-out open-loop
@@ -192,28 +223,10 @@ def train_high_level(episodes: list[tuple], config: HighLevelConfig, encoder_id:
     library sequences count that many times; a held-out one counts once, so the epoch is picked on what play
     predicts, not on the repeated episodes' share. -> (model, report: held-out normalized error per macro-action
     against copying the start)."""
-    repeats = [1] * len(episodes) if repeats is None else [int(r) for r in repeats]
-    if len(repeats) != len(episodes) or min(repeats, default=1) < 1:
-        raise ValueError(f'repeats: expected one count >= 1 for each of the {len(episodes)} episodes, '
-                         f'got {len(repeats)} (smallest {min(repeats, default=None)})')
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(episodes))
-    held = max(1, int(round(len(episodes) * config.holdout)))
-    if len(episodes) < 2:
-        raise ValueError(f'{len(episodes)} play episode(s): need at least 2, one of them held out')
-    val = [episodes[i] for i in order[:held]]
-    train = [episodes[i] for i in order[held:] for _ in range(repeats[i])]
-    S, M, T = rollout_windows(train, config, max_step)
-    Sv, Mv, Tv = rollout_windows(val, config, max_step, stride=3)
-    weighted = [episode for episode, count in zip(episodes, repeats) for _ in range(count)]
-    _, library, _ = rollout_windows(weighted, config, max_step, stride=config.library_stride)
+    (S, M, T), (Sv, Mv, Tv), library, counts = training_windows(episodes, config, max_step, repeats)
     torch.manual_seed(config.seed)
     model = HighLevelModel(S.shape[1], config, encoder_id, max_step, len(library))
-    model.library.copy_(library)
-    every = torch.cat([S, T.reshape(-1, S.shape[1])])
-    model.mean.copy_(every.mean(0))
-    model.std.copy_(every.std(0).clamp_min(1e-3))
-    model.delta_std.copy_((T[:, 0] - S).std(0).clamp_min(1e-4))
+    fit_statistics(model, S, T, library)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs)
     step_weights = config.step_decay ** torch.arange(config.rollout_macros, dtype=torch.float32)
@@ -250,7 +263,7 @@ def train_high_level(episodes: list[tuple], config: HighLevelConfig, encoder_id:
     model.load_state_dict(best[1])
     copy_last = error(Sv[:, None].expand_as(Tv), Tv).mean(0)
     report = {'train_windows': len(S), 'heldout_windows': len(Sv), 'library': len(library),
-              'episodes': {'train': len(episodes) - held, 'heldout': len(val), 'train_repeated': len(train)},
+              'episodes': counts,
               'epochs': epochs,
               'seconds': round(time.monotonic() - start, 1),
               'heldout_error_per_macro': [round(v, 4) for v in best[2].tolist()],
