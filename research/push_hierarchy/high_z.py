@@ -7,6 +7,8 @@ per 3-s window): in training z comes from a posterior that sees where the window
 N(0, I); in planning each candidate is scored under `draws` prior samples of z (the same samples for every
 candidate of one plan) and keeps its cheapest: the best outcome the model deems possible, as §7 did with an
 earlier, deterministic-data model. The sub-goal is the first latent of the chosen plan under its cheapest z.
+§24: with --conditional-prior the KL and the planning draws use p(z | s, m) instead of N(0, I), and
+`OptimisticActor.reduce = 'mean'` scores the expected cost over the draws instead of the cheapest.
 
 Training goes through `jepa train-high-level` unchanged (bags, weights, held-out split, encoding), with its
 training function swapped for `train_z`:
