@@ -26,17 +26,8 @@ from torch import nn
 import jepa_world_model.train_high_level as packaged
 from jepa_actor.actor import Actor
 from jepa_cost.cost import SubgoalObjective
-from jepa_world_model.high_level import HighLevelConfig, HighLevelModel, fit_statistics, training_windows
-
-
-def predictor(sizes: list[int], out: int, dropout: float) -> nn.Sequential:
-    layers = []
-    for width_in, width_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(width_in, width_out), nn.LayerNorm(width_out), nn.GELU()]
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-    layers.append(nn.Linear(sizes[-1], out))
-    return nn.Sequential(*layers)
+from jepa_world_model.high_level import HighLevelConfig, HighLevelModel, fit_statistics, predictor_mlp, \
+    training_windows
 
 
 class HighLevelZ(HighLevelModel):
@@ -44,10 +35,7 @@ class HighLevelZ(HighLevelModel):
                  library_size: int = 0, z_dim: int = 4, conditional_prior: bool = False):
         super().__init__(latent_dim, config, encoder_id, max_step, library_size)
         self.z_dim, self.conditional_prior = z_dim, conditional_prior
-        self.net = predictor([latent_dim + 4 + z_dim] + [config.hidden] * (config.layers - 1), latent_dim,
-                             config.dropout)
-        nn.init.zeros_(self.net[-1].bias)
-        self.net[-1].weight.data.mul_(0.1)
+        self.net = predictor_mlp(latent_dim + 4 + z_dim, latent_dim, config)
         H = config.rollout_macros
         self.posterior = nn.Sequential(nn.Linear(latent_dim * (H + 1) + 4 * H, 256), nn.GELU(),
                                        nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 2 * z_dim))
@@ -85,7 +73,8 @@ class HighLevelZ(HighLevelModel):
     def save(self, path, provenance=None) -> None:
         torch.save({'kind': 'research_high_level_z', 'latent_dim': self.latent_dim, 'config': asdict(self.config),
                     'encoder_id': self.encoder_id, 'max_step': self.max_step, 'library_size': len(self.library),
-                    'z_dim': self.z_dim, 'conditional_prior': self.conditional_prior, 'state_dict': self.state_dict(), 'provenance': provenance or {}}, str(path))
+                    'z_dim': self.z_dim, 'conditional_prior': self.conditional_prior,
+                    'state_dict': self.state_dict(), 'provenance': provenance or {}}, str(path))
 
     @classmethod
     def load(cls, path, encoder_id=None, latent_dim=None) -> 'HighLevelZ':
@@ -144,15 +133,16 @@ def train_z(episodes, config, encoder_id, max_step, latent_scale, log=print, rep
         if float(at_zero.mean()) < best[0]:
             best = (float(at_zero.mean()), {k: v.clone() for k, v in model.state_dict().items()}, at_zero,
                     at_posterior)
-        log(f'epoch {epoch}: loss {float(loss.detach()):.4f} (KL {float(kl.mean().detach()):.3f} nats/window), held-out error at z=0 '
-            + ' '.join(f'{v:.3f}' for v in at_zero.tolist()) + ', at the posterior '
+        log(f'epoch {epoch}: loss {float(loss.detach()):.4f} (KL {float(kl.mean().detach()):.3f} nats/window), '
+            'held-out error at z=0 ' + ' '.join(f'{v:.3f}' for v in at_zero.tolist()) + ', at the posterior '
             + ' '.join(f'{v:.3f}' for v in at_posterior.tolist()) + f' ({time.monotonic() - start:.0f} s)')
         if time.monotonic() - start > config.time_budget_s:
             break
     model.load_state_dict(best[1])
     copy_last = error(Sv[:, None].expand_as(Tv), Tv).mean(0)
     report = {'train_windows': len(S), 'heldout_windows': len(Sv), 'library': len(library), 'epochs': epochs,
-              'seconds': round(time.monotonic() - start, 1), 'z_dim': z_dim, 'beta': beta, 'conditional_prior': conditional_prior,
+              'seconds': round(time.monotonic() - start, 1), 'z_dim': z_dim, 'beta': beta,
+              'conditional_prior': conditional_prior,
               'heldout_error_per_macro': [round(v, 4) for v in best[2].tolist()],
               'heldout_error_at_posterior': [round(v, 4) for v in best[3].tolist()],
               'copy_last_error_per_macro': [round(v, 4) for v in copy_last.tolist()]}

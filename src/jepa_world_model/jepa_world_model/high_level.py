@@ -73,6 +73,11 @@ class HighLevelConfig:
     def __post_init__(self):
         check_spans(self)
 
+    @property
+    def window_ticks(self) -> int:
+        """Control ticks one training window spans: rollout_macros macro-actions of macro_steps, and the start."""
+        return self.macro_steps * self.rollout_macros + 1
+
     @classmethod
     def from_dict(cls, values: dict) -> 'HighLevelConfig':
         known = {f.name for f in fields(cls)}
@@ -92,6 +97,22 @@ def macro_actions(actions: np.ndarray | torch.Tensor, max_step: float):
     return np.concatenate([net, gripper], -1).astype(np.float32)
 
 
+def predictor_mlp(inputs: int, outputs: int, config: HighLevelConfig) -> nn.Sequential:
+    """The predictor's residual MLP: config.layers linear layers (LayerNorm, GELU, dropout between them), the last
+    one small, so that a fresh model starts near "nothing changes"."""
+    sizes = [inputs] + [config.hidden] * (config.layers - 1)
+    layers = []
+    for width_in, width_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.LayerNorm(width_out), nn.GELU()]
+        if config.dropout:
+            layers.append(nn.Dropout(config.dropout))
+    layers.append(nn.Linear(sizes[-1], outputs))
+    net = nn.Sequential(*layers)
+    nn.init.zeros_(net[-1].bias)
+    net[-1].weight.data.mul_(0.1)
+    return net
+
+
 class HighLevelModel(nn.Module):
     """s_t, m -> s_{t+K} for latents of one encoder (`encoder_id`), with the play library of macro sequences."""
 
@@ -99,17 +120,7 @@ class HighLevelModel(nn.Module):
                  library_size: int = 0):
         super().__init__()
         self.latent_dim, self.config, self.encoder_id, self.max_step = latent_dim, config, encoder_id, max_step
-        sizes = [latent_dim + 4] + [config.hidden] * (config.layers - 1)
-        layers = []
-        for width_in, width_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(width_in, width_out), nn.LayerNorm(width_out), nn.GELU()]
-            if config.dropout:
-                layers.append(nn.Dropout(config.dropout))
-        layers.append(nn.Linear(sizes[-1], latent_dim))
-        self.net = nn.Sequential(*layers)
-        # Starts near "nothing changes": the residual's last layer small.
-        nn.init.zeros_(self.net[-1].bias)
-        self.net[-1].weight.data.mul_(0.1)
+        self.net = predictor_mlp(latent_dim + 4, latent_dim, config)
         self.register_buffer('mean', torch.zeros(latent_dim))
         self.register_buffer('std', torch.ones(latent_dim))
         self.register_buffer('delta_std', torch.ones(latent_dim))
@@ -180,7 +191,7 @@ def rollout_windows(episodes: list[tuple], config: HighLevelConfig, max_step: fl
             macros.append(macro_actions(actions[t:t + H * K].reshape(H, K, 4), max_step))
             targets.append(latents[t + K * np.arange(1, H + 1)])
     if not starts:
-        raise ValueError(f'no episode is long enough for {H} macro-actions of {K} steps ({H * K + 1} ticks)')
+        raise ValueError(f'no episode is long enough for {H} macro-actions of {K} steps ({config.window_ticks} ticks)')
     return (torch.as_tensor(np.array(starts, np.float32)), torch.as_tensor(np.array(macros, np.float32)),
             torch.as_tensor(np.array(targets, np.float32)))
 

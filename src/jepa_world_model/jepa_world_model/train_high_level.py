@@ -81,7 +81,7 @@ def check_windows(sources: list[dict], segment: np.ndarray, config: HighLevelCon
     """Notes in each source how many of its ticks lie in stretches one training window long (macro_steps x
     rollout_macros + 1 ticks) and returns them per bag; ValueError naming a bag that has none, which training
     would silently drop, with what cut it."""
-    length = config.macro_steps * config.rollout_macros + 1
+    length = config.window_ticks
     usable = {}
     for source, (inside, stretches, median) in zip(sources, ticks_in_windows(sources, segment, length)):
         source['ticks_in_windows'] = inside
