@@ -79,13 +79,14 @@ def test_summary_reports_every_radius_and_the_distance_distribution():
 
 
 def push_outcome(distances, steps_after: int = 0) -> str:
-    """The outcome of a push whose distance to the goal went through `distances` (the first is the start), held at
-    the last one for `steps_after` more steps."""
-    start, *steps, end = [*distances, *[distances[-1]] * steps_after]
+    """The outcome of a push whose distance to the goal went through `distances` (the first is the start, the others
+    one per control step), held at the last one for `steps_after` more steps; the end, measured after the last step
+    with the arm held, repeats it (as the referee's does)."""
+    start, *steps = [*distances, *[distances[-1]] * steps_after]
     trace = DistanceTrace('push', start)
     for d in steps:
         trace.add(d)
-    return trace.record(end)['outcome']
+    return trace.record(steps[-1])['outcome']
 
 
 def test_a_push_that_missed_is_sorted_by_where_it_went_wrong():
@@ -97,6 +98,10 @@ def test_a_push_that_missed_is_sorted_by_where_it_went_wrong():
     assert push_outcome([0.12, 0.121, 0.119]) == 'untouched'
     assert push_outcome([0.12, 0.10, 0.15]) == 'pushed away'
     assert push_outcome([0.12, 0.10, 0.09], steps_after=20) == 'other'  # 9 cm short: not "near"
+    # Stalled: no change over the last 2 s (20 control steps), not 1.9 s and the end's repeat of the last step.
+    closing_in = [0.12, *np.linspace(0.10, 0.056, 12), 0.05]
+    assert push_outcome(closing_in, steps_after=19) == 'other'
+    assert push_outcome(closing_in, steps_after=20) == 'stalled short'
     trace = DistanceTrace('reach', 0.2)
     trace.add(0.01)
     assert trace.record(0.03) == {'closest_distance_m': 0.01}

@@ -174,11 +174,13 @@ class DistanceTrace:
 
     def record(self, end: float) -> dict:
         """{'closest_distance_m': ...} and, for push, 'outcome', for an episode that ended `end` from its goal."""
-        trace = [self.start, *self.distances, float(end)]
-        record = {'closest_distance_m': min(trace)}
+        steps = [self.start, *self.distances]
+        record = {'closest_distance_m': min(*steps, float(end))}
         if self.task == 'push':
-            before = trace[max(0, len(trace) - 1 - int(round(STALLED_SECONDS / DT)))]
-            record['outcome'] = push_outcome(self.start, trace[-1], record['closest_distance_m'], trace[-1] - before)
+            # From STALLED_SECONDS before the last control step to the end (measured after it, with the arm held):
+            # counted on the steps alone, as the end repeats the last of them rather than coming a step later.
+            before = steps[max(0, len(steps) - 1 - int(round(STALLED_SECONDS / DT)))]
+            record['outcome'] = push_outcome(self.start, float(end), record['closest_distance_m'], float(end) - before)
         return record
 
 
