@@ -649,3 +649,56 @@ def test_hierarchical_actor_plans_towards_the_learned_higher_levels_subgoal():
     with pytest.raises(ValueError, match='levels 2 needs a learned higher level'):
         flat.reconfigure(levels=2)
     assert flat.config.levels == 1
+
+
+def test_mode1_takes_its_subgoals_from_a_policy_distilled_from_the_higher_levels_plans():
+    """levels 2: Mode-2 teaches the sub-goal policy the higher level's first macro-actions; Mode-1 with
+    mode1_subgoals policy then reaches a goal it was not taught without searching at either level."""
+    from jepa_common.kinematics import PANDA_HOME, ArmKinematics
+    kinematics = ArmKinematics()
+    config = ActorConfig(horizon=4, samples=64, iterations=2, grad_steps=2, levels=2, subgoal_every=2,
+                         subgoal_horizon=3, subgoal_samples=64, subgoal_effort=0.05, distill_steps=10)
+    high_level, _ = toy_high_level()
+    actor = Actor(EndEffectorModel(), config, kinematics=kinematics, high_level=high_level)
+
+    def episode(target, mode, steps=30):
+        q = np.array(PANDA_HOME)
+        actor.reset()
+        for _ in range(steps):
+            decision = actor.act(kinematics.fk(q) * 10, np.asarray(target) * 10, q, mode=mode)
+            q, _ = kinematics.action_to_joint_target(q, decision.action)
+        return np.linalg.norm(kinematics.fk(q) - target), decision
+
+    rng = np.random.default_rng(0)
+    taught = [np.array([0.45, 0.0, 0.3]) + rng.uniform(-0.15, 0.15, 3) for _ in range(6)]
+    for target in taught:
+        episode(target, 'mode2')
+    assert len(actor.subgoal_distiller.examples) == 6 * 15   # one label per search (every subgoal_every steps)
+    assert actor.subgoal_distiller.updates == 6 * 15 * config.distill_steps
+
+    new_goal = np.array([0.52, -0.08, 0.22])
+    start = np.linalg.norm(kinematics.fk(np.array(PANDA_HOME)) - new_goal)
+    actor.reconfigure(mode1_subgoals='policy', dagger_every=0)
+    searches, plan = [], actor.high_planner.plan
+    actor.high_planner.plan = lambda *args, **kwargs: searches.append(1) or plan(*args, **kwargs)
+    distance, decision = episode(new_goal, 'mode1')
+    assert not searches and decision.subgoal_path.shape == (4, 3)
+    assert start > 0.1 and distance < 0.3 * start, (start, distance)
+    assert len(actor.subgoal_distiller.examples) == 6 * 15   # learning off: nothing labelled
+    # With DAgger on, the higher level's search labels a state the sub-goal policy led to, every dagger_every steps.
+    actor.reconfigure(dagger_every=5)
+    episode(new_goal, 'mode1', steps=5)
+    assert len(actor.subgoal_distiller.examples) == 6 * 15 + 1
+    # In mode1 with the search's sub-goals (plan), nothing teaches the sub-goal policy.
+    actor.reconfigure(mode1_subgoals='plan', dagger_every=0)
+    episode(new_goal, 'mode1', steps=4)
+    assert len(actor.subgoal_distiller.examples) == 6 * 15 + 1
+
+    with pytest.raises(ValueError, match='mode1_subgoals'):
+        actor.reconfigure(mode1_subgoals='search')
+    with pytest.raises(ValueError, match='the Mode-1 policy must act within'):
+        Actor(EndEffectorModel(), config, kinematics=kinematics, high_level=high_level, policy=actor.subgoal_policy)
+    with pytest.raises(ValueError, match='the sub-goal policy must act within'):
+        Actor(EndEffectorModel(), config, kinematics=kinematics, high_level=high_level, subgoal_policy=actor.policy)
+    with pytest.raises(ValueError, match='needs a learned higher level'):
+        Actor(EndEffectorModel(), config.changed(levels=1), kinematics=kinematics, subgoal_policy=actor.subgoal_policy)

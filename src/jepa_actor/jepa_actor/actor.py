@@ -10,7 +10,9 @@ latent several control steps ahead per macro-action (the hand's net displacement
 `macro_steps` steps). Every `subgoal_every` steps it searches `subgoal_horizon` macro-actions, its first
 candidates drawn from the macro sequences of play, for the one whose predicted end is cheapest
 (cost.SubgoalObjective: the end only, so that a detour costs nothing on the way); the latent its first
-macro-action is predicted to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards.
+macro-action is predicted to reach becomes the sub-goal the Mode-2 or Mode-1 controller plans towards. Its first
+macro-actions are distilled, as the control level's first actions are, into a reactive sub-goal policy; Mode-1 with
+`mode1_subgoals: policy` takes its sub-goals from that policy and searches at neither level.
 
 Scripted reference (`skill: push`): in place of a learned higher level, the hand-written push controller
 (scripted_skill.PushSkill) on cube positions read out of the latents sets the sub-goals; each of its hand steps,
@@ -35,6 +37,7 @@ from jepa_world_model.readout import CubeReadout
 
 MODES = ('mode2', 'mode1', 'idle')
 SKILLS = ('', 'push')
+SUBGOAL_SOURCES = ('plan', 'policy')
 MODE_ALIASES = {'mpc': 'mode2', 'policy': 'mode1'}
 
 
@@ -82,6 +85,9 @@ class ActorConfig:
     subgoal_effort: float = setting(0.0, 'levels 2: weight of the mean squared size of the higher level\'s '
                                     'macro-actions (their hand displacement in units of its bound)', (0.0, 1e6),
                                     live=True)
+    mode1_subgoals: str = setting('plan', "levels 2, mode1: the sub-goals from the higher level's search (plan) or "
+                                  'from the sub-goal policy distilled from its plans (policy: no search at either '
+                                  'level)', live=True)
     skill: str = setting('', "'': plan towards the goal (or the higher level's sub-goal); push: the scripted push "
                          'skill sets the sub-goals (the push_skill reference task)', live=True)
     seed: int = setting(0, 'seed of the planners\', the untrained policy\'s and the distillation\'s random draws',
@@ -106,6 +112,8 @@ class ActorConfig:
         if not (self.grad_lr >= 0 and 0 <= self.discount <= 1 and self.max_step > 0):
             raise ValueError(f'need grad_lr >= 0, 0 <= discount <= 1 and max_step > 0, got grad_lr {self.grad_lr}, '
                              f'discount {self.discount}, max_step {self.max_step}')
+        if self.mode1_subgoals not in SUBGOAL_SOURCES:
+            raise ValueError(f'mode1_subgoals must be one of {SUBGOAL_SOURCES}, got {self.mode1_subgoals!r}')
         if self.levels not in (1, 2):
             raise ValueError(f'levels must be 1 or 2, got {self.levels}')
         if self.skill not in SKILLS:
@@ -146,7 +154,7 @@ class ActorDecision:
 class Actor:
     def __init__(self, model, config: ActorConfig | None = None, weights: CostWeights | None = None,
                  kinematics=None, critic: Critic | None = None, policy: ReactivePolicy | None = None,
-                 readout: CubeReadout | None = None, high_level=None):
+                 readout: CubeReadout | None = None, high_level=None, subgoal_policy: ReactivePolicy | None = None):
         self.config = config or ActorConfig()
         self.model = model.eval()
         self.device = next(model.parameters()).device if any(True for _ in model.parameters()) \
@@ -168,13 +176,17 @@ class Actor:
         self.low, self.high = [-m, -m, -m, -1.0], [m, m, m, 1.0]
         if model.action_dim != len(self.low):
             raise ValueError(f'the world model takes {model.action_dim}-d actions; the actor emits ee_delta (4-d)')
-        if policy is None:
-            with torch.random.fork_rng(devices=[]):  # the config's seed fixes an untrained policy's weights
-                torch.manual_seed(self.config.seed)
-                policy = ReactivePolicy(model.latent_dim, self.low, self.high, model_id=model.model_id)
-        self.policy = policy.to(self.device)
+        self.policy = self._checked_policy(policy, self.low, self.high, 'the Mode-1 policy', 0)
         self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
         self.plans = 0
+        # The higher level's Mode-1: its macro-actions (each component in [-1, 1]) distilled from its plans.
+        self.subgoal_policy = self.subgoal_distiller = None
+        if self.high_level is not None:
+            self.subgoal_policy = self._checked_policy(subgoal_policy, [-1.0] * 4, [1.0] * 4, 'the sub-goal policy', 3)
+            self.subgoal_distiller = PolicyDistiller(self.subgoal_policy, seed=self.config.seed + 3)
+        elif subgoal_policy is not None:
+            raise ValueError('a sub-goal policy needs a learned higher level')
+        self.subgoal_plans = 0
         self.mode1_steps = 0
         # What decisions taught, not yet learned: Mode-1 distillation and DAgger labelling (`learn`).
         self.pending: list = []
@@ -226,6 +238,19 @@ class Actor:
                              f'one moves {self.config.max_step} m per step')
         return high_level.to(self.device).eval()
 
+    def _checked_policy(self, policy: ReactivePolicy | None, low, high, what: str, seed_offset: int) -> ReactivePolicy:
+        """The policy given, if its actions are the ones asked for (a control-level and a sub-goal policy differ
+        only in their bounds), or an untrained one whose weights the config's seed fixes."""
+        if policy is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed + seed_offset)
+                policy = ReactivePolicy(self.model.latent_dim, low, high, model_id=self.model.model_id)
+        elif not all(bound.shape == (len(wanted),) and torch.allclose(bound.cpu(), torch.tensor(wanted))
+                     for bound, wanted in ((policy.low, low), (policy.high, high))):
+            raise ValueError(f'{what} must act within {low} .. {high}; this one acts within '
+                             f'{policy.low.tolist()} .. {policy.high.tolist()} (the other level\'s policy?)')
+        return policy.to(self.device)
+
     def _check_levels(self, config: ActorConfig) -> None:
         if config.levels == 2 and self.high_level is None:
             raise ValueError('levels 2 needs a learned higher level (the actor\'s high_level_path; '
@@ -248,18 +273,31 @@ class Actor:
         return SubgoalObjective(self.high_level, self.intrinsic.metric, z, goal, c.subgoal_energy, c.subgoal_latent,
                                 c.subgoal_effort, c.max_step)
 
-    def plan_subgoal(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        """The higher level: every subgoal_every calls, plan macro-actions towards the goal and return the latent
-        the first one is predicted to reach; in between, the current one."""
+    def plan_macros(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """The higher level's search: subgoal_horizon macro-actions (H, 4) from z towards the goal."""
+        objective = self.subgoal_objective(z, goal)
+        proposals = [self.library_proposals()]
+        if self.high_planner.previous is not None:   # the last plan as it was, beside its shifted warm start
+            proposals.append(self.high_planner.previous[None])
+        return self.high_planner.plan(objective, torch.cat(proposals)).actions
+
+    def plan_subgoal(self, z: torch.Tensor, goal: torch.Tensor, source: str = 'plan', teach: bool = False
+                     ) -> torch.Tensor:
+        """The higher level: every subgoal_every calls, choose macro-actions towards the goal, by its search
+        (source 'plan') or its sub-goal policy ('policy'), and return the latent the first one is predicted to
+        reach; in between, the current one. teach: a search's first macro-action is distilled into the policy."""
         if self.subgoal is None or self.steps_since_subgoal >= self.config.subgoal_every:
-            objective = self.subgoal_objective(z, goal)
-            proposals = [self.library_proposals()]
-            if self.high_planner.previous is not None:   # the last plan as it was, beside its shifted warm start
-                proposals.append(self.high_planner.previous[None])
-            macros = self.high_planner.plan(objective, torch.cat(proposals)).actions
-            self.subgoal_macros = macros
-            with torch.no_grad():
-                self.subgoal = objective.rollout(macros[None])[0, 0]
+            if source == 'policy':
+                with torch.no_grad():
+                    macros, latents = self.subgoal_policy.propose(self.high_level, z, goal,
+                                                                  self.config.subgoal_horizon)
+            else:
+                macros = self.plan_macros(z, goal)
+                with torch.no_grad():
+                    latents = self.high_level.rollout(z[None], macros[None])[0]
+                if teach:
+                    self.pending.append(lambda: self._distill_subgoal(z, goal, macros[0]))
+            self.subgoal_macros, self.subgoal = macros, latents[0]
             self.steps_since_subgoal = 0
         self.steps_since_subgoal += 1
         return self.subgoal
@@ -271,6 +309,9 @@ class Actor:
         self.skill = previous.skill
         self.policy, self.distiller = previous.policy, previous.distiller
         self.policy.model_id = self.model.model_id
+        if self.high_level is not None and previous.high_level is self.high_level:
+            self.subgoal_policy, self.subgoal_distiller = previous.subgoal_policy, previous.subgoal_distiller
+            self.subgoal_policy.model_id = self.model.model_id
 
     def skill_subgoal(self, z: torch.Tensor, goal: torch.Tensor, arm: ArmContext | None
                       ) -> tuple[torch.Tensor, ArmContext]:
@@ -311,11 +352,12 @@ class Actor:
                              f'model\'s latent_dim {self.model.latent_dim}')
         arm = self.arm_context(q_arm)
         t0 = time.perf_counter()
-        subgoal = None
+        subgoal, task_goal = None, goal_t
         if self.config.skill:
             subgoal, arm = self.skill_subgoal(z_t, goal_t, arm)
         elif self.config.levels == 2:
-            subgoal = self.plan_subgoal(z_t, goal_t)
+            source = self.config.mode1_subgoals if mode == 'mode1' else 'plan'
+            subgoal = self.plan_subgoal(z_t, goal_t, source, teach=mode == 'mode2')
         if subgoal is not None:
             goal_t = subgoal
         objective = PlanObjective(self.model, self.intrinsic, z_t, goal_t, arm, self.critic, self.config.discount)
@@ -327,6 +369,8 @@ class Actor:
             self.mode1_steps += 1
             if self.config.dagger_every > 0 and self.mode1_steps % self.config.dagger_every == 0:
                 self.pending.append(lambda: self._label_by_planning(objective, z_t, goal_t))
+                if subgoal is not None and self.config.mode1_subgoals == 'policy':
+                    self.pending.append(lambda: self._label_subgoal_by_planning(z_t, task_goal))
         else:
             proposals = None
             if self.config.policy_proposals and self.distiller.updates > 0:
@@ -367,6 +411,17 @@ class Actor:
         """DAgger: Mode-2 plans (not executed) from a state the Mode-1 policy led to, and labels it."""
         self.planner.reset()  # its last plan is several steps old
         self._distill(z, goal, self.planner.plan(objective).actions[0])
+
+    def _label_subgoal_by_planning(self, z: torch.Tensor, goal: torch.Tensor) -> None:
+        """DAgger at the higher level: its search labels a state the sub-goal policy led to."""
+        self.high_planner.reset()
+        self._distill_subgoal(z, goal, self.plan_macros(z, goal)[0])
+
+    def _distill_subgoal(self, z, goal, macro) -> None:
+        self.subgoal_distiller.add(z, goal, macro)
+        self.subgoal_plans += 1
+        if self.config.distill_every > 0 and self.subgoal_plans % self.config.distill_every == 0:
+            self.subgoal_distiller.fit(self.config.distill_steps)
 
     def _distill(self, z, goal, action) -> None:
         self.distiller.add(z, goal, action)

@@ -60,6 +60,10 @@ class ActorNodeConfig:
                                live=True)
     policy_path: str = setting('', "a distilled Mode-1 policy to start from ('' = an untrained one)")
     policy_save_path: str = setting('', "where the distilled policy is saved at shutdown ('' = not saved)")
+    subgoal_policy_path: str = setting('', "levels 2: a sub-goal policy distilled from the higher level's plans to "
+                                       "start from ('' = an untrained one); refused without a higher level")
+    subgoal_policy_save_path: str = setting('', "where the distilled sub-goal policy is saved at shutdown ('' = "
+                                            'not saved)')
     high_level_path: str = setting('', "the learned higher level for levels 2 (jepa train-high-level; '' = the one "
                                    'beside the world model\'s checkpoint, <stem>_high_level.pt, if there is one): '
                                    'loaded with each world model, refused unless trained on its encoder\'s latents')
@@ -138,7 +142,8 @@ class ActorNode(Node):
             previous, self.actor = self.actor, Actor(
                 model, self.config, self.weights, self.kinematics, self._load_critic(settings.critic_path, model),
                 self._load_policy(settings.policy_path, model), self._load_readout(settings.readout_path, model),
-                self._load_high_level(settings.high_level_path, model))
+                self._load_high_level(settings.high_level_path, model),
+                self._load_policy(settings.subgoal_policy_path, model, 'sub-goal policy'))
             if previous is not None and encoder_id(previous.model) == encoder_id(model):
                 self.actor.continue_from(previous)
         except (CheckpointError, OSError, ValueError) as exc:
@@ -184,13 +189,13 @@ class ActorNode(Node):
                                f'{len(high_level.library)} play sequences)')
         return high_level
 
-    def _load_policy(self, path: str, model) -> ReactivePolicy | None:
+    def _load_policy(self, path: str, model, what: str = 'policy') -> ReactivePolicy | None:
         if not path:
             return None
         try:
             return ReactivePolicy.load(path, model.latent_dim, model.model_id)
         except PolicyError as exc:
-            self.problem(f'starting from an untrained policy: {exc}', error=True)
+            self.problem(f'starting from an untrained {what}: {exc}', error=True)
             return None
 
     def on_model_version(self, msg: String) -> None:
@@ -374,6 +379,8 @@ class ActorNode(Node):
             'in_node_ms_p50': f'{percentile(self.node_ms, 50):.1f}', 'in_node_ms_p95': f'{percentile(self.node_ms, 95):.1f}',
             'replan_hz': f'{1e3 / percentile(self.plan_ms, 50):.1f}' if self.plan_ms else 'nan',
             'policy_updates': self.actor.distiller.updates if self.actor else 0,
+            'subgoal_policy_updates': self.actor.subgoal_distiller.updates
+            if self.actor and self.actor.subgoal_distiller else 0,
             **{k: v for k, v in sorted(self.counts.items())}}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
@@ -382,10 +389,14 @@ class ActorNode(Node):
         self.last_problem = ''
 
     def close(self) -> None:
-        path = self.settings.policy_save_path
-        if path and self.actor is not None and self.actor.distiller.updates:
-            self.actor.policy.save(path)
-            self.get_logger().info(f'saved the distilled policy to {path}')
+        if self.actor is None:
+            return
+        for path, distiller, what in ((self.settings.policy_save_path, self.actor.distiller, 'policy'),
+                                      (self.settings.subgoal_policy_save_path, self.actor.subgoal_distiller,
+                                       'sub-goal policy')):
+            if path and distiller is not None and distiller.updates:
+                distiller.policy.save(path)
+                self.get_logger().info(f'saved the distilled {what} to {path}')
 
 
 def main(args=None) -> int:

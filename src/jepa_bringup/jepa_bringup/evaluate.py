@@ -511,7 +511,8 @@ def learned_files(parameters: dict[str, dict]) -> dict:
     files['actor.readout_path'] = actor.get('readout_path') or str(default_readout_path())
     if 'actor' in parameters:
         files['actor.high_level_path'] = high_level_file(actor.get('high_level_path', ''), files['actor.checkpoint'])
-    for node, name in (('actor', 'critic_path'), ('actor', 'policy_path'), ('cost', 'critic_path')):
+    for node, name in (('actor', 'critic_path'), ('actor', 'policy_path'), ('actor', 'subgoal_policy_path'),
+                       ('cost', 'critic_path')):
         files[f'{node}.{name}'] = parameters.get(node, {}).get(name, '')
     return files_sha256(files)
 

@@ -133,6 +133,10 @@ class HighLevelModel(nn.Module):
     def forward(self, latent: torch.Tensor, macro: torch.Tensor) -> torch.Tensor:
         return latent + self.net(torch.cat([(latent - self.mean) / self.std, macro], -1)) * self.delta_std
 
+    def predict(self, latent: torch.Tensor, macro: torch.Tensor) -> torch.Tensor:
+        """One macro-action on, under the world model's name for a step (a policy's rollout runs on either)."""
+        return self(latent, macro)
+
     def rollout(self, latent: torch.Tensor, macros: torch.Tensor) -> torch.Tensor:
         """latent (B, D), macros (B, H, 4) -> the latents after each macro-action (B, H, D)."""
         out = []
