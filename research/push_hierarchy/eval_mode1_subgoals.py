@@ -3,7 +3,11 @@ sub-goal policy distilled from it (`policy`: no search at either level), in one 
 
 One actor (the graph's push configuration) pushes with Mode-2 on the teaching seeds, distilling both levels' plans
 as the graph does; then three copies of it play each new seed in turn: Mode-2 (learning on, as in the graph), and
-Mode-1 with each sub-goal source, learning off (`dagger_every` 0, as `jepa eval`'s mode1_fresh).
+Mode-1 with each sub-goal source, learning off (`dagger_every` 0, as `jepa eval`'s mode1_fresh). With --dagger,
+each Mode-1 copy first plays the teaching seeds again in mode1 with DAgger on (as `jepa eval`'s mode1 condition
+before mode1_fresh: the searches label states its own policies led to).
+Each condition also reports the mean hand displacement of the higher level's first macro-action (units of its
+bound), searched or proposed.
 
     eval_mode1_subgoals.py --teach-seed 5184 --teach 30 --seed 5214 --episodes 30 --json results/mode1_subgoals.json
 """
@@ -27,19 +31,21 @@ CONDITIONS = {'mode2': ('mode2', {}),
               'mode1_policy': ('mode1', {'mode1_subgoals': 'policy', 'dagger_every': 0})}
 
 
-def timed(actor: Actor, plan_ms: list) -> Actor:
+def timed(actor: Actor, plan_ms: list, macro_sizes: list | None = None) -> Actor:
     act = actor.act
 
     def recorded(*args, **kwargs):
         decision = act(*args, **kwargs)
         plan_ms.append(decision.plan_time_ms)
+        if macro_sizes is not None:
+            macro_sizes.append(float(actor.subgoal_macros[0, :3].norm()))
         return decision
     actor.act = recorded
     return actor
 
 
-def summary(episodes: list, plan_ms: list) -> dict:
-    return {'success': int(sum(r['success'] for r in episodes)), 'episodes': len(episodes),
+def summary(episodes: list, plan_ms: list, macro_sizes: list) -> dict:
+    return {'first_macro_size_mean': float(np.mean(macro_sizes)),'success': int(sum(r['success'] for r in episodes)), 'episodes': len(episodes),
             'within_5cm': int(sum(r['final_distance_m'] < 0.05 for r in episodes)),
             'final_distance_m_mean': float(np.mean([r['final_distance_m'] for r in episodes])),
             'final_distance_m_p50': float(np.median([r['final_distance_m'] for r in episodes])),
@@ -55,6 +61,7 @@ def main():
     ap.add_argument('--teach', type=int, default=30)
     ap.add_argument('--seed', type=int, default=5214)
     ap.add_argument('--episodes', type=int, default=30)
+    ap.add_argument('--dagger', action='store_true')
     ap.add_argument('--json', required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -63,26 +70,42 @@ def main():
     high = HighLevelModel.load(default_high_level_path(default_checkpoint_path()), encoder_id(model),
                                model.latent_dim)
     bench = SimWorkbench(model, sim_camera())
-    teacher_ms: list = []
-    teacher = timed(Actor(model, config, weights, bench.kinematics, high_level=high), teacher_ms)
+    teacher_ms, teacher_sizes = [], []
+    teacher = timed(Actor(model, config, weights, bench.kinematics, high_level=high), teacher_ms, teacher_sizes)
     taught = []
     for seed in range(a.teach_seed, a.teach_seed + a.teach):
         r = run_episode(bench, teacher, 'mode2', 'push', seed)
         taught.append(r)
         print(f'teach mode2 seed {seed}: {r["final_distance_m"]:.3f} m {r.get("outcome")}', flush=True)
-    report = {'teaching': {**summary(taught, teacher_ms), 'seeds': [a.teach_seed, a.teach_seed + a.teach - 1],
+    report = {'teaching': {**summary(taught, teacher_ms, teacher_sizes), 'seeds': [a.teach_seed, a.teach_seed + a.teach - 1],
                            'control_labels': len(teacher.distiller.examples),
                            'subgoal_labels': len(teacher.subgoal_distiller.examples),
                            'subgoal_imitation_error': teacher.subgoal_distiller.imitation_error(),
                            'control_imitation_error': teacher.distiller.imitation_error()}}
     print(json.dumps({k: v for k, v in report['teaching'].items() if k != 'per_episode'}), flush=True)
     del teacher.act   # the copies record their own times
-    actors, times, results = {}, {}, {}
+    actors, times, sizes, results = {}, {}, {}, {}
     for name, (mode, changes) in CONDITIONS.items():
         actor = copy.deepcopy(teacher)
         actor.reconfigure(**changes)
-        times[name], results[name] = [], []
-        actors[name] = timed(actor, times[name])
+        times[name], sizes[name], results[name] = [], [], []
+        actors[name] = timed(actor, times[name], sizes[name])
+    if a.dagger:
+        dagger = {name: [] for name in CONDITIONS if CONDITIONS[name][0] == 'mode1'}
+        for name in dagger:
+            actors[name].reconfigure(dagger_every=config.dagger_every)
+        for seed in range(a.teach_seed, a.teach_seed + a.teach):
+            for name in dagger:
+                r = run_episode(bench, actors[name], 'mode1', 'push', seed)
+                dagger[name].append(r)
+                print(f'dagger {name} seed {seed}: {r["final_distance_m"]:.3f} m {r.get("outcome")}', flush=True)
+        for name in dagger:
+            actors[name].reconfigure(dagger_every=0)
+            report[f'dagger_{name}'] = {**summary(dagger[name], times[name], sizes[name]),
+                                        'subgoal_labels': len(actors[name].subgoal_distiller.examples),
+                                        'subgoal_imitation_error': actors[name].subgoal_distiller.imitation_error()}
+            times[name].clear()
+            sizes[name].clear()
     for seed in range(a.seed, a.seed + a.episodes):
         for name, (mode, _) in CONDITIONS.items():
             t0 = time.monotonic()
@@ -93,11 +116,11 @@ def main():
                   f'{r["plan_ms_p50"]:.0f} ms)', flush=True)
     bench.close()
     for name in CONDITIONS:
-        report[name] = {**summary(results[name], times[name]), 'seeds': [a.seed, a.seed + a.episodes - 1]}
+        report[name] = {**summary(results[name], times[name], sizes[name]), 'seeds': [a.seed, a.seed + a.episodes - 1]}
         s = report[name]
         print(f'{name}: success {s["success"]}/{s["episodes"]}, within 5 cm {s["within_5cm"]}, mean final '
               f'{s["final_distance_m_mean"]:.3f} m, plan p50/p95 {s["plan_ms_p50"]:.1f}/{s["plan_ms_p95"]:.1f} ms, '
-              f'{s["outcomes"]}', flush=True)
+              f'first macro {s["first_macro_size_mean"]:.2f}, {s["outcomes"]}', flush=True)
     json.dump(report, open(a.json, 'w'), indent=1)
 
 
