@@ -10,6 +10,7 @@ seed every condition runs its episode in turn (one simulator; each condition kee
   optimistic@F   high_z.OptimisticActor with the high_z.HighLevelZ in F (min over 8 prior draws of z)
   zero@F         the shipped actor with the HighLevelZ in F at z = 0
   expected@F     high_z.OptimisticActor scoring the mean cost over the 8 draws instead of the cheapest
+  NAME:K=V/K=V   condition NAME with these ActorConfig settings changed, e.g. shipped:subgoal_samples=1024/subgoal_iterations=6
 Writes one JSON with, per condition, sim_episodes' report and each episode's cube-to-goal distance per step
 (privileged, for classify_trace-style outcomes; diagnostics only).
 
@@ -34,6 +35,9 @@ from library_search import LibraryActor
 
 
 def make_actor(name, model, config, weights, kinematics, high):
+    name, _, settings = name.partition(':')
+    if settings:
+        config = config.changed(**dict(item.split('=') for item in settings.split('/')))
     if '@' in name:   # condition@FILE: the condition with another higher level
         name, path = name.split('@')
         if name in ('optimistic', 'expected', 'zero'):
