@@ -228,3 +228,41 @@ def test_an_aborted_evaluation_keeps_the_episodes_measured_before_it(monkeypatch
         evaluation.evaluate(Referee(), 'reach', 5, 100, ['mode2'], None, None)
     report = aborted.value.report
     assert report['conditions']['mode2']['episodes'] == 2 and report['seeds']['mode2'] == [100, 104]
+
+
+def test_eval_sets_agent_node_parameters_before_the_first_episode_and_names_what_is_refused(monkeypatch, capsys):
+    """`jepa eval --set actor.subgoal_samples=512`: parsed as YAML, handed to the node, read back into the report;
+    a malformed item or a node outside the agent is refused before anything starts, a refused value names itself."""
+    from jepa_bringup import evaluate
+
+    assert evaluate.node_settings_of(['actor.subgoal_samples=512', 'actor.planner=cem', 'cost.weights.energy=0.5']) \
+        == {'actor': {'subgoal_samples': 512, 'planner': 'cem'}, 'cost': {'weights.energy': 0.5}}
+
+    def run(*args, **kwargs):
+        raise AssertionError('no evaluation may start')
+    monkeypatch.setattr(evaluate, 'run', run)
+    for item, message in (('actor.subgoal_samples', 'expected NODE.NAME=VALUE'), ('subgoal_samples=5', 'NODE.NAME'),
+                          ('sim.arm_tracking=0.5', "'sim' is not one of the agent's nodes")):
+        with pytest.raises(SystemExit):
+            evaluate.main(['--set', item])
+        assert message in capsys.readouterr().err
+
+    class Referee:
+        def __init__(self):
+            self.held = {'actor': {'subgoal_samples': 256, 'horizon': 8}}
+
+        def set_node_parameters(self, node, values):
+            unknown = sorted(set(values) - set(self.held[node]))
+            if unknown:
+                raise RuntimeError(f'{node} refused {unknown}')
+            self.held[node].update(values)
+
+        def node_parameters(self, node):
+            return dict(self.held[node])
+
+    referee = Referee()
+    assert evaluate.apply_node_settings(referee, {'actor': {'subgoal_samples': 512}}, log=lambda _: None) == \
+        {'actor': {'subgoal_samples': 512}}
+    assert referee.held['actor'] == {'subgoal_samples': 512, 'horizon': 8}
+    with pytest.raises(evaluate.SettingRefused, match=r"--set: actor refused \['subgoal_sampels'\]"):
+        evaluate.apply_node_settings(referee, {'actor': {'subgoal_sampels': 512}}, log=lambda _: None)

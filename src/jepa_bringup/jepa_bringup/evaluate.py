@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Pose, PoseStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -554,13 +555,14 @@ def graph_camera(launch_args: list[str], arm: str | None = None) -> CameraConfig
 def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launch_args: list[str],
         video_path: Path | None, log_dir: Path, camera: CameraConfig, reference_episodes: int | None = None,
         command: list[str] | None = None, log=print, arm: str | None = None,
-        perturb: dict | None = None) -> dict:
+        perturb: dict | None = None, node_settings: dict[str, dict] | None = None) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
     simulated camera (sim_camera), for the video overlay; `arm` an arm preset to evaluate behind the driver
     stand-in (graph sim_driver_arm) instead of the Panda simulator; `perturb` {'names': [...], 'settings': {field:
     value}, 'from_episode': K} the world perturbation the simulator gets before the first episode, or before
-    episode K of the (one) condition (named_perturbation; the Panda simulator only). Returns {'provenance': ...,
-    'tasks': {task: report}}."""
+    episode K of the (one) condition (named_perturbation; the Panda simulator only); `node_settings` {node: {name:
+    value}} agent nodes' parameters set before the first episode. Returns {'provenance': ..., 'tasks': {task:
+    report}}."""
     namespace = ros_namespace(parse_assignments(launch_args).get(NAMESPACE_ARGUMENT, ''))
     record = provenance(command or sys.argv)
     record['launch_args'] = launch_args
@@ -599,6 +601,8 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
                 def perturb_later():
                     record['perturbation']['sim_parameters'] = perturb_world(referee, perturb, log)['sim_parameters']
                 later = {'perturb_from': perturb_from, 'perturb': perturb_later}
+        if node_settings:
+            record['node_settings'] = apply_node_settings(referee, node_settings, log)
         record['parameters'] = {node: referee.node_parameters(node) for node in LEARNED_NODES}
         record['files'] = learned_files(record['parameters'])
         for task in tasks:
@@ -627,6 +631,43 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
         log(f'graph stopped (exit {code})')
     record['load_end'] = machine_load()
     return {'provenance': record, 'tasks': reports}
+
+
+def node_settings_of(items: list[str]) -> dict[str, dict]:
+    """`--set` items NODE.NAME=VALUE (VALUE read as YAML) -> {node: {name: value}}; ValueError naming a malformed
+    item or a node that is not one of the agent's (LEARNED_NODES)."""
+    settings: dict[str, dict] = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        node, dot, name = key.partition('.')
+        if not (sep and dot and node and name and text):
+            raise ValueError(f'--set {item!r}: expected NODE.NAME=VALUE, e.g. actor.subgoal_samples=512')
+        if node not in LEARNED_NODES:
+            raise ValueError(f'--set {item!r}: {node!r} is not one of the agent\'s nodes ({", ".join(LEARNED_NODES)})')
+        try:
+            settings.setdefault(node, {})[name] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f'--set {item!r}: the value is not YAML ({exc})') from None
+    return settings
+
+
+class SettingRefused(RuntimeError):
+    """A node refused a parameter `jepa eval --set` gave it."""
+
+
+def apply_node_settings(referee: Referee, settings: dict[str, dict], log=print) -> dict[str, dict]:
+    """Set the agent nodes' parameters `settings` names -> {node: {name: value}} as the nodes hold them afterwards,
+    read back; SettingRefused naming what a node refused."""
+    held = {}
+    for node, values in settings.items():
+        try:
+            referee.set_node_parameters(node, values)
+        except RuntimeError as exc:
+            raise SettingRefused(f'--set: {exc}') from None
+        now = referee.node_parameters(node)
+        held[node] = {name: now.get(name) for name in values}
+        log(f'set {node} parameters {held[node]}')
+    return held
 
 
 def perturb_world(referee: Referee, perturb: dict, log=print) -> dict:
@@ -724,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--perturb-from', type=int, default=0, metavar='K',
                         help='perturb the world before episode K (default 0: from the start); one task and one '
                              'agent condition')
+    parser.add_argument('--set', action='append', default=[], metavar='NODE.NAME=VALUE', dest='node_settings',
+                        help="an agent node's parameter, set once the graph is up and before the first episode "
+                             '(e.g. actor.subgoal_samples=512; VALUE is read as YAML); the report records it')
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, checkpoint:=...)')
     args = parser.parse_args(argv)
     if args.from_json:
@@ -746,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('--arm evaluates reach only')
     try:
         names, settings, perturbation = perturbation_of(args)
+        node_settings = node_settings_of(args.node_settings)
     except ValueError as exc:
         parser.error(str(exc))
     if args.arm and (args.perturb or args.perturb_set):
@@ -767,7 +812,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args.task or ['reach'], args.episodes, args.seed, conditions, args.launch_args, args.video,
                      args.log_dir, camera, args.reference_episodes,
                      command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)], arm=args.arm,
-                     perturb={'names': names, 'settings': settings, 'from_episode': args.perturb_from})
+                     perturb={'names': names, 'settings': settings, 'from_episode': args.perturb_from},
+                     node_settings=node_settings)
+    except SettingRefused as exc:   # run() has already brought the graph down
+        print(f'jepa eval: {exc}; no report written', file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         # rclpy turns Ctrl-C into a context shutdown; run() has already brought the graph down.
         print('jepa eval: interrupted; no report written', file=sys.stderr)
