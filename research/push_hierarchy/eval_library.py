@@ -21,17 +21,15 @@ import json
 import time
 
 import numpy as np
-import torch
 
 from jepa_actor.actor import Actor
-from jepa_bringup.agent_settings import graph_settings
-from jepa_bringup.episodes import sim_camera
-from jepa_bringup.sim_episodes import SimWorkbench, run_episode
-from jepa_world_model.high_level import HighLevelModel, default_high_level_path
-from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
+from jepa_bringup.sim_episodes import run_episode
+from jepa_world_model.high_level import HighLevelModel
+from jepa_world_model.model import encoder_id
 from ensemble import HighLevelCommittee
 from high_z import HighLevelZ, OptimisticActor
 from library_search import LibraryActor
+from shipped import shipped_push
 
 
 def make_actor(name, model, config, weights, kinematics, high):
@@ -66,12 +64,7 @@ def main():
     ap.add_argument('--conditions', default='shipped,library')
     ap.add_argument('--json', required=True)
     a = ap.parse_args()
-    torch.set_num_threads(1)
-    model = load_checkpoint(default_checkpoint_path())
-    config, weights = graph_settings('push')
-    high = HighLevelModel.load(default_high_level_path(default_checkpoint_path()), encoder_id(model),
-                               model.latent_dim)
-    bench = SimWorkbench(model, sim_camera())
+    model, config, weights, high, bench = shipped_push()
     names = a.conditions.split(',')
     actors = {n: make_actor(n, model, config, weights, bench.kinematics, high) for n in names}
     results = {n: [] for n in names}

@@ -17,14 +17,10 @@ import json
 import time
 
 import numpy as np
-import torch
 
 from jepa_actor.actor import Actor
-from jepa_bringup.agent_settings import graph_settings
-from jepa_bringup.episodes import sim_camera
-from jepa_bringup.sim_episodes import SimWorkbench, run_episode
-from jepa_world_model.high_level import HighLevelModel, default_high_level_path
-from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
+from jepa_bringup.sim_episodes import run_episode
+from shipped import shipped_push
 
 CONDITIONS = {'mode2': ('mode2', {}),
               'mode1_plan': ('mode1', {'mode1_subgoals': 'plan', 'dagger_every': 0}),
@@ -64,12 +60,7 @@ def main():
     ap.add_argument('--dagger', action='store_true')
     ap.add_argument('--json', required=True)
     a = ap.parse_args()
-    torch.set_num_threads(1)
-    model = load_checkpoint(default_checkpoint_path())
-    config, weights = graph_settings('push')
-    high = HighLevelModel.load(default_high_level_path(default_checkpoint_path()), encoder_id(model),
-                               model.latent_dim)
-    bench = SimWorkbench(model, sim_camera())
+    model, config, weights, high, bench = shipped_push()
     teacher_ms, teacher_sizes = [], []
     teacher = timed(Actor(model, config, weights, bench.kinematics, high_level=high), teacher_ms, teacher_sizes)
     taught = []

@@ -7,18 +7,14 @@ search budgets (subgoal_samples x subgoal_iterations): how much cheaper the plan
 
     first_macro_spread.py --seed 5184 --states 10 --plans 8 [--budgets 256x3,1024x6]
 """
-import time
 import argparse
+import time
 
 import numpy as np
 import torch
 
 from jepa_actor.actor import Actor
-from jepa_bringup.agent_settings import graph_settings
-from jepa_bringup.episodes import sim_camera
-from jepa_bringup.sim_episodes import SimWorkbench
-from jepa_world_model.high_level import HighLevelModel, default_high_level_path
-from jepa_world_model.model import default_checkpoint_path, encoder_id, load_checkpoint
+from shipped import shipped_push
 
 
 def spread(vectors: np.ndarray) -> float:
@@ -33,12 +29,7 @@ def main():
     ap.add_argument('--plans', type=int, default=8)
     ap.add_argument('--budgets', default='256x3')
     a = ap.parse_args()
-    torch.set_num_threads(1)
-    model = load_checkpoint(default_checkpoint_path())
-    config, weights = graph_settings('push')
-    high = HighLevelModel.load(default_high_level_path(default_checkpoint_path()), encoder_id(model),
-                               model.latent_dim)
-    bench = SimWorkbench(model, sim_camera())
+    model, config, weights, high, bench = shipped_push()
     starts = []
     for seed in range(a.seed, a.seed + a.states):
         goal, goal_latent = bench.start_episode('push', seed)
