@@ -178,7 +178,6 @@ class Actor:
             raise ValueError(f'the world model takes {model.action_dim}-d actions; the actor emits ee_delta (4-d)')
         self.policy = self._checked_policy(policy, self.low, self.high, 'the Mode-1 policy', 0)
         self.distiller = PolicyDistiller(self.policy, seed=self.config.seed)
-        self.plans = 0
         # The higher level's Mode-1: its macro-actions (each component in [-1, 1]) distilled from its plans.
         self.subgoal_policy = self.subgoal_distiller = None
         if self.high_level is not None:
@@ -186,7 +185,6 @@ class Actor:
             self.subgoal_distiller = PolicyDistiller(self.subgoal_policy, seed=self.config.seed + 3)
         elif subgoal_policy is not None:
             raise ValueError('a sub-goal policy needs a learned higher level')
-        self.subgoal_plans = 0
         self.mode1_steps = 0
         # What decisions taught, not yet learned: Mode-1 distillation and DAgger labelling (`learn`).
         self.pending: list = []
@@ -296,7 +294,7 @@ class Actor:
                 with torch.no_grad():
                     latents = self.high_level.rollout(z[None], macros[None])[0]
                 if teach:
-                    self.pending.append(lambda: self._distill_subgoal(z, goal, macros[0]))
+                    self.pending.append(lambda: self._distill(self.subgoal_distiller, z, goal, macros[0]))
             self.subgoal_macros, self.subgoal = macros, latents[0]
             self.steps_since_subgoal = 0
         self.steps_since_subgoal += 1
@@ -380,7 +378,7 @@ class Actor:
             # Both levels' planning time: what stands between a state and its command.
             actions, plan_ms, sampled = result.actions, (time.perf_counter() - t0) * 1e3, result.sampled_cost
             first = actions[0]
-            self.pending.append(lambda: self._distill(z_t, goal_t, first))
+            self.pending.append(lambda: self._distill(self.distiller, z_t, goal_t, first))
         if self.config.skill:
             actions = actions.clone()
             actions[:, 3] = self.skill.config.gripper  # the skill pushes with the hand closed
@@ -410,21 +408,12 @@ class Actor:
     def _label_by_planning(self, objective: PlanObjective, z: torch.Tensor, goal: torch.Tensor) -> None:
         """DAgger: Mode-2 plans (not executed) from a state the Mode-1 policy led to, and labels it."""
         self.planner.reset()  # its last plan is several steps old
-        self._distill(z, goal, self.planner.plan(objective).actions[0])
+        self._distill(self.distiller, z, goal, self.planner.plan(objective).actions[0])
 
     def _label_subgoal_by_planning(self, z: torch.Tensor, goal: torch.Tensor) -> None:
         """DAgger at the higher level: its search labels a state the sub-goal policy led to."""
         self.high_planner.reset()
-        self._distill_subgoal(z, goal, self.plan_macros(z, goal)[0])
+        self._distill(self.subgoal_distiller, z, goal, self.plan_macros(z, goal)[0])
 
-    def _distill_subgoal(self, z, goal, macro) -> None:
-        self.subgoal_distiller.add(z, goal, macro)
-        self.subgoal_plans += 1
-        if self.config.distill_every > 0 and self.subgoal_plans % self.config.distill_every == 0:
-            self.subgoal_distiller.fit(self.config.distill_steps)
-
-    def _distill(self, z, goal, action) -> None:
-        self.distiller.add(z, goal, action)
-        self.plans += 1
-        if self.config.distill_every > 0 and self.plans % self.config.distill_every == 0:
-            self.distiller.fit(self.config.distill_steps)
+    def _distill(self, distiller: PolicyDistiller, z, goal, label) -> None:
+        distiller.teach(z, goal, label, self.config.distill_every, self.config.distill_steps)

@@ -76,10 +76,18 @@ class PolicyDistiller:
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
         self.updates = 0
+        self.labelled = 0   # examples added, over the bounded aggregate's evictions
 
     def add(self, z, goal, action) -> None:
         as_np = lambda t: np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float32)  # noqa: E731
         self.examples.append((as_np(z).reshape(-1), as_np(goal).reshape(-1), as_np(action).reshape(-1)))
+        self.labelled += 1
+
+    def teach(self, z, goal, action, every: int, steps: int) -> None:
+        """Add one label and, every `every` labels (0: never), fit `steps` regression steps."""
+        self.add(z, goal, action)
+        if every > 0 and self.labelled % every == 0:
+            self.fit(steps)
 
     def batch(self, size: int | None = None) -> tuple[torch.Tensor, ...]:
         idx = self.rng.integers(0, len(self.examples), size or self.batch_size)
