@@ -652,8 +652,9 @@ def test_hierarchical_actor_plans_towards_the_learned_higher_levels_subgoal():
 
 
 def test_mode1_takes_its_subgoals_from_a_policy_distilled_from_the_higher_levels_plans():
-    """levels 2: Mode-2 teaches the sub-goal policy the higher level's first macro-actions; Mode-1 with
-    mode1_subgoals policy then reaches a goal it was not taught without searching at either level."""
+    """levels 2, mode1_subgoals policy: Mode-2 teaches the sub-goal policy the higher level's first macro-actions;
+    Mode-1 then reaches a goal it was not taught without searching at either level. With mode1_subgoals plan (the
+    default) nothing teaches it."""
     from jepa_common.kinematics import PANDA_HOME, ArmKinematics
     kinematics = ArmKinematics()
     config = ActorConfig(horizon=4, samples=64, iterations=2, grad_steps=2, levels=2, subgoal_every=2,
@@ -671,6 +672,9 @@ def test_mode1_takes_its_subgoals_from_a_policy_distilled_from_the_higher_levels
 
     rng = np.random.default_rng(0)
     taught = [np.array([0.45, 0.0, 0.3]) + rng.uniform(-0.15, 0.15, 3) for _ in range(6)]
+    episode(taught[0], 'mode2', steps=4)
+    assert not actor.subgoal_distiller.examples   # mode1_subgoals plan: Mode-2 does not teach the sub-goal policy
+    actor.reconfigure(mode1_subgoals='policy', dagger_every=0)
     for target in taught:
         episode(target, 'mode2')
     assert len(actor.subgoal_distiller.examples) == 6 * 15   # one label per search (every subgoal_every steps)
@@ -678,7 +682,6 @@ def test_mode1_takes_its_subgoals_from_a_policy_distilled_from_the_higher_levels
 
     new_goal = np.array([0.52, -0.08, 0.22])
     start = np.linalg.norm(kinematics.fk(np.array(PANDA_HOME)) - new_goal)
-    actor.reconfigure(mode1_subgoals='policy', dagger_every=0)
     searches, plan = [], actor.high_planner.plan
     actor.high_planner.plan = lambda *args, **kwargs: searches.append(1) or plan(*args, **kwargs)
     distance, decision = episode(new_goal, 'mode1')

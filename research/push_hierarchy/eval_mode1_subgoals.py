@@ -62,7 +62,9 @@ def main():
     a = ap.parse_args()
     model, config, weights, high, bench = shipped_push()
     teacher_ms, teacher_sizes = [], []
-    teacher = timed(Actor(model, config, weights, bench.kinematics, high_level=high), teacher_ms, teacher_sizes)
+    # mode1_subgoals policy: Mode-2 teaches the sub-goal policy only where Mode-1 is set to use it.
+    teacher = timed(Actor(model, config.changed(mode1_subgoals='policy'), weights, bench.kinematics, high_level=high),
+                    teacher_ms, teacher_sizes)
     taught = []
     for seed in range(a.teach_seed, a.teach_seed + a.teach):
         r = run_episode(bench, teacher, 'mode2', 'push', seed)

@@ -87,7 +87,7 @@ class ActorConfig:
                                     live=True)
     mode1_subgoals: str = setting('plan', "levels 2, mode1: the sub-goals from the higher level's search (plan) or "
                                   'from the sub-goal policy distilled from its plans (policy: no search at either '
-                                  'level)', live=True)
+                                  'level; only then does Mode-2 teach that policy)', live=True)
     skill: str = setting('', "'': plan towards the goal (or the higher level's sub-goal); push: the scripted push "
                          'skill sets the sub-goals (the push_skill reference task)', live=True)
     seed: int = setting(0, 'seed of the planners\', the untrained policy\'s and the distillation\'s random draws',
@@ -355,7 +355,10 @@ class Actor:
             subgoal, arm = self.skill_subgoal(z_t, goal_t, arm)
         elif self.config.levels == 2:
             source = self.config.mode1_subgoals if mode == 'mode1' else 'plan'
-            subgoal = self.plan_subgoal(z_t, goal_t, source, teach=mode == 'mode2')
+            # Teaching the sub-goal policy costs as much CPU as the control level's own lesson; it is spent only
+            # where Mode-1 is set to use that policy.
+            teach = mode == 'mode2' and self.config.mode1_subgoals == 'policy'
+            subgoal = self.plan_subgoal(z_t, goal_t, source, teach)
         if subgoal is not None:
             goal_t = subgoal
         objective = PlanObjective(self.model, self.intrinsic, z_t, goal_t, arm, self.critic, self.config.discount)

@@ -63,7 +63,7 @@ class ActorNodeConfig:
     subgoal_policy_path: str = setting('', "levels 2: a sub-goal policy distilled from the higher level's plans to "
                                        "start from ('' = an untrained one); refused without a higher level")
     subgoal_policy_save_path: str = setting('', "where the distilled sub-goal policy is saved at shutdown ('' = "
-                                            'not saved)')
+                                            'not saved; Mode-2 teaches it only with mode1_subgoals policy)')
     high_level_path: str = setting('', "the learned higher level for levels 2 (jepa train-high-level; '' = the one "
                                    'beside the world model\'s checkpoint, <stem>_high_level.pt, if there is one): '
                                    'loaded with each world model, refused unless trained on its encoder\'s latents')
