@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jepa_bringup.episodes import PUSH_DISTANCE, PUSH_MIN_DISTANCE, PUSH_REGION, RADII, REACH_REGION, REACH_STEPS, \
+from jepa_bringup.episodes import PUSH_CLIP_SLACK, PUSH_DISTANCE, PUSH_REGION, RADII, REACH_REGION, REACH_STEPS, \
     DistanceTrace, OraclePolicy, RandomPolicy, episode_steps, final_distance, make_goal, sim_camera, summarize, \
     verdict
 from jepa_bringup.evaluate import condition_seeds, graph_camera
@@ -54,9 +54,34 @@ def test_push_goals_near_the_table_edge_stay_far_enough_and_on_the_table(kinemat
     q, cube = np.array(PANDA_HOME), np.array([0.36, -0.27, 0.025])
     for seed in range(40):
         push = make_goal('push', seed, kinematics, q, cube)
-        assert np.linalg.norm(push.target[:2] - cube[:2]) >= PUSH_MIN_DISTANCE
+        assert np.linalg.norm(push.target[:2] - cube[:2]) >= PUSH_DISTANCE[0] - PUSH_CLIP_SLACK
         for (lo, hi), value in zip(PUSH_REGION, push.target[:2]):
             assert lo <= value <= hi
+
+
+def test_push_goals_come_from_the_distance_range_asked_for_and_a_bad_range_is_refused(kinematics, monkeypatch,
+                                                                                      capsys):
+    """`jepa eval --push-distance 0.05,0.25` (success against goal distance): the seeds' goals spread over the
+    range; a range outside the limits, reversed or malformed is named before anything starts."""
+    from jepa_bringup import evaluate
+    q, cube = np.array(PANDA_HOME), np.array([0.5, 0.0, 0.025])
+    wide = [np.linalg.norm(make_goal('push', seed, kinematics, q, cube, push_distance=(0.05, 0.25)).target[:2]
+                           - cube[:2]) for seed in range(60)]
+    assert 0.05 - PUSH_CLIP_SLACK <= min(wide) < 0.08 and 0.22 < max(wide) <= 0.25 + 1e-9
+    assert min(wide) < PUSH_DISTANCE[0] - PUSH_CLIP_SLACK and max(wide) > PUSH_DISTANCE[1]
+    for bad in ((0.2, 0.1), (0.01, 0.1), (0.1, 0.4), ('near', 'far'), (0.1,)):
+        with pytest.raises(ValueError, match='push distance'):
+            make_goal('push', 0, kinematics, q, cube, push_distance=bad)
+
+    def run(*args, **kwargs):
+        raise AssertionError('no evaluation may start')
+    monkeypatch.setattr(evaluate, 'run', run)
+    for argv, message in ((['--task', 'push', '--push-distance', '0.25,0.05'], 'near <= far'),
+                          (['--task', 'push', '--push-distance', '0.05'], 'two numbers'),
+                          (['--push-distance', '0.05,0.25'], 'give --task push')):
+        with pytest.raises(SystemExit):
+            evaluate.main(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_episode_time_is_fixed_for_reach_and_grows_with_the_push_distance(kinematics):

@@ -40,9 +40,12 @@ REACH_REGION = ((0.35, 0.65), (-0.22, 0.22), (0.12, 0.38))
 # An arm preset's reach goals (jepa eval --arm): its workspace box, this far inside.
 REACH_BOX_MARGIN = 0.03
 REACH_STEPS = 60
-# Push goals: this far from the cube (m), kept at least PUSH_MIN_DISTANCE after clipping to the table region.
+# Push goals: drawn this far from the cube (m); a goal that clipping to the table region brings more than
+# PUSH_CLIP_SLACK nearer than the range's near end is redrawn. `jepa eval --push-distance` draws from another range
+# within PUSH_DISTANCE_LIMITS (success against goal distance); reports of different ranges do not compare.
 PUSH_DISTANCE = (0.10, 0.18)
-PUSH_MIN_DISTANCE = 0.09
+PUSH_CLIP_SLACK = 0.01
+PUSH_DISTANCE_LIMITS = (0.03, 0.25)
 PUSH_REGION = ((0.35, 0.7), (-0.28, 0.28))
 # Push episodes get time for the approach behind the cube plus the push itself at a fraction of full speed.
 PUSH_BASE_SECONDS = 6.0
@@ -68,23 +71,37 @@ def reach_region(workspace) -> tuple:
     return tuple((float(lo) + REACH_BOX_MARGIN, float(hi) - REACH_BOX_MARGIN) for lo, hi in workspace)
 
 
+def check_push_distance(distance) -> tuple[float, float]:
+    """(near, far) in metres, checked against PUSH_DISTANCE_LIMITS; ValueError naming the range otherwise."""
+    try:
+        near, far = (float(d) for d in distance)
+    except (TypeError, ValueError):
+        raise ValueError(f'a push distance range is two numbers (near, far) in metres, got {distance!r}') from None
+    low, high = PUSH_DISTANCE_LIMITS
+    if not low <= near <= far <= high:
+        raise ValueError(f'push distance range {near}-{far} m: need {low} <= near <= far <= {high} m')
+    return near, far
+
+
 def make_goal(task: str, seed: int, kinematics: ArmKinematics, q_now: np.ndarray, cube_now: np.ndarray,
-              region=REACH_REGION) -> Goal:
-    """A seeded goal for an episode that starts at (q_now, cube_now); reach targets are drawn from `region`."""
+              region=REACH_REGION, push_distance=PUSH_DISTANCE) -> Goal:
+    """A seeded goal for an episode that starts at (q_now, cube_now); reach targets are drawn from `region`, push
+    goals at a distance from the cube drawn uniformly from `push_distance` (near, far)."""
     rng = np.random.default_rng([seed, 7])
     if task == 'reach':
         target = np.array([rng.uniform(lo, hi) for lo, hi in region])
         arm_q = interface_pose(kinematics, q_now, target)
         return Goal(task, kinematics.fk(arm_q), arm_q, np.asarray(cube_now, float))
     if task == 'push':
+        near, far = check_push_distance(push_distance)
         cube_xy = np.asarray(cube_now[:2], float)
         (x_lo, x_hi), (y_lo, y_hi) = PUSH_REGION
         # Redrawn (seeded) until the goal, clipped to the table region, is still far enough away.
         while True:
             angle = rng.uniform(-np.pi, np.pi)
-            goal_xy = cube_xy + np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(*PUSH_DISTANCE)
+            goal_xy = cube_xy + np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(near, far)
             goal_xy = np.clip(goal_xy, [x_lo, y_lo], [x_hi, y_hi])
-            if np.linalg.norm(goal_xy - cube_xy) >= PUSH_MIN_DISTANCE:
+            if np.linalg.norm(goal_xy - cube_xy) >= near - PUSH_CLIP_SLACK:
                 break
         direction = (goal_xy - cube_xy) / np.linalg.norm(goal_xy - cube_xy)
         cube_goal = np.array([goal_xy[0], goal_xy[1], cube_now[2]])

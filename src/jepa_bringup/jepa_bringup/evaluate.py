@@ -54,9 +54,10 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from jepa_bringup.description import SIM_NODE
-from jepa_bringup.episodes import ABLATIONS, AGENT_CONDITIONS, BASELINES, DT, RADII, REACH_REGION, SETTLE, \
-    SUCCESS_RADIUS, TASK_CONDITIONS, DistanceTrace, Goal, OraclePolicy, RandomPolicy, add_perturbation_arguments, \
-    episode_steps, final_distance, make_goal, perturbation_of, reach_region, sim_camera, summarize, verdict
+from jepa_bringup.episodes import ABLATIONS, AGENT_CONDITIONS, BASELINES, DT, PUSH_DISTANCE, PUSH_DISTANCE_LIMITS, \
+    RADII, REACH_REGION, SETTLE, SUCCESS_RADIUS, TASK_CONDITIONS, DistanceTrace, Goal, OraclePolicy, RandomPolicy, \
+    add_perturbation_arguments, check_push_distance, episode_steps, final_distance, make_goal, perturbation_of, \
+    reach_region, sim_camera, summarize, verdict
 from jepa_bringup.graph import NAMESPACE_ARGUMENT, GraphError, load_preset, parse_assignments, ros_namespace
 from jepa_bringup.provenance import files_sha256, machine_load, provenance
 from jepa_common.conversions import image_to_rgb, joint_positions, joint_target_trajectory, stamp_to_sec
@@ -121,12 +122,13 @@ def perception_summary(reports: list[dict[str, float]]) -> dict:
 class Referee(Node):
     """Talks to the running graph: resets, goals, tasks, and the privileged state it scores with."""
 
-    def __init__(self, kinematics: ArmKinematics, context=None, names: dict | None = None, region=REACH_REGION):
+    def __init__(self, kinematics: ArmKinematics, context=None, names: dict | None = None, region=REACH_REGION,
+                 push_distance=PUSH_DISTANCE):
         super().__init__('eval_referee', context=context)
         self.kinematics = kinematics
         names = names or SIM_NAMES
-        # Where reach goals are drawn.
-        self.region = region
+        # Where reach goals are drawn, and how far from the cube push goals are.
+        self.region, self.push_distance = region, push_distance
         self.sim_time = 0.0
         self.ee = self.cube = self.q = None
         self.image: np.ndarray | None = None
@@ -395,7 +397,7 @@ def run_episode(referee: Referee, condition: str, task: str, seed: int, video: V
     referee.set_task('idle')
     referee.hold()
     referee.reset(seed)
-    goal = make_goal(task, seed, referee.kinematics, referee.q, referee.cube, referee.region)
+    goal = make_goal(task, seed, referee.kinematics, referee.q, referee.cube, referee.region, referee.push_distance)
     goal_image = referee.render_goal(goal)
     steps = episode_steps(goal, referee.cube)
     policy = None
@@ -555,17 +557,20 @@ def graph_camera(launch_args: list[str], arm: str | None = None) -> CameraConfig
 def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launch_args: list[str],
         video_path: Path | None, log_dir: Path, camera: CameraConfig, reference_episodes: int | None = None,
         command: list[str] | None = None, log=print, arm: str | None = None,
-        perturb: dict | None = None, node_settings: dict[str, dict] | None = None) -> dict:
+        perturb: dict | None = None, node_settings: dict[str, dict] | None = None,
+        push_distance=PUSH_DISTANCE) -> dict:
     """Bring up the graph in its own ROS domain, evaluate every task, bring it down. `camera` is the graph's
     simulated camera (sim_camera), for the video overlay; `arm` an arm preset to evaluate behind the driver
     stand-in (graph sim_driver_arm) instead of the Panda simulator; `perturb` {'names': [...], 'settings': {field:
     value}, 'from_episode': K} the world perturbation the simulator gets before the first episode, or before
     episode K of the (one) condition (named_perturbation; the Panda simulator only); `node_settings` {node: {name:
-    value}} agent nodes' parameters set before the first episode. Returns {'provenance': ..., 'tasks': {task:
-    report}}."""
+    value}} agent nodes' parameters set before the first episode; `push_distance` (near, far) m, the range push
+    goals are drawn from. Returns {'provenance': ..., 'tasks': {task: report}}."""
     namespace = ros_namespace(parse_assignments(launch_args).get(NAMESPACE_ARGUMENT, ''))
     record = provenance(command or sys.argv)
     record['launch_args'] = launch_args
+    if 'push' in tasks:
+        record['push_distance_m'] = list(push_distance)
     graph_log = log_dir / 'graph.log'
     if arm:
         preset = load_preset(arm)
@@ -585,7 +590,7 @@ def run(tasks: list[str], episodes: int, seed: int, conditions: list[str], launc
     # referee joins the graph's namespace (namespace:=), and its clock.
     rclpy.init(args=['jepa-eval', '--ros-args', '-r', f'__ns:={namespace}', '-r', '/clock:=clock'] if namespace
                else [])
-    referee = Referee(kinematics, names=names, region=region)
+    referee = Referee(kinematics, names=names, region=region, push_distance=push_distance)
     reports, later = {}, {}
     try:
         referee.wait_for_graph(120.0)
@@ -768,6 +773,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--set', action='append', default=[], metavar='NODE.NAME=VALUE', dest='node_settings',
                         help="an agent node's parameter, set once the graph is up and before the first episode "
                              '(e.g. actor.subgoal_samples=512; VALUE is read as YAML); the report records it')
+    parser.add_argument('--push-distance', metavar='NEAR,FAR', default=None,
+                        help=f'draw push goals this far from the cube, in metres (default '
+                             f'{PUSH_DISTANCE[0]},{PUSH_DISTANCE[1]}; within {PUSH_DISTANCE_LIMITS[0]}-'
+                             f'{PUSH_DISTANCE_LIMITS[1]}): success against goal distance. The seeds\' goals '
+                             f'change with the range, so reports of different ranges do not compare')
     parser.add_argument('launch_args', nargs='*', help='graph arguments name:=value (device:=cuda, checkpoint:=...)')
     args = parser.parse_args(argv)
     if args.from_json:
@@ -791,8 +801,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names, settings, perturbation = perturbation_of(args)
         node_settings = node_settings_of(args.node_settings)
+        push_distance = (PUSH_DISTANCE if args.push_distance is None
+                         else check_push_distance(args.push_distance.split(',')))
     except ValueError as exc:
         parser.error(str(exc))
+    if args.push_distance is not None and 'push' not in (args.task or ['reach']):
+        parser.error('--push-distance sets where push goals are drawn: give --task push')
     if args.arm and (args.perturb or args.perturb_set):
         parser.error('--perturb and --perturb-set perturb the Panda simulator (graph sim), not an --arm preset')
     if args.perturb_from:
@@ -813,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.log_dir, camera, args.reference_episodes,
                      command=['jepa', 'eval', *(sys.argv[1:] if argv is None else argv)], arm=args.arm,
                      perturb={'names': names, 'settings': settings, 'from_episode': args.perturb_from},
-                     node_settings=node_settings)
+                     node_settings=node_settings, push_distance=push_distance)
     except SettingRefused as exc:   # run() has already brought the graph down
         print(f'jepa eval: {exc}; no report written', file=sys.stderr)
         return 2
