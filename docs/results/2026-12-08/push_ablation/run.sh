@@ -14,3 +14,6 @@ ROS_DOMAIN_ID=153 .venv/bin/jepa eval --task push --episodes 50 --reference-epis
 .venv/bin/python research/push_hierarchy/random_high_level.py --out /work/data/s15/random_both --seed 0 --both
 ROS_DOMAIN_ID=154 .venv/bin/jepa eval --task push --episodes 20 --seed 3200 --conditions mode2 \
     --json eval_push_random_both_3200.json checkpoint:=/work/data/s15/random_both/ablated.pt
+# 5. The higher level planning 8 macro-actions ahead at the shipped cost (8 x 192 = 6 x 256), the distance run's seeds.
+ROS_DOMAIN_ID=155 .venv/bin/jepa eval --task push --episodes 50 --seed 3250 --conditions mode2 --push-distance 0.05,0.25 \
+    --set actor.subgoal_horizon=8 --set actor.subgoal_samples=192 --json eval_push_distance_h8_3250.json
