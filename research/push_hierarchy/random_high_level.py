@@ -10,12 +10,12 @@ in-process twin (a random walk each call, which a file cannot hold).
     jepa eval --task push --conditions mode2 ... checkpoint:=/work/data/random_high/ablated.pt
 """
 import argparse
-import hashlib
 import shutil
 from pathlib import Path
 
 import torch
 
+from jepa_common.digest import file_sha256
 from jepa_world_model.high_level import HighLevelModel, default_high_level_path
 from jepa_world_model.model import (default_checkpoint_path, encoder_id, load_checkpoint, read_checkpoint,
                                     save_checkpoint)
@@ -43,18 +43,18 @@ def main() -> None:
     if a.both:
         blob, _ = read_checkpoint(checkpoint)
         redraw(model.predictor)
-        sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+        sha = file_sha256(checkpoint)
         standard = ('format_version', 'config', 'state_dict', 'provenance', 'metrics')
         save_checkpoint(model, a.out / 'ablated.pt', {**blob['provenance'], 'ablation': f'predictor weights re-drawn '
                         f'from their initialization (seed {a.seed}) from the world model {sha[:12]}'},
                         blob['metrics'], {k: v for k, v in blob.items() if k not in standard})
     else:
         shutil.copyfile(checkpoint, a.out / 'ablated.pt')
-    sha = hashlib.sha256(Path(high_path).read_bytes()).hexdigest()
+    sha = file_sha256(high_path)
     high.save(a.out / 'ablated_high_level.pt', {**high.provenance, 'ablation': f'predictor weights re-drawn from their '
                                                  f'initialization (seed {a.seed}) from the higher level {sha[:12]}'})
     for path in (a.out / 'ablated.pt', a.out / 'ablated_high_level.pt'):
-        print(path, hashlib.sha256(path.read_bytes()).hexdigest())
+        print(path, file_sha256(path))
 
 
 if __name__ == '__main__':
